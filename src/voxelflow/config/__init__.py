@@ -1,0 +1,1 @@
+"""voxelflow.config."""
