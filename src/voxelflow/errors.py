@@ -41,3 +41,7 @@ class GeometryError(DataError):
 
 class SecurityError(VoxelflowError, PermissionError):
     """Refused for safety: path traversal, untrusted code, unsafe pickles."""
+
+
+class MissingFileError(DataError, FileNotFoundError):
+    """An input file or folder does not exist (the message names the path)."""

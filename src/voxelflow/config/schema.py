@@ -38,26 +38,40 @@ class FolderInput(Section):
 
     path: Path = Field(description="folder to search (recursively with '**' in glob)")
     glob: str = Field("*", description="glob pattern of files (or DICOM folders) inside `path`")
-    contains: list[str] = Field(default_factory=list, description="every string must appear in the file name")
-    not_contains: list[str] = Field(default_factory=list, description="no string may appear in the file name")
+    contains: list[str] = Field(
+        default_factory=list, description="every string must appear in the file name"
+    )
+    not_contains: list[str] = Field(
+        default_factory=list, description="no string may appear in the file name"
+    )
     subject_regex: str | None = Field(
-        None, description="regex whose first group is the subject id; default: name minus `contains` strings and suffix"
+        None,
+        description="regex whose first group is the subject id; default: name minus `contains` strings and suffix",
     )
 
 
 class DatasetConfig(Section):
     """Where the subjects come from and which columns form each role."""
 
-    csv: Path | None = Field(None, description="CSV table: one row per subject, one column per file or value")
+    csv: Path | None = Field(
+        None, description="CSV table: one row per subject, one column per file or value"
+    )
     folders: dict[str, FolderInput] | None = Field(None, description="column name → folder pattern")
-    msd: Path | None = Field(None, description="Medical Segmentation Decathlon / nnU-Net dataset folder (dataset.json)")
+    msd: Path | None = Field(
+        None, description="Medical Segmentation Decathlon / nnU-Net dataset folder (dataset.json)"
+    )
     subject_column: str = Field("subject", description="column holding the subject id")
     inputs: dict[str, list[str]] = Field(
         default_factory=lambda: {"image": ["image"], "label": ["label"]},
         description="role → table columns stacked as channels (roles: image, label, weight, sampling_map, target)",
     )
+    incomplete_subjects: Literal["error", "drop"] = Field(
+        "error",
+        description="subjects missing a required column: fail listing them, or drop them with a warning",
+    )
     resample_to_first: bool = Field(
-        False, description="resample images of a subject onto its first image instead of refusing different grids"
+        False,
+        description="resample images of a subject onto its first image instead of refusing different grids",
     )
 
     @field_validator("inputs", mode="before")
@@ -71,24 +85,48 @@ class DatasetConfig(Section):
 class SplitConfig(Section):
     """Train / validation / test split, or k-fold cross-validation."""
 
-    file: Path | None = Field(None, description="a user-given split CSV (subject,split); wins over fractions")
-    validation: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of subjects for validation")
-    test: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of subjects held out for testing")
-    folds: int | None = Field(None, ge=2, description="k for k-fold cross-validation (validation = one fold)")
+    file: Path | None = Field(
+        None, description="a user-given split CSV (subject,split); wins over fractions"
+    )
+    validation: float = Field(
+        0.2, ge=0.0, lt=1.0, description="fraction of subjects for validation"
+    )
+    test: float = Field(
+        0.0, ge=0.0, lt=1.0, description="fraction of subjects held out for testing"
+    )
+    folds: int | None = Field(
+        None, ge=2, description="k for k-fold cross-validation (validation = one fold)"
+    )
     fold: int = Field(0, ge=0, description="which fold is the validation fold")
-    group_column: str | None = Field(None, description="no two splits share a value of this column (patient id)")
-    stratify_column: str | None = Field(None, description="keep this column's class ratios in every split")
-    seed: int = Field(0, description="seed of the split draw (the split is written once and reused)")
+    group_column: str | None = Field(
+        None, description="no two splits share a value of this column (patient id)"
+    )
+    stratify_column: str | None = Field(
+        None, description="keep this column's class ratios in every split"
+    )
+    seed: int = Field(
+        0, description="seed of the split draw (the split is written once and reused)"
+    )
 
 
 class PreprocessingConfig(Section):
     """Deterministic preprocessing, run once per subject and cached; inverted at inference."""
 
-    orientation: str | None = Field("RAS", description="reorient to these axis codes; null keeps the file's")
-    spacing: list[float] | None = Field(None, description="resample to this spacing (mm); null keeps it")
-    image_interpolation: Literal["linear", "bspline", "nearest"] = "linear"
-    label_interpolation: Literal["nearest", "partial_volume"] = "nearest"
-    crop_foreground: bool = Field(False, description="crop to the bounding box of non-zero image voxels")
+    orientation: str | None = Field(
+        "RAS", description="reorient to these axis codes; null keeps the file's"
+    )
+    spacing: list[float] | None = Field(
+        None, description="resample to this spacing (mm); null keeps it"
+    )
+    image_interpolation: Literal["linear", "bspline", "nearest"] = Field(
+        "linear", description="interpolation of image roles when resampling"
+    )
+    label_interpolation: Literal["nearest", "partial_volume"] = Field(
+        "nearest", description="interpolation of label roles when resampling"
+    )
+    crop_foreground: bool = Field(
+        False, description="crop to the bounding box of non-zero image voxels"
+    )
     crop_margin: int = Field(0, ge=0, description="voxels kept around the foreground box")
     normalization: list[Component] = Field(
         default_factory=lambda: [Component(name="zscore")],
@@ -97,16 +135,25 @@ class PreprocessingConfig(Section):
     label_values: list[int] | None = Field(
         None, description="label values in class order; null: found from the training split"
     )
-    non_finite: Literal["warn", "error"] = Field("warn", description="NaN/Inf voxels: warn (set to 0) or fail")
+    non_finite: Literal["warn", "error"] = Field(
+        "warn", description="NaN/Inf voxels: warn (set to 0) or fail"
+    )
     cache_dir: Path | None = Field(None, description="preprocessing cache; default <run_dir>/cache")
 
 
 class SamplingConfig(Section):
     """How training windows are drawn."""
 
-    sampler: Component = Field(default_factory=lambda: Component(name="uniform"))
-    window: list[int] = Field(default_factory=lambda: [64, 64, 64], description="window size; 0 or -1 = whole axis")
-    label_window: list[int] | None = Field(None, description="smaller label window (valid-convolution networks)")
+    sampler: Component = Field(
+        default_factory=lambda: Component(name="uniform"),
+        description="training window sampler: uniform, weighted, balanced, resize ...",
+    )
+    window: list[int] = Field(
+        default_factory=lambda: [64, 64, 64], description="window size; 0 or -1 = whole axis"
+    )
+    label_window: list[int] | None = Field(
+        None, description="smaller label window (valid-convolution networks)"
+    )
     windows_per_subject: int = Field(2, ge=1, description="windows drawn per subject load")
     queue_length: int = Field(64, ge=1, description="windows held in the shuffled patch queue")
     pad_value: float = Field(0.0, description="value used where a window extends past the image")
@@ -116,72 +163,129 @@ class TrainingConfig(Section):
     """The training loop."""
 
     max_iterations: int = Field(1000, ge=0, description="optimiser steps in total")
-    batch_size: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1, description="windows per optimiser step (per device)")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
     accumulate: int = Field(1, ge=1, description="gradient accumulation steps per optimiser step")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
-    amp: Literal["auto", "off", "fp16", "bf16"] = Field("auto", description="auto = bf16/fp16 on CUDA, off on CPU")
+    amp: Literal["auto", "off", "fp16", "bf16"] = Field(
+        "auto", description="auto = bf16/fp16 on CUDA, off on CPU"
+    )
     compile: bool = Field(False, description="torch.compile the network")
-    seed: int = 0
+    seed: int = Field(0, description="seed of every random generator of the run")
     deterministic: bool = Field(False, description="deterministic algorithms (slower)")
     validate_every: int = Field(100, ge=0, description="iterations between validations; 0 = never")
-    log_every: int = Field(10, ge=1)
-    checkpoint_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1, description="iterations between console and TensorBoard logs")
+    checkpoint_every: int = Field(100, ge=1, description="iterations between checkpoints")
     keep_last: int = Field(2, ge=1, description="most recent checkpoints kept")
     keep_best: int = Field(1, ge=0, description="best checkpoints kept by `best_metric`")
-    best_metric: str = Field("dice", description="validation metric for best checkpoints and early stopping")
-    best_mode: Literal["max", "min"] = "max"
-    early_stopping_patience: int | None = Field(None, ge=1, description="validations without improvement")
+    best_metric: str = Field(
+        "dice", description="validation metric for best checkpoints and early stopping"
+    )
+    best_mode: Literal["max", "min"] = Field(
+        "max", description="whether a larger (max) or smaller (min) `best_metric` is better"
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="validations without improvement"
+    )
 
 
 class InferenceConfig(Section):
     """Sliding-window (or whole-image) inference and what is written."""
 
-    window: list[int] | None = Field(None, description="inference window; null = the training window")
-    overlap: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of the window shared by neighbours")
-    blend: Literal["gaussian", "mean", "crop"] = "gaussian"
-    batch_size: int = Field(4, ge=1)
+    window: list[int] | None = Field(
+        None, description="inference window; null = the training window"
+    )
+    overlap: float = Field(
+        0.5, ge=0.0, lt=1.0, description="fraction of the window shared by neighbours"
+    )
+    blend: Literal["gaussian", "mean", "crop"] = Field(
+        "gaussian", description="how overlapping windows are combined (crop: keep window centres)"
+    )
+    batch_size: int = Field(4, ge=1, description="windows per forward pass")
     flip_tta: bool = Field(False, description="average over flips of every spatial axis")
-    save_probabilities: bool = False
-    uncertainty: Literal["none", "entropy", "variance"] = "none"
-    keep_largest_component: bool = False
-    min_component_volume_mm3: float = Field(0.0, ge=0.0)
-    fill_holes: bool = False
-    checkpoint: Literal["best", "last"] = "best"
+    save_probabilities: bool = Field(False, description="also write class probabilities")
+    uncertainty: Literal["none", "entropy", "variance"] = Field(
+        "none", description="write a voxel-wise uncertainty map"
+    )
+    keep_largest_component: bool = Field(
+        False, description="keep only the largest connected component of each class"
+    )
+    min_component_volume_mm3: float = Field(
+        0.0, ge=0.0, description="remove connected components smaller than this volume (mm³)"
+    )
+    fill_holes: bool = Field(False, description="fill holes inside each predicted class")
+    checkpoint: Literal["best", "last"] = Field("best", description="checkpoint used for inference")
 
 
 class EvaluationConfig(Section):
     """Metrics computed after inference and during validation."""
 
-    metrics: list[str] = Field(default_factory=lambda: ["dice", "hd95", "assd", "nsd"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["dice", "hd95", "assd", "nsd"],
+        description="metric names computed per subject and label",
+    )
     tolerance_mm: float = Field(1.0, gt=0, description="NSD tolerance τ (mm)")
-    labels: list[int] | None = Field(None, description="labels evaluated; null = every foreground label")
+    labels: list[int] | None = Field(
+        None, description="labels evaluated; null = every foreground label"
+    )
 
 
 class SystemConfig(Section):
     """Devices and run folder."""
 
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    run_dir: Path = Field(Path("runs/experiment"), description="everything of a run is written here")
+    run_dir: Path = Field(
+        Path("runs/experiment"), description="everything of a run is written here"
+    )
 
 
 class Experiment(Section):
     """A whole experiment: one YAML file, every section with defaults."""
 
-    application: Literal["segmentation", "regression", "classification", "autoencoder", "gan"] | str = (
-        "segmentation"
+    application: (
+        Literal["segmentation", "regression", "classification", "autoencoder", "gan"] | str
+    ) = Field(
+        "segmentation",
+        description="the task: segmentation, regression, classification, autoencoder, gan or a plugin path",
     )
-    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    augmentation: list[Component] = Field(default_factory=list, description="random transforms, in order")
-    network: Component = Field(default_factory=lambda: Component(name="unet"))
-    loss: Component = Field(default_factory=lambda: Component(name="dice_ce"))
-    optimizer: Component = Field(default_factory=lambda: Component(name="adamw", lr=1e-3))
-    scheduler: Component = Field(default_factory=lambda: Component(name="constant"))
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    inference: InferenceConfig = Field(default_factory=InferenceConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    system: SystemConfig = Field(default_factory=SystemConfig)
-    num_classes: int | None = Field(None, ge=1, description="output classes; null: from the label values")
+    dataset: DatasetConfig = Field(
+        default_factory=DatasetConfig, description="where the subjects come from"
+    )
+    split: SplitConfig = Field(
+        default_factory=SplitConfig, description="train / validation / test split"
+    )
+    preprocessing: PreprocessingConfig = Field(
+        default_factory=PreprocessingConfig,
+        description="deterministic preprocessing (cached, inverted at inference)",
+    )
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="training window sampling"
+    )
+    augmentation: list[Component] = Field(
+        default_factory=list, description="random transforms, in order"
+    )
+    network: Component = Field(
+        default_factory=lambda: Component(name="unet"), description="network name and options"
+    )
+    loss: Component = Field(
+        default_factory=lambda: Component(name="dice_ce"), description="loss name and options"
+    )
+    optimizer: Component = Field(
+        default_factory=lambda: Component(name="adamw", lr=1e-3),
+        description="optimiser name and options (lr ...)",
+    )
+    scheduler: Component = Field(
+        default_factory=lambda: Component(name="constant"),
+        description="learning-rate schedule name and options",
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="the training loop"
+    )
+    inference: InferenceConfig = Field(
+        default_factory=InferenceConfig, description="sliding-window inference"
+    )
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="metrics")
+    system: SystemConfig = Field(default_factory=SystemConfig, description="devices and run folder")
+    num_classes: int | None = Field(
+        None, ge=1, description="output classes; null: from the label values"
+    )

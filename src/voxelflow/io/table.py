@@ -1,9 +1,61 @@
-"""Dataset tables: CSV, folder patterns or an MSD ``dataset.json`` → one row per subject."""
+"""Dataset tables: CSV, folder patterns or an MSD ``dataset.json`` → one row per subject.
+
+Three sources, chosen by the dataset section of the experiment:
+
+* ``csv``: one row per subject, a subject column, one column per modality plus label, target,
+  weight or group columns. Relative paths are resolved against the CSV's folder.
+* ``folders``: per column a folder, a glob and NiftyNet's ``contains`` / ``not_contains``
+  filters. The subject id is the file name minus its suffix minus the ``contains`` strings,
+  stripped of separators (or the first group of ``subject_regex``). Columns are outer-joined on
+  the subject id; subjects missing a required column are listed.
+* ``msd``: a Medical Segmentation Decathlon or nnU-Net v2 folder with ``dataset.json``.
+
+Example:
+    >>> rows = load_table(experiment.dataset)  # doctest: +SKIP
+    >>> rows[0].name, rows[0].path("image")  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
+import csv
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from voxelflow.errors import ConfigError, DataError, MissingFileError
+
+if TYPE_CHECKING:  # config is a higher layer: typing only
+    from voxelflow.config.schema import DatasetConfig, FolderInput
+
+logger = logging.getLogger(__name__)
+
+#: file suffixes removed from a file name to form a subject id (longest first).
+IMAGE_SUFFIXES = (
+    ".nii.gz",
+    ".nii",
+    ".mgz",
+    ".mgh",
+    ".nrrd",
+    ".nhdr",
+    ".mha",
+    ".mhd",
+    ".img",
+    ".hdr",
+    ".dcm",
+    ".png",
+    ".tif",
+    ".tiff",
+    ".jpg",
+    ".npy",
+    ".npz",
+    ".gz",
+)
+_SEPARATORS = "_-. "
 
 
 @dataclass(frozen=True)
@@ -24,3 +76,348 @@ class SubjectRow:
         """The file named in ``column``, resolved against :attr:`base_dir`."""
         value = Path(self.columns[column])
         return value if value.is_absolute() else self.base_dir / value
+
+
+def required_columns(dataset: DatasetConfig) -> list[str]:
+    """Every column named by ``dataset.inputs`` (in order, without duplicates)."""
+    return list(dict.fromkeys(c for columns in dataset.inputs.values() for c in columns))
+
+
+def load_table(
+    dataset: DatasetConfig,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    required: Sequence[str] | None = None,
+) -> list[SubjectRow]:
+    """Build the subject table described by the dataset section.
+
+    Args:
+        dataset: the ``dataset`` section (exactly one of ``csv``, ``folders``, ``msd``).
+        base_dir: folder relative config paths (CSV, folders, MSD) are resolved against;
+            default the working directory.
+        required: columns every subject must have; default every column of ``dataset.inputs``
+            (pass e.g. ``["image"]`` at inference, when labels may be absent).
+
+    Returns:
+        Rows sorted by subject id (CSV rows keep the file order).
+
+    Raises:
+        ConfigError: no source or several sources given.
+        MissingFileError: the CSV, a folder or ``dataset.json`` does not exist.
+        DataError: a missing column, duplicate subject ids, empty required cells, an empty
+            folder pattern, or incomplete subjects (with ``incomplete_subjects: error``).
+    """
+    root = Path(base_dir) if base_dir is not None else Path.cwd()
+    needed = list(required) if required is not None else required_columns(dataset)
+    sources = [name for name in ("csv", "folders", "msd") if getattr(dataset, name)]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"dataset: expected exactly one of csv, folders, msd, got {sources or 'none'}"
+        )
+    if dataset.csv is not None:
+        return read_csv_table(
+            _resolve(root, dataset.csv), subject_column=dataset.subject_column, required=needed
+        )
+    if dataset.folders is not None:
+        return folder_table(
+            dataset.folders, base_dir=root, required=needed, incomplete=dataset.incomplete_subjects
+        )
+    rows = msd_table(_resolve(root, dataset.msd))
+    return _check_required(
+        rows, needed, source=f"{dataset.msd}/dataset.json", incomplete=dataset.incomplete_subjects
+    )
+
+
+def _resolve(root: Path, path: str | os.PathLike[str] | None) -> Path:
+    path = Path(path or ".").expanduser()
+    return path if path.is_absolute() else root / path
+
+
+# --------------------------------------------------------------------------- CSV
+def read_csv_table(
+    path: Path, *, subject_column: str = "subject", required: Sequence[str] = ()
+) -> list[SubjectRow]:
+    """Read a subject CSV (header row, one row per subject).
+
+    Raises:
+        MissingFileError: the CSV does not exist.
+        DataError: missing subject or required column (listing the columns present), duplicate
+            subject ids (with their line numbers), empty required cells (listed).
+    """
+    if not path.is_file():
+        raise MissingFileError(f"dataset CSV not found: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as stream:
+        reader = csv.DictReader(stream)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        records = [
+            (line, {(k or "").strip(): (v or "").strip() for k, v in rec.items()})
+            for line, rec in enumerate(reader, start=2)
+        ]
+    for column in [subject_column, *required]:
+        if column not in header:
+            raise DataError(
+                f"{path}: expected a column {column!r}, got columns {header}"
+                + (" (set dataset.subject_column)" if column == subject_column else "")
+            )
+    records = [(line, rec) for line, rec in records if any(rec.values())]
+    _check_unique_ids([(rec[subject_column], line) for line, rec in records], source=str(path))
+    empty = [
+        f"line {line} ({rec[subject_column] or '?'}): {column}"
+        for line, rec in records
+        for column in [subject_column, *required]
+        if not rec.get(column)
+    ]
+    if empty:
+        raise DataError(
+            f"{path}: expected a value in every required cell, got {len(empty)} empty: "
+            + "; ".join(empty[:20])
+        )
+    return [
+        SubjectRow(
+            rec[subject_column], {k: v for k, v in rec.items() if k != subject_column}, path.parent
+        )
+        for _, rec in records
+    ]
+
+
+def _check_unique_ids(ids_with_lines: Iterable[tuple[str, Any]], *, source: str) -> None:
+    seen: dict[str, list[str]] = {}
+    for subject, where in ids_with_lines:
+        seen.setdefault(subject, []).append(str(where))
+    duplicates = {s: w for s, w in seen.items() if len(w) > 1}
+    if duplicates:
+        listing = "; ".join(f"{s!r} at {', '.join(w)}" for s, w in sorted(duplicates.items()))
+        raise DataError(f"{source}: expected unique subject ids, got duplicates: {listing}")
+
+
+# --------------------------------------------------------------------------- folder patterns
+def folder_table(
+    folders: dict[str, FolderInput],
+    *,
+    base_dir: Path,
+    required: Sequence[str],
+    incomplete: str = "error",
+) -> list[SubjectRow]:
+    """Match files per column and outer-join the columns on the subject id.
+
+    Raises:
+        ConfigError: a required column has no folder pattern.
+        DataError: an empty pattern, duplicate ids in a column, or incomplete subjects.
+    """
+    unknown = [c for c in required if c not in folders]
+    if unknown:
+        raise ConfigError(
+            f"dataset.folders: expected a pattern for each input column {unknown}, "
+            f"got patterns for {sorted(folders)}"
+        )
+    joined: dict[str, dict[str, str]] = {}
+    for column, spec in folders.items():
+        for subject, file in match_folder(spec, base_dir=base_dir, column=column).items():
+            joined.setdefault(subject, {})[column] = str(file)
+    rows = [SubjectRow(s, joined[s], base_dir) for s in sorted(joined)]
+    return _check_required(rows, required, source="dataset.folders", incomplete=incomplete)
+
+
+def match_folder(spec: FolderInput, *, base_dir: Path, column: str) -> dict[str, Path]:
+    """Files of one folder pattern, keyed by subject id (NiftyNet filename matching).
+
+    Raises:
+        MissingFileError: the folder does not exist.
+        DataError: nothing matches (naming folder and pattern), or two files give one id.
+    """
+    folder = _resolve(base_dir, spec.path)
+    if not folder.is_dir():
+        raise MissingFileError(
+            f"dataset.folders.{column}.path: expected an existing folder, got {folder}"
+        )
+    candidates = sorted(p for p in folder.glob(spec.glob) if not p.name.startswith("."))
+    matched = [
+        p
+        for p in candidates
+        if all(s in p.name for s in spec.contains)
+        and not any(s in p.name for s in spec.not_contains)
+    ]
+    if not matched:
+        raise DataError(
+            f"dataset.folders.{column}: no file in {folder} matches glob {spec.glob!r}"
+            f" with contains={spec.contains} not_contains={spec.not_contains}"
+            f" ({len(candidates)} file(s) matched the glob before filtering)"
+        )
+    pairs = [
+        (subject_id(p.name, contains=spec.contains, regex=spec.subject_regex, column=column), p)
+        for p in matched
+    ]
+    _check_unique_ids(
+        [(s, p.name) for s, p in pairs], source=f"dataset.folders.{column} ({folder})"
+    )
+    return dict(pairs)
+
+
+def subject_id(
+    file_name: str, *, contains: Sequence[str] = (), regex: str | None = None, column: str = "?"
+) -> str:
+    """Subject id of a file name.
+
+    With ``regex``, the named group ``subject`` or the first group (or the whole match). Otherwise
+    the name minus its image suffix, minus every ``contains`` string, stripped of ``_-. ``.
+
+    Example:
+        >>> subject_id("T1_001_img.nii.gz", contains=["T1", "img"])
+        '001'
+
+    Raises:
+        DataError: the regex does not match, or nothing is left of the name.
+    """
+    if regex:
+        match = re.search(regex, file_name)
+        if not match:
+            raise DataError(
+                f"dataset.folders.{column}.subject_regex {regex!r} does not match {file_name!r}"
+            )
+        groups = match.groupdict()
+        return groups.get("subject") or (match.group(1) if match.groups() else match.group(0))
+    stem = strip_suffix(file_name)
+    for text in contains:
+        stem = stem.replace(text, "_")
+    stem = re.sub(r"[_\-. ]{2,}", "_", stem).strip(_SEPARATORS)
+    if not stem:
+        raise DataError(
+            f"dataset.folders.{column}: no subject id left in {file_name!r} after removing "
+            f"{list(contains)}; set subject_regex"
+        )
+    return stem
+
+
+def strip_suffix(file_name: str) -> str:
+    """The file name without its image suffix (``a.nii.gz`` → ``a``)."""
+    lower = file_name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix) and len(file_name) > len(suffix):
+            return file_name[: -len(suffix)]
+    return file_name
+
+
+def _check_required(
+    rows: list[SubjectRow], required: Sequence[str], *, source: str, incomplete: str
+) -> list[SubjectRow]:
+    missing = {c: [r.name for r in rows if not r.columns.get(c)] for c in required}
+    missing = {c: names for c, names in missing.items() if names}
+    if not missing:
+        return rows
+    listing = "; ".join(
+        f"{c}: {', '.join(names[:20])}" + (" ..." if len(names) > 20 else "")
+        for c, names in missing.items()
+    )
+    present = sorted({c for r in rows for c in r.columns})
+    message = (
+        f"{source}: subjects missing a required column ({listing}); columns present: {present}"
+    )
+    if incomplete == "drop":
+        logger.warning("%s; dropping them (dataset.incomplete_subjects: drop)", message)
+        dropped = {n for names in missing.values() for n in names}
+        return [r for r in rows if r.name not in dropped]
+    raise DataError(message + " (set dataset.incomplete_subjects: drop to skip them)")
+
+
+# --------------------------------------------------------------------------- MSD / nnU-Net
+def read_dataset_json(folder: Path) -> dict[str, Any]:
+    """The parsed ``dataset.json`` of an MSD or nnU-Net folder."""
+    import json
+
+    path = folder / "dataset.json"
+    if not path.is_file():
+        raise MissingFileError(f"dataset.msd: expected {path} to exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+
+
+def dataset_labels(folder: str | os.PathLike[str]) -> dict[int, str]:
+    """Label value → name from ``dataset.json`` (MSD ``{"0": "background"}`` or nnU-Net v2
+    ``{"background": 0}``; region lists of v2 keep their first value)."""
+    labels = read_dataset_json(Path(folder)).get("labels", {})
+    result: dict[int, str] = {}
+    for key, value in labels.items():
+        if str(key).lstrip("-").isdigit():
+            result[int(key)] = str(value)
+        else:
+            result[int(value[0] if isinstance(value, list) else value)] = str(key)
+    return dict(sorted(result.items()))
+
+
+def msd_table(folder: Path) -> list[SubjectRow]:
+    """Rows of an MSD (``training`` list) or nnU-Net v2 (``imagesTr/<case>_<XXXX>``) folder.
+
+    Columns: ``image`` (one file, possibly 4-D multi-modal) or, for nnU-Net v2 with several
+    channels, ``image_0000``, ``image_0001`` ... (set ``dataset.inputs.image`` to them), plus
+    ``label`` when present.
+    """
+    info = read_dataset_json(folder)
+    if info.get("training"):
+        pairs = []
+        for entry in info["training"]:
+            image = str(entry["image"]) if isinstance(entry, dict) else str(entry)
+            columns = {"image": image} | (
+                {"label": str(entry["label"])}
+                if isinstance(entry, dict) and entry.get("label")
+                else {}
+            )
+            pairs.append((strip_suffix(Path(image).name), columns))
+        _check_unique_ids(
+            [(n, i) for i, (n, _) in enumerate(pairs)], source=f"{folder}/dataset.json"
+        )
+        return [SubjectRow(name, columns, folder) for name, columns in pairs]
+    return _nnunet_v2_rows(folder, info)
+
+
+def _nnunet_v2_rows(folder: Path, info: dict[str, Any]) -> list[SubjectRow]:
+    ending = info.get("file_ending", ".nii.gz")
+    channels = sorted(
+        int(k) for k in (info.get("channel_names") or info.get("modality") or {"0": ""})
+    )
+    images = folder / "imagesTr"
+    if not images.is_dir():
+        raise DataError(f"{folder}/dataset.json: expected a 'training' list or an imagesTr folder")
+    pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(ending)}$")
+    cases: dict[str, dict[str, str]] = {}
+    for path in sorted(images.iterdir()):
+        match = pattern.match(path.name)
+        if match:
+            column = "image" if len(channels) == 1 else f"image_{match['channel']}"
+            cases.setdefault(match["case"], {})[column] = f"imagesTr/{path.name}"
+    if not cases:
+        raise DataError(f"{images}: no file matches <case>_<XXXX>{ending}")
+    for case, columns in cases.items():
+        label = folder / "labelsTr" / f"{case}{ending}"
+        if label.is_file():
+            columns["label"] = f"labelsTr/{label.name}"
+    return [SubjectRow(case, cases[case], folder) for case in sorted(cases)]
+
+
+# --------------------------------------------------------------------------- writing
+def write_table(
+    rows: Sequence[SubjectRow], path: str | os.PathLike[str], *, subject_column: str = "subject"
+) -> Path:
+    """Write rows as a CSV (atomically); existing relative files are re-based on the CSV folder.
+
+    Reading the file back with :func:`read_csv_table` gives the same subjects and files.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(c for row in rows for c in row.columns))
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow([subject_column, *columns])
+        for row in rows:
+            writer.writerow([row.name, *(_rebased(row, c, path.parent) for c in columns)])
+    os.replace(temp, path)
+    return path
+
+
+def _rebased(row: SubjectRow, column: str, target_dir: Path) -> str:
+    value = row.columns.get(column, "")
+    if not value or Path(value).is_absolute() or not (row.base_dir / value).exists():
+        return value
+    return os.path.relpath(os.path.abspath(row.base_dir / value), os.path.abspath(target_dir))

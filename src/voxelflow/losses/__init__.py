@@ -1,1 +1,102 @@
-"""voxelflow.losses."""
+"""Losses by name: segmentation, regression, classification and generative.
+
+Every loss is an ``nn.Module`` built with keyword options and called as
+``loss(prediction, target, weight=None) -> scalar tensor``. Look them up in :data:`LOSSES`
+(``voxelflow list losses`` prints them) or build one with :func:`build_loss`.
+
+Example:
+    >>> from voxelflow.losses import build_loss
+    >>> loss = build_loss("dice_ce", include_background=False)
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from voxelflow.errors import ConfigError
+from voxelflow.registry import Registry, suggest
+
+LOSSES: Registry[type[nn.Module]] = Registry("loss")
+
+
+def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    """Build the loss registered as ``name`` (or a plugin ``pkg.mod:Name``) with ``kwargs``.
+
+    Raises:
+        RegistryError: unknown name (with suggestions).
+        ConfigError: an option the loss does not take (with suggestions).
+    """
+    factory = LOSSES.get(name)
+    parameters = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    known = [key for key, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key in kwargs:
+        if not takes_any and key not in parameters:
+            raise ConfigError(
+                f"loss {name!r}: unknown option {key!r}.{suggest(key, known)} Options: {', '.join(known)}"
+            )
+    return factory(**kwargs)
+
+
+# Import the modules so that they register their losses (explicit, no scanning).
+from voxelflow.losses import (  # noqa: E402
+    classification,
+    deep_supervision,
+    generative,
+    regression,
+    segmentation,
+    segmentation_ce,
+)
+from voxelflow.losses.classification import ClassificationCrossEntropyLoss, ClassificationFocalLoss  # noqa: E402
+from voxelflow.losses.deep_supervision import DeepSupervisionLoss  # noqa: E402
+from voxelflow.losses.generative import (  # noqa: E402
+    GANLeastSquaresLoss,
+    GANNonSaturatingLoss,
+    GANWassersteinLoss,
+    VAELoss,
+    gradient_penalty,
+)
+from voxelflow.losses.regression import HuberLoss, L1Loss, L2Loss, RMSELoss, SmoothL1Loss  # noqa: E402
+from voxelflow.losses.segmentation import (  # noqa: E402
+    DiceLoss,
+    GeneralizedDiceLoss,
+    SensitivitySpecificityLoss,
+    TverskyLoss,
+    WassersteinDiceLoss,
+)
+from voxelflow.losses.segmentation_ce import CrossEntropyLoss, DiceCELoss, FocalLoss  # noqa: E402
+
+__all__ = [
+    "LOSSES",
+    "ClassificationCrossEntropyLoss",
+    "ClassificationFocalLoss",
+    "CrossEntropyLoss",
+    "DeepSupervisionLoss",
+    "DiceCELoss",
+    "DiceLoss",
+    "FocalLoss",
+    "GANLeastSquaresLoss",
+    "GANNonSaturatingLoss",
+    "GANWassersteinLoss",
+    "GeneralizedDiceLoss",
+    "HuberLoss",
+    "L1Loss",
+    "L2Loss",
+    "RMSELoss",
+    "SensitivitySpecificityLoss",
+    "SmoothL1Loss",
+    "TverskyLoss",
+    "VAELoss",
+    "WassersteinDiceLoss",
+    "build_loss",
+    "classification",
+    "deep_supervision",
+    "generative",
+    "gradient_penalty",
+    "regression",
+    "segmentation",
+    "segmentation_ce",
+]

@@ -1,1 +1,151 @@
-"""voxelflow.metrics."""
+"""Evaluation metrics: overlap, surface distance, regions, descriptive, regression, classification.
+
+Every metric is a plain function on numpy arrays or torch tensors. :data:`METRICS` maps each
+segmentation metric name used in configs (``evaluation.metrics``, ``training.best_metric``) to a
+function ``f(pred_mask, ref_mask, spacing=None, tolerance=1.0) -> float``; for many metrics of a
+label map at once use :func:`segmentation_metrics` (one surface extraction per label). The
+definitions and empty-mask conventions are listed in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from voxelflow.metrics._arrays import as_mask
+from voxelflow.metrics.classification import (
+    accuracy,
+    balanced_accuracy,
+    confusion_matrix,
+    expected_calibration_error,
+    precision_recall_f1,
+    roc_auc,
+)
+from voxelflow.metrics.descriptive import (
+    centroid,
+    intensity_statistics,
+    shape_descriptors,
+    surface_area,
+    volume,
+)
+from voxelflow.metrics.overlap import (
+    ConfusionCounts,
+    confusion_counts,
+    dice,
+    jaccard,
+    precision,
+    sensitivity,
+    specificity,
+    volume_difference,
+)
+from voxelflow.metrics.regions import (
+    RegionCounts,
+    connected_components,
+    detection_rate,
+    region_counts,
+)
+from voxelflow.metrics.regression import (
+    mean_absolute_error,
+    mean_error,
+    mean_squared_error,
+    normalized_cross_correlation,
+    psnr,
+    regression_metrics,
+    root_mean_squared_error,
+    ssim,
+)
+from voxelflow.metrics.segmentation import (
+    DEFAULT_METRICS,
+    SEGMENTATION_METRIC_NAMES,
+    segmentation_metrics,
+)
+from voxelflow.metrics.surface import (
+    SurfaceDistances,
+    average_symmetric_surface_distance,
+    hausdorff_distance,
+    mean_surface_distance,
+    normalized_surface_dice,
+    surface_distances,
+)
+from voxelflow.metrics.torch_metrics import dice_batch, iou_batch
+from voxelflow.registry import Registry
+
+MaskMetric = Callable[..., float]
+
+#: segmentation metric name → ``f(pred_mask, ref_mask, spacing=None, tolerance=1.0) -> float``.
+METRICS: Registry[MaskMetric] = Registry("metric")
+
+_DESCRIPTIONS = {
+    "dice": "Dice 2TP/(2TP+FP+FN); nan if both empty",
+    "jaccard": "Jaccard/IoU TP/(TP+FP+FN)",
+    "sensitivity": "recall TP/(TP+FN)",
+    "specificity": "TN/(TN+FP)",
+    "precision": "PPV TP/(TP+FP)",
+    "hd": "Hausdorff distance (mm), border voxels",
+    "hd95": "max of the two directed 95th percentile surface distances (mm)",
+    "assd": "average symmetric surface distance (mm)",
+    "nsd": "normalised surface Dice at tolerance (mm)",
+}
+
+
+def _mask_metric(name: str) -> MaskMetric:
+    def metric(
+        pred: object, ref: object, spacing: float | Sequence[float] | None = None, tolerance: float = 1.0
+    ) -> float:
+        pred_mask, ref_mask = as_mask(pred, name="prediction"), as_mask(ref, name="reference")
+        values = segmentation_metrics(
+            pred_mask, ref_mask, labels=[1], spacing=spacing, metrics=[name], tolerance=tolerance
+        )
+        return values[1][name]
+
+    metric.__name__ = name
+    metric.__doc__ = f"{name} of two binary masks (see docs/metrics.md)."
+    return metric
+
+
+for _name in SEGMENTATION_METRIC_NAMES:
+    METRICS.add(_name, _mask_metric(_name), description=_DESCRIPTIONS.get(_name, _name))
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "METRICS",
+    "SEGMENTATION_METRIC_NAMES",
+    "ConfusionCounts",
+    "RegionCounts",
+    "SurfaceDistances",
+    "accuracy",
+    "average_symmetric_surface_distance",
+    "balanced_accuracy",
+    "centroid",
+    "confusion_counts",
+    "confusion_matrix",
+    "connected_components",
+    "detection_rate",
+    "dice",
+    "dice_batch",
+    "expected_calibration_error",
+    "hausdorff_distance",
+    "intensity_statistics",
+    "iou_batch",
+    "jaccard",
+    "mean_absolute_error",
+    "mean_error",
+    "mean_squared_error",
+    "mean_surface_distance",
+    "normalized_cross_correlation",
+    "normalized_surface_dice",
+    "precision",
+    "precision_recall_f1",
+    "psnr",
+    "region_counts",
+    "regression_metrics",
+    "root_mean_squared_error",
+    "segmentation_metrics",
+    "sensitivity",
+    "shape_descriptors",
+    "specificity",
+    "ssim",
+    "surface_area",
+    "surface_distances",
+    "volume",
+    "volume_difference",
+]

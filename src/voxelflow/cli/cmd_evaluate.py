@@ -1,0 +1,106 @@
+"""``voxelflow evaluate``: score predicted label maps against references.
+
+Examples:
+    voxelflow evaluate --pred runs/x/predictions --ref data/labels --out runs/x/evaluation
+    voxelflow evaluate --pred P --ref R --out O --labels 1,2,3 --tolerance 2 --image data/images
+    voxelflow evaluate -c experiment.yaml --ref data/labels   # predictions/out from the run folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from voxelflow.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``evaluate`` sub-command."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compute metrics of predictions against references (CSV, plots, HTML report)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pred", help="folder of predicted label maps (default with -c: RUN_DIR/predictions)")
+    parser.add_argument("--ref", required=True, help="folder of reference label maps")
+    parser.add_argument("--out", help="output folder (default with -c: RUN_DIR/evaluation)")
+    parser.add_argument("--tolerance", type=float, default=None, help="NSD tolerance in mm (default 1)")
+    parser.add_argument("--labels", default=None, help="comma-separated labels, e.g. 1,2,3 (default: all)")
+    parser.add_argument("--metrics", default=None, help="comma-separated metric names (default: all overlap and surface)")
+    parser.add_argument("--image", default=None, help="folder of images drawn under the contours in the report")
+    parser.add_argument("--resample", action="store_true", help="resample predictions onto the reference grid (nearest)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
+    parser.add_argument("--no-report", action="store_true", help="write the CSVs only")
+    parser.add_argument("-c", "--config", default=None, help="experiment YAML: evaluation settings and run folder")
+    parser.set_defaults(func=run)
+
+
+def parse_labels(text: str | None) -> list[int] | None:
+    """``"1,2,3"`` → ``[1, 2, 3]``.
+
+    Raises:
+        ConfigError: a value that is not an integer.
+    """
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"expected --labels as comma-separated integers like 1,2,3, got {text!r}") from None
+
+
+def _settings_from_config(path: str) -> dict[str, object]:
+    """Evaluation settings and run folder of an experiment YAML."""
+    import yaml
+
+    from voxelflow.config.schema import Experiment
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        experiment = Experiment.model_validate(raw)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"cannot load config {path!r}: {exc}") from exc
+    run_dir = Path(experiment.system.run_dir)
+    return {
+        "pred": run_dir / "predictions",
+        "out": run_dir / "evaluation",
+        "labels": experiment.evaluation.labels,
+        "tolerance": experiment.evaluation.tolerance_mm,
+        "metrics": list(experiment.evaluation.metrics),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation; exit code 1 when a subject is missing or failed."""
+    from voxelflow.metrics.evaluate import EVALUATE_METRICS, evaluate_folders
+
+    settings: dict[str, object] = _settings_from_config(args.config) if args.config else {}
+    pred = args.pred or settings.get("pred")
+    out = args.out or settings.get("out")
+    if pred is None or out is None:
+        raise ConfigError("expected --pred and --out (or -c CONFIG to take them from the run folder)")
+    labels = parse_labels(args.labels) if args.labels else settings.get("labels")
+    tolerance = args.tolerance if args.tolerance is not None else settings.get("tolerance", 1.0)
+    metrics = args.metrics.split(",") if args.metrics else settings.get("metrics", EVALUATE_METRICS)
+    result = evaluate_folders(
+        pred,
+        args.ref,
+        out,
+        labels=labels,  # type: ignore[arg-type]
+        metrics=metrics,  # type: ignore[arg-type]
+        tolerance=float(tolerance),  # type: ignore[arg-type]
+        image_dir=args.image,
+        resample=args.resample,
+        workers=args.workers,
+        report=not args.no_report,
+    )
+    subjects = len({row["subject"] for row in result.rows})
+    logger.info("evaluated %d subjects; results in %s", subjects, out)
+    if not result.ok:
+        logger.error("%d problem(s), listed in %s", len(result.problems), Path(out) / "problems.csv")
+        return 1
+    return 0

@@ -1,0 +1,396 @@
+"""Load, override, validate, dump and compare experiment configurations.
+
+A configuration is a YAML file (or a NiftyNet ``.ini``, converted on the fly) validated into a
+frozen :class:`~voxelflow.config.schema.Experiment`. ``--set a.b.c=value`` overrides are parsed
+with YAML scalar semantics, so ``--set network.channels=[8,16]`` gives a list of ints and
+``--set preprocessing.spacing=null`` gives None. Every problem is reported at once, as one
+:class:`~voxelflow.errors.ConfigError` that names the file and each key path.
+
+Example:
+    >>> exp = load_experiment({"training": {"max_iterations": 5}}, ["training.batch_size=4"])
+    >>> exp.training.batch_size
+    4
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import UnionType
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from voxelflow.config.schema import Component, Experiment
+from voxelflow.errors import ConfigError, MissingFileError
+from voxelflow.registry import suggest
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "apply_overrides",
+    "dump_experiment",
+    "experiment_diff",
+    "flatten",
+    "load_experiment",
+    "parse_override",
+    "read_yaml",
+    "validate_experiment",
+]
+
+
+def load_experiment(
+    source: str | os.PathLike[str] | Mapping[str, Any] | Experiment,
+    overrides: Sequence[str] = (),
+) -> Experiment:
+    """Load and validate an experiment, applying ``key.path=value`` overrides.
+
+    Args:
+        source: a YAML path, a NiftyNet ``.ini`` path, a plain mapping or an Experiment.
+        overrides: ``"a.b.c=value"`` strings, applied in order (values parsed as YAML scalars).
+
+    Returns:
+        The validated, frozen Experiment.
+
+    Raises:
+        ConfigError: bad YAML (file and line), unknown keys (with suggestions), wrong types
+            (``key.path: expected X, got Y``) or a bad override path.
+        MissingFileError: the file does not exist.
+    """
+    origin = "<dict>"
+    if isinstance(source, Experiment):
+        data: dict[str, Any] = source.model_dump(mode="json")
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        path = Path(source)
+        origin = str(path)
+        if path.suffix.lower() == ".ini":
+            from voxelflow.config.niftynet import convert_niftynet_ini
+
+            converted, notes = convert_niftynet_ini(path)
+            for note in notes:
+                if note.status != "mapped":
+                    logger.warning("%s", note)
+            data = converted.model_dump(mode="json")
+        else:
+            data = read_yaml(path)
+    data = apply_overrides(data, overrides)
+    return validate_experiment(data, origin=origin)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``.
+
+    Raises:
+        MissingFileError: the file does not exist.
+        ConfigError: bad syntax (with file, line and column) or a top level that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(
+            f"config file not found: expected an existing file, got {str(path)!r}"
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}"
+        )
+    return data
+
+
+def validate_experiment(data: Mapping[str, Any], *, origin: str = "<dict>") -> Experiment:
+    """Validate a mapping into an Experiment; every problem listed in one ConfigError.
+
+    Args:
+        data: the raw configuration.
+        origin: file name (or ``<dict>``) named in the error.
+
+    Raises:
+        ConfigError: one line per problem, ``key.path: expected X, got Y``.
+    """
+    try:
+        return Experiment.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = describe_validation_errors(exc, Experiment)
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(
+            f"invalid configuration {origin} ({len(problems)} problem(s)):\n{listing}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- error messages
+_TYPE_TAG_PREFIXES = (
+    "function-",
+    "list[",
+    "dict[",
+    "literal[",
+    "union[",
+    "tagged-union[",
+    "nullable[",
+)
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "is-instance[Path]", "lax-or-strict"}
+
+
+def describe_validation_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    """Turn a pydantic ValidationError into ``key.path: expected X, got Y`` lines (deduplicated)."""
+    by_key: dict[str, list[str]] = {}
+    got: dict[str, str] = {}
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if not _is_type_tag(part)]
+        key = ".".join(str(p) for p in loc) or "<top level>"
+        if error["type"] == "extra_forbidden":
+            parent_fields = _field_names_at(model, loc[:-1])
+            name = str(loc[-1])
+            by_key.setdefault(key, []).append(
+                f"unknown key {name!r}{_did_you_mean(name, parent_fields)}"
+            )
+            got[key] = ""
+            continue
+        if error["type"] == "missing":
+            by_key.setdefault(key, []).append("required key is missing")
+            got[key] = ""
+            continue
+        expected = error["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+        by_key.setdefault(key, []).append(expected)
+        got[key] = f", got {_short_repr(error.get('input'))}"
+    lines = []
+    for key, expectations in by_key.items():
+        unique = list(dict.fromkeys(expectations))
+        if unique[0].startswith(("unknown key", "required key")):
+            lines.append(f"{key}: {'; '.join(unique)}")
+        else:
+            lines.append(f"{key}: expected {' or '.join(unique)}{got[key]}")
+    return lines
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    hint = suggest(name, choices)
+    if not hint:
+        return f" (known keys: {', '.join(choices)})" if choices else ""
+    first = hint.removeprefix(" Did you mean: ").split(",")[0].rstrip("?")
+    return f"; did you mean {first}?"
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or part.startswith(_TYPE_TAG_PREFIXES))
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _field_names_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names of the model found by walking ``loc`` (empty when not a model)."""
+    current: Any = model
+    for part in loc:
+        current = _child_type(current, part)
+        if current is None:
+            return []
+    models = [t for t in _union_members(current) if _is_section(t)]
+    return sorted(models[0].model_fields) if models else []
+
+
+# --------------------------------------------------------------------------- overrides
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b.c=value"`` into ``(["a", "b", "c"], parsed value)``.
+
+    The value is parsed as YAML (``10`` → int, ``[8,16]`` → list, ``null`` → None, ``abc`` → str).
+
+    Raises:
+        ConfigError: no ``=``, an empty key or a value that is not valid YAML.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"--set {text!r}: expected KEY.PATH=VALUE, e.g. training.max_iterations=10"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML: {exc}") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``key.path=value`` override applied.
+
+    Paths are checked against the Experiment schema (component options and dict-valued fields
+    accept any key); list items are addressed by index (``augmentation.0.p=0.5``).
+
+    Raises:
+        ConfigError: a malformed override or an unknown key path (with suggestions).
+    """
+    result = _plain_copy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        _check_override_path(parts, text)
+        _set_path(result, parts, value, text)
+    return result
+
+
+def _plain_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_copy(v) for v in value]
+    return value
+
+
+def _check_override_path(parts: list[str], text: str) -> None:
+    current: Any = Experiment
+    for depth, part in enumerate(parts):
+        members = _union_members(current)
+        if any(t is Component or t is Any for t in members):
+            return  # component options: checked against the callable's signature by build
+        sections = [t for t in members if _is_section(t)]
+        if sections and part not in sections[0].model_fields:
+            prefix = ".".join(parts[:depth])
+            where = f" in {prefix!r}" if prefix else ""
+            choices = sorted(sections[0].model_fields)
+            raise ConfigError(
+                f"--set {text!r}: unknown key {part!r}{where}{_did_you_mean(part, choices)}"
+            )
+        child = _child_type(current, part)
+        if child is None:
+            raise ConfigError(f"--set {text!r}: {'.'.join(parts[:depth])!r} has no key {part!r}")
+        current = child
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: Any, text: str) -> None:
+    node: Any = data
+    default: Any = Experiment().model_dump(mode="json")
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            index = _list_index(node, part, text)
+            node, default = node[index], None
+            continue
+        default = default.get(part) if isinstance(default, dict) else None
+        if node.get(part) is None:  # absent section: start from its default (component name ...)
+            node[part] = _plain_copy(default) if isinstance(default, dict | list) else {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, text)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(
+            f"--set {text!r}: {'.'.join(parts[:-1])!r} is a {type(node).__name__}, not a section"
+        )
+
+
+def _list_index(node: list[Any], part: str, text: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise ConfigError(
+            f"--set {text!r}: expected a list index in 0..{len(node) - 1}, got {part!r}"
+        )
+    return int(part)
+
+
+# --------------------------------------------------------------------------- schema walking
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel) and tp is not Component
+
+
+def _union_members(tp: Any) -> list[Any]:
+    if typing.get_origin(tp) in (typing.Union, UnionType):
+        return [m for arg in typing.get_args(tp) for m in _union_members(arg)]
+    return [tp]
+
+
+def _child_type(tp: Any, part: Any) -> Any:
+    """Type of ``tp[part]``: a model field, a dict value or a list item; None when impossible."""
+    for member in _union_members(tp):
+        if member is Component or member is Any:
+            return Any
+        if _is_section(member):
+            field = member.model_fields.get(str(part))
+            if field is not None:
+                return field.annotation
+            continue
+        origin, args = typing.get_origin(member), typing.get_args(member)
+        if origin is dict:
+            return args[1] if len(args) == 2 else Any
+        if origin is list and str(part).lstrip("-").isdigit():
+            return args[0] if args else Any
+    return None
+
+
+# --------------------------------------------------------------------------- dump and diff
+def dump_experiment(experiment: Experiment, path: str | os.PathLike[str]) -> Path:
+    """Write the fully resolved experiment (defaults included) as YAML, atomically.
+
+    Args:
+        experiment: the validated experiment.
+        path: destination ``.yaml``; parent folders are created.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = experiment_to_yaml(experiment)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def experiment_to_yaml(experiment: Experiment) -> str:
+    """The resolved experiment as YAML text (section order kept)."""
+    return yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into ``{"a.b.c": value}`` (lists are kept as leaf values)."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    if not isinstance(data, Mapping) or (prefix and not data):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def experiment_diff(
+    a: Experiment | Mapping[str, Any], b: Experiment | Mapping[str, Any]
+) -> list[str]:
+    """Dotted keys whose values differ between two experiments (sorted).
+
+    Keys present in only one of them count as differing. Used on resume to report what changed.
+    """
+    flat_a, flat_b = flatten(a), flatten(b)
+    missing = object()
+    return sorted(
+        key
+        for key in set(flat_a) | set(flat_b)
+        if flat_a.get(key, missing) != flat_b.get(key, missing)
+    )

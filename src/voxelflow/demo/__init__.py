@@ -1,0 +1,1 @@
+"""The ``voxelflow demo``: a small real-MRI segmentation experiment, end to end."""

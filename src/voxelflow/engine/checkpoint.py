@@ -1,0 +1,443 @@
+"""Checkpoints: atomic writes, safe loading, retention of the last-k and best-k.
+
+A checkpoint is one ``torch.save`` dict holding only tensors and plain containers, so it loads
+with ``torch.load(weights_only=True)`` (no arbitrary pickles):
+
+``format``, ``voxelflow_version``, ``application``, ``step``, ``modules`` (name → state dict),
+``optimizers``, ``schedulers``, ``scalers``, ``rng`` (python, numpy, torch, CUDA),
+``data_state`` (the loader's own state, e.g. the patch queue's seed and position),
+``trainer_state`` (batches consumed, best metric, early-stopping counter),
+``application_state`` (e.g. the label mapping), ``config`` (the resolved config as a dict).
+
+Files are written to a temporary file in the same folder, fsynced, then renamed over the
+target, so a crash or a full disk never leaves a half-written checkpoint in place of a good one.
+``checkpoints/index.json`` lists the kept checkpoints with their step and validation metric.
+
+Example:
+    >>> manager = CheckpointManager("runs/x/checkpoints", keep_last=2, keep_best=1)
+    >>> path = manager.save({"step": 10, "modules": {}}, step=10, metric=0.8)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from voxelflow import __version__
+from voxelflow.errors import CheckpointError
+from voxelflow.types import PathLike
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "voxelflow-checkpoint-1"
+INDEX_NAME = "index.json"
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening folders
+        return
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def atomic_write(path: PathLike, write: Any) -> Path:
+    """Call ``write(stream)`` on a temporary file next to ``path``, fsync, then rename it over ``path``.
+
+    Args:
+        path: destination file.
+        write: callable taking a binary stream.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        OSError: when writing fails (disk full ...); ``path`` then keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
+    """Write a checkpoint atomically (adds the format tag and voxelflow version)."""
+    payload = {"format": CHECKPOINT_FORMAT, "voxelflow_version": __version__, **state}
+    return atomic_write(path, lambda stream: torch.save(payload, stream))
+
+
+def load_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: missing file, unsafe or corrupt content, or not a voxelflow checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"expected a checkpoint file, got nothing at {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise CheckpointError(
+            f"cannot load checkpoint {str(path)!r} safely (weights_only): {exc}"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path}: expected a {CHECKPOINT_FORMAT!r} checkpoint, got format {found!r}"
+        )
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) random states as tensors and plain containers."""
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_module_state(
+    module: nn.Module, state: Mapping[str, torch.Tensor], *, name: str, source: str
+) -> None:
+    """Load ``state`` into ``module`` strictly, listing the keys that do not fit.
+
+    Args:
+        module: the module to fill.
+        state: its saved state dict.
+        name: the module's role (``network``, ``generator`` ...), for messages.
+        source: the checkpoint file, for messages.
+
+    Raises:
+        CheckpointError: missing, unexpected or differently shaped keys (up to ten of each listed).
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = [
+        f"{key} (expected {tuple(own[key].shape)}, got {tuple(state[key].shape)})"
+        for key in sorted(set(own) & set(state))
+        if hasattr(state[key], "shape") and tuple(own[key].shape) != tuple(state[key].shape)
+    ]
+    problems = [
+        f"{label}: {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", reshaped),
+        )
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source}: {name!r} does not fit the checkpoint; " + "; ".join(problems)
+        )
+    module.load_state_dict(state)
+
+
+@dataclass
+class CheckpointRecord:
+    """One kept checkpoint: its step, file name (inside the folder) and validation metric."""
+
+    step: int
+    file: str
+    metric: float | None = None
+
+
+class CheckpointManager:
+    """Save checkpoints into a folder, keeping the last ``keep_last`` and the best ``keep_best``.
+
+    Args:
+        directory: the run's ``checkpoints/`` folder.
+        keep_last: most recent checkpoints kept.
+        keep_best: best checkpoints kept, ranked by the metric passed to :meth:`save`.
+        best_mode: ``"max"`` or ``"min"``: which way the metric improves.
+    """
+
+    def __init__(
+        self, directory: PathLike, *, keep_last: int = 2, keep_best: int = 1, best_mode: str = "max"
+    ) -> None:
+        if best_mode not in ("max", "min"):
+            raise CheckpointError(f"training.best_mode: expected 'max' or 'min', got {best_mode!r}")
+        self.directory = Path(directory)
+        self.keep_last, self.keep_best, self.best_mode = max(keep_last, 1), keep_best, best_mode
+        self.records = self._read_index()
+
+    def _read_index(self) -> list[CheckpointRecord]:
+        index = self.directory / INDEX_NAME
+        records: list[CheckpointRecord] = []
+        if index.is_file():
+            try:
+                records = [
+                    CheckpointRecord(**item) for item in json.loads(index.read_text())["records"]
+                ]
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning(
+                    "ignoring unreadable %s (%s); scanning the folder instead", index, exc
+                )
+        listed = {record.file for record in records}
+        for orphan in sorted(self.directory.glob("step_*.pt")):  # written but not yet indexed
+            if orphan.name not in listed:
+                records.append(CheckpointRecord(int(orphan.stem.split("_")[1]), orphan.name))
+        return sorted(
+            (r for r in records if (self.directory / r.file).is_file()), key=lambda r: r.step
+        )
+
+    def _write_index(self) -> None:
+        text = json.dumps({"records": [asdict(r) for r in self.records]}, indent=1)
+        atomic_write(self.directory / INDEX_NAME, lambda stream: stream.write(text.encode()))
+
+    def _score(self, metric: float | None) -> float:
+        if metric is None or math.isnan(metric):
+            return -math.inf
+        return metric if self.best_mode == "max" else -metric
+
+    def _best_records(self) -> list[CheckpointRecord]:
+        rated = [r for r in self.records if r.metric is not None and not math.isnan(r.metric)]
+        return sorted(rated, key=lambda r: (self._score(r.metric), r.step), reverse=True)[
+            : self.keep_best
+        ]
+
+    def is_among_best(self, metric: float | None) -> bool:
+        """Whether a checkpoint with this metric would be kept as one of the best."""
+        if self.keep_best == 0 or self._score(metric) == -math.inf:
+            return False
+        best = self._best_records()
+        return len(best) < self.keep_best or self._score(metric) > self._score(best[-1].metric)
+
+    def save(self, state: Mapping[str, Any], *, step: int, metric: float | None = None) -> Path:
+        """Write ``step_<step>.pt`` atomically, update the index, then drop what is no longer kept."""
+        file_name = f"step_{step:08d}.pt"
+        path = save_checkpoint(state, self.directory / file_name)
+        self.records = [r for r in self.records if r.step != step] + [
+            CheckpointRecord(step, file_name, metric)
+        ]
+        self.records.sort(key=lambda r: r.step)
+        kept = {r.file for r in self.records[-self.keep_last :]} | {
+            r.file for r in self._best_records()
+        }
+        dropped = [r for r in self.records if r.file not in kept]
+        self.records = [r for r in self.records if r.file in kept]
+        self._write_index()
+        for record in dropped:
+            (self.directory / record.file).unlink(missing_ok=True)
+        return path
+
+    def last_path(self) -> Path | None:
+        """The most recent checkpoint, or None."""
+        return self.directory / self.records[-1].file if self.records else None
+
+    def best_path(self) -> Path | None:
+        """The best checkpoint by metric (the last one when none was rated), or None."""
+        best = self._best_records()
+        return self.directory / best[0].file if best else self.last_path()
+
+
+def find_checkpoint(run_dir: PathLike, *, which: str = "best") -> Path:
+    """The ``"best"`` or ``"last"`` checkpoint of a run folder (used by inference and export).
+
+    Raises:
+        CheckpointError: unknown ``which`` or no checkpoint in the run folder.
+    """
+    if which not in ("best", "last"):
+        raise CheckpointError(f"expected checkpoint 'best' or 'last', got {which!r}")
+    manager = CheckpointManager(Path(run_dir) / "checkpoints")
+    path = manager.best_path() if which == "best" else manager.last_path()
+    if path is None:
+        raise CheckpointError(
+            f"expected a checkpoint in {str(Path(run_dir) / 'checkpoints')!r}, found none"
+        )
+    return path
+
+
+# --- run folder and resume policy -------------------------------------------------------------
+
+#: config keys that may change when a run resumes (prefixes of dotted keys); anything else
+#: (network, loss, optimiser, preprocessing, dataset, split, sampling, augmentation) is refused.
+RESUMABLE_KEYS = (
+    "training.max_iterations", "training.validate_every", "training.log_every",
+    "training.checkpoint_every", "training.keep_last", "training.keep_best",
+    "training.early_stopping_patience", "training.num_workers", "training.amp",
+    "training.compile", "scheduler", "inference", "evaluation", "system",
+)  # fmt: skip
+#: keys whose change rebuilds the learning-rate schedule instead of restoring its saved state.
+SCHEDULE_KEYS = ("training.max_iterations", "scheduler")
+
+
+def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
+def config_as_dict(config: Any) -> dict[str, Any]:
+    """A pydantic experiment (or a mapping) as a plain, YAML-safe dict."""
+    if hasattr(config, "model_dump"):
+        return config.model_dump(mode="json")
+    return json.loads(json.dumps(dict(config), default=str))
+
+
+def config_changes(
+    saved: Mapping[str, Any], current: Mapping[str, Any], *, source: str
+) -> list[str]:
+    """Keys that differ between a run's saved config and the current one, if resuming is allowed.
+
+    Args:
+        saved: the config stored with the run (``config.yaml`` or the checkpoint).
+        current: the config of this invocation.
+        source: the file the saved config came from, for messages.
+
+    Returns:
+        The changed dotted keys (all resumable).
+
+    Raises:
+        CheckpointError: a changed key alters the model or the data; every such key is listed.
+    """
+    from voxelflow.config.load import experiment_diff
+
+    changed = experiment_diff(config_as_dict(saved), config_as_dict(current))
+    refused = [key for key in changed if not _matches(key, RESUMABLE_KEYS)]
+    if refused:
+        raise CheckpointError(
+            f"{source}: cannot resume: expected the same model and data settings, got changes in "
+            f"{', '.join(refused)} (use a new run folder, or --force to start this one afresh)"
+        )
+    return changed
+
+
+def schedule_changed(changed_keys: list[str]) -> bool:
+    """Whether the learning-rate schedule must be rebuilt rather than restored."""
+    return any(_matches(key, SCHEDULE_KEYS) for key in changed_keys)
+
+
+class RunDir:
+    """The layout of a run folder.
+
+    ``config.yaml`` (the resolved config), ``checkpoints/`` (``step_*.pt`` + ``index.json``),
+    ``logs/train.log``, ``tensorboard/``, ``scalars.csv``, ``split.csv``, and later
+    ``predictions/`` and ``evaluation/``.
+    """
+
+    def __init__(self, root: PathLike) -> None:
+        self.root = Path(root)
+        self.config = self.root / "config.yaml"
+        self.checkpoints = self.root / "checkpoints"
+        self.log_file = self.root / "logs" / "train.log"
+        self.tensorboard = self.root / "tensorboard"
+        self.scalars = self.root / "scalars.csv"
+        self.split = self.root / "split.csv"
+        self.predictions = self.root / "predictions"
+        self.evaluation = self.root / "evaluation"
+
+    def has_checkpoints(self) -> bool:
+        """Whether the folder holds at least one checkpoint."""
+        return CheckpointManager(self.checkpoints).last_path() is not None
+
+
+def prepare_run_dir(
+    run_dir: PathLike, config: Any, *, force: bool = False, is_main: bool = True
+) -> tuple[RunDir, bool]:
+    """Create or reopen a run folder for training; decide whether to resume.
+
+    Args:
+        run_dir: the run folder.
+        config: the resolved experiment (pydantic model or mapping).
+        force: start afresh even if the folder holds a different config; the previous
+            ``config.yaml``, checkpoints, logs and scalars move to ``superseded/<n>/``.
+        is_main: only the main rank writes.
+
+    Returns:
+        The run folder and whether training resumes from its last checkpoint.
+
+    Raises:
+        CheckpointError: the folder holds a different config whose changes are not resumable
+            (or holds no checkpoint to resume), and ``force`` is off.
+    """
+    run = RunDir(Path(run_dir))
+    current = config_as_dict(config)
+    resume = run.has_checkpoints()
+    if run.config.is_file():
+        try:
+            _check_saved_config(run, current)
+        except CheckpointError:
+            if not force:
+                raise
+            if is_main:
+                _supersede(run)
+            resume = False
+    if is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        text = _yaml_text(current)
+        atomic_write(run.config, lambda stream: stream.write(text.encode()))
+    return run, resume
+
+
+def _check_saved_config(run: RunDir, current: Mapping[str, Any]) -> None:
+    from voxelflow.config.load import read_yaml
+
+    changed = config_changes(read_yaml(run.config), current, source=str(run.config))
+    if changed and not run.has_checkpoints():
+        raise CheckpointError(
+            f"{run.config}: the run folder holds a different config (changed: {', '.join(changed)}) "
+            "and no checkpoint to resume; use --force to start afresh"
+        )
+    if changed:
+        logger.info("resuming with changed settings: %s", ", ".join(changed))
+
+
+def _yaml_text(data: Mapping[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True)
+
+
+def _supersede(run: RunDir) -> None:
+    number = 0
+    while (run.root / "superseded" / str(number)).exists():
+        number += 1
+    target = run.root / "superseded" / str(number)
+    target.mkdir(parents=True)
+    for path in (run.config, run.checkpoints, run.log_file.parent, run.tensorboard, run.scalars):
+        if path.exists():
+            os.replace(path, target / path.name)
+    logger.warning("--force: previous run contents moved to %s", target)

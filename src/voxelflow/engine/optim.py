@@ -1,0 +1,389 @@
+"""Optimisers and per-iteration learning-rate schedules by name.
+
+Optimisers (:data:`OPTIMIZERS`): ``sgd`` (momentum, Nesterov), ``adam``, ``adamw``, ``rmsprop``,
+``adagrad``, each with ``weight_decay``. Schedules (:data:`SCHEDULERS`): ``constant``, ``step``,
+``poly`` (nnU-Net), ``cosine``, ``linear`` and ``linear_warmup``.
+
+Schedules are multiplicative factors of the base learning rate, a pure function of the
+iteration, wrapped in :class:`torch.optim.lr_scheduler.LambdaLR` and stepped once per optimiser
+step: the rate used at iteration ``i`` (0-based) is ``base_lr · factor(i)``. Resuming is exact:
+build the same scheduler and ``load_state_dict`` (it restores the iteration count).
+
+Warm-up is an option of **every** schedule: ``warmup_iterations = W`` ramps the factor linearly
+``s + (1 - s)(i + 1)/(W + 1)`` for ``i < W`` (``s = warmup_start_factor``, default 0, so the
+first step is never at lr 0), then runs the schedule over the remaining ``max_iterations - W``
+iterations as if it started at 0. ``linear_warmup`` is ``constant`` with a warm-up.
+
+Example:
+    >>> optimizer = build_optimizer("sgd", model.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+    >>> scheduler = build_scheduler("poly", optimizer, max_iterations=1000, warmup_iterations=50)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from voxelflow.errors import ConfigError
+from voxelflow.registry import Registry, suggest
+
+OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry("optimizer")
+SCHEDULERS: Registry[Callable[..., Callable[[int], float]]] = Registry("scheduler")
+
+Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+
+
+def _check_positive(value: float, *, key: str, allow_zero: bool = False) -> float:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}: expected a value {bound}, got {value}")
+    return float(value)
+
+
+def _betas(betas: Sequence[float], *, key: str) -> tuple[float, float]:
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ConfigError(f"{key}: expected two values in [0, 1), got {list(betas)}")
+    return float(betas[0]), float(betas[1])
+
+
+@OPTIMIZERS.register("sgd", description="SGD with optional (Nesterov) momentum and weight decay")
+def sgd(
+    params: Params,
+    *,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> Optimizer:
+    """``torch.optim.SGD``; nnU-Net uses ``lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5``."""
+    _check_positive(lr, key="optimizer.lr")
+    _check_positive(momentum, key="optimizer.momentum", allow_zero=True)
+    if nesterov and momentum == 0:
+        raise ConfigError(
+            "optimizer.nesterov: expected momentum > 0 with nesterov=true, got momentum 0"
+        )
+    return torch.optim.SGD(
+        params, lr=lr, momentum=momentum, nesterov=nesterov,
+        weight_decay=_check_positive(weight_decay, key="optimizer.weight_decay", allow_zero=True),
+    )  # fmt: skip
+
+
+@OPTIMIZERS.register("adam", description="Adam (L2 weight decay added to the gradient)")
+def adam(
+    params: Params,
+    *,
+    lr: float = 1e-3,
+    betas: Sequence[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+) -> Optimizer:
+    """``torch.optim.Adam`` (NiftyNet's defaults: β 0.9/0.999, ε 1e-8)."""
+    return torch.optim.Adam(
+        params,
+        lr=_check_positive(lr, key="optimizer.lr"),
+        betas=_betas(betas, key="optimizer.betas"),
+        eps=_check_positive(eps, key="optimizer.eps"),
+        weight_decay=_check_positive(weight_decay, key="optimizer.weight_decay", allow_zero=True),
+        amsgrad=amsgrad,
+    )
+
+
+@OPTIMIZERS.register("adamw", description="AdamW (decoupled weight decay)")
+def adamw(
+    params: Params,
+    *,
+    lr: float = 1e-3,
+    betas: Sequence[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    amsgrad: bool = False,
+) -> Optimizer:
+    """``torch.optim.AdamW``: weight decay applied to the weights, not the gradient."""
+    return torch.optim.AdamW(
+        params,
+        lr=_check_positive(lr, key="optimizer.lr"),
+        betas=_betas(betas, key="optimizer.betas"),
+        eps=_check_positive(eps, key="optimizer.eps"),
+        weight_decay=_check_positive(weight_decay, key="optimizer.weight_decay", allow_zero=True),
+        amsgrad=amsgrad,
+    )
+
+
+@OPTIMIZERS.register("rmsprop", description="RMSprop (smoothing alpha, optional momentum)")
+def rmsprop(
+    params: Params,
+    *,
+    lr: float = 1e-3,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    centered: bool = False,
+) -> Optimizer:
+    """``torch.optim.RMSprop`` (NiftyNet's TF default was ``alpha=0.9, eps=1e-10``)."""
+    return torch.optim.RMSprop(
+        params,
+        lr=_check_positive(lr, key="optimizer.lr"),
+        alpha=_check_positive(alpha, key="optimizer.alpha"),
+        eps=_check_positive(eps, key="optimizer.eps"),
+        momentum=_check_positive(momentum, key="optimizer.momentum", allow_zero=True),
+        weight_decay=_check_positive(weight_decay, key="optimizer.weight_decay", allow_zero=True),
+        centered=centered,
+    )
+
+
+@OPTIMIZERS.register("adagrad", description="Adagrad (per-parameter accumulated squared gradients)")
+def adagrad(
+    params: Params,
+    *,
+    lr: float = 1e-2,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    weight_decay: float = 0.0,
+) -> Optimizer:
+    """``torch.optim.Adagrad`` (NiftyNet's TF default accumulator was 0.1)."""
+    return torch.optim.Adagrad(
+        params,
+        lr=_check_positive(lr, key="optimizer.lr"),
+        initial_accumulator_value=_check_positive(
+            initial_accumulator_value, key="optimizer.initial_accumulator_value", allow_zero=True
+        ),
+        eps=_check_positive(eps, key="optimizer.eps"),
+        weight_decay=_check_positive(weight_decay, key="optimizer.weight_decay", allow_zero=True),
+    )
+
+
+def _check_options(
+    factory: Callable[..., Any],
+    kwargs: dict[str, Any],
+    *,
+    kind: str,
+    name: str,
+    extra: Sequence[str] = (),
+) -> None:
+    """Refuse options the factory does not take, with suggestions."""
+    parameters = inspect.signature(factory).parameters
+    known = [key for key, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    known += [key for key in extra if key not in known]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in kwargs:
+        if key not in known:
+            raise ConfigError(
+                f"{kind}.{key}: unknown option of {kind} {name!r}.{suggest(key, known)} "
+                f"Options: {', '.join(known)}"
+            )
+
+
+def build_optimizer(name: str, params: Params, **kwargs: Any) -> Optimizer:
+    """Build the optimiser registered as ``name`` (or a plugin ``pkg.mod:factory``).
+
+    Args:
+        name: ``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad`` or a plugin path.
+        params: parameters or parameter groups.
+        **kwargs: the optimiser's options (``lr``, ``weight_decay``, ...).
+
+    Raises:
+        RegistryError: unknown name. ConfigError: unknown or invalid option.
+    """
+    factory = OPTIMIZERS.get(name)
+    _check_options(factory, kwargs, kind="optimizer", name=name)
+    return factory(params, **kwargs)
+
+
+# ---------------------------------------------------------------------------- schedules
+def _progress(iteration: int, max_iterations: int) -> float:
+    """``min(i, T) / T`` in [0, 1] (0 when T is 0)."""
+    if max_iterations <= 0:
+        return 0.0
+    return min(max(iteration, 0), max_iterations) / max_iterations
+
+
+@SCHEDULERS.register("constant", description="constant learning rate")
+@dataclass(frozen=True, kw_only=True)
+class ConstantSchedule:
+    """Factor 1 at every iteration."""
+
+    max_iterations: int
+
+    def __call__(self, iteration: int) -> float:
+        """The factor at ``iteration``."""
+        return 1.0
+
+
+@SCHEDULERS.register("linear_warmup", description="linear warm-up, then constant")
+@dataclass(frozen=True, kw_only=True)
+class LinearWarmupSchedule(ConstantSchedule):
+    """``constant`` with a required warm-up (``warmup_iterations`` > 0, see the module docstring)."""
+
+
+@SCHEDULERS.register(
+    "step", description="multiply by gamma every step_size iterations (or at milestones)"
+)
+@dataclass(frozen=True, kw_only=True)
+class StepSchedule:
+    """``gamma ** k``: k = ``i // step_size``, or the number of ``milestones`` ≤ i.
+
+    Args:
+        step_size: iterations between decays (or give ``milestones``).
+        milestones: iterations at which the rate is multiplied by ``gamma``.
+        gamma: the decay factor.
+    """
+
+    max_iterations: int
+    step_size: int | None = None
+    milestones: Sequence[int] | None = None
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if (self.step_size is None) == (self.milestones is None):
+            raise ConfigError(
+                f"scheduler: expected exactly one of step_size or milestones for 'step', got "
+                f"step_size={self.step_size}, milestones={self.milestones}"
+            )
+        if self.step_size is not None and self.step_size < 1:
+            raise ConfigError(
+                f"scheduler.step_size: expected an integer >= 1, got {self.step_size}"
+            )
+        _check_positive(self.gamma, key="scheduler.gamma")
+
+    def __call__(self, iteration: int) -> float:
+        """The factor at ``iteration``."""
+        if self.step_size is not None:
+            decays = iteration // self.step_size
+        else:
+            decays = sum(1 for milestone in self.milestones or () if iteration >= milestone)
+        return self.gamma**decays
+
+
+@SCHEDULERS.register("poly", description="nnU-Net polynomial decay (1 - i/max)^0.9")
+@dataclass(frozen=True, kw_only=True)
+class PolySchedule:
+    """``(1 - i / T) ** exponent`` (nnU-Net: exponent 0.9), 0 from ``i = T`` on."""
+
+    max_iterations: int
+    exponent: float = 0.9
+
+    def __call__(self, iteration: int) -> float:
+        """The factor at ``iteration``."""
+        return (1.0 - _progress(iteration, self.max_iterations)) ** self.exponent
+
+
+@SCHEDULERS.register("cosine", description="cosine annealing to min_factor at max_iterations")
+@dataclass(frozen=True, kw_only=True)
+class CosineSchedule:
+    """``m + (1 - m) · ½ (1 + cos(π i / T))``, m = ``min_factor``."""
+
+    max_iterations: int
+    min_factor: float = 0.0
+
+    def __call__(self, iteration: int) -> float:
+        """The factor at ``iteration``."""
+        cosine = 0.5 * (1.0 + math.cos(math.pi * _progress(iteration, self.max_iterations)))
+        return self.min_factor + (1.0 - self.min_factor) * cosine
+
+
+@SCHEDULERS.register("linear", description="linear decay to end_factor at max_iterations")
+@dataclass(frozen=True, kw_only=True)
+class LinearSchedule:
+    """``1 + (e - 1) · i / T``, e = ``end_factor``."""
+
+    max_iterations: int
+    end_factor: float = 0.0
+
+    def __call__(self, iteration: int) -> float:
+        """The factor at ``iteration``."""
+        return 1.0 + (self.end_factor - 1.0) * _progress(iteration, self.max_iterations)
+
+
+@dataclass(frozen=True)
+class WarmupSchedule:
+    """Linear warm-up over ``warmup_iterations``, then ``schedule`` shifted to start at 0."""
+
+    schedule: Callable[[int], float]
+    warmup_iterations: int
+    start_factor: float = 0.0
+
+    def __call__(self, iteration: int) -> float:
+        """The factor at ``iteration``."""
+        if iteration < self.warmup_iterations:
+            ramp = (iteration + 1) / (self.warmup_iterations + 1)
+            return self.start_factor + (1.0 - self.start_factor) * ramp
+        return self.schedule(iteration - self.warmup_iterations)
+
+
+def schedule_factor(
+    name: str,
+    *,
+    max_iterations: int,
+    warmup_iterations: int = 0,
+    warmup_start_factor: float = 0.0,
+    **kwargs: Any,
+) -> Callable[[int], float]:
+    """The learning-rate factor ``iteration -> float`` of a named schedule (warm-up included).
+
+    Raises:
+        RegistryError: unknown name. ConfigError: invalid or unknown option.
+    """
+    if max_iterations < 0:
+        raise ConfigError(f"training.max_iterations: expected a value >= 0, got {max_iterations}")
+    if warmup_iterations < 0 or (warmup_iterations and warmup_iterations >= max(max_iterations, 1)):
+        raise ConfigError(
+            f"scheduler.warmup_iterations: expected 0 <= value < max_iterations ({max_iterations}), "
+            f"got {warmup_iterations}"
+        )
+    if not 0.0 <= warmup_start_factor <= 1.0:
+        raise ConfigError(
+            f"scheduler.warmup_start_factor: expected a value in [0, 1], got {warmup_start_factor}"
+        )
+    if name == "linear_warmup" and warmup_iterations == 0:
+        raise ConfigError(
+            "scheduler.warmup_iterations: expected a value > 0 for 'linear_warmup', got 0"
+        )
+    factory = SCHEDULERS.get(name)
+    _check_options(
+        factory,
+        {**kwargs, "max_iterations": max_iterations},
+        kind="scheduler",
+        name=name,
+        extra=("warmup_iterations", "warmup_start_factor"),
+    )
+    schedule = factory(max_iterations=max_iterations - warmup_iterations, **kwargs)
+    if warmup_iterations == 0:
+        return schedule
+    return WarmupSchedule(schedule, warmup_iterations, warmup_start_factor)
+
+
+def build_scheduler(
+    name: str, optimizer: Optimizer, *, max_iterations: int, **kwargs: Any
+) -> LambdaLR:
+    """A per-iteration :class:`LambdaLR` following the named schedule.
+
+    Call ``scheduler.step()`` after every ``optimizer.step()``. The state dict holds only plain
+    numbers (the factor function is rebuilt from the config), so it loads with
+    ``torch.load(weights_only=True)`` and resumes exactly.
+
+    Args:
+        name: ``constant``, ``step``, ``poly``, ``cosine``, ``linear``, ``linear_warmup`` or a
+            plugin path to a factory ``(*, max_iterations, **options) -> (iteration -> factor)``.
+        optimizer: the optimiser whose learning rates are scaled.
+        max_iterations: optimiser steps in the whole run.
+        **kwargs: the schedule's options, plus ``warmup_iterations`` and ``warmup_start_factor``.
+
+    Raises:
+        RegistryError: unknown name. ConfigError: invalid or unknown option.
+    """
+    factor = schedule_factor(name, max_iterations=max_iterations, **kwargs)
+
+    def learning_rate_factor(iteration: int) -> float:
+        return factor(iteration)
+
+    return LambdaLR(optimizer, lr_lambda=learning_rate_factor)

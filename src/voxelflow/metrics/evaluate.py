@@ -1,0 +1,299 @@
+"""The evaluate action: prediction and reference folders → per-case CSV, summary, plots, report.
+
+Files are matched by subject id (the file name without its image suffix, e.g. ``case01`` for
+``case01.nii.gz``). Each pair must share a grid (the project's one grid policy,
+:func:`voxelflow.io.image.check_same_grid`); with ``resample=True`` the prediction is resampled
+onto the reference grid with nearest-neighbour interpolation and a warning. Subjects are
+evaluated in parallel processes. Nothing is dropped silently: subjects present in one folder
+only, unreadable files and per-subject errors are listed in ``problems.csv`` and the report, and
+make :attr:`EvaluationResult.ok` false (the CLI then exits with a non-zero code).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from voxelflow.errors import DataError, VoxelflowError
+from voxelflow.io.image import Image, check_same_grid
+from voxelflow.metrics.overlap import OVERLAP_COLUMNS
+from voxelflow.metrics.segmentation import SURFACE_METRICS, check_metric_names, segmentation_metrics
+
+logger = logging.getLogger(__name__)
+
+#: metrics written by ``voxelflow evaluate`` unless others are asked for.
+EVALUATE_METRICS = (*OVERLAP_COLUMNS, *SURFACE_METRICS)
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".hdr")
+
+
+@dataclass(frozen=True)
+class CaseTask:
+    """One subject to evaluate: its files and the settings."""
+
+    subject: str
+    pred_path: Path
+    ref_path: Path
+    labels: tuple[int, ...] | None
+    metrics: tuple[str, ...]
+    tolerance: float
+    resample: bool
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation produced and what went wrong.
+
+    Attributes:
+        rows: per-case rows (``subject``, ``label``, then one column per metric).
+        problems: ``(subject, kind, message)`` for unmatched subjects and failures.
+        warnings: messages for resampled predictions and labels absent everywhere.
+        out_dir: the folder written (``None`` when nothing was written).
+    """
+
+    rows: list[dict[str, object]] = field(default_factory=list)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    out_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every subject was matched and evaluated."""
+        return not self.problems
+
+
+def subject_id(path: Path) -> str | None:
+    """``case01`` for ``case01.nii.gz``; ``None`` when the suffix is not an image suffix."""
+    lower = path.name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def list_images(folder: str | os.PathLike) -> dict[str, Path]:
+    """Subject id → image file of a folder (non-image files are ignored).
+
+    Raises:
+        DataError: the folder does not exist, or two files share a subject id.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"expected a folder of images, got {str(root)!r} (not a folder)")
+    found: dict[str, Path] = {}
+    for path in sorted(root.iterdir()):
+        name = subject_id(path)
+        if name is None or not path.is_file():
+            continue
+        if name in found:
+            raise DataError(f"two files for subject {name!r} in {str(root)!r}: {found[name].name}, {path.name}")
+        found[name] = path
+    return found
+
+
+def read_label_image(path: Path, *, kind: str = "label") -> Image:
+    """Read a label (or intensity) image with voxelflow's readers, nibabel as a fallback."""
+    try:
+        from voxelflow.io.readers import read_image
+    except ImportError:  # readers not available: NIfTI through nibabel
+        import nibabel as nib
+
+        try:
+            loaded = nib.load(str(path))
+            data = np.asanyarray(loaded.dataobj)
+        except Exception as exc:  # any nibabel failure is an unreadable file
+            raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+        return Image(np.ascontiguousarray(data)[None], loaded.affine, kind=kind, path=path)  # type: ignore[arg-type]
+    try:
+        return read_image(path, kind=kind)  # type: ignore[arg-type]
+    except VoxelflowError:
+        raise
+    except Exception as exc:  # a reader's low-level failure still names the file
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+
+
+def resample_nearest(image: Image, target: Image) -> Image:
+    """``image`` resampled onto ``target``'s grid with nearest-neighbour interpolation.
+
+    Voxels of the target that fall outside ``image`` become 0 (background).
+    """
+    voxel_to_voxel = np.linalg.inv(image.affine) @ target.affine
+    dims = image.spatial_dims
+    matrix, offset = voxel_to_voxel[:dims, :dims], voxel_to_voxel[:dims, 3]
+    source = image.numpy()[0]
+    moved = ndimage.affine_transform(
+        source, matrix, offset=offset, output_shape=target.spatial_shape, order=0, mode="constant", cval=0
+    )
+    return image.with_data(moved[None].copy(), affine=target.affine.copy())
+
+
+def _label_array(image: Image) -> np.ndarray:
+    """The single-channel integer array of a label image."""
+    if image.num_channels != 1:
+        raise DataError(f"expected a single-channel label map, got {image.num_channels} channels in {image.path}")
+    data = image.numpy()[0]
+    if not np.issubdtype(data.dtype, np.integer) and np.any(np.mod(data, 1) != 0):
+        raise DataError(f"expected integer label values in {str(image.path)!r}, got non-integer values")
+    return data
+
+
+def evaluate_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str]]:
+    """Evaluate one subject: read, check grids, compute metrics per label.
+
+    Returns:
+        ``(rows, warnings)``.
+
+    Raises:
+        GeometryError: different grids without ``resample``. DataError: unreadable file or
+            invalid labels; every message names the file.
+    """
+    warnings: list[str] = []
+    ref = read_label_image(task.ref_path)
+    pred = read_label_image(task.pred_path)
+    if task.resample and not pred.same_grid(ref):
+        warnings.append(f"{task.subject}: prediction {task.pred_path.name} resampled (nearest) onto the reference grid")
+        pred = resample_nearest(pred, ref)
+    check_same_grid(pred, ref, what=f"prediction and reference of subject {task.subject!r}")
+    values = segmentation_metrics(
+        _label_array(pred),
+        _label_array(ref),
+        labels=task.labels,
+        spacing=ref.spacing,
+        metrics=task.metrics,
+        tolerance=task.tolerance,
+    )
+    rows = [{"subject": task.subject, "label": label, **metrics} for label, metrics in values.items()]
+    return rows, warnings
+
+
+def _run_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str], str | None]:
+    """:func:`evaluate_case` returning the error message instead of raising (for workers)."""
+    try:
+        rows, warnings = evaluate_case(task)
+    except (VoxelflowError, OSError, ValueError) as exc:
+        return [], [], f"{type(exc).__name__}: {exc}"
+    return rows, warnings, None
+
+
+def _match(pred_files: dict[str, Path], ref_files: dict[str, Path], result: EvaluationResult) -> list[str]:
+    """Subjects present in both folders; the others are listed as problems."""
+    for name in sorted(set(ref_files) - set(pred_files)):
+        result.problems.append((name, "missing prediction", f"no prediction for reference {ref_files[name]}"))
+    for name in sorted(set(pred_files) - set(ref_files)):
+        result.problems.append((name, "missing reference", f"no reference for prediction {pred_files[name]}"))
+    return sorted(set(pred_files) & set(ref_files))
+
+
+def _run_all(tasks: list[CaseTask], workers: int, result: EvaluationResult) -> None:
+    """Evaluate every task (in parallel when ``workers > 1``) with a progress bar."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="evaluate", unit="subject", disable=None)
+    outcomes: dict[str, tuple] = {}
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            outcomes[task.subject] = _run_case(task)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_run_case, task): task.subject for task in tasks}
+            for future in as_completed(futures):
+                outcomes[futures[future]] = future.result()
+                bar.update()
+    bar.close()
+    for task in tasks:  # deterministic order, whatever the completion order
+        rows, warnings, error = outcomes[task.subject]
+        result.rows.extend(rows)
+        result.warnings.extend(warnings)
+        if error is not None:
+            result.problems.append((task.subject, "failed", error))
+
+
+def _check_labels_present(result: EvaluationResult, labels: Sequence[int] | None) -> None:
+    """Warn about requested labels found in no prediction and no reference."""
+    if not labels or not result.rows:
+        return
+    for label in labels:
+        rows = [row for row in result.rows if row["label"] == label]
+        present = any(row["volume_ref_mm3"] or row["volume_pred_mm3"] for row in rows)
+        if rows and not present:
+            message = f"label {label} is absent from every prediction and reference; its metrics are nan"
+            logger.warning(message)
+            result.warnings.append(message)
+
+
+def evaluate_folders(
+    pred_dir: str | os.PathLike,
+    ref_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    labels: Sequence[int] | None = None,
+    metrics: Sequence[str] = EVALUATE_METRICS,
+    tolerance: float = 1.0,
+    image_dir: str | os.PathLike | None = None,
+    resample: bool = False,
+    workers: int | None = None,
+    report: bool = True,
+) -> EvaluationResult:
+    """Evaluate every prediction of ``pred_dir`` against the reference of the same subject.
+
+    Args:
+        pred_dir: folder of predicted label maps. ref_dir: folder of reference label maps.
+        out_dir: where ``per_case.csv``, ``summary.csv``, ``problems.csv``, ``plots/`` and
+            ``report.html`` go; ``None`` writes nothing.
+        labels: label values to evaluate; ``None`` = every non-zero label of each pair.
+        metrics: metric names (see :data:`voxelflow.metrics.SEGMENTATION_METRIC_NAMES`).
+        tolerance: NSD tolerance in mm.
+        image_dir: optional folder of intensity images (same subject ids) drawn in the report.
+        resample: resample predictions onto the reference grid (nearest) instead of failing.
+        workers: processes; ``None`` = the number of CPUs.
+        report: also write the plots and ``report.html``.
+
+    Returns:
+        :class:`EvaluationResult`; ``result.ok`` is false when anything was skipped or failed.
+
+    Raises:
+        DataError: a folder is missing. ConfigError: an unknown metric name.
+    """
+    wanted = check_metric_names(metrics)
+    always = tuple(name for name in ("volume_ref_mm3", "volume_pred_mm3") if name not in wanted)
+    result = EvaluationResult()
+    pred_files, ref_files = list_images(pred_dir), list_images(ref_dir)
+    subjects = _match(pred_files, ref_files, result)
+    label_tuple = tuple(int(v) for v in labels) if labels is not None else None
+    tasks = [
+        CaseTask(
+            name, pred_files[name], ref_files[name], label_tuple, wanted + always, float(tolerance), resample
+        )
+        for name in subjects
+    ]
+    _run_all(tasks, workers or os.cpu_count() or 1, result)
+    _check_labels_present(result, label_tuple)
+    for warning in result.warnings:
+        logger.warning(warning)
+    for subject, kind, message in result.problems:
+        logger.error("%s: %s: %s", subject, kind, message)
+    if out_dir is not None:
+        from voxelflow.metrics.report import write_outputs
+
+        images = list_images(image_dir) if image_dir is not None else {}
+        write_outputs(result, Path(out_dir), wanted, ref_files, pred_files, images, report=report)
+        result.out_dir = Path(out_dir)
+    return result
+
+
+def write_csv(path: Path, rows: list[dict[str, object]], columns: Sequence[str]) -> None:
+    """Write rows (dicts) with the given column order; floats with full precision."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})

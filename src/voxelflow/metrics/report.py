@@ -1,0 +1,230 @@
+"""Evaluation outputs: per-case and summary CSVs, box/strip plots, a self-contained HTML report.
+
+Summary statistics are taken over the *finite* values of a metric; the NaN (undefined, e.g. both
+masks empty) and inf (one mask empty, for distances) values are counted in their own columns
+(``n_nan``, ``n_inf``) so that they are visible, never averaged in or silently dropped.
+The report embeds every picture as base64 PNG: one file, viewable offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from voxelflow.metrics.evaluate import EvaluationResult
+
+SUMMARY_COLUMNS = ("label", "metric", "count", "n_nan", "n_inf", "mean", "std", "median", "q1", "q3")
+_NOT_PLOTTED = {"tp", "fp", "fn", "tn"}
+
+
+def summarize(rows: Sequence[dict[str, object]], metrics: Sequence[str]) -> list[dict[str, object]]:
+    """Per label and metric: count, NaN and inf counts, mean, std, median, quartiles (finite values).
+
+    Example:
+        >>> summarize([{"label": 1, "dice": 0.5}, {"label": 1, "dice": float("nan")}], ["dice"])[0]["n_nan"]
+        1
+    """
+    summary = []
+    for label in sorted({int(row["label"]) for row in rows}):
+        for metric in metrics:
+            values = np.array([float(r[metric]) for r in rows if r["label"] == label], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            stats = {"mean": math.nan, "std": math.nan, "median": math.nan, "q1": math.nan, "q3": math.nan}
+            if finite.size:
+                q1, median, q3 = np.percentile(finite, [25, 50, 75])
+                stats = {
+                    "mean": float(finite.mean()),
+                    "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                    "median": float(median),
+                    "q1": float(q1),
+                    "q3": float(q3),
+                }
+            summary.append(
+                {
+                    "label": label,
+                    "metric": metric,
+                    "count": int(values.size),
+                    "n_nan": int(np.isnan(values).sum()),
+                    "n_inf": int(np.isinf(values).sum()),
+                    **stats,
+                }
+            )
+    return summary
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plot_metric(rows: Sequence[dict[str, object]], metric: str) -> bytes:
+    """Box plot plus jittered strip of one metric per label (finite values), as PNG bytes."""
+    labels = sorted({int(row["label"]) for row in rows})
+    groups = [
+        np.array([float(r[metric]) for r in rows if r["label"] == label], dtype=np.float64) for label in labels
+    ]
+    groups = [g[np.isfinite(g)] for g in groups]
+    figure = Figure(figsize=(1.2 + 0.9 * len(labels), 3.2))
+    axes = figure.add_subplot()
+    axes.boxplot(groups, showfliers=False)
+    axes.set_xticks(range(1, len(labels) + 1), [str(label) for label in labels])
+    jitter = np.random.default_rng(0)
+    for position, values in enumerate(groups, start=1):
+        axes.scatter(position + jitter.uniform(-0.15, 0.15, values.size), values, s=8, alpha=0.6)
+    axes.set_xlabel("label")
+    axes.set_title(metric)
+    return _png(figure)
+
+
+def subject_ranking(rows: Sequence[dict[str, object]], metric: str = "dice") -> list[str]:
+    """Subjects sorted from best to worst by their mean ``metric`` over labels (NaN ignored)."""
+    scores: dict[str, list[float]] = {}
+    for row in rows:
+        value = float(row.get(metric, math.nan))
+        scores.setdefault(str(row["subject"]), [])
+        if math.isfinite(value):
+            scores[str(row["subject"])].append(value)
+    mean = {name: (np.mean(v) if v else -math.inf) for name, v in scores.items()}
+    return sorted(mean, key=lambda name: mean[name], reverse=True)
+
+
+def pick_cases(ranking: Sequence[str]) -> list[tuple[str, str]]:
+    """``[("best", id), ("median", id), ("worst", id)]`` (fewer for fewer subjects)."""
+    if not ranking:
+        return []
+    picks = [("best", ranking[0]), ("median", ranking[len(ranking) // 2]), ("worst", ranking[-1])]
+    seen: set[str] = set()
+    return [(kind, name) for kind, name in picks if not (name in seen or seen.add(name))]
+
+
+def _slice_indices(ref: np.ndarray, count: int = 3) -> list[int]:
+    """Slices along the last axis through the reference foreground (or the middle)."""
+    hits = np.flatnonzero(ref.reshape(-1, ref.shape[-1]).any(axis=0))
+    low, high = (hits[0], hits[-1]) if hits.size else (0, ref.shape[-1] - 1)
+    return sorted({int(round(v)) for v in np.linspace(low, high, count + 2)[1:-1]})
+
+
+def case_figure(ref: np.ndarray, pred: np.ndarray, image: np.ndarray | None, title: str) -> bytes:
+    """A few slices with reference (green) and prediction (red) contours over the image.
+
+    Shape:
+        ref, pred, image: ``(X, Y, Z)`` (a 2D pair is shown as one slice).
+    """
+    if ref.ndim == 2:
+        ref, pred = ref[..., None], pred[..., None]
+        image = image[..., None] if image is not None else None
+    background = image if image is not None else (ref > 0).astype(np.float32)
+    indices = _slice_indices(ref)
+    figure = Figure(figsize=(3.0 * len(indices), 3.2))
+    for column, index in enumerate(indices, start=1):
+        axes = figure.add_subplot(1, len(indices), column)
+        axes.imshow(background[..., index].T, cmap="gray", origin="lower")
+        for label in sorted(set(np.unique(ref[..., index])) | set(np.unique(pred[..., index])) - {0}):
+            for mask, colour in ((ref, "lime"), (pred, "red")):
+                plane = (mask[..., index] == label).T.astype(np.float32)
+                if plane.any() and label != 0:
+                    axes.contour(plane, levels=[0.5], colors=colour, linewidths=0.8)
+        axes.set_title(f"slice {index}", fontsize=8)
+        axes.axis("off")
+    figure.suptitle(f"{title} (green: reference, red: prediction)", fontsize=9)
+    return _png(figure)
+
+
+def _image_tag(png: bytes, alt: str) -> str:
+    encoded = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
+    def cell(value: object) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(
+    summary: Sequence[dict[str, object]],
+    plots: dict[str, bytes],
+    cases: Sequence[tuple[str, bytes]],
+    problems: Sequence[tuple[str, str, str]],
+    warnings: Sequence[str],
+) -> str:
+    """The self-contained report page."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>voxelflow evaluation</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{margin:4px}</style></head><body>",
+        "<h1>voxelflow evaluation</h1>",
+        "<p>Statistics over finite values; <code>n_nan</code> counts undefined values (e.g. both masks "
+        "empty), <code>n_inf</code> distances to an empty mask. Definitions: docs/metrics.md.</p>",
+    ]
+    if problems:
+        parts.append("<h2>Problems</h2>" + _table([dict(zip(("subject", "kind", "message"), p)) for p in problems], ("subject", "kind", "message")))
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
+    parts.append("<h2>Summary</h2>" + _table(summary, SUMMARY_COLUMNS))
+    parts.append("<h2>Distributions</h2>" + "".join(_image_tag(png, name) for name, png in plots.items()))
+    parts.append("<h2>Cases</h2>" + "".join(f"<div>{_image_tag(png, name)}</div>" for name, png in cases))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _case_pictures(
+    ranking: list[str], ref_files: dict[str, Path], pred_files: dict[str, Path], images: dict[str, Path]
+) -> list[tuple[str, bytes]]:
+    from voxelflow.metrics.evaluate import read_label_image
+
+    pictures = []
+    for kind, name in pick_cases(ranking):
+        ref = read_label_image(ref_files[name]).numpy()[0]
+        pred = read_label_image(pred_files[name]).numpy()[0]
+        image = None
+        if name in images:
+            image = read_label_image(images[name], kind="intensity").numpy()[0]
+        if pred.shape != ref.shape:
+            continue  # a resampled prediction: the contours would not line up
+        pictures.append((f"{kind}: {name}", case_figure(ref, pred, image, f"{kind}: {name}")))
+    return pictures
+
+
+def write_outputs(
+    result: EvaluationResult,
+    out_dir: Path,
+    metrics: Sequence[str],
+    ref_files: dict[str, Path],
+    pred_files: dict[str, Path],
+    images: dict[str, Path],
+    *,
+    report: bool = True,
+) -> None:
+    """Write ``per_case.csv``, ``summary.csv``, ``problems.csv`` and (with ``report``) plots + HTML."""
+    from voxelflow.metrics.evaluate import write_csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "per_case.csv", result.rows, ("subject", "label", *metrics))
+    summary = summarize(result.rows, metrics)
+    write_csv(out_dir / "summary.csv", summary, SUMMARY_COLUMNS)
+    problem_rows = [dict(zip(("subject", "kind", "message"), p)) for p in result.problems]
+    write_csv(out_dir / "problems.csv", problem_rows, ("subject", "kind", "message"))
+    if not report:
+        return
+    plots = {m: plot_metric(result.rows, m) for m in metrics if m not in _NOT_PLOTTED} if result.rows else {}
+    for name, png in plots.items():
+        (out_dir / "plots").mkdir(exist_ok=True)
+        (out_dir / "plots" / f"{name}.png").write_bytes(png)
+    ranking = subject_ranking(result.rows, "dice" if "dice" in metrics else metrics[0]) if result.rows else []
+    cases = _case_pictures(ranking, ref_files, pred_files, images)
+    page = render_html(summary, plots, cases, result.problems, result.warnings)
+    (out_dir / "report.html").write_text(page, encoding="utf-8")

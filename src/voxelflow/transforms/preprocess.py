@@ -1,0 +1,315 @@
+"""The deterministic preprocessing pipeline and its exact inverse.
+
+:class:`Preprocessor` applies, in order and as configured by
+:class:`voxelflow.config.schema.PreprocessingConfig`:
+
+1. non-finite voxels → 0 (warning with the count) or a :class:`DataError`;
+2. reorientation to ``orientation`` (axis permutations and flips only: exact);
+3. resampling to ``spacing`` (images: ``image_interpolation``; labels: nearest or
+   ``partial_volume``; weights: linear) over the same field of view;
+4. cropping to the bounding box of non-zero ``image`` voxels plus ``crop_margin``;
+5. intensity normalisation of the ``image`` role (``normalization`` steps, in order);
+6. label values → class indices 0..K-1 (``label_values`` or the fitted values).
+
+It returns the new :class:`Subject` and a JSON-serialisable *record* of what was done;
+:func:`invert` uses the record to bring any output on the preprocessed grid (class
+probabilities, a label map, a regression image) back onto the original grid: un-crop (pad with
+``fill_value``), resample back to the original shape and affine, un-reorient, and map class
+indices back to label values.
+
+Example:
+    >>> pre = Preprocessor(PreprocessingConfig(spacing=[2.0, 2.0, 2.0]))
+    >>> processed, record = pre(subject)                      # doctest: +SKIP
+    >>> restored = invert(probabilities, record, kind="intensity")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxelflow.config.schema import PreprocessingConfig
+from voxelflow.errors import DataError, ShapeError
+from voxelflow.io.image import Image, ImageKind, Subject
+from voxelflow.transforms import functional as F
+from voxelflow.transforms.label import LabelMapping
+from voxelflow.transforms.normalize import Normalizer, build_normalizer
+
+logger = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+NORMALIZED_ROLES = ("image",)
+LABEL_ROLE = "label"
+
+
+def _grid(image: Image) -> dict[str, Any]:
+    return {"shape": list(image.spatial_shape), "affine": image.affine.tolist()}
+
+
+def replace_non_finite(image: Image, *, policy: str = "warn", role: str = "") -> Image:
+    """Replace NaN/±Inf voxels by 0 with a warning giving the count, or raise.
+
+    Raises:
+        DataError: when ``policy == "error"`` and the image has non-finite voxels.
+    """
+    if not image.data.is_floating_point():
+        return image
+    bad = ~torch.isfinite(image.data)
+    count = int(bad.sum())
+    if count == 0:
+        return image
+    where = f"{str(image.path)!r}" if image.path else f"image {role!r}"
+    if policy == "error":
+        raise DataError(f"expected finite voxel values in {where}, got {count} NaN/Inf voxels")
+    logger.warning("%s: replaced %d NaN/Inf voxels with 0", where, count)
+    return image.with_data(torch.where(bad, torch.zeros((), dtype=image.dtype), image.data))
+
+
+class Preprocessor:
+    """Apply :class:`PreprocessingConfig` to subjects; fit its data-dependent parts.
+
+    Args:
+        config: the preprocessing section of the experiment.
+        fitted_state: from :meth:`fit` (``{"normalization": [state, ...], "label_values": [...]}``).
+
+    Raises:
+        ConfigError / RegistryError: invalid normalisation steps.
+    """
+
+    def __init__(
+        self, config: PreprocessingConfig, *, fitted_state: dict[str, Any] | None = None
+    ) -> None:
+        self.config = config
+        state = fitted_state or {}
+        saved = list(state.get("normalization") or [])
+        self.normalizers: list[Normalizer] = [
+            build_normalizer(c.name, c.kwargs, state=saved[i] if i < len(saved) else None)
+            for i, c in enumerate(config.normalization)
+        ]
+        values = (
+            config.label_values if config.label_values is not None else state.get("label_values")
+        )
+        self.label_mapping = LabelMapping(values) if values is not None else None
+
+    @property
+    def fitted_state(self) -> dict[str, Any]:
+        """JSON-serialisable fitted state (normaliser states and label values)."""
+        return {
+            "normalization": [step.state_dict() for step in self.normalizers],
+            "label_values": self.label_mapping.values if self.label_mapping else None,
+        }
+
+    @property
+    def needs_fit(self) -> bool:
+        """True when a normaliser is unfitted (label values are optional)."""
+        return any(not step.is_fitted for step in self.normalizers)
+
+    def fit(self, subjects: Iterable[Subject]) -> dict[str, Any]:
+        """Fit normalisers (each on the output of the previous ones) and the label values.
+
+        Args:
+            subjects: training subjects in their original form.
+
+        Returns:
+            the fitted state (also kept by this preprocessor).
+        """
+        geometric = [self.geometry(s)[0] for s in subjects]
+        if not geometric:
+            raise DataError("expected at least one training subject to fit preprocessing, got none")
+        images = [s[NORMALIZED_ROLES[0]].numpy() for s in geometric if NORMALIZED_ROLES[0] in s]
+        for step in self.normalizers:
+            if step.requires_fit:
+                step.fit(images)
+            images = [step(image) for image in images]
+        labels = [s[LABEL_ROLE].numpy() for s in geometric if LABEL_ROLE in s]
+        if self.config.label_values is None and labels:
+            self.label_mapping = LabelMapping.fit(labels)
+        return self.fitted_state
+
+    def __call__(self, subject: Subject) -> tuple[Subject, dict[str, Any]]:
+        """Preprocess ``subject``; returns ``(new subject, record)``."""
+        processed, record = self.geometry(subject)
+        images = dict(processed.images)
+        for role in NORMALIZED_ROLES:
+            if role in images and self.normalizers:
+                images[role] = self.normalize(images[role])
+        if self.label_mapping is not None and LABEL_ROLE in images:
+            label = images[LABEL_ROLE]
+            classes = self.label_mapping.to_classes(label.numpy(), path=label.path)
+            images[LABEL_ROLE] = label.with_data(torch.from_numpy(classes.astype(np.int16)))
+            record["steps"].append({"name": "label_map", "values": self.label_mapping.values})
+        record["normalization"] = [c.name for c in self.config.normalization]
+        record["preprocessed"] = _grid(next(iter(images.values())))
+        return processed.with_images(images), record
+
+    def normalize(self, image: Image) -> Image:
+        """Run the normalisation steps on one image (float32 out)."""
+        array = image.numpy().astype(np.float32)
+        for step in self.normalizers:
+            array = step(array, path=image.path)
+        return image.with_data(torch.from_numpy(np.ascontiguousarray(array)))
+
+    def geometry(self, subject: Subject) -> tuple[Subject, dict[str, Any]]:
+        """Non-finite handling, reorientation, resampling and cropping (no normalisation)."""
+        images = {
+            role: replace_non_finite(img, policy=self.config.non_finite, role=role)
+            for role, img in subject.images.items()
+        }
+        subject = subject.with_images(images)
+        subject.check_grid()
+        first = next(iter(images.values()))
+        record: dict[str, Any] = {"version": RECORD_VERSION, "original": _grid(first), "steps": []}
+        if self.config.orientation:
+            images = self._reorient(images, record)
+        if self.config.spacing:
+            images = self._resample(images, record)
+        if self.config.crop_foreground:
+            images = self._crop(images, record, subject.name)
+        return subject.with_images(images), record
+
+    def _reorient(self, images: dict[str, Image], record: dict[str, Any]) -> dict[str, Image]:
+        first = next(iter(images.values()))
+        codes = self.config.orientation or ""
+        codes = codes[: first.spatial_dims] if first.spatial_dims == 2 else codes
+        if first.orientation == codes.upper():
+            return images
+        out = {}
+        for role, img in images.items():
+            data, affine, transform = F.reorient(img.data, img.affine, codes)
+            out[role] = img.with_data(data, affine=affine)
+        record["steps"].append({"name": "reorient", "transform": transform, "before": _grid(first)})
+        return out
+
+    def _resample(self, images: dict[str, Image], record: dict[str, Any]) -> dict[str, Image]:
+        first = next(iter(images.values()))
+        spacing = list(self.config.spacing or [])[: first.spatial_dims]
+        shape, affine = F.spacing_grid(first.spatial_shape, first.affine, spacing)
+        if shape == first.spatial_shape and np.allclose(affine, first.affine, atol=1e-6):
+            return images
+        out = {role: self._resample_image(img, shape, affine) for role, img in images.items()}
+        record["steps"].append(
+            {
+                "name": "resample",
+                "before": _grid(first),
+                "after": {"shape": list(shape), "affine": affine.tolist()},
+            }
+        )
+        return out
+
+    def _resample_image(self, image: Image, shape: tuple[int, ...], affine: np.ndarray) -> Image:
+        grid = {"target_shape": shape, "target_affine": affine}
+        if image.kind == "label" and self.config.label_interpolation == "partial_volume":
+            data = F.resample_labels_partial_volume(image.data, image.affine, **grid)
+        else:
+            method = {"label": "nearest", "weight": "linear"}.get(
+                image.kind, self.config.image_interpolation
+            )
+            data = F.resample(image.data, image.affine, interpolation=method, **grid)  # type: ignore[arg-type]
+        return image.with_data(data, affine=affine)
+
+    def _crop(
+        self, images: dict[str, Image], record: dict[str, Any], name: str
+    ) -> dict[str, Image]:
+        roles = [r for r in NORMALIZED_ROLES if r in images] or [
+            r for r, img in images.items() if img.kind == "intensity"
+        ]
+        if not roles:
+            return images
+        mask = np.any([images[r].numpy() != 0 for r in roles], axis=(0, 1))
+        box = F.foreground_bounding_box(mask, margin=self.config.crop_margin)
+        if box is None:
+            logger.warning("subject %r: no non-zero voxels in %s; not cropping", name, roles)
+            return images
+        first = next(iter(images.values()))
+        start, stop = box
+        if list(stop) == list(first.spatial_shape) and not any(start):
+            return images
+        out = {}
+        for role, img in images.items():
+            data, affine = F.crop(img.data, img.affine, start, stop)
+            out[role] = img.with_data(data.contiguous(), affine=affine)
+        record["steps"].append(
+            {"name": "crop", "start": list(start), "stop": list(stop), "before": _grid(first)}
+        )
+        return out
+
+
+def invert(
+    image: Image,
+    record: dict[str, Any],
+    *,
+    kind: ImageKind | None = None,
+    fill_value: float = 0.0,
+    map_labels: bool = True,
+) -> Image:
+    """Map an image on the preprocessed grid back onto the original grid of ``record``.
+
+    Args:
+        image: output on the preprocessed grid, e.g. class probabilities ``(C, *spatial)``.
+        record: the record returned by :class:`Preprocessor` for this subject.
+        kind: ``"label"`` resamples nearest and maps class indices back to label values;
+            ``"intensity"``/``"weight"`` resample linearly. Defaults to ``image.kind``.
+        fill_value: value outside the cropped region.
+        map_labels: for labels, map class indices back to the original label values.
+
+    Returns:
+        the image with the original shape and exactly the original affine.
+
+    Raises:
+        ShapeError: when ``image`` is not on the record's preprocessed grid.
+
+    Shape:
+        image.data: ``(C, *preprocessed spatial)`` → ``(C, *original spatial)``
+    """
+    kind = kind or image.kind
+    expected = record["preprocessed"]["shape"]
+    if list(image.spatial_shape) != expected:
+        raise ShapeError(
+            f"invert: expected an image of spatial shape {tuple(expected)}, got {image.spatial_shape}"
+        )
+    data, affine = image.data, image.affine
+    for step in reversed(record["steps"]):
+        data, affine = _undo_step(
+            step, data, affine, kind=kind, fill_value=fill_value, map_labels=map_labels
+        )
+    original = np.asarray(record["original"]["affine"], dtype=np.float64)
+    return image.with_data(data, affine=original, kind=kind)
+
+
+def _undo_step(
+    step: dict[str, Any],
+    data: torch.Tensor,
+    affine: np.ndarray,
+    *,
+    kind: str,
+    fill_value: float,
+    map_labels: bool,
+) -> tuple[torch.Tensor, np.ndarray]:
+    name = step["name"]
+    if name == "label_map":
+        if kind == "label" and map_labels:
+            values = LabelMapping(step["values"]).to_values(data.numpy())
+            return torch.from_numpy(values), affine
+        return data, affine
+    before = step["before"]
+    if name == "crop":
+        shape = before["shape"]
+        after = [s - b for s, b in zip(shape, step["stop"])]
+        return F.pad(data, affine, step["start"], after, value=fill_value)
+    if name == "resample":
+        method = "nearest" if kind == "label" else "linear"
+        resampled = F.resample(
+            data,
+            affine,
+            target_shape=before["shape"],
+            target_affine=np.asarray(before["affine"]),
+            interpolation=method,
+        )
+        return resampled, np.asarray(before["affine"], dtype=np.float64)
+    if name == "reorient":
+        return F.undo_reorient(data, affine, step["transform"])
+    raise DataError(f"invert: expected a known preprocessing step in the record, got {name!r}")
