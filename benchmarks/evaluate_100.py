@@ -16,13 +16,11 @@ import time
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from metrics import make_pair  # noqa: E402  (the benchmark next door)
-
-from voxelflow.cli.main import main as voxelflow_main  # noqa: E402
-from voxelflow.synthetic import phantom_affine  # noqa: E402
+from metrics import make_pair
+from voxelflow.cli.main import main as voxelflow_main
+from voxelflow.synthetic import phantom_affine
 
 logger = logging.getLogger("benchmarks.evaluate_100")
 
@@ -51,12 +49,26 @@ def main() -> None:
     start = time.perf_counter()
     write_dataset(root, args.subjects)
     logger.info("dataset ready in %.1f s", time.perf_counter() - start)
-    command = ["-q", "evaluate", "--pred", str(root / "pred"), "--ref", str(root / "ref"), "--out", str(root / "out")]
+    command = [
+        "-q",
+        "evaluate",
+        "--pred",
+        str(root / "pred"),
+        "--ref",
+        str(root / "ref"),
+        "--out",
+        str(root / "out"),
+    ]
     if args.workers:
         command += ["--workers", str(args.workers)]
     start = time.perf_counter()
     code = voxelflow_main(command)
-    logger.info("voxelflow evaluate: %d subjects × 3 labels in %.1f s (exit code %d)", args.subjects, time.perf_counter() - start, code)
+    logger.info(
+        "voxelflow evaluate: %d subjects × 3 labels in %.1f s (exit code %d)",
+        args.subjects,
+        time.perf_counter() - start,
+        code,
+    )
 
 
 if __name__ == "__main__":

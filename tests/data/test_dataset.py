@@ -215,3 +215,11 @@ def test_preprocess_subject_in_memory():
             subject,
             PreprocessingConfig(normalization=[Component(name="histogram_standardization")]),
         )
+
+
+def test_unfitted_label_values_warn_and_keep_raw_values(tmp_path, caplog):
+    rows = make_rows(tmp_path / "data", count=1)
+    with caplog.at_level(logging.WARNING):
+        item = dataset(tmp_path, rows, PreprocessingConfig())[0]
+    assert "raw values" in caplog.text
+    assert set(np.unique(item.arrays["label"])) == {0, 2, 4}

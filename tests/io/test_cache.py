@@ -95,8 +95,13 @@ def test_corrupt_entry_is_dropped_and_prune_keeps_listed(tmp_path):
     assert cache.load("a") is None
     assert not (tmp_path / "a").exists()
     cache.write("c", arrays(), kinds=kinds)
+    interrupted = tmp_path / ".tmp" / "c.deadbeef"
+    interrupted.mkdir()
+    (tmp_path / ".tmp" / "c.running").mkdir()
+    os.utime(interrupted, (time.time() - 7200, time.time() - 7200))
     assert cache.prune(["c"]) == ["b"]
     assert cache.keys() == ["c"]
+    assert sorted(p.name for p in (tmp_path / ".tmp").iterdir()) == ["c.running"]
 
 
 def _write_in_process(root: str, barrier_path: str) -> str:

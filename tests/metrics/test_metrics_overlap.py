@@ -30,7 +30,9 @@ from voxelflow.metrics.torch_metrics import one_hot
 
 
 def label_map(shape, seed, num_classes=4) -> np.ndarray:
-    field = ndimage.gaussian_filter(np.random.default_rng(seed).random((num_classes, *shape)), (0, 2, 2, 2))
+    field = ndimage.gaussian_filter(
+        np.random.default_rng(seed).random((num_classes, *shape)), (0, 2, 2, 2)
+    )
     return field.argmax(0).astype(np.int16)
 
 
@@ -83,7 +85,9 @@ def test_non_binary_mask_is_refused():
 def test_segmentation_metrics_match_single_label_functions(spacing):
     pred, ref = label_map((20, 18, 14), 0), label_map((20, 18, 14), 1)
     names = [n for n in SEGMENTATION_METRIC_NAMES]
-    values = segmentation_metrics(pred, ref, labels=[1, 2, 3, 7], spacing=spacing, metrics=names, tolerance=2.0)
+    values = segmentation_metrics(
+        pred, ref, labels=[1, 2, 3, 7], spacing=spacing, metrics=names, tolerance=2.0
+    )
     for label in (1, 2, 3):
         counts = confusion_counts(pred == label, ref == label, spacing)
         d = surface_distances(pred == label, ref == label, spacing)
@@ -100,7 +104,9 @@ def test_segmentation_metrics_agree_with_monai_dice_and_surface():
 
     spacing = (0.7, 0.7, 3.0)
     pred, ref = label_map((20, 18, 14), 2), label_map((20, 18, 14), 3)
-    values = segmentation_metrics(pred, ref, labels=[1, 2, 3], spacing=spacing, metrics=["dice", "hd95"])
+    values = segmentation_metrics(
+        pred, ref, labels=[1, 2, 3], spacing=spacing, metrics=["dice", "hd95"]
+    )
     p = one_hot(torch.from_numpy(pred)[None, None], 4).float()
     r = one_hot(torch.from_numpy(ref)[None, None], 4).float()
     with warnings.catch_warnings():
@@ -129,8 +135,12 @@ def test_segmentation_metrics_bad_input():
 def test_batched_torch_dice_and_iou_agree_with_monai():
     from monai.metrics import DiceMetric, MeanIoU
 
-    pred = one_hot(torch.from_numpy(np.stack([label_map((12, 12, 10), s) for s in (4, 5)]))[:, None], 4)
-    ref = one_hot(torch.from_numpy(np.stack([label_map((12, 12, 10), s) for s in (6, 7)]))[:, None], 4)
+    pred = one_hot(
+        torch.from_numpy(np.stack([label_map((12, 12, 10), s) for s in (4, 5)]))[:, None], 4
+    )
+    ref = one_hot(
+        torch.from_numpy(np.stack([label_map((12, 12, 10), s) for s in (6, 7)]))[:, None], 4
+    )
     ours_dice, ours_iou = dice_batch(pred, ref), iou_batch(pred, ref)
     assert ours_dice.shape == (2, 4)
     theirs_dice = DiceMetric(include_background=True, reduction="none")(pred, ref)
@@ -141,7 +151,9 @@ def test_batched_torch_dice_and_iou_agree_with_monai():
 
 def test_batched_dice_empty_is_nan():
     zeros = torch.zeros(1, 2, 4, 4)
-    assert torch.isnan(dice_batch(zeros, zeros)).all() and torch.isnan(iou_batch(zeros, zeros)).all()
+    assert (
+        torch.isnan(dice_batch(zeros, zeros)).all() and torch.isnan(iou_batch(zeros, zeros)).all()
+    )
 
 
 def test_registry_has_every_segmentation_metric():

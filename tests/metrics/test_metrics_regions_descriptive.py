@@ -63,9 +63,17 @@ def test_region_empty_conventions():
     some = empty.copy()
     some[1, 1, 1] = True
     both = region_counts(empty, empty)
-    assert math.isnan(both.detection_rate) and math.isnan(both.lesion_precision) and math.isnan(both.lesion_f1)
+    assert (
+        math.isnan(both.detection_rate)
+        and math.isnan(both.lesion_precision)
+        and math.isnan(both.lesion_f1)
+    )
     missed = region_counts(empty, some)
-    assert missed.detection_rate == 0.0 and math.isnan(missed.lesion_precision) and missed.lesion_f1 == 0.0
+    assert (
+        missed.detection_rate == 0.0
+        and math.isnan(missed.lesion_precision)
+        and missed.lesion_f1 == 0.0
+    )
 
 
 def test_box_volume_area_compactness_by_hand():

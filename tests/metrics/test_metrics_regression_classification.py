@@ -55,7 +55,9 @@ def test_psnr_range_from_reference_is_reported():
 
 def test_ncc_is_pearson_and_invariant_to_affine_intensity():
     pred, ref = images(1)
-    assert normalized_cross_correlation(pred, ref) == pytest.approx(np.corrcoef(pred.ravel(), ref.ravel())[0, 1])
+    assert normalized_cross_correlation(pred, ref) == pytest.approx(
+        np.corrcoef(pred.ravel(), ref.ravel())[0, 1]
+    )
     assert normalized_cross_correlation(3 * ref + 7, ref) == pytest.approx(1.0)
     assert math.isnan(normalized_cross_correlation(np.ones(5), np.arange(5.0)))
 

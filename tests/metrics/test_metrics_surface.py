@@ -56,7 +56,9 @@ def test_shifted_cube_hand_computed_under_anisotropic_spacing():
     assert hausdorff_distance(a, b, spacing) == pytest.approx(1.4)
     assert hausdorff_distance(a, b, spacing, percentile=95) == pytest.approx(1.4)
     assert hausdorff_distance(a, b, spacing, percentile=50) == pytest.approx(0.7)
-    assert average_symmetric_surface_distance(a, b, spacing) == pytest.approx((16 * 1.4 + 16 * 0.7) / 56)
+    assert average_symmetric_surface_distance(a, b, spacing) == pytest.approx(
+        (16 * 1.4 + 16 * 0.7) / 56
+    )
     assert mean_surface_distance(a, b, spacing) == pytest.approx((0.6, 0.6))
     assert normalized_surface_dice(a, b, spacing, 1.0) == pytest.approx(40 / 56)
     assert normalized_surface_dice(a, b, spacing, 1.4 + 1e-9) == pytest.approx(1.0)
@@ -103,7 +105,9 @@ def test_2d_masks_and_torch_inputs():
     a = np.zeros((10, 10), bool)
     a[2:6, 2:6] = True
     b = np.roll(a, 3, axis=1)
-    assert hausdorff_distance(torch.from_numpy(a), torch.from_numpy(b), (0.5, 2.0)) == pytest.approx(6.0)
+    assert hausdorff_distance(
+        torch.from_numpy(a), torch.from_numpy(b), (0.5, 2.0)
+    ) == pytest.approx(6.0)
 
 
 def test_bad_inputs_are_named():
@@ -140,7 +144,12 @@ def _monai(pred: np.ndarray, ref: np.ndarray, spacing) -> dict[str, float]:
 def test_agrees_with_monai_on_random_shapes(spacing, seed):
     pred, ref = blob((20, 22, 16), seed), blob((20, 22, 16), seed + 100)
     d = surface_distances(pred, ref, spacing)
-    ours = {"hd": d.hausdorff(), "hd95": d.hausdorff(95), "assd": d.average_symmetric(), "nsd": d.surface_dice(1.5)}
+    ours = {
+        "hd": d.hausdorff(),
+        "hd95": d.hausdorff(95),
+        "assd": d.average_symmetric(),
+        "nsd": d.surface_dice(1.5),
+    }
     reference = _monai(pred, ref, spacing)
     for name, value in ours.items():  # MONAI returns float32: agreement at its precision
         assert value == pytest.approx(reference[name], rel=1e-6, abs=1e-7), name
@@ -152,7 +161,11 @@ def test_deepmind_surfel_definition_coincides_on_boxes_and_differs_on_blobs(spac
     a, b = cube(), cube(start=(4, 2, 2))
     dm = surface_distance.compute_surface_distances(b, a, spacing)
     # Axis-aligned boxes: surfel corners and border-voxel centres give the same Hausdorff distance.
-    assert surface_distance.compute_robust_hausdorff(dm, 100) == pytest.approx(hausdorff_distance(a, b, spacing))
+    assert surface_distance.compute_robust_hausdorff(dm, 100) == pytest.approx(
+        hausdorff_distance(a, b, spacing)
+    )
+    faces = surface_distances(a, b, spacing, surface="faces")
+    assert surface_distance.compute_robust_hausdorff(dm, 100) == pytest.approx(faces.hausdorff())
     # Smooth random shapes: DeepMind's surfels (on the voxel corners, area-weighted) differ on
     # purpose from MONAI's border voxels; the difference stays below one voxel diagonal.
     pred, ref = blob((18, 18, 14), 5), blob((18, 18, 14), 6)
@@ -171,3 +184,30 @@ def test_cost_follows_the_structures_not_the_image():
     small[100:104, 100:104, 70:73] = True
     shifted = np.roll(small, 1, axis=0)
     assert hausdorff_distance(small, shifted, (1.0, 1.0, 1.5)) == pytest.approx(1.0)
+
+
+def test_face_surface_hand_computed_and_area_matches_surface_area():
+    from voxelflow.metrics import surface_area
+    from voxelflow.metrics.surface import boundary_faces
+
+    spacing = (0.7, 0.7, 3.0)
+    a, b = cube(), cube(start=(4, 2, 2))
+    centres, areas = boundary_faces(a, spacing)
+    assert len(areas) == 6 * 16 and areas.sum() == pytest.approx(surface_area(a, spacing))
+    assert centres[:, 0].min() == pytest.approx(1.5 * 0.7)  # the face between voxels 1 and 2
+    d = surface_distances(a, b, spacing, surface="faces")
+    assert d.hausdorff() == pytest.approx(1.4)  # x faces 1.5 → 3.5
+    # Every face of a is within 1.4 mm of a face of b: the x faces (1.5 vs 3.5, 5.5 vs 7.5 in
+    # voxels) exactly 1.4 mm, the y/z faces at most 2 voxels of x (1.4 mm) from b's side faces.
+    assert d.surface_dice(1.4 + 1e-9) == pytest.approx(1.0)
+    identical = surface_distances(a, a, spacing, surface="faces")
+    assert identical.hausdorff() == 0.0 and identical.surface_dice(0.0) == 1.0
+
+
+def test_face_surface_weighted_percentile_follows_deepmind_rule():
+    from voxelflow.metrics.surface import _percentile
+
+    distances, areas = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 8.0])
+    assert _percentile(distances, areas, 50) == 2.0  # cumulative area 0.1, 0.2, 1.0
+    assert _percentile(distances, areas, 15) == 1.0
+    assert _percentile(distances, None, 50) == 1.0

@@ -158,3 +158,17 @@ def test_histogram_standardization_inside_mask_ignores_background():
     np.testing.assert_allclose(
         np.percentile(foreground, [1, 50, 99]), [0, step.reference[0][5], 100], atol=1e-2
     )
+
+
+@pytest.mark.parametrize("name", NORMALIZERS.names())
+def test_every_registered_normalizer_contract(name):
+    """Shape and dtype kept, finite output, state survives JSON, for every registered step."""
+    kwargs = {"low": -100.0, "high": 300.0} if name == "ct_window" else {}
+    image = two_channel_image()
+    step = build_normalizer(name, kwargs)
+    if step.requires_fit:
+        step.fit([image, image * 1.5])
+    out = step(image)
+    assert out.shape == image.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    state = json.loads(json.dumps(step.state_dict()))
+    np.testing.assert_allclose(build_normalizer(name, kwargs, state=state)(image), out)

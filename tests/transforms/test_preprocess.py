@@ -115,6 +115,28 @@ def test_linear_resampling_of_a_world_ramp_is_exact_inside():
     np.testing.assert_allclose(out[0][inside], expected[inside], atol=1e-9)
 
 
+def test_linear_resampling_matches_torchio_simpleitk_on_the_same_target_grid():
+    """TorchIO's Resample (SimpleITK underneath) as an independent reference."""
+    tio = pytest.importorskip("torchio")
+    affine = oblique_affine()
+    image, label = make_phantom(SHAPE, seed=1)
+    shape, target = F.spacing_grid(SHAPE, affine, (2.0, 1.7, 2.5))
+    reference = tio.Resample((shape, target), image_interpolation="linear")(
+        tio.ScalarImage(tensor=torch.from_numpy(image[None].astype(np.float64)), affine=affine)
+    )
+    ours = F.resample(
+        image[None].astype(np.float64), affine, target_shape=shape, target_affine=target
+    )
+    np.testing.assert_allclose(ours, reference.data.numpy(), atol=1e-9)
+    reference_label = tio.Resample((shape, target))(
+        tio.LabelMap(tensor=torch.from_numpy(label[None].astype(np.int64)), affine=affine)
+    )
+    ours_label = F.resample(
+        label[None], affine, target_shape=shape, target_affine=target, interpolation="nearest"
+    )
+    assert (ours_label == reference_label.data.numpy()).mean() > 0.99
+
+
 def test_resample_onto_same_grid_is_identity_and_bspline_preserves_smooth_data():
     affine = oblique_affine()
     data = np.random.default_rng(2).random((2, *SHAPE)).astype(np.float32)
@@ -266,3 +288,24 @@ def test_label_mapping_round_trip_and_unknown_value():
     assert LabelMapping.from_state(fitted.state_dict()).values == fitted.values
     with pytest.raises(DataError, match="integer"):
         LabelMapping.fit([np.array([0.5])])
+
+
+def test_2d_coronal_slice_keeps_its_slice_axis_and_inverts():
+    # axes: L (flipped x), I (flipped z), slice axis along A
+    affine = np.array([[-0.8, 0, 0, 10.0], [0, 0, 2.0, -4.0], [0, -1.2, 0, 30.0], [0, 0, 0, 1.0]])
+    data = np.random.default_rng(6).random((1, 9, 7)).astype(np.float32)
+    assert "".join(nib.aff2axcodes(affine)) == "LIA"
+    out, new_affine, _ = F.reorient(data, affine, "RAS")
+    assert "".join(nib.aff2axcodes(new_affine)) == "RSA"
+    np.testing.assert_array_equal(out[0], data[0, ::-1, ::-1])
+    np.testing.assert_allclose(world(new_affine, (0, 0, 0)), world(affine, (8, 6, 0)))
+    with pytest.raises(ValueError, match="in-plane axis codes"):
+        F.reorient(data, affine, "RA")
+    subject = Subject("slice", {"image": Image(torch.from_numpy(data), affine)})
+    config = PreprocessingConfig(spacing=[0.4, 0.6], crop_foreground=True, normalization=[])
+    processed, record = Preprocessor(config)(subject)
+    assert processed["image"].orientation == "RS" and processed["image"].spatial_shape == (18, 14)
+    back = invert(processed["image"], record)
+    assert back.spatial_shape == (9, 7)
+    np.testing.assert_array_equal(back.affine, affine)
+    np.testing.assert_allclose(back.numpy(), data, atol=0.35)

@@ -25,17 +25,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--pred", help="folder of predicted label maps (default with -c: RUN_DIR/predictions)")
+    parser.add_argument(
+        "--pred", help="folder of predicted label maps (default with -c: RUN_DIR/predictions)"
+    )
     parser.add_argument("--ref", required=True, help="folder of reference label maps")
     parser.add_argument("--out", help="output folder (default with -c: RUN_DIR/evaluation)")
-    parser.add_argument("--tolerance", type=float, default=None, help="NSD tolerance in mm (default 1)")
-    parser.add_argument("--labels", default=None, help="comma-separated labels, e.g. 1,2,3 (default: all)")
-    parser.add_argument("--metrics", default=None, help="comma-separated metric names (default: all overlap and surface)")
-    parser.add_argument("--image", default=None, help="folder of images drawn under the contours in the report")
-    parser.add_argument("--resample", action="store_true", help="resample predictions onto the reference grid (nearest)")
-    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
+    parser.add_argument(
+        "--tolerance", type=float, default=None, help="NSD tolerance in mm (default 1)"
+    )
+    parser.add_argument(
+        "--labels", default=None, help="comma-separated labels, e.g. 1,2,3 (default: all)"
+    )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated metric names (default: all overlap and surface)",
+    )
+    parser.add_argument(
+        "--image", default=None, help="folder of images drawn under the contours in the report"
+    )
+    parser.add_argument(
+        "--resample",
+        action="store_true",
+        help="resample predictions onto the reference grid (nearest)",
+    )
+    parser.add_argument(
+        "--surface",
+        choices=("voxels", "faces"),
+        default="voxels",
+        help="surface elements: border voxels (MONAI, default) or area-weighted voxel faces",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="parallel processes (default: CPU count)"
+    )
     parser.add_argument("--no-report", action="store_true", help="write the CSVs only")
-    parser.add_argument("-c", "--config", default=None, help="experiment YAML: evaluation settings and run folder")
+    parser.add_argument(
+        "-c", "--config", default=None, help="experiment YAML: evaluation settings and run folder"
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,7 +76,9 @@ def parse_labels(text: str | None) -> list[int] | None:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"expected --labels as comma-separated integers like 1,2,3, got {text!r}") from None
+        raise ConfigError(
+            f"expected --labels as comma-separated integers like 1,2,3, got {text!r}"
+        ) from None
 
 
 def _settings_from_config(path: str) -> dict[str, object]:
@@ -82,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     pred = args.pred or settings.get("pred")
     out = args.out or settings.get("out")
     if pred is None or out is None:
-        raise ConfigError("expected --pred and --out (or -c CONFIG to take them from the run folder)")
+        raise ConfigError(
+            "expected --pred and --out (or -c CONFIG to take them from the run folder)"
+        )
     labels = parse_labels(args.labels) if args.labels else settings.get("labels")
     tolerance = args.tolerance if args.tolerance is not None else settings.get("tolerance", 1.0)
     metrics = args.metrics.split(",") if args.metrics else settings.get("metrics", EVALUATE_METRICS)
@@ -97,10 +127,13 @@ def run(args: argparse.Namespace) -> int:
         resample=args.resample,
         workers=args.workers,
         report=not args.no_report,
+        surface=args.surface,
     )
     subjects = len({row["subject"] for row in result.rows})
     logger.info("evaluated %d subjects; results in %s", subjects, out)
     if not result.ok:
-        logger.error("%d problem(s), listed in %s", len(result.problems), Path(out) / "problems.csv")
+        logger.error(
+            "%d problem(s), listed in %s", len(result.problems), Path(out) / "problems.csv"
+        )
         return 1
     return 0

@@ -138,6 +138,8 @@ class PreprocessedDataset:
         self.cache = ArrayCache(cache_dir)
         self.resample_to_first = resample_to_first
         self.preprocessor = Preprocessor(preprocessing, fitted_state=fitted_state)
+        self._settings = preprocessing.model_dump(mode="json", exclude={"cache_dir"})
+        self._warned = False
         self._check_rows()
         self._check_cache_location(Path(cache_dir))
 
@@ -185,7 +187,7 @@ class PreprocessedDataset:
         identities = {
             role: [file_identity(row.path(c)) for c in cols] for role, cols in self.inputs.items()
         }
-        settings = self.preprocessing.model_dump(mode="json", exclude={"cache_dir"})
+        settings = self._settings
         return cache_key(
             row.name, identities, self.kinds, settings, self.fitted_state, self.resample_to_first
         )
@@ -246,6 +248,12 @@ class PreprocessedDataset:
         if key in self.cache:
             return key
         _require_fitted(self.preprocessor)
+        if "label" in self.inputs and self.preprocessor.label_mapping is None and not self._warned:
+            logger.warning(
+                "label values are neither configured (preprocessing.label_values) nor fitted "
+                "(dataset.fit(train_indices)): labels are cached with their raw values"
+            )
+            self._warned = True
         processed, record = self.preprocessor(self.load_original(index))
         arrays = {role: img.numpy() for role, img in processed.images.items()}
         kinds = {role: img.kind for role, img in processed.images.items()}

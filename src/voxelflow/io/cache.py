@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -231,12 +232,22 @@ class ArrayCache:
             return
         shutil.rmtree(trash, ignore_errors=True)
 
-    def prune(self, keep: Iterable[str]) -> list[str]:
-        """Remove every entry whose key is not in ``keep``; returns the removed keys."""
+    def prune(self, keep: Iterable[str], *, stale_temporary_s: float = 3600.0) -> list[str]:
+        """Remove every entry whose key is not in ``keep``; returns the removed keys.
+
+        Temporary folders left by interrupted writes are removed too once older than
+        ``stale_temporary_s`` seconds (younger ones may belong to a running build).
+        """
         keep_set = set(keep)
         removed = [key for key in self.keys() if key not in keep_set]
         for key in removed:
             self.remove(key)
+        temporary_root = self.root / ".tmp"
+        if temporary_root.is_dir():
+            now = time.time()
+            for folder in temporary_root.iterdir():
+                if now - folder.stat().st_mtime > stale_temporary_s:
+                    shutil.rmtree(folder, ignore_errors=True)
         return removed
 
 

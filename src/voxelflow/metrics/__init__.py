@@ -76,20 +76,45 @@ METRICS: Registry[MaskMetric] = Registry("metric")
 
 _DESCRIPTIONS = {
     "dice": "Dice 2TP/(2TP+FP+FN); nan if both empty",
-    "jaccard": "Jaccard/IoU TP/(TP+FP+FN)",
-    "sensitivity": "recall TP/(TP+FN)",
+    "jaccard": "Jaccard/IoU TP/(TP+FP+FN); nan if both empty",
+    "sensitivity": "recall TP/(TP+FN); nan if the reference is empty",
     "specificity": "TN/(TN+FP)",
-    "precision": "PPV TP/(TP+FP)",
-    "hd": "Hausdorff distance (mm), border voxels",
+    "precision": "PPV TP/(TP+FP); nan if the prediction is empty",
+    "npv": "negative predictive value TN/(TN+FN)",
+    "accuracy": "(TP+TN)/N",
+    "fpr": "false positive rate FP/(FP+TN)",
+    "informedness": "sensitivity + specificity - 1 (Youden's J)",
+    "markedness": "precision + NPV - 1",
+    "tp": "true positive voxel count",
+    "fp": "false positive voxel count",
+    "fn": "false negative voxel count",
+    "tn": "true negative voxel count",
+    "volume_ref_mm3": "reference volume (mm3)",
+    "volume_pred_mm3": "prediction volume (mm3)",
+    "abs_volume_diff_mm3": "|V_pred - V_ref| (mm3)",
+    "rel_volume_diff": "(V_pred - V_ref)/V_ref; nan if the reference is empty",
+    "hd": "Hausdorff distance (mm); nan both empty, inf one empty",
     "hd95": "max of the two directed 95th percentile surface distances (mm)",
-    "assd": "average symmetric surface distance (mm)",
-    "nsd": "normalised surface Dice at tolerance (mm)",
+    "hd95_pooled": "95th percentile of both directed distance sets pooled (mm)",
+    "assd": "average symmetric surface distance, both sets pooled (mm)",
+    "msd_pred_to_ref": "mean surface distance prediction -> reference (mm)",
+    "msd_ref_to_pred": "mean surface distance reference -> prediction (mm)",
+    "nsd": "normalised surface Dice at the tolerance (mm); nan both empty, 0 one empty",
+    "num_ref_components": "connected components of the reference",
+    "num_pred_components": "connected components of the prediction",
+    "detection_rate": "lesion-wise sensitivity: reference components touched by the prediction",
+    "lesion_precision": "predicted components touching the reference / predicted components",
+    "lesion_f1": "harmonic mean of detection rate and lesion precision",
+    "fp_components": "predicted components not touching the reference",
 }
 
 
 def _mask_metric(name: str) -> MaskMetric:
     def metric(
-        pred: object, ref: object, spacing: float | Sequence[float] | None = None, tolerance: float = 1.0
+        pred: object,
+        ref: object,
+        spacing: float | Sequence[float] | None = None,
+        tolerance: float = 1.0,
     ) -> float:
         pred_mask, ref_mask = as_mask(pred, name="prediction"), as_mask(ref, name="reference")
         values = segmentation_metrics(
@@ -103,7 +128,7 @@ def _mask_metric(name: str) -> MaskMetric:
 
 
 for _name in SEGMENTATION_METRIC_NAMES:
-    METRICS.add(_name, _mask_metric(_name), description=_DESCRIPTIONS.get(_name, _name))
+    METRICS.add(_name, _mask_metric(_name), description=_DESCRIPTIONS[_name])
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -138,6 +163,7 @@ __all__ = [
     "psnr",
     "region_counts",
     "regression_metrics",
+    "roc_auc",
     "root_mean_squared_error",
     "segmentation_metrics",
     "sensitivity",

@@ -106,7 +106,9 @@ def expected_calibration_error(
         probs = np.stack([1 - probs, probs], axis=1)
     r = _labels(ref, "reference")
     if probs.shape[0] != r.size:
-        raise ShapeError(f"expected one probability row per label, got {probs.shape[0]} and {r.size}")
+        raise ShapeError(
+            f"expected one probability row per label, got {probs.shape[0]} and {r.size}"
+        )
     if r.size == 0:
         return float("nan")
     confidence = probs.max(axis=1)

@@ -79,7 +79,9 @@ def shape_descriptors(
         ratio = compactness = float("nan")
     else:
         ratio = area / size
-        factor = 36.0 * np.pi * size**2 / area**3 if binary.ndim == 3 else 4 * np.pi * size / area**2
+        factor = (
+            36.0 * np.pi * size**2 / area**3 if binary.ndim == 3 else 4 * np.pi * size / area**2
+        )
         compactness = float(factor)
     return {
         "volume_mm3": size,
@@ -104,7 +106,9 @@ def intensity_statistics(image: ArrayLike, mask: ArrayLike) -> dict[str, float]:
     if values.ndim == binary.ndim + 1 and values.shape[0] == 1:
         values = values[0]
     if values.shape != binary.shape:
-        raise ShapeError(f"expected an image of the mask's shape {binary.shape}, got {values.shape}")
+        raise ShapeError(
+            f"expected an image of the mask's shape {binary.shape}, got {values.shape}"
+        )
     inside = values[binary].astype(np.float64)
     names = ("mean", "std", "median", "q1", "q3", "skewness", "kurtosis")
     if inside.size == 0:

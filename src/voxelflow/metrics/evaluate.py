@@ -14,24 +14,50 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
-from voxelflow.errors import DataError, VoxelflowError
+from voxelflow.errors import ConfigError, DataError, VoxelflowError
 from voxelflow.io.image import Image, check_same_grid
+from voxelflow.metrics.evaluate_io import (
+    list_images,
+    load_case_files,
+    read_label_image,
+    resample_nearest,
+    subject_id,
+)
 from voxelflow.metrics.overlap import OVERLAP_COLUMNS
-from voxelflow.metrics.segmentation import SURFACE_METRICS, check_metric_names, segmentation_metrics
+from voxelflow.metrics.segmentation import (
+    REGION_METRICS,
+    SURFACE_METRICS,
+    check_metric_names,
+    segmentation_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "EVALUATE_METRICS",
+    "CaseTask",
+    "EvaluationResult",
+    "evaluate_case",
+    "evaluate_folders",
+    "evaluate_images",
+    "evaluate_pair",
+    "list_images",
+    "read_label_image",
+    "resample_nearest",
+    "subject_id",
+    "write_csv",
+]
+
 #: metrics written by ``voxelflow evaluate`` unless others are asked for.
-EVALUATE_METRICS = (*OVERLAP_COLUMNS, *SURFACE_METRICS)
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".hdr")
+EVALUATE_METRICS = (*OVERLAP_COLUMNS, *SURFACE_METRICS, *REGION_METRICS)
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,7 @@ class CaseTask:
     metrics: tuple[str, ...]
     tolerance: float
     resample: bool
+    surface: str = "voxels"
 
 
 @dataclass
@@ -69,98 +96,38 @@ class EvaluationResult:
         return not self.problems
 
 
-def subject_id(path: Path) -> str | None:
-    """``case01`` for ``case01.nii.gz``; ``None`` when the suffix is not an image suffix."""
-    lower = path.name.lower()
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return None
-
-
-def list_images(folder: str | os.PathLike) -> dict[str, Path]:
-    """Subject id → image file of a folder (non-image files are ignored).
-
-    Raises:
-        DataError: the folder does not exist, or two files share a subject id.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"expected a folder of images, got {str(root)!r} (not a folder)")
-    found: dict[str, Path] = {}
-    for path in sorted(root.iterdir()):
-        name = subject_id(path)
-        if name is None or not path.is_file():
-            continue
-        if name in found:
-            raise DataError(f"two files for subject {name!r} in {str(root)!r}: {found[name].name}, {path.name}")
-        found[name] = path
-    return found
-
-
-def read_label_image(path: Path, *, kind: str = "label") -> Image:
-    """Read a label (or intensity) image with voxelflow's readers, nibabel as a fallback."""
-    try:
-        from voxelflow.io.readers import read_image
-    except ImportError:  # readers not available: NIfTI through nibabel
-        import nibabel as nib
-
-        try:
-            loaded = nib.load(str(path))
-            data = np.asanyarray(loaded.dataobj)
-        except Exception as exc:  # any nibabel failure is an unreadable file
-            raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
-        return Image(np.ascontiguousarray(data)[None], loaded.affine, kind=kind, path=path)  # type: ignore[arg-type]
-    try:
-        return read_image(path, kind=kind)  # type: ignore[arg-type]
-    except VoxelflowError:
-        raise
-    except Exception as exc:  # a reader's low-level failure still names the file
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
-
-
-def resample_nearest(image: Image, target: Image) -> Image:
-    """``image`` resampled onto ``target``'s grid with nearest-neighbour interpolation.
-
-    Voxels of the target that fall outside ``image`` become 0 (background).
-    """
-    voxel_to_voxel = np.linalg.inv(image.affine) @ target.affine
-    dims = image.spatial_dims
-    matrix, offset = voxel_to_voxel[:dims, :dims], voxel_to_voxel[:dims, 3]
-    source = image.numpy()[0]
-    moved = ndimage.affine_transform(
-        source, matrix, offset=offset, output_shape=target.spatial_shape, order=0, mode="constant", cval=0
-    )
-    return image.with_data(moved[None].copy(), affine=target.affine.copy())
-
-
 def _label_array(image: Image) -> np.ndarray:
     """The single-channel integer array of a label image."""
     if image.num_channels != 1:
-        raise DataError(f"expected a single-channel label map, got {image.num_channels} channels in {image.path}")
+        raise DataError(
+            f"expected a single-channel label map, got {image.num_channels} channels in {image.path}"
+        )
     data = image.numpy()[0]
     if not np.issubdtype(data.dtype, np.integer) and np.any(np.mod(data, 1) != 0):
-        raise DataError(f"expected integer label values in {str(image.path)!r}, got non-integer values")
+        raise DataError(
+            f"expected integer label values in {str(image.path)!r}, got non-integer values"
+        )
     return data
 
 
-def evaluate_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str]]:
-    """Evaluate one subject: read, check grids, compute metrics per label.
+def evaluate_pair(
+    subject: str, pred: Image, ref: Image, task: CaseTask
+) -> tuple[list[dict[str, object]], list[str]]:
+    """Metrics of one prediction/reference image pair under ``task``'s settings.
 
     Returns:
-        ``(rows, warnings)``.
+        ``(rows, warnings)``: one row per label.
 
     Raises:
-        GeometryError: different grids without ``resample``. DataError: unreadable file or
-            invalid labels; every message names the file.
+        GeometryError: different grids without ``task.resample`` (naming both files).
+        DataError: invalid label values.
     """
     warnings: list[str] = []
-    ref = read_label_image(task.ref_path)
-    pred = read_label_image(task.pred_path)
     if task.resample and not pred.same_grid(ref):
-        warnings.append(f"{task.subject}: prediction {task.pred_path.name} resampled (nearest) onto the reference grid")
+        source = pred.path.name if pred.path else "prediction"
+        warnings.append(f"{subject}: {source} resampled (nearest) onto the reference grid")
         pred = resample_nearest(pred, ref)
-    check_same_grid(pred, ref, what=f"prediction and reference of subject {task.subject!r}")
+    check_same_grid(pred, ref, what=f"prediction and reference of subject {subject!r}")
     values = segmentation_metrics(
         _label_array(pred),
         _label_array(ref),
@@ -168,9 +135,22 @@ def evaluate_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str]]:
         spacing=ref.spacing,
         metrics=task.metrics,
         tolerance=task.tolerance,
+        surface=task.surface,  # type: ignore[arg-type]
     )
-    rows = [{"subject": task.subject, "label": label, **metrics} for label, metrics in values.items()]
+    rows = [{"subject": subject, "label": label, **metrics} for label, metrics in values.items()]
     return rows, warnings
+
+
+def evaluate_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str]]:
+    """Read one subject's files and evaluate them (see :func:`evaluate_pair`).
+
+    Raises:
+        GeometryError: different grids without ``resample``. DataError: unreadable file or
+            invalid labels; every message names the file.
+    """
+    ref = read_label_image(task.ref_path)
+    pred = read_label_image(task.pred_path)
+    return evaluate_pair(task.subject, pred, ref, task)
 
 
 def _run_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str], str | None]:
@@ -182,12 +162,18 @@ def _run_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str], str |
     return rows, warnings, None
 
 
-def _match(pred_files: dict[str, Path], ref_files: dict[str, Path], result: EvaluationResult) -> list[str]:
+def _match(
+    pred_files: dict[str, Path], ref_files: dict[str, Path], result: EvaluationResult
+) -> list[str]:
     """Subjects present in both folders; the others are listed as problems."""
     for name in sorted(set(ref_files) - set(pred_files)):
-        result.problems.append((name, "missing prediction", f"no prediction for reference {ref_files[name]}"))
+        result.problems.append(
+            (name, "missing prediction", f"no prediction for reference {ref_files[name]}")
+        )
     for name in sorted(set(pred_files) - set(ref_files)):
-        result.problems.append((name, "missing reference", f"no reference for prediction {pred_files[name]}"))
+        result.problems.append(
+            (name, "missing reference", f"no reference for prediction {pred_files[name]}")
+        )
     return sorted(set(pred_files) & set(ref_files))
 
 
@@ -224,7 +210,9 @@ def _check_labels_present(result: EvaluationResult, labels: Sequence[int] | None
         rows = [row for row in result.rows if row["label"] == label]
         present = any(row["volume_ref_mm3"] or row["volume_pred_mm3"] for row in rows)
         if rows and not present:
-            message = f"label {label} is absent from every prediction and reference; its metrics are nan"
+            message = (
+                f"label {label} is absent from every prediction and reference; its metrics are nan"
+            )
             logger.warning(message)
             result.warnings.append(message)
 
@@ -241,6 +229,7 @@ def evaluate_folders(
     resample: bool = False,
     workers: int | None = None,
     report: bool = True,
+    surface: str = "voxels",
 ) -> EvaluationResult:
     """Evaluate every prediction of ``pred_dir`` against the reference of the same subject.
 
@@ -255,6 +244,7 @@ def evaluate_folders(
         resample: resample predictions onto the reference grid (nearest) instead of failing.
         workers: processes; ``None`` = the number of CPUs.
         report: also write the plots and ``report.html``.
+        surface: ``"voxels"`` or ``"faces"`` surface elements for HD/ASSD/NSD.
 
     Returns:
         :class:`EvaluationResult`; ``result.ok`` is false when anything was skipped or failed.
@@ -263,6 +253,8 @@ def evaluate_folders(
         DataError: a folder is missing. ConfigError: an unknown metric name.
     """
     wanted = check_metric_names(metrics)
+    if surface not in ("voxels", "faces"):
+        raise ConfigError(f"expected surface 'voxels' or 'faces', got {surface!r}")
     always = tuple(name for name in ("volume_ref_mm3", "volume_pred_mm3") if name not in wanted)
     result = EvaluationResult()
     pred_files, ref_files = list_images(pred_dir), list_images(ref_dir)
@@ -270,7 +262,14 @@ def evaluate_folders(
     label_tuple = tuple(int(v) for v in labels) if labels is not None else None
     tasks = [
         CaseTask(
-            name, pred_files[name], ref_files[name], label_tuple, wanted + always, float(tolerance), resample
+            name,
+            pred_files[name],
+            ref_files[name],
+            label_tuple,
+            wanted + always,
+            float(tolerance),
+            resample,
+            surface,
         )
         for name in subjects
     ]
@@ -284,7 +283,8 @@ def evaluate_folders(
         from voxelflow.metrics.report import write_outputs
 
         images = list_images(image_dir) if image_dir is not None else {}
-        write_outputs(result, Path(out_dir), wanted, ref_files, pred_files, images, report=report)
+        loader = partial(load_case_files, ref_files, pred_files, images)
+        write_outputs(result, Path(out_dir), wanted, loader, report=report)
         result.out_dir = Path(out_dir)
     return result
 
@@ -297,3 +297,56 @@ def write_csv(path: Path, rows: list[dict[str, object]], columns: Sequence[str])
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def evaluate_images(
+    cases: Mapping[str, tuple[Image, Image]],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    labels: Sequence[int] | None = None,
+    metrics: Sequence[str] = EVALUATE_METRICS,
+    tolerance: float = 1.0,
+    images: Mapping[str, Image] | None = None,
+    resample: bool = False,
+    surface: str = "voxels",
+    report: bool = True,
+) -> EvaluationResult:
+    """Evaluate in-memory ``subject → (prediction, reference)`` label images (e.g. the demo).
+
+    Same checks, rows and outputs as :func:`evaluate_folders`; runs in this process. ``images``
+    (subject → intensity Image on the reference grid) are drawn under the report's contours.
+    """
+    wanted = check_metric_names(metrics)
+    always = tuple(name for name in ("volume_ref_mm3", "volume_pred_mm3") if name not in wanted)
+    label_tuple = tuple(int(v) for v in labels) if labels is not None else None
+    result = EvaluationResult()
+    for subject, (pred, ref) in cases.items():
+        task = CaseTask(
+            subject,
+            Path(),
+            Path(),
+            label_tuple,
+            wanted + always,
+            float(tolerance),
+            resample,
+            surface,
+        )
+        try:
+            rows, warnings = evaluate_pair(subject, pred, ref, task)
+        except (VoxelflowError, ValueError) as exc:
+            result.problems.append((subject, "failed", f"{type(exc).__name__}: {exc}"))
+            continue
+        result.rows.extend(rows)
+        result.warnings.extend(warnings)
+    _check_labels_present(result, label_tuple)
+    if out_dir is not None:
+        from voxelflow.metrics.report import write_outputs
+
+        def load_case(subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            pred, ref = cases[subject]
+            image = images.get(subject) if images else None
+            return ref.numpy()[0], pred.numpy()[0], image.numpy()[0] if image is not None else None
+
+        write_outputs(result, Path(out_dir), wanted, load_case, report=report)
+        result.out_dir = Path(out_dir)
+    return result

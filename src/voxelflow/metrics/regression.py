@@ -20,9 +20,7 @@ from voxelflow.metrics._arrays import as_mask, to_numpy
 from voxelflow.types import ArrayLike
 
 
-def _pair(
-    pred: ArrayLike, ref: ArrayLike, mask: ArrayLike | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _pair(pred: ArrayLike, ref: ArrayLike, mask: ArrayLike | None) -> tuple[np.ndarray, np.ndarray]:
     """Flattened float64 values of both images inside the mask."""
     pred_values = to_numpy(pred).astype(np.float64)
     ref_values = to_numpy(ref).astype(np.float64)
@@ -149,9 +147,13 @@ def ssim(
     p = torch.as_tensor(to_numpy(pred), dtype=torch.float64)
     r = torch.as_tensor(to_numpy(ref), dtype=torch.float64)
     if p.shape != r.shape or p.ndim not in (2, 3):
-        raise ShapeError(f"expected two 2D/3D images of one shape, got {tuple(p.shape)} and {tuple(r.shape)}")
+        raise ShapeError(
+            f"expected two 2D/3D images of one shape, got {tuple(p.shape)} and {tuple(r.shape)}"
+        )
     if min(p.shape) < window_size:
-        raise ShapeError(f"expected every axis ≥ window_size {window_size}, got shape {tuple(p.shape)}")
+        raise ShapeError(
+            f"expected every axis ≥ window_size {window_size}, got shape {tuple(p.shape)}"
+        )
     value_range = float(r.max() - r.min()) if data_range is None else float(data_range)
     if value_range <= 0:
         raise DataError(f"expected a positive data range, got {value_range}")

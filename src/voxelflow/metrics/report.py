@@ -12,7 +12,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +22,26 @@ from matplotlib.figure import Figure
 if TYPE_CHECKING:
     from voxelflow.metrics.evaluate import EvaluationResult
 
-SUMMARY_COLUMNS = ("label", "metric", "count", "n_nan", "n_inf", "mean", "std", "median", "q1", "q3")
+SUMMARY_COLUMNS = (
+    "label",
+    "metric",
+    "count",
+    "n_nan",
+    "n_inf",
+    "mean",
+    "std",
+    "median",
+    "q1",
+    "q3",
+)
 _NOT_PLOTTED = {"tp", "fp", "fn", "tn"}
+_MM = ("hd", "hd95", "hd95_pooled", "assd", "msd_pred_to_ref", "msd_ref_to_pred")
+
+
+def _unit(metric: str) -> str:
+    if metric in _MM:
+        return " (mm)"
+    return " (mm³)" if metric.endswith("_mm3") else ""
 
 
 def summarize(rows: Sequence[dict[str, object]], metrics: Sequence[str]) -> list[dict[str, object]]:
@@ -36,9 +54,17 @@ def summarize(rows: Sequence[dict[str, object]], metrics: Sequence[str]) -> list
     summary = []
     for label in sorted({int(row["label"]) for row in rows}):
         for metric in metrics:
-            values = np.array([float(r[metric]) for r in rows if r["label"] == label], dtype=np.float64)
+            values = np.array(
+                [float(r[metric]) for r in rows if r["label"] == label], dtype=np.float64
+            )
             finite = values[np.isfinite(values)]
-            stats = {"mean": math.nan, "std": math.nan, "median": math.nan, "q1": math.nan, "q3": math.nan}
+            stats = {
+                "mean": math.nan,
+                "std": math.nan,
+                "median": math.nan,
+                "q1": math.nan,
+                "q3": math.nan,
+            }
             if finite.size:
                 q1, median, q3 = np.percentile(finite, [25, 50, 75])
                 stats = {
@@ -71,7 +97,8 @@ def plot_metric(rows: Sequence[dict[str, object]], metric: str) -> bytes:
     """Box plot plus jittered strip of one metric per label (finite values), as PNG bytes."""
     labels = sorted({int(row["label"]) for row in rows})
     groups = [
-        np.array([float(r[metric]) for r in rows if r["label"] == label], dtype=np.float64) for label in labels
+        np.array([float(r[metric]) for r in rows if r["label"] == label], dtype=np.float64)
+        for label in labels
     ]
     groups = [g[np.isfinite(g)] for g in groups]
     figure = Figure(figsize=(1.2 + 0.9 * len(labels), 3.2))
@@ -82,7 +109,7 @@ def plot_metric(rows: Sequence[dict[str, object]], metric: str) -> bytes:
     for position, values in enumerate(groups, start=1):
         axes.scatter(position + jitter.uniform(-0.15, 0.15, values.size), values, s=8, alpha=0.6)
     axes.set_xlabel("label")
-    axes.set_title(metric)
+    axes.set_title(metric + _unit(metric))
     return _png(figure)
 
 
@@ -111,7 +138,7 @@ def _slice_indices(ref: np.ndarray, count: int = 3) -> list[int]:
     """Slices along the last axis through the reference foreground (or the middle)."""
     hits = np.flatnonzero(ref.reshape(-1, ref.shape[-1]).any(axis=0))
     low, high = (hits[0], hits[-1]) if hits.size else (0, ref.shape[-1] - 1)
-    return sorted({int(round(v)) for v in np.linspace(low, high, count + 2)[1:-1]})
+    return sorted({round(float(v)) for v in np.linspace(low, high, count + 2)[1:-1]})
 
 
 def case_figure(ref: np.ndarray, pred: np.ndarray, image: np.ndarray | None, title: str) -> bytes:
@@ -129,7 +156,9 @@ def case_figure(ref: np.ndarray, pred: np.ndarray, image: np.ndarray | None, tit
     for column, index in enumerate(indices, start=1):
         axes = figure.add_subplot(1, len(indices), column)
         axes.imshow(background[..., index].T, cmap="gray", origin="lower")
-        for label in sorted(set(np.unique(ref[..., index])) | set(np.unique(pred[..., index])) - {0}):
+        for label in sorted(
+            set(np.unique(ref[..., index])) | set(np.unique(pred[..., index])) - {0}
+        ):
             for mask, colour in ((ref, "lime"), (pred, "red")):
                 plane = (mask[..., index] == label).T.astype(np.float32)
                 if plane.any() and label != 0:
@@ -150,7 +179,9 @@ def _table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
         return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -171,29 +202,41 @@ def render_html(
         "empty), <code>n_inf</code> distances to an empty mask. Definitions: docs/metrics.md.</p>",
     ]
     if problems:
-        parts.append("<h2>Problems</h2>" + _table([dict(zip(("subject", "kind", "message"), p)) for p in problems], ("subject", "kind", "message")))
+        parts.append(
+            "<h2>Problems</h2>"
+            + _table(
+                [dict(zip(("subject", "kind", "message"), p)) for p in problems],
+                ("subject", "kind", "message"),
+            )
+        )
     if warnings:
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
+        parts.append(
+            "<h2>Warnings</h2><ul>"
+            + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+            + "</ul>"
+        )
     parts.append("<h2>Summary</h2>" + _table(summary, SUMMARY_COLUMNS))
-    parts.append("<h2>Distributions</h2>" + "".join(_image_tag(png, name) for name, png in plots.items()))
-    parts.append("<h2>Cases</h2>" + "".join(f"<div>{_image_tag(png, name)}</div>" for name, png in cases))
+    parts.append(
+        "<h2>Distributions</h2>" + "".join(_image_tag(png, name) for name, png in plots.items())
+    )
+    parts.append(
+        "<h2>Cases</h2>" + "".join(f"<div>{_image_tag(png, name)}</div>" for name, png in cases)
+    )
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _case_pictures(
-    ranking: list[str], ref_files: dict[str, Path], pred_files: dict[str, Path], images: dict[str, Path]
-) -> list[tuple[str, bytes]]:
-    from voxelflow.metrics.evaluate import read_label_image
+CaseLoader = Callable[[str], tuple[np.ndarray, np.ndarray, "np.ndarray | None"]]
 
+
+def _case_pictures(ranking: list[str], load_case: CaseLoader | None) -> list[tuple[str, bytes]]:
+    """Slices of the best, median and worst subjects (``load_case(subject) → ref, pred, image``)."""
+    if load_case is None:
+        return []
     pictures = []
     for kind, name in pick_cases(ranking):
-        ref = read_label_image(ref_files[name]).numpy()[0]
-        pred = read_label_image(pred_files[name]).numpy()[0]
-        image = None
-        if name in images:
-            image = read_label_image(images[name], kind="intensity").numpy()[0]
-        if pred.shape != ref.shape:
+        ref, pred, image = load_case(name)
+        if pred.shape != ref.shape or (image is not None and image.shape != ref.shape):
             continue  # a resampled prediction: the contours would not line up
         pictures.append((f"{kind}: {name}", case_figure(ref, pred, image, f"{kind}: {name}")))
     return pictures
@@ -203,13 +246,18 @@ def write_outputs(
     result: EvaluationResult,
     out_dir: Path,
     metrics: Sequence[str],
-    ref_files: dict[str, Path],
-    pred_files: dict[str, Path],
-    images: dict[str, Path],
+    load_case: CaseLoader | None = None,
     *,
     report: bool = True,
 ) -> None:
-    """Write ``per_case.csv``, ``summary.csv``, ``problems.csv`` and (with ``report``) plots + HTML."""
+    """Write ``per_case.csv``, ``summary.csv``, ``problems.csv`` and (with ``report``) plots + HTML.
+
+    Args:
+        result: the evaluation result. out_dir: output folder. metrics: columns written.
+        load_case: ``subject → (ref, pred, image or None)`` arrays ``(X, Y[, Z])`` for the case
+            pictures of the best, median and worst subjects; ``None``: no pictures.
+        report: also write ``plots/*.png`` and ``report.html``.
+    """
     from voxelflow.metrics.evaluate import write_csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,11 +268,19 @@ def write_outputs(
     write_csv(out_dir / "problems.csv", problem_rows, ("subject", "kind", "message"))
     if not report:
         return
-    plots = {m: plot_metric(result.rows, m) for m in metrics if m not in _NOT_PLOTTED} if result.rows else {}
+    plots = (
+        {m: plot_metric(result.rows, m) for m in metrics if m not in _NOT_PLOTTED}
+        if result.rows
+        else {}
+    )
     for name, png in plots.items():
         (out_dir / "plots").mkdir(exist_ok=True)
         (out_dir / "plots" / f"{name}.png").write_bytes(png)
-    ranking = subject_ranking(result.rows, "dice" if "dice" in metrics else metrics[0]) if result.rows else []
-    cases = _case_pictures(ranking, ref_files, pred_files, images)
+    ranking = (
+        subject_ranking(result.rows, "dice" if "dice" in metrics else metrics[0])
+        if result.rows
+        else []
+    )
+    cases = _case_pictures(ranking, load_case)
     page = render_html(summary, plots, cases, result.problems, result.warnings)
     (out_dir / "report.html").write_text(page, encoding="utf-8")

@@ -18,7 +18,7 @@ from voxelflow.errors import ConfigError, DataError
 from voxelflow.metrics._arrays import as_spacing, check_pair, to_numpy, union_box
 from voxelflow.metrics.overlap import OVERLAP_COLUMNS, ConfusionCounts
 from voxelflow.metrics.regions import region_counts
-from voxelflow.metrics.surface import SurfaceDistances, surface_distances_cropped
+from voxelflow.metrics.surface import SurfaceDistances, SurfaceKind, surface_distances_cropped
 from voxelflow.types import ArrayLike
 
 SURFACE_METRICS = ("hd", "hd95", "hd95_pooled", "assd", "msd_pred_to_ref", "msd_ref_to_pred", "nsd")
@@ -74,6 +74,7 @@ def _label_metrics(
     spacing: tuple[float, ...],
     wanted: Sequence[str],
     tolerance: float,
+    surface: SurfaceKind,
 ) -> dict[str, float]:
     """The requested metrics of one label from its cropped boolean masks."""
     tp = int(np.count_nonzero(pred_crop & ref_crop))
@@ -82,7 +83,8 @@ def _label_metrics(
     counts = ConfusionCounts(tp, fp, fn, total_voxels - tp - fp - fn, float(np.prod(spacing)))
     values = counts.as_dict()
     if any(name in SURFACE_METRICS for name in wanted):
-        values.update(_surface_values(surface_distances_cropped(pred_crop, ref_crop, spacing), tolerance))
+        distances = surface_distances_cropped(pred_crop, ref_crop, spacing, surface)
+        values.update(_surface_values(distances, tolerance))
     if any(name in REGION_METRICS for name in wanted):
         values.update(region_counts(pred_crop, ref_crop).as_dict())
     return {name: values[name] for name in wanted}
@@ -116,6 +118,7 @@ def segmentation_metrics(
     spacing: float | Sequence[float] | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     tolerance: float = 1.0,
+    surface: SurfaceKind = "voxels",
 ) -> dict[int, dict[str, float]]:
     """Compute the chosen metrics for each label of a prediction/reference label-map pair.
 
@@ -126,6 +129,8 @@ def segmentation_metrics(
         spacing: voxel size in mm per axis.
         metrics: names from :data:`SEGMENTATION_METRIC_NAMES` (``dice``, ``hd95``, ``nsd``...).
         tolerance: NSD tolerance τ in mm.
+        surface: ``"voxels"`` (border voxels, MONAI's definition) or ``"faces"`` (area-weighted
+            voxel faces) for the surface metrics.
 
     Returns:
         ``{label: {metric: value}}``; see ``docs/metrics.md`` for empty-mask values.
@@ -159,6 +164,12 @@ def segmentation_metrics(
             box = union_box(pred_boxes[label - 1], ref_boxes[label - 1])
             box = box or tuple(slice(0, 0) for _ in pred_map.shape)
         results[label] = _label_metrics(
-            pred_map[box] == label, ref_map[box] == label, pred_map.size, voxel_size, wanted, tolerance
+            pred_map[box] == label,
+            ref_map[box] == label,
+            pred_map.size,
+            voxel_size,
+            wanted,
+            tolerance,
+            surface,
         )
     return results

@@ -26,10 +26,12 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
+from voxelflow.errors import ConfigError
 from voxelflow.metrics._arrays import as_mask, as_spacing, bounding_box, check_pair, union_box
 from voxelflow.types import ArrayLike
 
 HD95Mode = Literal["directed", "pooled"]
+SurfaceKind = Literal["voxels", "faces"]
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,17 @@ class SurfaceDistances:
         ref_to_pred: distance of every reference border voxel to the prediction surface.
         pred_empty: the prediction mask has no foreground voxel.
         ref_empty: the reference mask has no foreground voxel.
+        pred_areas: area (mm², length in 2D) of each prediction surface element for the
+            ``"faces"`` surface; ``None`` for border voxels (every element counts once).
+        ref_areas: the same for the reference.
     """
 
     pred_to_ref: np.ndarray
     ref_to_pred: np.ndarray
     pred_empty: bool
     ref_empty: bool
+    pred_areas: np.ndarray | None = None
+    ref_areas: np.ndarray | None = None
 
     @property
     def both_empty(self) -> bool:
@@ -73,9 +80,15 @@ class SurfaceDistances:
             return float(max(self.pred_to_ref.max(), self.ref_to_pred.max()))
         if mode == "pooled":
             pooled = np.concatenate([self.pred_to_ref, self.ref_to_pred])
-            return float(np.percentile(pooled, percentile))
-        return float(
-            max(np.percentile(self.pred_to_ref, percentile), np.percentile(self.ref_to_pred, percentile))
+            weights = (
+                None
+                if self.pred_areas is None
+                else np.concatenate([self.pred_areas, self.ref_areas])
+            )
+            return _percentile(pooled, weights, percentile)
+        return max(
+            _percentile(self.pred_to_ref, self.pred_areas, percentile),
+            _percentile(self.ref_to_pred, self.ref_areas, percentile),
         )
 
     def average_symmetric(self) -> float:
@@ -84,8 +97,9 @@ class SurfaceDistances:
             return float("nan")
         if self.one_empty:
             return float("inf")
-        total = self.pred_to_ref.sum() + self.ref_to_pred.sum()
-        return float(total / (self.pred_to_ref.size + self.ref_to_pred.size))
+        pred_w, ref_w = self._weights()
+        total = np.dot(self.pred_to_ref, pred_w) + np.dot(self.ref_to_pred, ref_w)
+        return float(total / (pred_w.sum() + ref_w.sum()))
 
     def mean_directed(self) -> tuple[float, float]:
         """Mean surface distance prediction→reference and reference→prediction."""
@@ -93,7 +107,11 @@ class SurfaceDistances:
             return float("nan"), float("nan")
         if self.one_empty:
             return float("inf"), float("inf")
-        return float(self.pred_to_ref.mean()), float(self.ref_to_pred.mean())
+        pred_w, ref_w = self._weights()
+        return (
+            float(np.dot(self.pred_to_ref, pred_w) / pred_w.sum()),
+            float(np.dot(self.ref_to_pred, ref_w) / ref_w.sum()),
+        )
 
     def surface_dice(self, tolerance: float) -> float:
         """NSD: fraction of both surfaces' border voxels within ``tolerance`` mm of the other."""
@@ -101,9 +119,27 @@ class SurfaceDistances:
             return float("nan")
         if self.one_empty:
             return 0.0
-        within = np.count_nonzero(self.pred_to_ref <= tolerance)
-        within += np.count_nonzero(self.ref_to_pred <= tolerance)
-        return float(within / (self.pred_to_ref.size + self.ref_to_pred.size))
+        pred_w, ref_w = self._weights()
+        within = (
+            pred_w[self.pred_to_ref <= tolerance].sum() + ref_w[self.ref_to_pred <= tolerance].sum()
+        )
+        return float(within / (pred_w.sum() + ref_w.sum()))
+
+    def _weights(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.pred_areas is None or self.ref_areas is None:
+            return np.ones(self.pred_to_ref.size), np.ones(self.ref_to_pred.size)
+        return self.pred_areas, self.ref_areas
+
+
+def _percentile(distances: np.ndarray, weights: np.ndarray | None, percentile: float) -> float:
+    """numpy's linear percentile, or for weighted elements DeepMind's rule: the smallest
+    distance whose cumulative area fraction reaches ``percentile``."""
+    if weights is None:
+        return float(np.percentile(distances, percentile))
+    order = np.argsort(distances, kind="stable")
+    cumulative = np.cumsum(weights[order]) / weights.sum()
+    index = min(int(np.searchsorted(cumulative, percentile / 100.0)), distances.size - 1)
+    return float(distances[order][index])
 
 
 def border_voxels(mask: np.ndarray) -> np.ndarray:
@@ -125,6 +161,30 @@ def border_voxels(mask: np.ndarray) -> np.ndarray:
     return mask & ~interior
 
 
+def boundary_faces(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (mm) and areas (mm²; lengths in 2D) of the voxel faces between mask and background.
+
+    Args:
+        mask: boolean array ``(X, Y)`` or ``(X, Y, Z)``; outside the array is background.
+        spacing: voxel size in mm per axis.
+
+    Returns:
+        ``(centres, areas)`` of shapes ``(N, ndim)`` and ``(N,)``; a face between voxels
+        ``i-1`` and ``i`` along an axis sits at index ``i - 0.5``.
+    """
+    padded = np.pad(mask, 1, constant_values=False).view(np.int8)
+    scale = np.asarray(spacing, dtype=np.float64)
+    centres, areas = [], []
+    for axis in range(mask.ndim):
+        index = [slice(1, -1)] * mask.ndim
+        index[axis] = slice(None)
+        faces = np.argwhere(np.diff(padded[tuple(index)], axis=axis) != 0).astype(np.float64)
+        faces[:, axis] -= 0.5
+        centres.append(faces * scale)
+        areas.append(np.full(len(faces), np.prod(np.delete(scale, axis))))
+    return np.concatenate(centres), np.concatenate(areas)
+
+
 def _directed(points_from: np.ndarray, points_to: np.ndarray) -> np.ndarray:
     """Distance of each row of ``points_from`` to the nearest row of ``points_to``."""
     distances, _ = cKDTree(points_to).query(points_from, k=1)
@@ -132,13 +192,28 @@ def _directed(points_from: np.ndarray, points_to: np.ndarray) -> np.ndarray:
 
 
 def surface_distances_cropped(
-    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], surface: SurfaceKind = "voxels"
 ) -> SurfaceDistances:
     """:func:`surface_distances` on boolean masks already cropped to their joint extent."""
     pred_empty, ref_empty = not pred.any(), not ref.any()
     empty = np.zeros(0)
     if pred_empty or ref_empty:
         return SurfaceDistances(empty, empty, pred_empty, ref_empty)
+    if surface == "faces":
+        (pred_points, pred_areas), (ref_points, ref_areas) = (
+            boundary_faces(pred, spacing),
+            boundary_faces(ref, spacing),
+        )
+        return SurfaceDistances(
+            _directed(pred_points, ref_points),
+            _directed(ref_points, pred_points),
+            False,
+            False,
+            pred_areas,
+            ref_areas,
+        )
+    if surface != "voxels":
+        raise ConfigError(f"expected surface 'voxels' or 'faces', got {surface!r}")
     scale = np.asarray(spacing, dtype=np.float64)
     pred_points = np.argwhere(border_voxels(pred)) * scale
     ref_points = np.argwhere(border_voxels(ref)) * scale
@@ -148,7 +223,11 @@ def surface_distances_cropped(
 
 
 def surface_distances(
-    pred: ArrayLike, ref: ArrayLike, spacing: float | Sequence[float] | None = None
+    pred: ArrayLike,
+    ref: ArrayLike,
+    spacing: float | Sequence[float] | None = None,
+    *,
+    surface: SurfaceKind = "voxels",
 ) -> SurfaceDistances:
     """Extract both surfaces once and compute both directed distance sets (mm).
 
@@ -156,6 +235,9 @@ def surface_distances(
         pred: predicted binary mask (bool or 0/1), numpy array or torch tensor.
         ref: reference binary mask of the same shape.
         spacing: voxel size in mm per axis (a number for isotropic; ``None`` = 1 mm).
+        surface: ``"voxels"`` (border-voxel centres, each counted once: MONAI's definition)
+            or ``"faces"`` (centres of the voxel faces between object and background,
+            weighted by face area: means, percentiles and NSD become area-weighted).
 
     Returns:
         :class:`SurfaceDistances`, whose methods give HD, HD95, ASSD, MSD and NSD.
@@ -179,7 +261,7 @@ def surface_distances(
     if box is None:
         empty = np.zeros(0)
         return SurfaceDistances(empty, empty, True, True)
-    return surface_distances_cropped(pred_mask[box], ref_mask[box], voxel_size)
+    return surface_distances_cropped(pred_mask[box], ref_mask[box], voxel_size, surface)
 
 
 def hausdorff_distance(
@@ -189,6 +271,7 @@ def hausdorff_distance(
     *,
     percentile: float | None = None,
     mode: HD95Mode = "directed",
+    surface: SurfaceKind = "voxels",
 ) -> float:
     """Hausdorff distance in mm, or its robust percentile variant (``percentile=95``: HD95).
 
@@ -199,18 +282,23 @@ def hausdorff_distance(
         percentile: ``None`` for the maximum, else a percentile in [0, 100].
         mode: ``"directed"`` (max of the two directed percentiles, MONAI/DeepMind) or
             ``"pooled"`` (percentile of both distance sets together).
+        surface: ``"voxels"`` or ``"faces"`` (see :func:`surface_distances`).
 
     Returns:
         Distance in mm; ``nan`` when both masks are empty, ``inf`` when one is.
     """
-    return surface_distances(pred, ref, spacing).hausdorff(percentile, mode=mode)
+    return surface_distances(pred, ref, spacing, surface=surface).hausdorff(percentile, mode=mode)
 
 
 def average_symmetric_surface_distance(
-    pred: ArrayLike, ref: ArrayLike, spacing: float | Sequence[float] | None = None
+    pred: ArrayLike,
+    ref: ArrayLike,
+    spacing: float | Sequence[float] | None = None,
+    *,
+    surface: SurfaceKind = "voxels",
 ) -> float:
     """ASSD in mm: mean over both directed distance sets (``nan`` both empty, ``inf`` one empty)."""
-    return surface_distances(pred, ref, spacing).average_symmetric()
+    return surface_distances(pred, ref, spacing, surface=surface).average_symmetric()
 
 
 def mean_surface_distance(
@@ -225,10 +313,16 @@ def normalized_surface_dice(
     ref: ArrayLike,
     spacing: float | Sequence[float] | None = None,
     tolerance: float = 1.0,
+    *,
+    surface: SurfaceKind = "voxels",
 ) -> float:
-    """Normalised surface Dice at ``tolerance`` mm (border-voxel counts, as MONAI's default).
+    """Normalised surface Dice at ``tolerance`` mm.
+
+    With ``surface="voxels"`` border voxels are counted (MONAI's default); with
+    ``surface="faces"`` voxel faces are weighted by their area (a sub-voxel surface, close to
+    DeepMind's surfels). An element exactly at ``tolerance`` counts as within.
 
     Returns:
         Value in [0, 1]; ``nan`` when both masks are empty, ``0`` when exactly one is.
     """
-    return surface_distances(pred, ref, spacing).surface_dice(tolerance)
+    return surface_distances(pred, ref, spacing, surface=surface).surface_dice(tolerance)

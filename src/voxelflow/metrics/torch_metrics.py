@@ -19,11 +19,15 @@ def _check(pred: torch.Tensor, ref: torch.Tensor) -> None:
             f"{tuple(pred.shape)} and {tuple(ref.shape)}"
         )
     if pred.ndim not in (4, 5):
-        raise ShapeError(f"expected a one-hot batch (B, C, X, Y[, Z]), got shape {tuple(pred.shape)}")
+        raise ShapeError(
+            f"expected a one-hot batch (B, C, X, Y[, Z]), got shape {tuple(pred.shape)}"
+        )
 
 
 @torch.no_grad()
-def _counts(pred: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _counts(
+    pred: torch.Tensor, ref: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Intersection, prediction size and reference size per (B, C), as float64."""
     _check(pred, ref)
     p = pred.bool().flatten(2)

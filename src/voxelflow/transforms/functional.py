@@ -73,7 +73,9 @@ def reorient(
     Args:
         data: image ``(C, *spatial)``.
         affine: its 4×4 voxel-to-world affine.
-        axcodes: target axis codes, e.g. ``"RAS"`` or ``"LPS"`` (2 letters allowed in 2D).
+        axcodes: target axis codes, e.g. ``"RAS"`` or ``"LPS"``. For a 2D image the slice axis
+            keeps its direction: ``"RAS"`` on a coronal slice (slice axis A/P) means ``"RS"``;
+            two in-plane codes may also be given.
 
     Returns:
         ``(data, affine, transform)``: the reoriented data, its affine (same world positions)
@@ -88,27 +90,51 @@ def reorient(
         data: ``(C, *spatial)`` → ``(C, *permuted spatial)``
     """
     spatial_dims = _check_volume(data)
+    transform = orientation_transform(affine, axcodes, spatial_dims=spatial_dims)
+    return apply_orientation(data, affine, transform)
+
+
+def orientation_transform(
+    affine: np.ndarray, axcodes: str, *, spatial_dims: int = 3
+) -> list[list[float]]:
+    """The orientation transform ``[[new_axis, flip], ...]`` taking ``affine``'s axes to ``axcodes``.
+
+    For a 2D image (``spatial_dims=2``) the slice axis keeps its direction; see :func:`reorient`.
+
+    Raises:
+        ValueError: invalid or impossible axis codes.
+    """
     codes = tuple(axcodes.upper())
-    if (len(codes) == 2 and spatial_dims == 3) or len(codes) not in (2, 3):
+    if len(codes) != 3 and not (len(codes) == 2 and spatial_dims == 2):
         raise ValueError(
             f"expected {spatial_dims} axis codes for a {spatial_dims}D image, got {axcodes!r}"
         )
-    if len(codes) == 2:  # 2D: complete with the remaining axis direction
-        codes = (*codes, _missing_code(codes))
+    if spatial_dims == 2:
+        codes = _codes_2d(codes, affine)
     current = nib.orientations.io_orientation(affine)
     target = nib.orientations.axcodes2ornt(codes)
     transform = nib.orientations.ornt_transform(current, target)
-    if spatial_dims == 2 and transform[2, 0] != 2:
-        raise ValueError(f"cannot reorient a 2D image to {axcodes!r}: it would move the slice axis")
-    return apply_orientation(
-        data, affine, transform[:spatial_dims] if spatial_dims == 2 else transform
-    )
+    return transform[:spatial_dims].tolist()
 
 
-def _missing_code(codes: tuple[str, ...]) -> str:
-    pairs = {"L": "R", "R": "R", "P": "A", "A": "A", "I": "S", "S": "S"}
-    used = {pairs[c] for c in codes}
-    return next(c for c in "RAS" if c not in used)
+_AXIS_PAIR = {"L": "R", "R": "R", "P": "A", "A": "A", "I": "S", "S": "S"}
+
+
+def _codes_2d(codes: tuple[str, ...], affine: np.ndarray) -> tuple[str, str, str]:
+    """Target codes of a 2D image: the slice axis keeps its direction.
+
+    Three codes (``"RAS"``) are reduced to the two whose directions lie in the image plane,
+    in the given order; two codes must not name the slice axis's direction.
+    """
+    slice_code = nib.aff2axcodes(affine)[2]
+    if len(codes) == 3:
+        codes = tuple(c for c in codes if _AXIS_PAIR[c] != _AXIS_PAIR[slice_code])
+    if len(codes) != 2 or any(_AXIS_PAIR[c] == _AXIS_PAIR[slice_code] for c in codes):
+        raise ValueError(
+            f"expected 2 in-plane axis codes for a 2D image whose slice axis points {slice_code}, "
+            f"got {''.join(codes)!r}"
+        )
+    return (codes[0], codes[1], slice_code)
 
 
 def apply_orientation(

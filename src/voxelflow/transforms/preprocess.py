@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from voxelflow.config.schema import PreprocessingConfig
 from voxelflow.errors import DataError, ShapeError
 from voxelflow.io.image import Image, ImageKind, Subject
 from voxelflow.transforms import functional as F
 from voxelflow.transforms.label import LabelMapping
 from voxelflow.transforms.normalize import Normalizer, build_normalizer
+
+if TYPE_CHECKING:  # config sits beside transforms in the layers; only its type is needed
+    from voxelflow.config.schema import PreprocessingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -117,17 +119,23 @@ class Preprocessor:
         Returns:
             the fitted state (also kept by this preprocessor).
         """
-        geometric = [self.geometry(s)[0] for s in subjects]
-        if not geometric:
+        keep_images = any(step.requires_fit for step in self.normalizers)
+        images, label_values, count = [], [], 0
+        for subject in subjects:  # only what fitting needs is kept in memory
+            geometric = self.geometry(subject)[0]
+            count += 1
+            if keep_images and NORMALIZED_ROLES[0] in geometric:
+                images.append(geometric[NORMALIZED_ROLES[0]].numpy())
+            if LABEL_ROLE in geometric:
+                label_values.append(np.unique(geometric[LABEL_ROLE].numpy()))
+        if count == 0:
             raise DataError("expected at least one training subject to fit preprocessing, got none")
-        images = [s[NORMALIZED_ROLES[0]].numpy() for s in geometric if NORMALIZED_ROLES[0] in s]
-        for step in self.normalizers:
+        for step in self.normalizers if keep_images else []:
             if step.requires_fit:
                 step.fit(images)
             images = [step(image) for image in images]
-        labels = [s[LABEL_ROLE].numpy() for s in geometric if LABEL_ROLE in s]
-        if self.config.label_values is None and labels:
-            self.label_mapping = LabelMapping.fit(labels)
+        if self.config.label_values is None and label_values:
+            self.label_mapping = LabelMapping.fit(label_values)
         return self.fitted_state
 
     def __call__(self, subject: Subject) -> tuple[Subject, dict[str, Any]]:
@@ -174,12 +182,12 @@ class Preprocessor:
     def _reorient(self, images: dict[str, Image], record: dict[str, Any]) -> dict[str, Image]:
         first = next(iter(images.values()))
         codes = self.config.orientation or ""
-        codes = codes[: first.spatial_dims] if first.spatial_dims == 2 else codes
-        if first.orientation == codes.upper():
+        transform = F.orientation_transform(first.affine, codes, spatial_dims=first.spatial_dims)
+        if transform == [[float(axis), 1.0] for axis in range(first.spatial_dims)]:
             return images
         out = {}
         for role, img in images.items():
-            data, affine, transform = F.reorient(img.data, img.affine, codes)
+            data, affine, _ = F.apply_orientation(img.data, img.affine, transform)
             out[role] = img.with_data(data, affine=affine)
         record["steps"].append({"name": "reorient", "transform": transform, "before": _grid(first)})
         return out

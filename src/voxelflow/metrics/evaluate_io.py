@@ -1,0 +1,110 @@
+"""File side of the evaluate action: subject ids, folder listing, reading, nearest resampling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from voxelflow.errors import DataError, VoxelflowError
+from voxelflow.io.image import Image
+
+IMAGE_SUFFIXES = (
+    ".nii.gz",
+    ".nii",
+    ".mgz",
+    ".mgh",
+    ".nrrd",
+    ".nhdr",
+    ".mha",
+    ".mhd",
+    ".img",
+    ".hdr",
+)
+
+
+def subject_id(path: Path) -> str | None:
+    """``case01`` for ``case01.nii.gz``; ``None`` when the suffix is not an image suffix."""
+    lower = path.name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def list_images(folder: str | os.PathLike) -> dict[str, Path]:
+    """Subject id → image file of a folder (non-image files are ignored).
+
+    Raises:
+        DataError: the folder does not exist, or two files share a subject id.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"expected a folder of images, got {str(root)!r} (not a folder)")
+    found: dict[str, Path] = {}
+    for path in sorted(root.iterdir()):
+        name = subject_id(path)
+        if name is None or not path.is_file():
+            continue
+        if name in found:
+            raise DataError(
+                f"two files for subject {name!r} in {str(root)!r}: {found[name].name}, {path.name}"
+            )
+        found[name] = path
+    return found
+
+
+def read_label_image(path: Path, *, kind: str = "label") -> Image:
+    """Read a label (or intensity) image with voxelflow's readers, nibabel as a fallback."""
+    try:
+        from voxelflow.io.readers import read_image
+    except ImportError:  # readers not available: NIfTI through nibabel
+        import nibabel as nib
+
+        try:
+            loaded = nib.load(str(path))
+            data = np.asanyarray(loaded.dataobj)
+        except Exception as exc:  # any nibabel failure is an unreadable file
+            raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+        return Image(np.ascontiguousarray(data)[None], loaded.affine, kind=kind, path=path)  # type: ignore[arg-type]
+    try:
+        return read_image(path, kind=kind)  # type: ignore[arg-type]
+    except VoxelflowError:
+        raise
+    except Exception as exc:  # a reader's low-level failure still names the file
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+
+
+def resample_nearest(image: Image, target: Image) -> Image:
+    """``image`` resampled onto ``target``'s grid with nearest-neighbour interpolation.
+
+    Voxels of the target that fall outside ``image`` become 0 (background).
+    """
+    voxel_to_voxel = np.linalg.inv(image.affine) @ target.affine
+    dims = image.spatial_dims
+    matrix, offset = voxel_to_voxel[:dims, :dims], voxel_to_voxel[:dims, 3]
+    source = image.numpy()[0]
+    moved = ndimage.affine_transform(
+        source,
+        matrix,
+        offset=offset,
+        output_shape=target.spatial_shape,
+        order=0,
+        mode="constant",
+        cval=0,
+    )
+    return image.with_data(moved[None].copy(), affine=target.affine.copy())
+
+
+def load_case_files(
+    ref_files: dict[str, Path], pred_files: dict[str, Path], images: dict[str, Path], subject: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Reference, prediction and (optional) image arrays of one subject, for the report."""
+    ref = read_label_image(ref_files[subject]).numpy()[0]
+    pred = read_label_image(pred_files[subject]).numpy()[0]
+    image = None
+    if subject in images:
+        image = read_label_image(images[subject], kind="intensity").numpy()[0]
+    return ref, pred, image
