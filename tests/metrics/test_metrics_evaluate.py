@@ -260,7 +260,9 @@ def test_in_memory_images_give_the_same_report(tmp_path):
     other = AFFINE.copy()
     other[0, 3] += 5.0
     cases["bad"] = (cases["s0"][0].with_data(cases["s0"][0].data, affine=other), cases["s0"][1])
-    result = evaluate_images(cases, tmp_path / "out", labels=[1, 2], images=images, metrics=["dice", "hd95"])
+    result = evaluate_images(
+        cases, tmp_path / "out", labels=[1, 2], images=images, metrics=["dice", "hd95"]
+    )
     assert [(s, k) for s, k, _ in result.problems] == [("bad", "failed")]
     assert "not on the same grid" in result.problems[0][2]
     assert len(result.rows) == 6 and result.rows[0]["dice"] == 1.0
@@ -276,8 +278,79 @@ def test_config_driven_run_and_face_surface(tmp_path):
         (run_dir / "predictions" / path.name).write_bytes(path.read_bytes())
     config = tmp_path / "experiment.yaml"
     config.write_text(
-        f"system:\n  run_dir: {run_dir}\nevaluation:\n  metrics: [dice, nsd]\n  tolerance_mm: 2.0\n  labels: [1]\n"
+        f"system:\n  run_dir: {run_dir}\nevaluation:\n  metrics: [dice, nsd]\n  tolerance_mm: 2.0\n"
     )
-    assert main(["evaluate", "-c", str(config), "--ref", str(tmp_path / "ref"), "--surface", "faces", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "-c",
+                str(config),
+                "--ref",
+                str(tmp_path / "ref"),
+                "--surface",
+                "faces",
+                "--workers",
+                "1",
+                "--set",
+                "evaluation.labels=[1]",
+            ]
+        )
+        == 0
+    )
     rows = read_rows(run_dir / "evaluation" / "per_case.csv")
-    assert list(rows[0]) == ["subject", "label", "dice", "nsd"] and {r["label"] for r in rows} == {"1"}
+    assert list(rows[0]) == ["subject", "label", "dice", "nsd"] and {r["label"] for r in rows} == {
+        "1"
+    }
+
+
+def test_resample_nearest_by_one_voxel_is_a_roll():
+    import torch
+
+    from voxelflow.io.image import Image
+    from voxelflow.metrics.evaluate import resample_nearest
+
+    _, label = make_phantom((12, 12, 8), seed=3)
+    target = Image(torch.from_numpy(label[None]), AFFINE, kind="label")
+    moved = AFFINE.copy()
+    moved[:3, 3] += AFFINE[:3, 0]  # origin one voxel further along the first axis
+    source = Image(torch.from_numpy(label[None]), moved, kind="label")
+    out = resample_nearest(source, target)
+    # target voxel i sees source voxel i - 1; the first slice falls outside → background
+    np.testing.assert_array_equal(out.numpy()[0][1:], label[:-1])
+    assert not out.numpy()[0][0].any() and out.same_grid(target)
+
+
+def test_every_subject_gets_a_row_for_every_label_of_the_dataset(tmp_path):
+    make_folders(tmp_path, 2)
+    _, label = make_phantom((20, 20, 12), seed=1)
+    only_one = np.where(label == 2, 0, label).astype(np.int16)  # label 2 absent from case1
+    save(tmp_path / "ref" / "case1.nii.gz", only_one)
+    save(tmp_path / "pred" / "case1.nii.gz", only_one)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "ref", workers=1)
+    rows = {(r["subject"], r["label"]): r for r in result.rows}
+    assert set(rows) == {("case0", 1), ("case0", 2), ("case1", 1), ("case1", 2)}
+    absent = rows[("case1", 2)]
+    assert (
+        math.isnan(absent["dice"]) and math.isnan(absent["hd95"]) and absent["tn"] == 20 * 20 * 12
+    )
+    assert [s["n_nan"] for s in summarize(result.rows, ["dice"]) if s["label"] == 2] == [1]
+
+
+def test_2d_png_label_maps(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    ref = np.zeros((30, 40), np.uint8)
+    ref[5:15, 10:30] = 1
+    pred = np.roll(ref, 2, axis=1)  # 2 pixels along the first array axis of SimpleITK = x
+    for folder, array in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / folder / "x.png"))
+    result = evaluate_folders(
+        tmp_path / "pred", tmp_path / "ref", tmp_path / "out", workers=1, metrics=["dice", "hd"]
+    )
+    assert (
+        result.ok
+        and result.rows[0]["dice"] == pytest.approx(0.9)
+        and result.rows[0]["hd"] == pytest.approx(2.0)
+    )
+    assert (tmp_path / "out" / "report.html").exists()

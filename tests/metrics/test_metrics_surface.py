@@ -155,6 +155,7 @@ def test_agrees_with_monai_on_random_shapes(spacing, seed):
         assert value == pytest.approx(reference[name], rel=1e-6, abs=1e-7), name
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:surface_distance.*")
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_deepmind_surfel_definition_coincides_on_boxes_and_differs_on_blobs(spacing):
     surface_distance = pytest.importorskip("surface_distance")
@@ -211,3 +212,27 @@ def test_face_surface_weighted_percentile_follows_deepmind_rule():
     assert _percentile(distances, areas, 50) == 2.0  # cumulative area 0.1, 0.2, 1.0
     assert _percentile(distances, areas, 15) == 1.0
     assert _percentile(distances, None, 50) == 1.0
+
+
+def test_empty_conventions_equal_monai():
+    from monai.metrics import (
+        compute_average_surface_distance,
+        compute_hausdorff_distance,
+        compute_surface_dice,
+    )
+
+    empty = np.zeros((6, 6, 6), bool)
+    full = cube(shape=(6, 6, 6), start=(2, 2, 2), size=2)
+    for pred, ref in ((empty, empty), (full, empty), (empty, full)):
+        p, r = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = (
+                compute_hausdorff_distance(p, r).item(),
+                compute_average_surface_distance(p, r, symmetric=True).item(),
+                compute_surface_dice(p, r, [1.0]).item(),
+            )
+        d = surface_distances(pred, ref)
+        np.testing.assert_equal(
+            (d.hausdorff(95), d.average_symmetric(), d.surface_dice(1.0)), theirs
+        )

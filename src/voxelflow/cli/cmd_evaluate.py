@@ -12,6 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from voxelflow.cli.common import add_config_args
 from voxelflow.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--metrics",
         default=None,
-        help="comma-separated metric names (default: all overlap and surface)",
+        help="comma-separated metric names (default: every overlap, surface and region metric)",
     )
     parser.add_argument(
         "--image", default=None, help="folder of images drawn under the contours in the report"
@@ -59,9 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=None, help="parallel processes (default: CPU count)"
     )
     parser.add_argument("--no-report", action="store_true", help="write the CSVs only")
-    parser.add_argument(
-        "-c", "--config", default=None, help="experiment YAML: evaluation settings and run folder"
-    )
+    add_config_args(parser, required=False)
     parser.set_defaults(func=run)
 
 
@@ -81,18 +80,12 @@ def parse_labels(text: str | None) -> list[int] | None:
         ) from None
 
 
-def _settings_from_config(path: str) -> dict[str, object]:
-    """Evaluation settings and run folder of an experiment YAML."""
-    import yaml
+def _settings_from_config(args: argparse.Namespace) -> dict[str, object]:
+    """Evaluation settings and run folder of an experiment (YAML or NiftyNet .ini, ``--set``)."""
+    from voxelflow.config.load import load_experiment
 
-    from voxelflow.config.schema import Experiment
-
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        experiment = Experiment.model_validate(raw)
-    except (OSError, yaml.YAMLError, ValueError) as exc:
-        raise ConfigError(f"cannot load config {path!r}: {exc}") from exc
-    run_dir = Path(experiment.system.run_dir)
+    experiment = load_experiment(args.config, args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(experiment.system.run_dir)
     return {
         "pred": run_dir / "predictions",
         "out": run_dir / "evaluation",
@@ -106,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation; exit code 1 when a subject is missing or failed."""
     from voxelflow.metrics.evaluate import EVALUATE_METRICS, evaluate_folders
 
-    settings: dict[str, object] = _settings_from_config(args.config) if args.config else {}
+    settings: dict[str, object] = _settings_from_config(args) if args.config else {}
     pred = args.pred or settings.get("pred")
     out = args.out or settings.get("out")
     if pred is None or out is None:

@@ -35,6 +35,7 @@ from voxelflow.metrics.overlap import OVERLAP_COLUMNS
 from voxelflow.metrics.segmentation import (
     REGION_METRICS,
     SURFACE_METRICS,
+    absent_label_metrics,
     check_metric_names,
     segmentation_metrics,
 )
@@ -96,6 +97,17 @@ class EvaluationResult:
         return not self.problems
 
 
+@dataclass
+class CaseOutcome:
+    """What one subject gave: rows (one per label), warnings, or the error; and its grid."""
+
+    rows: list[dict[str, object]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    shape: tuple[int, ...] = ()
+    spacing: tuple[float, ...] = ()
+
+
 def _label_array(image: Image) -> np.ndarray:
     """The single-channel integer array of a label image."""
     if image.num_channels != 1:
@@ -110,13 +122,11 @@ def _label_array(image: Image) -> np.ndarray:
     return data
 
 
-def evaluate_pair(
-    subject: str, pred: Image, ref: Image, task: CaseTask
-) -> tuple[list[dict[str, object]], list[str]]:
+def evaluate_pair(subject: str, pred: Image, ref: Image, task: CaseTask) -> CaseOutcome:
     """Metrics of one prediction/reference image pair under ``task``'s settings.
 
     Returns:
-        ``(rows, warnings)``: one row per label.
+        :class:`CaseOutcome` with one row per label (``task.labels``, or every label present).
 
     Raises:
         GeometryError: different grids without ``task.resample`` (naming both files).
@@ -138,10 +148,10 @@ def evaluate_pair(
         surface=task.surface,  # type: ignore[arg-type]
     )
     rows = [{"subject": subject, "label": label, **metrics} for label, metrics in values.items()]
-    return rows, warnings
+    return CaseOutcome(rows, warnings, None, ref.spatial_shape, ref.spacing)
 
 
-def evaluate_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str]]:
+def evaluate_case(task: CaseTask) -> CaseOutcome:
     """Read one subject's files and evaluate them (see :func:`evaluate_pair`).
 
     Raises:
@@ -153,13 +163,12 @@ def evaluate_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str]]:
     return evaluate_pair(task.subject, pred, ref, task)
 
 
-def _run_case(task: CaseTask) -> tuple[list[dict[str, object]], list[str], str | None]:
+def _run_case(task: CaseTask) -> CaseOutcome:
     """:func:`evaluate_case` returning the error message instead of raising (for workers)."""
     try:
-        rows, warnings = evaluate_case(task)
-    except (VoxelflowError, OSError, ValueError) as exc:
-        return [], [], f"{type(exc).__name__}: {exc}"
-    return rows, warnings, None
+        return evaluate_case(task)
+    except Exception as exc:  # one bad subject must not stop the others; it is listed instead
+        return CaseOutcome(error=f"{type(exc).__name__}: {exc}")
 
 
 def _match(
@@ -167,14 +176,32 @@ def _match(
 ) -> list[str]:
     """Subjects present in both folders; the others are listed as problems."""
     for name in sorted(set(ref_files) - set(pred_files)):
-        result.problems.append(
-            (name, "missing prediction", f"no prediction for reference {ref_files[name]}")
-        )
+        message = f"no prediction for reference {ref_files[name]}"
+        result.problems.append((name, "missing prediction", message))
     for name in sorted(set(pred_files) - set(ref_files)):
-        result.problems.append(
-            (name, "missing reference", f"no reference for prediction {pred_files[name]}")
-        )
+        message = f"no reference for prediction {pred_files[name]}"
+        result.problems.append((name, "missing reference", message))
     return sorted(set(pred_files) & set(ref_files))
+
+
+def _fill_absent_labels(outcomes: list[CaseOutcome], task: CaseTask) -> None:
+    """Give every evaluated subject a row for every label found in any subject (labels=None)."""
+    labels = sorted({int(row["label"]) for outcome in outcomes for row in outcome.rows})  # type: ignore[call-overload]
+    for outcome in outcomes:
+        if outcome.error is not None:
+            continue
+        have = {row["label"] for row in outcome.rows}
+        subject = task.subject if not outcome.rows else outcome.rows[0]["subject"]
+        for label in (v for v in labels if v not in have):
+            values = absent_label_metrics(
+                outcome.shape,
+                outcome.spacing,
+                metrics=task.metrics,
+                tolerance=task.tolerance,
+                surface=task.surface,  # type: ignore[arg-type]
+            )
+            outcome.rows.append({"subject": subject, "label": label, **values})
+        outcome.rows.sort(key=lambda row: int(row["label"]))  # type: ignore[call-overload]
 
 
 def _run_all(tasks: list[CaseTask], workers: int, result: EvaluationResult) -> None:
@@ -182,7 +209,7 @@ def _run_all(tasks: list[CaseTask], workers: int, result: EvaluationResult) -> N
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="evaluate", unit="subject", disable=None)
-    outcomes: dict[str, tuple] = {}
+    outcomes: dict[str, CaseOutcome] = {}
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             outcomes[task.subject] = _run_case(task)
@@ -194,12 +221,20 @@ def _run_all(tasks: list[CaseTask], workers: int, result: EvaluationResult) -> N
                 outcomes[futures[future]] = future.result()
                 bar.update()
     bar.close()
-    for task in tasks:  # deterministic order, whatever the completion order
-        rows, warnings, error = outcomes[task.subject]
-        result.rows.extend(rows)
-        result.warnings.extend(warnings)
-        if error is not None:
-            result.problems.append((task.subject, "failed", error))
+    _collect([(task.subject, outcomes[task.subject]) for task in tasks], tasks, result)
+
+
+def _collect(
+    outcomes: list[tuple[str, CaseOutcome]], tasks: Sequence[CaseTask], result: EvaluationResult
+) -> None:
+    """Merge per-subject outcomes (in subject order) into ``result``."""
+    if tasks and tasks[0].labels is None:
+        _fill_absent_labels([outcome for _, outcome in outcomes], tasks[0])
+    for subject, outcome in outcomes:
+        result.rows.extend(outcome.rows)
+        result.warnings.extend(outcome.warnings)
+        if outcome.error is not None:
+            result.problems.append((subject, "failed", outcome.error))
 
 
 def _check_labels_present(result: EvaluationResult, labels: Sequence[int] | None) -> None:
@@ -320,6 +355,7 @@ def evaluate_images(
     always = tuple(name for name in ("volume_ref_mm3", "volume_pred_mm3") if name not in wanted)
     label_tuple = tuple(int(v) for v in labels) if labels is not None else None
     result = EvaluationResult()
+    tasks, outcomes = [], []
     for subject, (pred, ref) in cases.items():
         task = CaseTask(
             subject,
@@ -332,20 +368,21 @@ def evaluate_images(
             surface,
         )
         try:
-            rows, warnings = evaluate_pair(subject, pred, ref, task)
+            outcome = evaluate_pair(subject, pred, ref, task)
         except (VoxelflowError, ValueError) as exc:
-            result.problems.append((subject, "failed", f"{type(exc).__name__}: {exc}"))
-            continue
-        result.rows.extend(rows)
-        result.warnings.extend(warnings)
+            outcome = CaseOutcome(error=f"{type(exc).__name__}: {exc}")
+        tasks.append(task)
+        outcomes.append((subject, outcome))
+    _collect(outcomes, tasks, result)
     _check_labels_present(result, label_tuple)
     if out_dir is not None:
         from voxelflow.metrics.report import write_outputs
 
-        def load_case(subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        def load_case(subject: str) -> tuple:
             pred, ref = cases[subject]
             image = images.get(subject) if images else None
-            return ref.numpy()[0], pred.numpy()[0], image.numpy()[0] if image is not None else None
+            pixels = image.numpy()[0] if image is not None else None
+            return ref.numpy()[0], pred.numpy()[0], pixels, ref.spacing
 
         write_outputs(result, Path(out_dir), wanted, load_case, report=report)
         result.out_dir = Path(out_dir)

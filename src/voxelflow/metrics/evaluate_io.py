@@ -12,6 +12,9 @@ from voxelflow.errors import DataError, VoxelflowError
 from voxelflow.io.image import Image
 
 IMAGE_SUFFIXES = (
+    ".png",
+    ".tif",
+    ".tiff",
     ".nii.gz",
     ".nii",
     ".mgz",
@@ -100,11 +103,11 @@ def resample_nearest(image: Image, target: Image) -> Image:
 
 def load_case_files(
     ref_files: dict[str, Path], pred_files: dict[str, Path], images: dict[str, Path], subject: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Reference, prediction and (optional) image arrays of one subject, for the report."""
-    ref = read_label_image(ref_files[subject]).numpy()[0]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, ...]]:
+    """Reference, prediction, optional image arrays and spacing of one subject, for the report."""
+    ref_image = read_label_image(ref_files[subject])
     pred = read_label_image(pred_files[subject]).numpy()[0]
     image = None
     if subject in images:
         image = read_label_image(images[subject], kind="intensity").numpy()[0]
-    return ref, pred, image
+    return ref_image.numpy()[0], pred, image, ref_image.spacing

@@ -141,7 +141,14 @@ def _slice_indices(ref: np.ndarray, count: int = 3) -> list[int]:
     return sorted({round(float(v)) for v in np.linspace(low, high, count + 2)[1:-1]})
 
 
-def case_figure(ref: np.ndarray, pred: np.ndarray, image: np.ndarray | None, title: str) -> bytes:
+def case_figure(
+    ref: np.ndarray,
+    pred: np.ndarray,
+    image: np.ndarray | None,
+    title: str,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0),
+) -> bytes:
     """A few slices with reference (green) and prediction (red) contours over the image.
 
     Shape:
@@ -155,7 +162,8 @@ def case_figure(ref: np.ndarray, pred: np.ndarray, image: np.ndarray | None, tit
     figure = Figure(figsize=(3.0 * len(indices), 3.2))
     for column, index in enumerate(indices, start=1):
         axes = figure.add_subplot(1, len(indices), column)
-        axes.imshow(background[..., index].T, cmap="gray", origin="lower")
+        aspect = float(spacing[1]) / float(spacing[0])  # rows are y, columns x: true mm proportions
+        axes.imshow(background[..., index].T, cmap="gray", origin="lower", aspect=aspect)
         for label in sorted(
             set(np.unique(ref[..., index])) | set(np.unique(pred[..., index])) - {0}
         ):
@@ -226,7 +234,8 @@ def render_html(
     return "\n".join(parts)
 
 
-CaseLoader = Callable[[str], tuple[np.ndarray, np.ndarray, "np.ndarray | None"]]
+#: ``subject → (ref, pred, image or None, spacing)``: arrays ``(X, Y[, Z])`` and mm per axis.
+CaseLoader = Callable[[str], tuple[np.ndarray, np.ndarray, "np.ndarray | None", tuple[float, ...]]]
 
 
 def _case_pictures(ranking: list[str], load_case: CaseLoader | None) -> list[tuple[str, bytes]]:
@@ -235,10 +244,11 @@ def _case_pictures(ranking: list[str], load_case: CaseLoader | None) -> list[tup
         return []
     pictures = []
     for kind, name in pick_cases(ranking):
-        ref, pred, image = load_case(name)
+        ref, pred, image, spacing = load_case(name)
         if pred.shape != ref.shape or (image is not None and image.shape != ref.shape):
             continue  # a resampled prediction: the contours would not line up
-        pictures.append((f"{kind}: {name}", case_figure(ref, pred, image, f"{kind}: {name}")))
+        figure = case_figure(ref, pred, image, f"{kind}: {name}", spacing=spacing)
+        pictures.append((f"{kind}: {name}", figure))
     return pictures
 
 
@@ -254,7 +264,7 @@ def write_outputs(
 
     Args:
         result: the evaluation result. out_dir: output folder. metrics: columns written.
-        load_case: ``subject → (ref, pred, image or None)`` arrays ``(X, Y[, Z])`` for the case
+        load_case: ``subject → (ref, pred, image or None, spacing)`` (see :data:`CaseLoader`) for the case
             pictures of the best, median and worst subjects; ``None``: no pictures.
         report: also write ``plots/*.png`` and ``report.html``.
     """

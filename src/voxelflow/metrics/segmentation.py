@@ -90,6 +90,26 @@ def _label_metrics(
     return {name: values[name] for name in wanted}
 
 
+def absent_label_metrics(
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    tolerance: float = 1.0,
+    surface: SurfaceKind = "voxels",
+) -> dict[str, float]:
+    """The values of a label absent from both maps of a grid (both-empty conventions).
+
+    Used to give every subject a row for every label of a dataset, so that summaries count
+    the undefined values instead of silently averaging over fewer subjects.
+    """
+    empty = np.zeros((0,) * len(shape), bool)
+    total = int(np.prod(shape))
+    voxel_size = tuple(float(s) for s in spacing)
+    wanted = check_metric_names(metrics)
+    return _label_metrics(empty, empty, total, voxel_size, wanted, tolerance, surface)
+
+
 def check_metric_names(metrics: Sequence[str]) -> tuple[str, ...]:
     """Validate metric names against :data:`SEGMENTATION_METRIC_NAMES`.
 
