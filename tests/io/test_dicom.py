@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from voxelflow.errors import DataError, MissingFileError
-from voxelflow.io import read_image
+from voxelflow.io import read_image, write_image
 from voxelflow.io.dicom import list_series, read_dicom
 
 DICOMDIR_TESTS = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests"
@@ -172,10 +172,14 @@ def test_unknown_series_uid_lists_the_series() -> None:
         read_image(MR2_THREE_SERIES, series_uid="1.2.3")
 
 
-def test_synthetic_oblique_series_has_the_written_affine(tmp_path: Path, volume: np.ndarray) -> None:
+def test_synthetic_oblique_series_has_the_written_affine(
+    tmp_path: Path, volume: np.ndarray
+) -> None:
     angle = 0.3
     row_cosines = np.array([np.cos(angle), np.sin(angle), 0.0])
-    column_cosines = np.array([-np.sin(angle) * np.cos(0.2), np.cos(angle) * np.cos(0.2), -np.sin(0.2)])
+    column_cosines = np.array(
+        [-np.sin(angle) * np.cos(0.2), np.cos(angle) * np.cos(0.2), -np.sin(0.2)]
+    )
     spacing = (0.8, 0.6, 2.0)
     geometry = write_series(
         tmp_path / "s",
@@ -209,7 +213,9 @@ def test_synthetic_sagittal_series_orientation(tmp_path: Path, volume: np.ndarra
     assert "".join(nib.aff2axcodes(image.affine)) == "PIR" == image.orientation
     assert image.spacing == pytest.approx((1.0, 1.5, 3.0))
     assert image.data.dtype.is_floating_point is False
-    np.testing.assert_array_equal(image.numpy()[0], volume.transpose(2, 1, 0).astype(np.int32) - 1024)
+    np.testing.assert_array_equal(
+        image.numpy()[0], volume.transpose(2, 1, 0).astype(np.int32) - 1024
+    )
 
 
 def test_synthetic_series_matches_simpleitk(tmp_path: Path, volume: np.ndarray) -> None:
@@ -225,7 +231,9 @@ def test_synthetic_series_matches_simpleitk(tmp_path: Path, volume: np.ndarray) 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "s")))
     reference = reader.Execute()
-    np.testing.assert_array_equal(image.numpy()[0], sitk.GetArrayFromImage(reference).transpose(2, 1, 0))
+    np.testing.assert_array_equal(
+        image.numpy()[0], sitk.GetArrayFromImage(reference).transpose(2, 1, 0)
+    )
     for index in [(0, 0, 0), (4, 6, 5), (1, 2, 3)]:
         x, y, z = reference.TransformIndexToPhysicalPoint(index)
         np.testing.assert_allclose((image.affine @ [*index, 1.0])[:3], [-x, -y, z], atol=1e-4)
@@ -263,3 +271,24 @@ def test_folder_without_dicom(tmp_path: Path) -> None:
         read_image(tmp_path)
     with pytest.raises(MissingFileError):
         list_series(tmp_path / "absent")
+
+
+def test_shifted_slice_is_refused(tmp_path: Path, volume: np.ndarray) -> None:
+    kwargs = {"row_cosines": np.eye(3)[0], "column_cosines": np.eye(3)[1], "spacing": (1, 1, 2)}
+    write_series(tmp_path / "shift", volume, origin=np.zeros(3), **kwargs)
+    victim = sorted((tmp_path / "shift").iterdir())[2]
+    dataset = pydicom.dcmread(victim)
+    x, y, z = (float(v) for v in dataset.ImagePositionPatient)
+    dataset.ImagePositionPatient = [_ds(x + 3.0), _ds(y), _ds(z)]  # moved 3 mm in-plane
+    dataset.save_as(victim)
+    with pytest.raises(DataError, match="on one line") as info:
+        read_image(tmp_path / "shift")
+    assert victim.name in str(info.value)
+
+
+def test_dicom_to_nifti_keeps_geometry_and_dtype(tmp_path: Path) -> None:
+    image = read_image(CT5N)
+    back = read_image(write_image(image, tmp_path / "ct.nii.gz"))
+    np.testing.assert_allclose(back.affine, image.affine, atol=1e-5)
+    np.testing.assert_array_equal(back.numpy(), image.numpy())
+    assert back.meta["source_dtype"] == "int16" and back.orientation == "LPS"

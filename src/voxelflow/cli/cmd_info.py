@@ -46,14 +46,18 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.paths:
         try:
-            sys.stdout.write(describe(path, kind=args.kind, reader=args.reader, series_uid=args.series_uid))
+            sys.stdout.write(
+                describe(path, kind=args.kind, reader=args.reader, series_uid=args.series_uid)
+            )
         except VoxelflowError as exc:
             failures += 1
             sys.stderr.write(f"voxelflow: error: {exc}\n")
     return 1 if failures else 0
 
 
-def describe(path: str, *, kind: str = "intensity", reader: str | None = None, series_uid: str | None = None) -> str:
+def describe(
+    path: str, *, kind: str = "intensity", reader: str | None = None, series_uid: str | None = None
+) -> str:
     """The text block ``voxelflow info`` prints for one path."""
     lines = [f"{path}"]
     if Path(path).is_dir() and series_uid is None and (reader in (None, "dicom")):
@@ -102,4 +106,3 @@ def _intensity_summary(image: Image) -> str:
     text = f"min {kept.min():.6g}, max {kept.max():.6g}, mean {kept.mean():.6g}"
     missing = int(values.size - kept.size)
     return text + (f", {missing} non-finite voxels" if missing else "")
-

@@ -56,7 +56,11 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument(
-        "kind", nargs="?", default="all", choices=[*KINDS, "all"], help="what to list (default: all)"
+        "kind",
+        nargs="?",
+        default="all",
+        choices=[*KINDS, "all"],
+        help="what to list (default: all)",
     )
     parser.add_argument(
         "--no-params", action="store_true", help="do not build networks to count their parameters"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import typing
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,26 @@ from voxelflow.errors import ConfigError, MissingFileError
 from voxelflow.registry import suggest
 
 logger = logging.getLogger(__name__)
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2 booleans: only true/false, so ``amp: off`` stays a string
+    (pydantic still reads yes/no/on/off as booleans where a field is boolean)."""
+
+
+_SafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML safely (no object construction) with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=_SafeLoader)
+
 
 __all__ = [
     "apply_overrides",
@@ -98,7 +119,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -173,7 +194,7 @@ def describe_validation_errors(exc: ValidationError, model: type[BaseModel]) -> 
     lines = []
     for key, expectations in by_key.items():
         unique = list(dict.fromkeys(expectations))
-        if unique[0].startswith(("unknown key", "required key")):
+        if unique[0].startswith(("unknown key", "required key", "expected ")):
             lines.append(f"{key}: {'; '.join(unique)}")
         else:
             lines.append(f"{key}: expected {' or '.join(unique)}{got[key]}")
@@ -213,7 +234,8 @@ def _field_names_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``"a.b.c=value"`` into ``(["a", "b", "c"], parsed value)``.
 
-    The value is parsed as YAML (``10`` → int, ``[8,16]`` → list, ``null`` → None, ``abc`` → str).
+    The value is parsed as YAML (``10`` → int, ``[8,16]`` → list, ``null`` → None, ``abc`` → str;
+    only ``true``/``false`` are booleans, so ``off`` stays a string).
 
     Raises:
         ConfigError: no ``=``, an empty key or a value that is not valid YAML.
@@ -225,7 +247,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             f"--set {text!r}: expected KEY.PATH=VALUE, e.g. training.max_iterations=10"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML: {exc}") from None
     return key.split("."), value
@@ -302,7 +324,8 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any, text: str) -> 
 def _list_index(node: list[Any], part: str, text: str) -> int:
     if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
         raise ConfigError(
-            f"--set {text!r}: expected a list index in 0..{len(node) - 1}, got {part!r}"
+            f"--set {text!r}: expected an index of the existing list ({len(node)} item(s)), "
+            f"got {part!r}; set the whole list instead, e.g. key=[...]"
         )
     return int(part)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -81,6 +81,13 @@ class DatasetConfig(Section):
             return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
         return value
 
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        sources = [name for name in ("csv", "folders", "msd") if getattr(self, name)]
+        if len(sources) > 1:
+            raise ValueError(f"expected at most one of csv, folders, msd, got {sources}")
+        return self
+
 
 class SplitConfig(Section):
     """Train / validation / test split, or k-fold cross-validation."""
@@ -107,6 +114,14 @@ class SplitConfig(Section):
     seed: int = Field(
         0, description="seed of the split draw (the split is written once and reused)"
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplitConfig:
+        if self.validation + self.test >= 1.0 and self.folds is None:
+            raise ValueError(f"expected validation + test < 1, got {self.validation} + {self.test}")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"expected fold in 0..{self.folds - 1}, got {self.fold}")
+        return self
 
 
 class PreprocessingConfig(Section):
@@ -239,6 +254,35 @@ class SystemConfig(Section):
     )
 
 
+class InitFromConfig(Section):
+    """Pretrained weights loaded into the network before training (transfer learning)."""
+
+    source: str = Field(
+        description="a checkpoint file, a run folder or an installed zoo entry name"
+    )
+    mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="source key renames: 'encoder.' → 'backbone.' (prefix), or 're:PATTERN' → replacement",
+    )
+    include: list[str] = Field(
+        default_factory=list, description="glob patterns of target keys to load; empty = all"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="glob patterns of target keys never loaded"
+    )
+    strict: bool = Field(False, description="fail unless every target tensor is loaded")
+
+
+class TransferConfig(Section):
+    """Transfer learning: initial weights and frozen parameters."""
+
+    init_from: InitFromConfig | None = Field(None, description="pretrained weights to start from")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="glob patterns of parameter names kept fixed (left out of the optimiser)",
+    )
+
+
 class Experiment(Section):
     """A whole experiment: one YAML file, every section with defaults."""
 
@@ -286,6 +330,9 @@ class Experiment(Section):
     )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="metrics")
     system: SystemConfig = Field(default_factory=SystemConfig, description="devices and run folder")
+    transfer: TransferConfig = Field(
+        default_factory=TransferConfig, description="transfer learning: init_from and freeze"
+    )
     num_classes: int | None = Field(
         None, ge=1, description="output classes; null: from the label values"
     )

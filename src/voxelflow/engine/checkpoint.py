@@ -374,17 +374,16 @@ class RunDir:
         return CheckpointManager(self.checkpoints).last_path() is not None
 
 
-def prepare_run_dir(
-    run_dir: PathLike, config: Any, *, force: bool = False, is_main: bool = True
-) -> tuple[RunDir, bool]:
+def prepare_run_dir(run_dir: PathLike, config: Any, *, force: bool = False) -> tuple[RunDir, bool]:
     """Create or reopen a run folder for training; decide whether to resume.
+
+    Call it on every rank: rank 0 decides and writes, the others receive its decision.
 
     Args:
         run_dir: the run folder.
         config: the resolved experiment (pydantic model or mapping).
         force: start afresh even if the folder holds a different config; the previous
             ``config.yaml``, checkpoints, logs and scalars move to ``superseded/<n>/``.
-        is_main: only the main rank writes.
 
     Returns:
         The run folder and whether training resumes from its last checkpoint.
@@ -393,8 +392,22 @@ def prepare_run_dir(
         CheckpointError: the folder holds a different config whose changes are not resumable
             (or holds no checkpoint to resume), and ``force`` is off.
     """
+    from voxelflow.engine.distributed import broadcast_object, current_context
+
     run = RunDir(Path(run_dir))
-    current = config_as_dict(config)
+    outcome: tuple[bool, str] = (False, "")
+    if current_context().is_main:
+        try:
+            outcome = (_prepare_on_main(run, config_as_dict(config), force=force), "")
+        except CheckpointError as exc:
+            outcome = (False, str(exc))
+    resume, problem = broadcast_object(outcome)
+    if problem:
+        raise CheckpointError(problem)
+    return run, resume
+
+
+def _prepare_on_main(run: RunDir, current: dict[str, Any], *, force: bool) -> bool:
     resume = run.has_checkpoints()
     if run.config.is_file():
         try:
@@ -402,14 +415,12 @@ def prepare_run_dir(
         except CheckpointError:
             if not force:
                 raise
-            if is_main:
-                _supersede(run)
+            _supersede(run)
             resume = False
-    if is_main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        text = _yaml_text(current)
-        atomic_write(run.config, lambda stream: stream.write(text.encode()))
-    return run, resume
+    run.root.mkdir(parents=True, exist_ok=True)
+    text = _yaml_text(current)
+    atomic_write(run.config, lambda stream: stream.write(text.encode()))
+    return resume
 
 
 def _check_saved_config(run: RunDir, current: Mapping[str, Any]) -> None:

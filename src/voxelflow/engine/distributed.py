@@ -15,8 +15,9 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -159,3 +160,19 @@ def cleanup() -> None:
     """Leave the process group, if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def mean_over_subjects(per_subject: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the subjects that report it (NaN values left out)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for metrics in per_subject:
+        for name, value in metrics.items():
+            if not math.isnan(float(value)):
+                sums[name] = sums.get(name, 0.0) + float(value)
+                counts[name] = counts.get(name, 0) + 1
+            else:
+                counts.setdefault(name, 0)
+    return {
+        name: sums.get(name, 0.0) / counts[name] if counts[name] else math.nan for name in counts
+    }

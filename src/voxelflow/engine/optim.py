@@ -36,6 +36,7 @@ from voxelflow.registry import Registry, suggest
 
 OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry("optimizer")
 SCHEDULERS: Registry[Callable[..., Callable[[int], float]]] = Registry("scheduler")
+"""name → schedule class ``(*, max_iterations, warmup_iterations=0, warmup_start_factor=0, **options)``."""
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 
@@ -167,12 +168,10 @@ def _check_options(
     *,
     kind: str,
     name: str,
-    extra: Sequence[str] = (),
 ) -> None:
     """Refuse options the factory does not take, with suggestions."""
     parameters = inspect.signature(factory).parameters
     known = [key for key, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    known += [key for key in extra if key not in known]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     for key in kwargs:
@@ -200,50 +199,103 @@ def build_optimizer(name: str, params: Params, **kwargs: Any) -> Optimizer:
 
 
 # ---------------------------------------------------------------------------- schedules
-def _progress(iteration: int, max_iterations: int) -> float:
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """Base of the schedules: a learning-rate factor as a pure function of the iteration.
+
+    Args:
+        max_iterations: optimiser steps in the whole run (T).
+        warmup_iterations: W, iterations of linear warm-up before the schedule starts.
+        warmup_start_factor: s, the factor the warm-up starts from.
+
+    The factor is ``s + (1 - s)(i + 1)/(W + 1)`` for ``i < W``, then ``decay(i - W, T - W)``.
+    Instances hold only numbers, so a ``LambdaLR`` state dict containing them loads with
+    ``weights_only=True``.
+    """
+
+    max_iterations: int
+    warmup_iterations: int = 0
+    warmup_start_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_iterations < 0:
+            raise ConfigError(
+                f"training.max_iterations: expected a value >= 0, got {self.max_iterations}"
+            )
+        warmup = self.warmup_iterations
+        if warmup < 0 or (warmup and warmup >= max(self.max_iterations, 1)):
+            raise ConfigError(
+                "scheduler.warmup_iterations: expected 0 <= value < max_iterations "
+                f"({self.max_iterations}), got {warmup}"
+            )
+        if not 0.0 <= self.warmup_start_factor <= 1.0:
+            raise ConfigError(
+                "scheduler.warmup_start_factor: expected a value in [0, 1], "
+                f"got {self.warmup_start_factor}"
+            )
+
+    def decay(self, iteration: int, span: int) -> float:
+        """The factor ``iteration`` steps after the warm-up, of ``span`` steps in all."""
+        raise NotImplementedError
+
+    def __call__(self, iteration: int) -> float:
+        """The factor at ``iteration`` (0-based)."""
+        warmup = self.warmup_iterations
+        if iteration < warmup:
+            ramp = (iteration + 1) / (warmup + 1)
+            return self.warmup_start_factor + (1.0 - self.warmup_start_factor) * ramp
+        return self.decay(iteration - warmup, self.max_iterations - warmup)
+
+
+def _progress(iteration: int, span: int) -> float:
     """``min(i, T) / T`` in [0, 1] (0 when T is 0)."""
-    if max_iterations <= 0:
+    if span <= 0:
         return 0.0
-    return min(max(iteration, 0), max_iterations) / max_iterations
+    return min(max(iteration, 0), span) / span
 
 
 @SCHEDULERS.register("constant", description="constant learning rate")
 @dataclass(frozen=True, kw_only=True)
-class ConstantSchedule:
-    """Factor 1 at every iteration."""
+class ConstantSchedule(Schedule):
+    """Factor 1 at every iteration (after the optional warm-up)."""
 
-    max_iterations: int
-
-    def __call__(self, iteration: int) -> float:
-        """The factor at ``iteration``."""
+    def decay(self, iteration: int, span: int) -> float:
+        """Always 1."""
         return 1.0
 
 
 @SCHEDULERS.register("linear_warmup", description="linear warm-up, then constant")
 @dataclass(frozen=True, kw_only=True)
 class LinearWarmupSchedule(ConstantSchedule):
-    """``constant`` with a required warm-up (``warmup_iterations`` > 0, see the module docstring)."""
+    """``constant`` with a required warm-up (``warmup_iterations`` > 0)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.warmup_iterations == 0:
+            raise ConfigError(
+                "scheduler.warmup_iterations: expected a value > 0 for 'linear_warmup', got 0"
+            )
 
 
 @SCHEDULERS.register(
     "step", description="multiply by gamma every step_size iterations (or at milestones)"
 )
 @dataclass(frozen=True, kw_only=True)
-class StepSchedule:
+class StepSchedule(Schedule):
     """``gamma ** k``: k = ``i // step_size``, or the number of ``milestones`` ≤ i.
 
     Args:
         step_size: iterations between decays (or give ``milestones``).
-        milestones: iterations at which the rate is multiplied by ``gamma``.
+        milestones: iterations (counted after the warm-up) where the rate is multiplied by gamma.
         gamma: the decay factor.
     """
 
-    max_iterations: int
     step_size: int | None = None
     milestones: Sequence[int] | None = None
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if (self.step_size is None) == (self.milestones is None):
             raise ConfigError(
                 f"scheduler: expected exactly one of step_size or milestones for 'step', got "
@@ -255,8 +307,8 @@ class StepSchedule:
             )
         _check_positive(self.gamma, key="scheduler.gamma")
 
-    def __call__(self, iteration: int) -> float:
-        """The factor at ``iteration``."""
+    def decay(self, iteration: int, span: int) -> float:
+        """``gamma ** k``."""
         if self.step_size is not None:
             decays = iteration // self.step_size
         else:
@@ -266,100 +318,52 @@ class StepSchedule:
 
 @SCHEDULERS.register("poly", description="nnU-Net polynomial decay (1 - i/max)^0.9")
 @dataclass(frozen=True, kw_only=True)
-class PolySchedule:
+class PolySchedule(Schedule):
     """``(1 - i / T) ** exponent`` (nnU-Net: exponent 0.9), 0 from ``i = T`` on."""
 
-    max_iterations: int
     exponent: float = 0.9
 
-    def __call__(self, iteration: int) -> float:
-        """The factor at ``iteration``."""
-        return (1.0 - _progress(iteration, self.max_iterations)) ** self.exponent
+    def decay(self, iteration: int, span: int) -> float:
+        """Polynomial decay."""
+        return (1.0 - _progress(iteration, span)) ** self.exponent
 
 
 @SCHEDULERS.register("cosine", description="cosine annealing to min_factor at max_iterations")
 @dataclass(frozen=True, kw_only=True)
-class CosineSchedule:
+class CosineSchedule(Schedule):
     """``m + (1 - m) · ½ (1 + cos(π i / T))``, m = ``min_factor``."""
 
-    max_iterations: int
     min_factor: float = 0.0
 
-    def __call__(self, iteration: int) -> float:
-        """The factor at ``iteration``."""
-        cosine = 0.5 * (1.0 + math.cos(math.pi * _progress(iteration, self.max_iterations)))
+    def decay(self, iteration: int, span: int) -> float:
+        """Cosine annealing."""
+        cosine = 0.5 * (1.0 + math.cos(math.pi * _progress(iteration, span)))
         return self.min_factor + (1.0 - self.min_factor) * cosine
 
 
 @SCHEDULERS.register("linear", description="linear decay to end_factor at max_iterations")
 @dataclass(frozen=True, kw_only=True)
-class LinearSchedule:
+class LinearSchedule(Schedule):
     """``1 + (e - 1) · i / T``, e = ``end_factor``."""
 
-    max_iterations: int
     end_factor: float = 0.0
 
-    def __call__(self, iteration: int) -> float:
-        """The factor at ``iteration``."""
-        return 1.0 + (self.end_factor - 1.0) * _progress(iteration, self.max_iterations)
+    def decay(self, iteration: int, span: int) -> float:
+        """Linear decay."""
+        return 1.0 + (self.end_factor - 1.0) * _progress(iteration, span)
 
 
-@dataclass(frozen=True)
-class WarmupSchedule:
-    """Linear warm-up over ``warmup_iterations``, then ``schedule`` shifted to start at 0."""
-
-    schedule: Callable[[int], float]
-    warmup_iterations: int
-    start_factor: float = 0.0
-
-    def __call__(self, iteration: int) -> float:
-        """The factor at ``iteration``."""
-        if iteration < self.warmup_iterations:
-            ramp = (iteration + 1) / (self.warmup_iterations + 1)
-            return self.start_factor + (1.0 - self.start_factor) * ramp
-        return self.schedule(iteration - self.warmup_iterations)
-
-
-def schedule_factor(
-    name: str,
-    *,
-    max_iterations: int,
-    warmup_iterations: int = 0,
-    warmup_start_factor: float = 0.0,
-    **kwargs: Any,
-) -> Callable[[int], float]:
+def schedule_factor(name: str, *, max_iterations: int, **kwargs: Any) -> Callable[[int], float]:
     """The learning-rate factor ``iteration -> float`` of a named schedule (warm-up included).
 
     Raises:
         RegistryError: unknown name. ConfigError: invalid or unknown option.
     """
-    if max_iterations < 0:
-        raise ConfigError(f"training.max_iterations: expected a value >= 0, got {max_iterations}")
-    if warmup_iterations < 0 or (warmup_iterations and warmup_iterations >= max(max_iterations, 1)):
-        raise ConfigError(
-            f"scheduler.warmup_iterations: expected 0 <= value < max_iterations ({max_iterations}), "
-            f"got {warmup_iterations}"
-        )
-    if not 0.0 <= warmup_start_factor <= 1.0:
-        raise ConfigError(
-            f"scheduler.warmup_start_factor: expected a value in [0, 1], got {warmup_start_factor}"
-        )
-    if name == "linear_warmup" and warmup_iterations == 0:
-        raise ConfigError(
-            "scheduler.warmup_iterations: expected a value > 0 for 'linear_warmup', got 0"
-        )
     factory = SCHEDULERS.get(name)
     _check_options(
-        factory,
-        {**kwargs, "max_iterations": max_iterations},
-        kind="scheduler",
-        name=name,
-        extra=("warmup_iterations", "warmup_start_factor"),
+        factory, {**kwargs, "max_iterations": max_iterations}, kind="scheduler", name=name
     )
-    schedule = factory(max_iterations=max_iterations - warmup_iterations, **kwargs)
-    if warmup_iterations == 0:
-        return schedule
-    return WarmupSchedule(schedule, warmup_iterations, warmup_start_factor)
+    return factory(max_iterations=max_iterations, **kwargs)
 
 
 def build_scheduler(
@@ -368,22 +372,19 @@ def build_scheduler(
     """A per-iteration :class:`LambdaLR` following the named schedule.
 
     Call ``scheduler.step()`` after every ``optimizer.step()``. The state dict holds only plain
-    numbers (the factor function is rebuilt from the config), so it loads with
-    ``torch.load(weights_only=True)`` and resumes exactly.
+    numbers, so it loads with ``torch.load(weights_only=True)`` and resumes exactly.
 
     Args:
         name: ``constant``, ``step``, ``poly``, ``cosine``, ``linear``, ``linear_warmup`` or a
             plugin path to a factory ``(*, max_iterations, **options) -> (iteration -> factor)``.
         optimizer: the optimiser whose learning rates are scaled.
         max_iterations: optimiser steps in the whole run.
-        **kwargs: the schedule's options, plus ``warmup_iterations`` and ``warmup_start_factor``.
+        **kwargs: the schedule's options, including ``warmup_iterations`` and
+            ``warmup_start_factor``.
 
     Raises:
         RegistryError: unknown name. ConfigError: invalid or unknown option.
     """
-    factor = schedule_factor(name, max_iterations=max_iterations, **kwargs)
-
-    def learning_rate_factor(iteration: int) -> float:
-        return factor(iteration)
-
-    return LambdaLR(optimizer, lr_lambda=learning_rate_factor)
+    return LambdaLR(
+        optimizer, lr_lambda=schedule_factor(name, max_iterations=max_iterations, **kwargs)
+    )

@@ -128,7 +128,11 @@ def torch_compatible(array: np.ndarray) -> np.ndarray:
 
 
 def affine_difference(
-    first: np.ndarray, second: np.ndarray, *, tolerance_mm: float = 1e-3, tolerance_rad: float = 1e-4
+    first: np.ndarray,
+    second: np.ndarray,
+    *,
+    tolerance_mm: float = 1e-3,
+    tolerance_rad: float = 1e-4,
 ) -> str | None:
     """Describe how two 4×4 affines differ beyond tolerance, or return ``None``.
 

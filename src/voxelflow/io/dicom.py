@@ -174,7 +174,10 @@ def _slice_geometry(path: Path, header: pydicom.Dataset) -> _Slice:
             f"DICOM file {str(path)!r} is multi-frame or colour, which voxelflow does not read yet; "
             "convert the series to NIfTI (e.g. with dcm2niix)"
         )
-    pixel_spacing = header.get("PixelSpacing") or header.get("ImagerPixelSpacing") or [1.0, 1.0]
+    pixel_spacing = header.get("PixelSpacing") or header.get("ImagerPixelSpacing")
+    if not pixel_spacing:
+        logger.warning("%s: no PixelSpacing; assuming 1 x 1 mm pixels", path)
+        pixel_spacing = [1.0, 1.0]
     return _Slice(
         path=path,
         header=header,
@@ -220,7 +223,9 @@ def _sort_along_normal(slices: list[_Slice], folder: Path) -> tuple[list[_Slice]
             "normal (several echoes, time points or acquisitions mixed in one series?)"
         )
     step = float(np.median(steps))
-    irregular = np.flatnonzero(np.abs(steps - step) > max(POSITION_TOLERANCE_MM, RELATIVE_STEP_TOLERANCE * step))
+    irregular = np.flatnonzero(
+        np.abs(steps - step) > max(POSITION_TOLERANCE_MM, RELATIVE_STEP_TOLERANCE * step)
+    )
     if irregular.size:
         i = int(irregular[0])
         missing = round(steps[i] / step) - 1
@@ -231,6 +236,24 @@ def _sort_along_normal(slices: list[_Slice], folder: Path) -> tuple[list[_Slice]
             + (f" (about {missing} missing slice(s))" if missing >= 1 else " (irregular spacing)")
         )
     return slices, step
+
+
+def _check_collinear(slices: list[_Slice], folder: Path) -> None:
+    """Slice positions must lie on one line (regular steps along the normal are checked before)."""
+    if len(slices) < 3:
+        return
+    positions = np.stack([s.position for s in slices])
+    design = np.stack([np.ones(len(slices)), np.arange(len(slices))], axis=1)
+    fit, *_ = np.linalg.lstsq(design, positions, rcond=None)  # least-squares line
+    offset = np.linalg.norm(positions - design @ fit, axis=1)
+    worst = int(np.argmax(offset))
+    step = float(np.linalg.norm(fit[1]))
+    if offset[worst] > max(10 * POSITION_TOLERANCE_MM, RELATIVE_STEP_TOLERANCE * step):
+        raise DataError(
+            f"expected slice positions on one line in {str(folder)!r}, but "
+            f"{slices[worst].path.name!r} is {offset[worst]:.3g} mm off it (shifted slices "
+            "cannot form one regular grid)"
+        )
 
 
 def _lps_affine(slices: list[_Slice]) -> np.ndarray:
@@ -277,7 +300,9 @@ def _stack_pixels(slices: list[_Slice]) -> np.ndarray:
     return (volume.astype(np.float64) * slopes + intercepts).astype(np.float32)
 
 
-def read_dicom(path: str | Path, *, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_dicom(
+    path: str | Path, *, series_uid: str | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a DICOM series folder (or one DICOM file) into an array and a RAS+ affine.
 
     Args:
@@ -308,6 +333,7 @@ def read_dicom(path: str | Path, *, series_uid: str | None = None) -> tuple[np.n
     slices = [_slice_geometry(f, _read_dataset(f)) for f in series.files]
     _check_same_plane(slices, folder)
     slices, step = _sort_along_normal(slices, folder)
+    _check_collinear(slices, folder)
     affine = LPS_TO_RAS @ _lps_affine(slices)
     volume = _stack_pixels(slices)
     single = len(slices) == 1

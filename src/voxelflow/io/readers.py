@@ -138,7 +138,10 @@ def read_nibabel(path: Path, *, series_uid: str | None = None) -> RawImage:
     array = np.asanyarray(image.dataobj)
     while array.ndim < 3:
         array = array[..., None]
-    meta: dict[str, Any] = {"format": type(image).__name__, "source_dtype": image.get_data_dtype().name}
+    meta: dict[str, Any] = {
+        "format": type(image).__name__,
+        "source_dtype": image.get_data_dtype().name,
+    }
     header = image.header
     if isinstance(header, nib.Nifti1Header):  # also NIfTI-2
         _nifti_codes(header, meta, path)
@@ -221,11 +224,15 @@ def read_raster2d(path: Path, *, series_uid: str | None = None) -> RawImage:
     """Read a 2D picture; colour components become channels."""
     image = _sitk_read(path)
     if image.GetDimension() != 2:
-        raise DataError(f"expected a 2D image in {str(path)!r}, got {image.GetDimension()} dimensions")
+        raise DataError(
+            f"expected a 2D image in {str(path)!r}, got {image.GetDimension()} dimensions"
+        )
     spacing = image.GetSpacing()
     affine = np.diag([float(spacing[0]), float(spacing[1]), 1.0, 1.0])
     array = _sitk_array(image)
-    return RawImage(array, affine, {"format": path.suffix.lstrip(".").lower(), "source_dtype": array.dtype.name})
+    return RawImage(
+        array, affine, {"format": path.suffix.lstrip(".").lower(), "source_dtype": array.dtype.name}
+    )
 
 
 @register_reader(
@@ -279,12 +286,16 @@ def read_image(
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise MissingFileError(f"expected an image file or DICOM folder, got a missing path {str(path)!r}")
+        raise MissingFileError(
+            f"expected an image file or DICOM folder, got a missing path {str(path)!r}"
+        )
     if kind not in ("intensity", "label", "weight"):
         raise ConfigError(f"kind: expected 'intensity', 'label' or 'weight', got {kind!r}")
     if non_finite not in NON_FINITE_POLICIES:
         raise ConfigError(f"non_finite: expected one of {NON_FINITE_POLICIES}, got {non_finite!r}")
     name = reader or reader_name_for(path)
+    if series_uid is not None and name != "dicom":
+        logger.warning("%s: series_uid=%r is ignored by the %r reader", path, series_uid, name)
     function = READERS.get(name)
     raw = _call_reader(function, name, path, series_uid)
     array = _validated_array(raw, path, kind=kind, non_finite=non_finite)
@@ -299,13 +310,21 @@ def _call_reader(function: Reader, name: str, path: Path, series_uid: str | None
         raw = function(path, series_uid=series_uid)
     except (VoxelflowError, MemoryError):
         raise
+    except ImportError as exc:  # e.g. MINC2 needs h5py
+        raise DataError(
+            f"reading {str(path)!r} with the {name!r} reader needs the missing package "
+            f"{exc.name or exc!s}; install it with pip"
+        ) from exc
     except Exception as exc:  # nibabel/numpy/gzip/ITK errors: re-raise naming the file
         raise DataError(
-            f"cannot read {str(path)!r} with the {name!r} reader ({type(exc).__name__}: {exc}); "
+            f"cannot read {str(path)!r} with the {name!r} reader ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}); "
             "the file may be truncated, corrupt, or not in the format its suffix says"
         ) from exc
     if not isinstance(raw, RawImage):
-        raise DataError(f"reader {name!r} must return a RawImage, got {type(raw).__name__} for {str(path)!r}")
+        raise DataError(
+            f"reader {name!r} must return a RawImage, got {type(raw).__name__} for {str(path)!r}"
+        )
     return raw
 
 
@@ -313,7 +332,9 @@ def _validated_array(raw: RawImage, path: Path, *, kind: str, non_finite: str) -
     """Check shape, affine, non-finite values and labels; return a torch-compatible array."""
     array = np.asarray(raw.array)
     if array.ndim not in (3, 4):
-        raise DataError(f"expected (C, X, Y) or (C, X, Y, Z) data from {str(path)!r}, got shape {array.shape}")
+        raise DataError(
+            f"expected (C, X, Y) or (C, X, Y, Z) data from {str(path)!r}, got shape {array.shape}"
+        )
     affine = np.asarray(raw.affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise DataError(f"expected a finite 4×4 affine in {str(path)!r}, got {affine.tolist()}")

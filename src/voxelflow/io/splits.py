@@ -220,12 +220,7 @@ def read_split(path: Path, config: SplitConfig) -> dict[str, tuple[str, int | No
         DataError: missing columns, unknown split names, duplicate subjects.
         ConfigError: the file's folds do not match ``config.folds``.
     """
-    with path.open(newline="", encoding="utf-8-sig") as stream:
-        reader = csv.DictReader(stream)
-        header = reader.fieldnames or []
-        if "subject" not in header or "split" not in header:
-            raise DataError(f"{path}: expected columns 'subject' and 'split', got {header}")
-        records = list(enumerate(reader, start=2))
+    records = _split_records(path)
     folds = sorted({int(r["fold"]) for _, r in records if (r.get("fold") or "").strip()})
     if folds and config.folds != len(folds):
         raise ConfigError(
@@ -253,6 +248,27 @@ def read_split(path: Path, config: SplitConfig) -> dict[str, tuple[str, int | No
             split = "validation" if fold == config.fold else "train"
         assignment[subject] = (split, fold)
     return assignment
+
+
+def _split_records(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line, record) pairs; a header-less two-column file is NiftyNet's ``subject_id,phase``."""
+    with path.open(newline="", encoding="utf-8-sig") as stream:
+        lines = [row for row in csv.reader(stream)]
+    header = [h.strip() for h in lines[0]] if lines else []
+    if "subject" in header and "split" in header:
+        return [(n, dict(zip(header, row))) for n, row in enumerate(lines[1:], start=2) if any(row)]
+    niftynet = all(
+        len(row) == 2 and row[1].strip().lower() in _SYNONYMS for row in lines if any(row)
+    )
+    if lines and niftynet:
+        return [
+            (n, {"subject": row[0], "split": row[1]})
+            for n, row in enumerate(lines, start=1)
+            if any(row)
+        ]
+    raise DataError(
+        f"{path}: expected columns 'subject' and 'split' (or NiftyNet's subject_id,phase), got {header}"
+    )
 
 
 def _reconcile(

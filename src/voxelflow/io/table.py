@@ -116,7 +116,10 @@ def load_table(
         )
     if dataset.csv is not None:
         return read_csv_table(
-            _resolve(root, dataset.csv), subject_column=dataset.subject_column, required=needed
+            _resolve(root, dataset.csv),
+            subject_column=dataset.subject_column,
+            required=needed,
+            incomplete=dataset.incomplete_subjects,
         )
     if dataset.folders is not None:
         return folder_table(
@@ -135,14 +138,19 @@ def _resolve(root: Path, path: str | os.PathLike[str] | None) -> Path:
 
 # --------------------------------------------------------------------------- CSV
 def read_csv_table(
-    path: Path, *, subject_column: str = "subject", required: Sequence[str] = ()
+    path: Path,
+    *,
+    subject_column: str = "subject",
+    required: Sequence[str] = (),
+    incomplete: str = "error",
 ) -> list[SubjectRow]:
     """Read a subject CSV (header row, one row per subject).
 
     Raises:
         MissingFileError: the CSV does not exist.
         DataError: missing subject or required column (listing the columns present), duplicate
-            subject ids (with their line numbers), empty required cells (listed).
+            subject ids (with their line numbers), empty required cells (listed; with
+            ``incomplete="drop"`` those subjects are dropped with a warning instead).
     """
     if not path.is_file():
         raise MissingFileError(f"dataset CSV not found: {path}")
@@ -168,10 +176,14 @@ def read_csv_table(
         if not rec.get(column)
     ]
     if empty:
-        raise DataError(
+        message = (
             f"{path}: expected a value in every required cell, got {len(empty)} empty: "
             + "; ".join(empty[:20])
         )
+        if incomplete != "drop" or any(not rec[subject_column] for _, rec in records):
+            raise DataError(message + " (dataset.incomplete_subjects: drop skips such subjects)")
+        logger.warning("%s; dropping them (dataset.incomplete_subjects: drop)", message)
+        records = [(n, rec) for n, rec in records if all(rec.get(c) for c in required)]
     return [
         SubjectRow(
             rec[subject_column], {k: v for k, v in rec.items() if k != subject_column}, path.parent

@@ -111,7 +111,12 @@ def write_nibabel(array: np.ndarray, affine: np.ndarray, meta: dict, path: Path)
         data = data.astype(_mgh_dtype(data))
         nib.save(nib.MGHImage(data, affine), str(path))
         return
-    if data.dtype == np.int64 and data.size and np.iinfo(np.int32).min <= data.min() and data.max() <= np.iinfo(np.int32).max:
+    if (
+        data.dtype == np.int64
+        and data.size
+        and np.iinfo(np.int32).min <= data.min()
+        and data.max() <= np.iinfo(np.int32).max
+    ):
         data = data.astype(np.int32)  # int64 NIfTI is poorly supported by other tools
     image_class = nib.Nifti1Pair if name.endswith((".hdr", ".img")) else nib.Nifti1Image
     image = image_class(data, affine, dtype=data.dtype)
@@ -124,25 +129,34 @@ def _mgh_dtype(data: np.ndarray) -> np.dtype:
     if data.dtype in (np.uint8, np.int16, np.int32, np.float32):
         return data.dtype
     if np.issubdtype(data.dtype, np.integer) and data.size:
-        return smallest_integer_dtype(float(data.min()), float(data.max())) if data.max() < 2**31 else np.dtype(np.float32)
+        return (
+            smallest_integer_dtype(float(data.min()), float(data.max()))
+            if data.max() < 2**31
+            else np.dtype(np.float32)
+        )
     return np.dtype(np.float32)
 
 
 def _set_xform_codes(image: nib.Nifti1Image, affine: np.ndarray, meta: dict, path: Path) -> None:
+    """Write the affine with the source's codes; a sheared affine goes to the sform only."""
     qform_code = int(meta.get("qform_code", DEFAULT_XFORM_CODE))
     sform_code = int(meta.get("sform_code", DEFAULT_XFORM_CODE))
     if qform_code == 0 and sform_code == 0:  # would drop the affine: record it as scanner space
         qform_code = sform_code = DEFAULT_XFORM_CODE
     image.set_qform(affine, code=qform_code)
+    if (
+        affine_difference(image.header.get_qform(), affine) is not None
+    ):  # shear: qform cannot hold it
+        if sform_code == 0:
+            warnings.warn(
+                f"{str(path)!r}: the affine has shear the qform cannot hold; writing it as the "
+                f"sform (code {qform_code}) instead of dropping it",
+                UserWarning,
+                stacklevel=4,
+            )
+            sform_code = qform_code
+        image.set_qform(affine, code=0)  # an approximate qform would disagree with the sform
     image.set_sform(affine, code=sform_code)
-    if sform_code == 0 and affine_difference(image.header.get_qform(), affine) is not None:
-        warnings.warn(
-            f"{str(path)!r}: the affine has shear the qform cannot hold; writing it as the sform "
-            f"(code {qform_code}) instead of dropping it",
-            UserWarning,
-            stacklevel=4,
-        )
-        image.set_sform(affine, code=qform_code)
 
 
 # -- SimpleITK -----------------------------------------------------------------------------------
@@ -178,7 +192,12 @@ def write_itk(array: np.ndarray, affine: np.ndarray, meta: dict, path: Path) -> 
     sitk.WriteImage(_sitk_image(array, affine, path), str(path), useCompression=True)
 
 
-_RASTER_DTYPES = {".png": ("uint8", "uint16"), ".jpg": ("uint8",), ".jpeg": ("uint8",), ".bmp": ("uint8",)}
+_RASTER_DTYPES = {
+    ".png": ("uint8", "uint16"),
+    ".jpg": ("uint8",),
+    ".jpeg": ("uint8",),
+    ".bmp": ("uint8",),
+}
 
 
 @register_writer(
@@ -196,7 +215,9 @@ def write_raster2d(array: np.ndarray, affine: np.ndarray, meta: dict, path: Path
         )
     allowed = _RASTER_DTYPES.get(path.suffix.lower())
     if allowed and array.dtype.name not in allowed:
-        array = _cast_checked(array, np.dtype(allowed[-1] if array.max(initial=0) > 255 else allowed[0]), path)
+        array = _cast_checked(
+            array, np.dtype(allowed[-1] if array.max(initial=0) > 255 else allowed[0]), path
+        )
     image = sitk.GetImageFromArray(np.moveaxis(array, 0, -1).transpose(1, 0, 2), isVector=True)
     if array.shape[0] == 1:
         image = sitk.VectorIndexSelectionCast(image, 0)
@@ -211,7 +232,12 @@ def _cast_checked(array: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
     rounded = np.rint(array) if np.issubdtype(array.dtype, np.floating) else array
     info = np.iinfo(dtype)
     low, high = float(rounded.min()), float(rounded.max())
-    if not np.isfinite([low, high]).all() or low < info.min or high > info.max or np.any(rounded != array):
+    if (
+        not np.isfinite([low, high]).all()
+        or low < info.min
+        or high > info.max
+        or np.any(rounded != array)
+    ):
         raise DataError(
             f"cannot write {str(path)!r} as {dtype.name}: expected whole numbers in "
             f"[{info.min}, {info.max}], got values in [{low:g}, {high:g}] (rescale, or choose another dtype/format)"
@@ -220,7 +246,9 @@ def _cast_checked(array: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
 
 
 # -- dtype policy and the public entry point -----------------------------------------------------
-def output_array(image: Image, *, dtype: npt.DTypeLike | None = None, path: Path | None = None) -> np.ndarray:
+def output_array(
+    image: Image, *, dtype: npt.DTypeLike | None = None, path: Path | None = None
+) -> np.ndarray:
     """The image's data as the numpy array that will be written (dtype policy of this module)."""
     array = image.numpy()
     source = str(path or image.path or "<in-memory image>")
@@ -230,27 +258,36 @@ def output_array(image: Image, *, dtype: npt.DTypeLike | None = None, path: Path
         return _cast_checked(array, np.dtype(dtype), Path(source))
     if image.kind == "label":
         array = check_label_values(array, source=source)
-    original = image.meta.get("source_dtype")
-    if original is not None and _fits(array, np.dtype(original)):
+    original = _known_dtype(image.meta.get("source_dtype"))
+    if original is not None and _fits(array, original):
         return array.astype(original)
     if image.kind == "label" and array.size:
         return array.astype(smallest_integer_dtype(float(array.min()), float(array.max())))
     return array.astype(np.float32) if array.dtype == np.float16 else array
 
 
+def _known_dtype(name: object) -> np.dtype | None:
+    """``np.dtype(name)``, or ``None`` when ``name`` is missing or not a dtype."""
+    try:
+        return None if name is None else np.dtype(str(name))
+    except TypeError:
+        return None
+
+
 def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
-    """True when ``array`` can be cast to ``dtype`` without changing any value or its kind."""
+    """True when ``array`` can be cast to ``dtype`` keeping its kind (and integer values)."""
     if array.dtype == dtype:
         return True
     if np.issubdtype(array.dtype, np.integer) and np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         return array.size == 0 or (info.min <= array.min() and array.max() <= info.max)
-    if np.issubdtype(array.dtype, np.floating) and np.issubdtype(dtype, np.floating):
-        return np.dtype(dtype).itemsize >= array.dtype.itemsize
-    return False
+    # float → float always fits: float64 results of a float32 source go back to float32
+    return bool(np.issubdtype(array.dtype, np.floating) and np.issubdtype(dtype, np.floating))
 
 
-def write_image(image: Image, path: str | os.PathLike, *, dtype: npt.DTypeLike | None = None) -> Path:
+def write_image(
+    image: Image, path: str | os.PathLike, *, dtype: npt.DTypeLike | None = None
+) -> Path:
     """Write ``image`` to ``path`` (format from the suffix), atomically.
 
     Args:
@@ -271,7 +308,12 @@ def write_image(image: Image, path: str | os.PathLike, *, dtype: npt.DTypeLike |
     """
     path = Path(path).expanduser()
     writer = WRITERS.get(writer_name_for(path))
-    if image.path is not None and image.path.exists() and path.exists() and path.resolve() == image.path.resolve():
+    if (
+        image.path is not None
+        and image.path.exists()
+        and path.exists()
+        and path.resolve() == image.path.resolve()
+    ):
         raise DataError(
             f"refusing to overwrite {str(path)!r}, the file this image was read from; write elsewhere"
         )

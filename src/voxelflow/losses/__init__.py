@@ -49,6 +49,7 @@ from voxelflow.losses import (  # noqa: E402
     regression,
     segmentation,
     segmentation_ce,
+    wasserstein,
 )
 from voxelflow.losses.classification import ClassificationCrossEntropyLoss, ClassificationFocalLoss  # noqa: E402
 from voxelflow.losses.deep_supervision import DeepSupervisionLoss  # noqa: E402
@@ -65,9 +66,9 @@ from voxelflow.losses.segmentation import (  # noqa: E402
     GeneralizedDiceLoss,
     SensitivitySpecificityLoss,
     TverskyLoss,
-    WassersteinDiceLoss,
 )
 from voxelflow.losses.segmentation_ce import CrossEntropyLoss, DiceCELoss, FocalLoss  # noqa: E402
+from voxelflow.losses.wasserstein import WassersteinDiceLoss  # noqa: E402
 
 __all__ = [
     "LOSSES",
@@ -99,4 +100,5 @@ __all__ = [
     "regression",
     "segmentation",
     "segmentation_ce",
+    "wasserstein",
 ]

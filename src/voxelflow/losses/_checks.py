@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from voxelflow.errors import ConfigError, DataError, ShapeError
@@ -173,15 +172,19 @@ def indices_to_one_hot(
             f"{loss_name}: expected integer class indices in the target, got fractional values"
         )
     labels = target.long()
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise DataError(
-            f"{loss_name}: expected class indices in [0, {num_classes - 1}] (prediction has "
-            f"{num_classes} channels), got values in [{int(labels.min())}, {int(labels.max())}]"
-        )
-    one_hot = F.one_hot(labels[:, 0], num_classes).movedim(-1, 1).to(dtype)
+    if labels.numel():
+        low, high = (int(value) for value in torch.aminmax(labels))
+        if low < 0 or high >= num_classes:
+            raise DataError(
+                f"{loss_name}: expected class indices in [0, {num_classes - 1}] (prediction has "
+                f"{num_classes} channels), got values in [{low}, {high}]"
+            )
+    shape = (labels.shape[0], num_classes, *labels.shape[2:])
+    # scatter keeps the (B, C, *spatial) layout contiguous (F.one_hot + movedim does not)
+    one_hot = torch.zeros(shape, dtype=dtype, device=labels.device).scatter_(1, labels, 1.0)
     if valid is not None:
-        one_hot = one_hot * valid
         valid = valid.to(dtype)
+        one_hot = one_hot * valid
     return one_hot, labels[:, 0], valid
 
 

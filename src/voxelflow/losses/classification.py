@@ -93,7 +93,9 @@ class ClassificationCrossEntropyLoss(nn.Module):
     """Cross-entropy for image-level classes, with label smoothing and class weights.
 
     ``ℓ_b = -Σ_c k_c t_c log softmax(z)_c`` with ``t`` the (smoothed) target; the loss is the
-    mean over samples (weighted by ``weight``). For one logit, the binary cross-entropy.
+    mean over samples (weighted by ``weight``). For one logit, the binary cross-entropy. Class
+    weights scale each term but are not divided out (torch's ``weight=`` divides the batch sum by
+    ``Σ k_{y_b}``; the two agree without class weights).
 
     Args:
         label_smoothing: ε in ``(1 - ε) t + ε / C``.

@@ -122,7 +122,10 @@ class VAELoss(nn.Module):
         kl = kl_divergence_standard_normal(
             mean.to(per_sample.dtype), log_variance.to(per_sample.dtype)
         )
-        self.last_terms = {"reconstruction": float(per_sample.mean()), "kl": float(kl.mean())}
+        self.last_terms = {
+            "reconstruction": float(per_sample.detach().mean()),
+            "kl": float(kl.detach().mean()),
+        }
         return per_sample.mean() + self.beta * kl.mean()
 
 

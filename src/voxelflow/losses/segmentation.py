@@ -1,5 +1,6 @@
-"""Overlap losses for segmentation: Dice, generalised Dice, Tversky, sensitivity-specificity,
-generalised Wasserstein Dice.
+"""Overlap losses for segmentation: Dice, generalised Dice, Tversky, sensitivity-specificity.
+
+The generalised Wasserstein Dice lives in :mod:`voxelflow.losses.wasserstein`.
 
 All take logits ``(B, C, *spatial)`` and a target of class indices ``(B, 1, *spatial)`` or
 one-hot/probabilities ``(B, C, *spatial)``, an optional voxel ``weight`` ``(B, 1, *spatial)``,
@@ -12,12 +13,10 @@ never NaN; voxels that are all ignored give loss 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
-from voxelflow.errors import ConfigError, ShapeError
+from voxelflow.errors import ConfigError
 from voxelflow.losses import LOSSES
 from voxelflow.losses._checks import (
     SegmentationInputs,
@@ -307,105 +306,3 @@ class SensitivitySpecificityLoss(SegmentationLoss):
         outside = masked_sum(error * background, inputs.mask, dims) / (outside_count + self.epsilon)
         r = self.sensitivity_weight
         return (r * inside + (1.0 - r) * outside).sum(dim=1).mean()
-
-
-def default_distance_matrix(num_classes: int) -> Tensor:
-    """0 on the diagonal, 1 elsewhere: every confusion costs the same."""
-    return 1.0 - torch.eye(num_classes, dtype=torch.float64)
-
-
-@LOSSES.register(
-    "wasserstein_dice",
-    description="generalised Wasserstein Dice (Fidon 2017), class distance matrix",
-)
-class WassersteinDiceLoss(SegmentationLoss):
-    """Generalised Wasserstein Dice loss (Fidon et al., BrainLes 2017).
-
-    Per voxel, the Wasserstein distance between predicted and reference class distributions is
-    ``δ = Σ_ij M_ij p_i g_j``. With ``α_l = M_{0,l}`` (a class's distance to the background)
-    ``TP = Σ_voxels (Σ_l α_l g_l)(1 - δ)`` and the loss is ``1 - (2 TP + s) / (2 TP + Σ δ + s)``,
-    per sample, averaged over the batch. The voxel weight map multiplies each voxel's terms.
-
-    ``M`` is any ``C × C`` matrix with a zero diagonal and non-negative entries, scaled so that its
-    maximum is 1 (as MONAI does); default 0 on the diagonal, 1 elsewhere (then α is 0 for the
-    background and 1 for every other class, MONAI's ``weighting_mode="default"``). NiftyNet
-    hard-coded a 5-class BraTS tree; any number of classes works here. MONAI always uses
-    ``α = (0, 1, ..., 1)``; this equals ``M_{0,l}`` whenever the background is at distance 1 of
-    every class (true for the default matrix and the BraTS tree).
-
-    Args:
-        distance_matrix: ``C × C`` class distances (nested lists from a config), or None for
-            the default matrix of the prediction's class count.
-        smooth: added to numerator and denominator.
-        ignore_index: target index to ignore.
-
-    Shape:
-        prediction ``(B, C, *spatial)`` logits (softmax inside), target ``(B, 1 or C, *spatial)``;
-        returns a scalar.
-    """
-
-    loss_name = "wasserstein_dice"
-
-    def __init__(
-        self,
-        *,
-        distance_matrix: Sequence[Sequence[float]] | Tensor | None = None,
-        smooth: float = 1e-5,
-        ignore_index: int | None = None,
-    ) -> None:
-        super().__init__(activation="softmax", ignore_index=ignore_index)
-        self.smooth = smooth
-        self.distance_matrix = (
-            None if distance_matrix is None else _check_distance_matrix(distance_matrix)
-        )
-
-    def forward(self, prediction: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-        """Return the scalar generalised Wasserstein Dice loss."""
-        inputs = self.prepare(prediction, target, weight)
-        p, g = inputs.probabilities, inputs.target
-        channels = p.shape[1]
-        matrix = (
-            self.distance_matrix
-            if self.distance_matrix is not None
-            else default_distance_matrix(channels)
-        )
-        if matrix.shape[0] != channels:
-            raise ShapeError(
-                f"wasserstein_dice: expected a prediction with {matrix.shape[0]} channels "
-                f"(the distance matrix is {matrix.shape[0]}×{matrix.shape[0]}), got {channels}"
-            )
-        matrix = matrix.to(device=p.device, dtype=p.dtype)
-        # δ = Σ_ij M_ij p_i g_j: first Σ_i M_ij p_i for every reference class j
-        cost_per_reference = torch.einsum("ij,bi...->bj...", matrix, p)
-        distance = (cost_per_reference * g).sum(dim=1, keepdim=True)
-        alpha = torch.einsum("j,bj...->b...", matrix[0], g).unsqueeze(1)
-        dims = reduction_dims(p, batch=False)
-        true_positives = masked_sum(alpha * (1.0 - distance), inputs.mask, dims)
-        all_error = masked_sum(distance, inputs.mask, dims)
-        score = (2.0 * true_positives + self.smooth) / (
-            2.0 * true_positives + all_error + self.smooth
-        )
-        return (1.0 - score).mean()
-
-
-def _check_distance_matrix(distance_matrix: Sequence[Sequence[float]] | Tensor) -> Tensor:
-    """Validate a class distance matrix and scale it to a maximum of 1.
-
-    Raises:
-        ConfigError: not square, negative entries, non-zero diagonal, or all zeros.
-    """
-    matrix = torch.as_tensor(distance_matrix, dtype=torch.float64)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
-        raise ConfigError(
-            f"wasserstein_dice.distance_matrix: expected a square C×C matrix (C >= 2), got shape {tuple(matrix.shape)}"
-        )
-    if bool((matrix < 0).any()) or bool((torch.diagonal(matrix) != 0).any()):
-        raise ConfigError(
-            "wasserstein_dice.distance_matrix: expected non-negative distances with a zero diagonal, "
-            f"got {matrix.tolist()}"
-        )
-    if float(matrix.max()) == 0.0:
-        raise ConfigError(
-            "wasserstein_dice.distance_matrix: expected a non-zero distance, got all zeros"
-        )
-    return matrix / matrix.max()

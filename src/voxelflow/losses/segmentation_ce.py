@@ -51,8 +51,10 @@ def _log_probabilities(inputs: SegmentationInputs, activation: str) -> Tensor:
     return torch.log(inputs.probabilities.clamp_min(LOG_CLAMP))
 
 
-def _weighted_voxel_mean(loss: Tensor, normaliser: Tensor, mask: Tensor | None) -> Tensor:
-    """``Σ loss·mask / max(Σ normaliser·mask, ε)``; both ``(B, 1, *spatial)``."""
+def _weighted_voxel_mean(loss: Tensor, normaliser: Tensor | None, mask: Tensor | None) -> Tensor:
+    """``Σ loss·mask / max(Σ normaliser·mask, ε)``; both ``(B, 1, *spatial)`` (None: ones)."""
+    if normaliser is None:  # every voxel counts once
+        return loss.mean() if mask is None else (loss * mask).sum() / mask.sum().clamp_min(EPSILON)
     if mask is not None:
         loss, normaliser = loss * mask, normaliser * mask
     return loss.sum() / normaliser.sum().clamp_min(EPSILON)
@@ -60,14 +62,26 @@ def _weighted_voxel_mean(loss: Tensor, normaliser: Tensor, mask: Tensor | None) 
 
 def _binary_terms(
     inputs: SegmentationInputs, class_weights: Tensor | None
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor | None]:
     """Per-voxel binary cross-entropy averaged over channels (sigmoid activation)."""
     logits, target = inputs.logits, inputs.target
     per_channel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     if class_weights is not None:
         per_channel = per_channel * class_weights
     loss = per_channel.mean(dim=1, keepdim=True)
-    return loss, torch.ones_like(loss)
+    return loss, None
+
+
+def _index_terms(
+    inputs: SegmentationInputs, class_weights: Tensor | None, activation: str
+) -> tuple[Tensor, Tensor | None]:
+    """Per-voxel ``-k_y log p_y`` for index targets: a gather instead of a sum over classes."""
+    labels = inputs.labels.unsqueeze(1)
+    loss = -_log_probabilities(inputs, activation).gather(1, labels)
+    if class_weights is None:
+        return loss, None
+    picked_weights = class_weights.flatten()[labels]
+    return loss * picked_weights, picked_weights
 
 
 @LOSSES.register(
@@ -114,6 +128,8 @@ class CrossEntropyLoss(SegmentationLoss):
         )
         if self.activation == "sigmoid":
             loss, normaliser = _binary_terms(inputs, class_weights)
+        elif inputs.labels is not None:
+            loss, normaliser = _index_terms(inputs, class_weights, self.activation)
         else:
             weighted_target = (
                 inputs.target if class_weights is None else inputs.target * class_weights

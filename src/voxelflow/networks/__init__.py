@@ -46,8 +46,14 @@ _FAMILIES = {
     "highresnet": (highresnet.HighResNet, "HighRes3DNet: dilated residual network (small/large)"),
     "dense_vnet": (dense_vnet.DenseVNet, "Dense V-Net: dense feature stacks at three scales"),
     "deepmedic": (deepmedic.DeepMedic, "DeepMedic: normal + subsampled pathways, valid convs"),
-    "scalenet": (scalenet.ScaleNet, "ScaleNet: shared per-modality backbone, merge, HighRes frontend"),
-    "holistic_net": (holistic_net.HolisticNet, "HolisticNet: dilated residual stack, merged scores"),
+    "scalenet": (
+        scalenet.ScaleNet,
+        "ScaleNet: shared per-modality backbone, merge, HighRes frontend",
+    ),
+    "holistic_net": (
+        holistic_net.HolisticNet,
+        "HolisticNet: dilated residual stack, merged scores",
+    ),
     "toynet": (toynet.ToyNet, "ToyNet: one conv + activation + 1×1 classifier (smoke tests)"),
     "resnet": (resnet.ResNet, "pre-activation bottleneck ResNet classifier"),
     "se_resnet": (resnet.SEResNet, "ResNet classifier with squeeze-and-excitation blocks"),
@@ -115,11 +121,14 @@ def _check_options(name: str, cls: Any, options: dict[str, Any]) -> None:
             )
 
 
-def default_parameter_count(name: str, *, spatial_dims: int = 3, in_channels: int = 1,
-                            out_channels: int = 2) -> int:
+def default_parameter_count(
+    name: str, *, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2
+) -> int:
     """Parameters of network ``name`` at its default options (for ``voxelflow list networks``)."""
     return count_parameters(
-        build_network(name, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels)
+        build_network(
+            name, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels
+        )
     )
 
 

@@ -51,7 +51,7 @@ class Network(nn.Module):
         Raises:
             ShapeError: wrong number of axes, too small, or not a multiple of ``size_multiple``.
         """
-        size = tuple(int(s) for s in input_size)
+        size = tuple(input_size)  # no int(): symbolic sizes stay symbolic under torch.export
         name = type(self).__name__
         if len(size) != self.spatial_dims:
             raise ShapeError(
@@ -95,7 +95,7 @@ class Network(nn.Module):
     @staticmethod
     def _crop(y: torch.Tensor, spatial_size: Sequence[int]) -> torch.Tensor:
         """Crop the spatial axes of ``y`` back to ``spatial_size`` (from the start)."""
-        slices = tuple(slice(0, int(s)) for s in spatial_size)
+        slices = tuple(slice(0, s) for s in spatial_size)
         return y[(slice(None), slice(None), *slices)]
 
 

@@ -13,6 +13,12 @@ from torch import nn
 
 from voxelflow.networks.layers import IntOrSequence, act, as_tuple, conv, dropout, norm, pool
 
+INPLACE_ACTIVATIONS = ("relu", "leaky_relu", "elu")
+
+
+def _can_be_inplace(act_name: str, norm_name: str) -> bool:
+    return act_name in INPLACE_ACTIVATIONS and norm_name != "none"
+
 
 class ConvNormAct(nn.Sequential):
     """Convolution → normalisation → activation (→ dropout), or the pre-activation order.
@@ -60,10 +66,15 @@ class ConvNormAct(nn.Sequential):
             padding=padding,
             bias=use_bias or preactivation,
         )
+        # In place after a norm layer: saves one activation tensor per layer. Never without a
+        # norm: the activation would then overwrite the block input (or the conv output).
+        activation = (
+            act(act_name, inplace=True) if _can_be_inplace(act_name, norm_name) else act(act_name)
+        )
         if preactivation:
-            layers = [norm(norm_name, spatial_dims, in_channels), act(act_name), convolution]
+            layers = [norm(norm_name, spatial_dims, in_channels), activation, convolution]
         else:
-            layers = [convolution, norm(norm_name, spatial_dims, out_channels), act(act_name)]
+            layers = [convolution, norm(norm_name, spatial_dims, out_channels), activation]
         if dropout_probability > 0:
             layers.append(dropout(spatial_dims, dropout_probability))
         super().__init__(*layers)

@@ -10,7 +10,8 @@ from torch import nn
 from voxelflow.errors import ConfigError
 from voxelflow.networks.base import Network
 from voxelflow.networks.blocks import ConvNormAct, center_crop
-from voxelflow.networks.layers import conv, dropout, pool
+from voxelflow.networks.layers import conv, pool
+from voxelflow.networks.layers import dropout as make_dropout
 
 
 class DeepMedic(Network):
@@ -25,7 +26,7 @@ class DeepMedic(Network):
     least ``(2n + 1)·f``; the output size is ``S − 2n·f`` (with the defaults ``S − 48``: a 57³
     training window gives 9³, a 105³ inference window 57³, as in the paper and NiftyNet).
     Receptive field: ``(2n + 1)·f`` = 51 voxels. Default 3D parameter count (1 → 2 channels):
-    about 1.0 M.
+    about 0.66 M.
 
     Args:
         spatial_dims: 2 or 3.
@@ -59,7 +60,9 @@ class DeepMedic(Network):
     ) -> None:
         super().__init__(spatial_dims, in_channels, out_channels)
         if downsample_factor < 1 or downsample_factor % 2 == 0:
-            raise ConfigError(f"deepmedic downsample_factor: expected an odd int ≥ 1, got {downsample_factor}")
+            raise ConfigError(
+                f"deepmedic downsample_factor: expected an odd int ≥ 1, got {downsample_factor}"
+            )
         dims, factor = self.spatial_dims, downsample_factor
         self.shrink = 2 * len(features)
         self.factor = factor
@@ -72,17 +75,34 @@ class DeepMedic(Network):
         layers: list[nn.Module] = []
         channels = 2 * features[-1]
         for width in fc_features:
-            layers.append(ConvNormAct(dims, channels, width, kernel_size=1, padding=0, norm_name=norm,
-                                      act_name=act))
+            layers.append(
+                ConvNormAct(
+                    dims, channels, width, kernel_size=1, padding=0, norm_name=norm, act_name=act
+                )
+            )
             channels = width
-        layers += [_dropout(dims, dropout), conv(dims, channels, out_channels, kernel_size=1, padding=0)]
+        layers += [
+            make_dropout(dims, dropout),
+            conv(dims, channels, out_channels, kernel_size=1, padding=0),
+        ]
         self.classifier = nn.Sequential(*layers)
 
-    def _pathway(self, in_channels: int, features: Sequence[int], norm: str, act: str) -> nn.Sequential:
+    def _pathway(
+        self, in_channels: int, features: Sequence[int], norm: str, act: str
+    ) -> nn.Sequential:
         layers, channels = [], in_channels
         for width in features:
-            layers.append(ConvNormAct(self.spatial_dims, channels, width, kernel_size=3, padding="valid",
-                                      norm_name=norm, act_name=act))
+            layers.append(
+                ConvNormAct(
+                    self.spatial_dims,
+                    channels,
+                    width,
+                    kernel_size=3,
+                    padding="valid",
+                    norm_name=norm,
+                    act_name=act,
+                )
+            )
             channels = width
         return nn.Sequential(*layers)
 
@@ -100,6 +120,3 @@ class DeepMedic(Network):
         for axis in range(self.spatial_dims):
             coarse = coarse.repeat_interleave(self.factor, dim=2 + axis)
         return self.classifier(torch.cat([normal, coarse], dim=1))
-
-
-_dropout = dropout

@@ -10,7 +10,7 @@ from torch import nn
 from voxelflow.errors import ConfigError
 from voxelflow.networks.base import Network
 from voxelflow.networks.blocks import ConvNormAct
-from voxelflow.networks.layers import conv, dropout, linear_mode, pool, resize
+from voxelflow.networks.layers import conv, linear_mode, pool, resize
 
 
 class DenseFeatureStack(nn.Module):
@@ -20,13 +20,31 @@ class DenseFeatureStack(nn.Module):
         ``(B, C, *spatial)`` → ``(B, C + num_layers · growth, *spatial)``.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, *, growth: int, num_layers: int,
-                 dilation: int, norm: str, act: str, dropout_probability: float) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        *,
+        growth: int,
+        num_layers: int,
+        dilation: int,
+        norm: str,
+        act: str,
+        dropout_probability: float,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            ConvNormAct(spatial_dims, in_channels + index * growth, growth, kernel_size=3,
-                        dilation=dilation, norm_name=norm, act_name=act, preactivation=True,
-                        dropout_probability=dropout_probability)
+            ConvNormAct(
+                spatial_dims,
+                in_channels + index * growth,
+                growth,
+                kernel_size=3,
+                dilation=dilation,
+                norm_name=norm,
+                act_name=act,
+                preactivation=True,
+                dropout_probability=dropout_probability,
+            )
             for index in range(num_layers)
         )
         self.out_channels = in_channels + num_layers * growth
@@ -92,28 +110,46 @@ class DenseVNet(Network):
         super().__init__(spatial_dims, in_channels, out_channels)
         lengths = {len(growth_rates), len(layers_per_stage), len(skip_features), len(dilations)}
         if lengths != {3} or len(downsample_features) != 2:
-            raise ConfigError("dense_vnet: expected 3 entries in growth_rates, layers_per_stage, "
-                              "skip_features, dilations and 2 in downsample_features, got "
-                              f"{[list(growth_rates), list(layers_per_stage), list(skip_features), list(dilations), list(downsample_features)]}")
+            raise ConfigError(
+                "dense_vnet: expected 3 entries in growth_rates, layers_per_stage, "
+                "skip_features, dilations and 2 in downsample_features, got "
+                f"{[list(growth_rates), list(layers_per_stage), list(skip_features), list(dilations), list(downsample_features)]}"
+            )
         dims = self.spatial_dims
         self.size_multiple = (8,) * dims
         self.pad_to_multiple = pad_to_multiple
         options = {"norm_name": norm, "act_name": act}
-        self.input_conv = ConvNormAct(dims, in_channels, initial_features, kernel_size=5, stride=2, **options)
+        self.input_conv = ConvNormAct(
+            dims, in_channels, initial_features, kernel_size=5, stride=2, **options
+        )
         self.input_pool = pool("avg", dims, kernel_size=2)
         stage_inputs = [initial_features + in_channels, *downsample_features]
-        self.stacks, self.skips, self.downs = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for stage in range(3):
-            stack = DenseFeatureStack(dims, stage_inputs[stage], growth=growth_rates[stage],
-                                      num_layers=layers_per_stage[stage], dilation=dilations[stage],
-                                      norm=norm, act=act, dropout_probability=dropout)
-            self.stacks.append(stack)
-            self.skips.append(ConvNormAct(dims, stack.out_channels, skip_features[stage], **options))
-            if stage < 2:
-                self.downs.append(ConvNormAct(dims, stack.out_channels, stage_inputs[stage + 1],
-                                              stride=2, **options))
+        self.stacks = nn.ModuleList(
+            DenseFeatureStack(
+                dims,
+                stage_inputs[stage],
+                growth=growth_rates[stage],
+                num_layers=layers_per_stage[stage],
+                dilation=dilations[stage],
+                norm=norm,
+                act=act,
+                dropout_probability=dropout,
+            )
+            for stage in range(3)
+        )
+        self.skips = nn.ModuleList(
+            ConvNormAct(dims, stack.out_channels, width, **options)
+            for stack, width in zip(self.stacks, skip_features)
+        )
+        self.downs = nn.ModuleList(
+            ConvNormAct(
+                dims, self.stacks[stage].out_channels, stage_inputs[stage + 1], stride=2, **options
+            )
+            for stage in range(2)
+        )
         self.classifier = conv(dims, sum(skip_features), out_channels, kernel_size=3)
-        self.prior = nn.Parameter(torch.zeros(1, out_channels, *([prior_size] * dims))) if use_prior else None
+        prior_shape = (1, out_channels, *([prior_size] * dims))
+        self.prior = nn.Parameter(torch.zeros(prior_shape)) if use_prior else None
         self.linear = linear_mode(dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +166,9 @@ class DenseVNet(Network):
             if stage < 2:
                 features = self.downs[stage](features)
         half_size = [int(s) for s in skips[0].shape[2:]]
-        merged = torch.cat([skips[0]] + [resize(s, half_size, mode=self.linear) for s in skips[1:]], dim=1)
+        merged = torch.cat(
+            [skips[0]] + [resize(s, half_size, mode=self.linear) for s in skips[1:]], dim=1
+        )
         logits = resize(self.classifier(merged), full_size, mode=self.linear)
         if self.prior is not None:
             logits = logits + resize(self.prior, full_size, mode=self.linear)

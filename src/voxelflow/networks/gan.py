@@ -21,7 +21,7 @@ class Generator(FixedSizeNetwork):
     With ``conditioning_channels > 0`` the conditioning image, resized to every scale, is
     concatenated to the features at every level (as NiftyNet's ``simulator_gan``, Hu et al.
     2017). ``image_size`` must be a multiple of ``2 ** (len(features) - 1)``. Default 3D
-    parameter count (1 channel, 32³, noise 100): about 3.8 M.
+    parameter count (1 channel, 32³, noise 100): about 7.3 M.
 
     Args:
         spatial_dims: 2 or 3.
@@ -61,31 +61,44 @@ class Generator(FixedSizeNetwork):
         self.bottom_size = self._set_image_size(image_size, len(features) - 1)
         self.noise_size, self.conditioning_channels = noise_size, conditioning_channels
         self.bottom_channels = features[0]
-        self.from_noise = nn.Sequential(nn.Linear(noise_size, features[0] * math.prod(self.bottom_size)),
-                                        make_act(act))
+        self.from_noise = nn.Sequential(
+            nn.Linear(noise_size, features[0] * math.prod(self.bottom_size)), make_act(act)
+        )
         cond = conditioning_channels
         self.levels = nn.ModuleList(
-            ConvNormAct(dims, width + cond, width, norm_name=norm, act_name=act) for width in features
+            ConvNormAct(dims, width + cond, width, norm_name=norm, act_name=act)
+            for width in features
         )
         self.upsamplers = nn.ModuleList(
             conv_transpose(dims, features[i], features[i + 1]) for i in range(len(features) - 1)
         )
-        self.output = nn.Sequential(conv(dims, features[-1] + cond, out_channels, kernel_size=3),
-                                    make_act(output_act))
+        self.output = nn.Sequential(
+            conv(dims, features[-1] + cond, out_channels, kernel_size=3), make_act(output_act)
+        )
         self.linear = linear_mode(dims)
 
-    def _with_conditioning(self, x: torch.Tensor, conditioning: torch.Tensor | None) -> torch.Tensor:
+    def _with_conditioning(
+        self, x: torch.Tensor, conditioning: torch.Tensor | None
+    ) -> torch.Tensor:
         if conditioning is None:
             return x
-        return torch.cat([x, resize(conditioning, [int(s) for s in x.shape[2:]], mode=self.linear)], dim=1)
+        return torch.cat(
+            [x, resize(conditioning, [int(s) for s in x.shape[2:]], mode=self.linear)], dim=1
+        )
 
-    def forward(self, noise: torch.Tensor, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, noise: torch.Tensor, conditioning: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Shape: ``(B, noise_size)`` [+ ``(B, cond, *image_size)``] → ``(B, out, *image_size)``."""
         if noise.dim() != 2 or noise.shape[1] != self.noise_size:
-            raise ShapeError(f"Generator: expected noise (B, {self.noise_size}), got {list(noise.shape)}")
+            raise ShapeError(
+                f"Generator: expected noise (B, {self.noise_size}), got {list(noise.shape)}"
+            )
         if (conditioning is None) != (self.conditioning_channels == 0):
-            raise ShapeError(f"Generator: expected a conditioning image with {self.conditioning_channels} "
-                             f"channels, got {None if conditioning is None else list(conditioning.shape)}")
+            raise ShapeError(
+                f"Generator: expected a conditioning image with {self.conditioning_channels} "
+                f"channels, got {None if conditioning is None else list(conditioning.shape)}"
+            )
         if conditioning is not None:
             self.check_input_size(conditioning.shape[2:])
         x = self.from_noise(noise).reshape(noise.shape[0], self.bottom_channels, *self.bottom_size)
@@ -135,8 +148,18 @@ class Discriminator(FixedSizeNetwork):
         layers: list[nn.Module] = []
         channels = in_channels
         for width in features:
-            layers.append(ConvNormAct(dims, channels, width, kernel_size=4, stride=2, padding=1,
-                                      norm_name=norm, act_name=act))
+            layers.append(
+                ConvNormAct(
+                    dims,
+                    channels,
+                    width,
+                    kernel_size=4,
+                    stride=2,
+                    padding=1,
+                    norm_name=norm,
+                    act_name=act,
+                )
+            )
             channels = width
         if act == "leaky_relu":
             for layer in layers:

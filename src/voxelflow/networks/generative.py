@@ -42,24 +42,32 @@ class FixedSizeNetwork(Network):
         return self.image_size
 
 
-def conv_encoder(dims: int, in_channels: int, features: Sequence[int], norm: str, act: str) -> nn.Sequential:
+def conv_encoder(
+    dims: int, in_channels: int, features: Sequence[int], norm: str, act: str
+) -> nn.Sequential:
     """Stride-2 ConvNormAct + ConvNormAct per level. Shape: ``(B, C, *S)`` → ``(B, F, *S / 2^L)``."""
     layers, channels = [], in_channels
     for width in features:
-        layers += [ConvNormAct(dims, channels, width, stride=2, norm_name=norm, act_name=act),
-                   ConvNormAct(dims, width, width, norm_name=norm, act_name=act)]
+        layers += [
+            ConvNormAct(dims, channels, width, stride=2, norm_name=norm, act_name=act),
+            ConvNormAct(dims, width, width, norm_name=norm, act_name=act),
+        ]
         channels = width
     return nn.Sequential(*layers)
 
 
-def conv_decoder(dims: int, out_channels: int, features: Sequence[int], norm: str, act: str) -> nn.Sequential:
+def conv_decoder(
+    dims: int, out_channels: int, features: Sequence[int], norm: str, act: str
+) -> nn.Sequential:
     """Transposed conv ×2 + ConvNormAct per level (reverse of ``features``), 1×1 output conv."""
     layers: list[nn.Module] = []
     widths = list(reversed(features))
     for index, width in enumerate(widths):
         following = widths[index + 1] if index + 1 < len(widths) else width
-        layers += [conv_transpose(dims, width, following), ConvNormAct(dims, following, following,
-                                                                       norm_name=norm, act_name=act)]
+        layers += [
+            conv_transpose(dims, width, following),
+            ConvNormAct(dims, following, following, norm_name=norm, act_name=act),
+        ]
     layers.append(conv(dims, widths[-1], out_channels, kernel_size=1, padding=0))
     return nn.Sequential(*layers)
 
@@ -70,7 +78,7 @@ class Autoencoder(FixedSizeNetwork):
     Encoder: per level a stride-2 and a same-size convolution (``features``), then two linear
     layers to ``latent_size``; the decoder mirrors it. Input size fixed by ``image_size``
     (multiple of ``2 ** len(features)``). Default 3D parameter count (1 → 1 channel, 32³):
-    about 4.4 M.
+    about 4.0 M.
 
     Args:
         spatial_dims: 2 or 3.
@@ -110,8 +118,12 @@ class Autoencoder(FixedSizeNetwork):
         self.encoder = conv_encoder(dims, in_channels, features, norm, act)
         self.to_hidden = nn.Sequential(nn.Flatten(1), nn.Linear(flat, hidden_size), make_act(act))
         self.to_latent = nn.Linear(hidden_size, latent_size)
-        self.from_latent = nn.Sequential(nn.Linear(latent_size, hidden_size), make_act(act),
-                                         nn.Linear(hidden_size, flat), make_act(act))
+        self.from_latent = nn.Sequential(
+            nn.Linear(latent_size, hidden_size),
+            make_act(act),
+            nn.Linear(hidden_size, flat),
+            make_act(act),
+        )
         self.decoder = conv_decoder(dims, out_channels, features, norm, act)
         self.bottom_channels = features[-1]
 
@@ -136,7 +148,7 @@ class VariationalAutoencoder(Autoencoder):
     ``forward(x)`` returns a dict ``{"recon", "mu", "logvar"}``; in training mode the latent is
     sampled with the reparameterisation trick, in eval mode ``z = mu`` (deterministic). The
     KL term is the loss's job (``voxelflow.losses``). Same options and sizes as
-    :class:`Autoencoder`; default 3D parameter count (1 → 1 channel, 32³): about 4.4 M.
+    :class:`Autoencoder`; default 3D parameter count (1 → 1 channel, 32³): about 4.1 M.
 
     Shape:
         ``(B, in_channels, *image_size)`` → recon ``(B, out_channels, *image_size)``,
@@ -150,13 +162,30 @@ class VariationalAutoencoder(Autoencoder):
 
     paper = "Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014"
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, *,
-                 image_size: int | Sequence[int] = 32, features: Sequence[int] = (32, 64, 96),
-                 hidden_size: int = 256, latent_size: int = 64, norm: str = "batch",
-                 act: str = "relu") -> None:
-        super().__init__(spatial_dims, in_channels, out_channels, image_size=image_size,
-                         features=features, hidden_size=hidden_size, latent_size=latent_size,
-                         norm=norm, act=act)
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        *,
+        image_size: int | Sequence[int] = 32,
+        features: Sequence[int] = (32, 64, 96),
+        hidden_size: int = 256,
+        latent_size: int = 64,
+        norm: str = "batch",
+        act: str = "relu",
+    ) -> None:
+        super().__init__(
+            spatial_dims,
+            in_channels,
+            out_channels,
+            image_size=image_size,
+            features=features,
+            hidden_size=hidden_size,
+            latent_size=latent_size,
+            norm=norm,
+            act=act,
+        )
         self.to_logvar = nn.Linear(hidden_size, latent_size)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]

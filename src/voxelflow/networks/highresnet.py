@@ -10,14 +10,21 @@ from torch import nn
 from voxelflow.errors import ConfigError
 from voxelflow.networks.base import Network
 from voxelflow.networks.blocks import ConvNormAct, ResidualUnit
-from voxelflow.networks.layers import conv, conv_transpose, dropout
+from voxelflow.networks.layers import conv, conv_transpose
+from voxelflow.networks.layers import dropout as make_dropout
 
 VARIANTS = ("default", "small", "large")
 
 
 def dilated_residual_stack(
-    spatial_dims: int, in_channels: int, *, features: Sequence[int], dilations: Sequence[int],
-    blocks_per_stage: int, norm: str, act: str,
+    spatial_dims: int,
+    in_channels: int,
+    *,
+    features: Sequence[int],
+    dilations: Sequence[int],
+    blocks_per_stage: int,
+    norm: str,
+    act: str,
 ) -> nn.Sequential:
     """Stages of pre-activation residual blocks, stage ``i`` with ``features[i]`` at ``dilations[i]``.
 
@@ -32,8 +39,17 @@ def dilated_residual_stack(
     channels = in_channels
     for stage_features, dilation in zip(features, dilations):
         for _ in range(blocks_per_stage):
-            blocks.append(ResidualUnit(spatial_dims, channels, stage_features, dilation=dilation,
-                                       norm_name=norm, act_name=act, preactivation=True))
+            blocks.append(
+                ResidualUnit(
+                    spatial_dims,
+                    channels,
+                    stage_features,
+                    dilation=dilation,
+                    norm_name=norm,
+                    act_name=act,
+                    preactivation=True,
+                )
+            )
             channels = stage_features
     return nn.Sequential(*blocks)
 
@@ -44,7 +60,7 @@ class HighResNet(Network):
     Variants: ``default`` (the paper), ``small`` (first convolution has stride 2 and a transposed
     convolution restores the size: ~8× cheaper in 3D; input sizes must be even), ``large`` (an
     extra 3×3×3 convolution after the residual stages and dropout before the classifier, as
-    NiftyNet's ``highres3dnet_large``). Receptive field of the default: 93 voxels per axis.
+    NiftyNet's ``highres3dnet_large``). Receptive field of the default: 87 voxels per axis.
     Default 3D parameter count (1 → 2 channels): about 0.81 M.
 
     Args:
@@ -85,7 +101,9 @@ class HighResNet(Network):
     ) -> None:
         super().__init__(spatial_dims, in_channels, out_channels)
         if variant not in VARIANTS:
-            raise ConfigError(f"highresnet variant: expected one of {list(VARIANTS)}, got {variant!r}")
+            raise ConfigError(
+                f"highresnet variant: expected one of {list(VARIANTS)}, got {variant!r}"
+            )
         dims, first = self.spatial_dims, features[0]
         self.variant = variant
         stride = 2 if variant == "small" else 1
@@ -94,16 +112,25 @@ class HighResNet(Network):
         options = {"norm_name": norm, "act_name": act}
         layers: list[nn.Module] = [
             ConvNormAct(dims, in_channels, first, kernel_size=3, stride=stride, **options),
-            dilated_residual_stack(dims, first, features=features, dilations=dilations,
-                                   blocks_per_stage=blocks_per_stage, norm=norm, act=act),
+            dilated_residual_stack(
+                dims,
+                first,
+                features=features,
+                dilations=dilations,
+                blocks_per_stage=blocks_per_stage,
+                norm=norm,
+                act=act,
+            ),
         ]
         if variant == "large":
             layers.append(ConvNormAct(dims, features[-1], features[-1], kernel_size=3, **options))
         if variant == "small":
             layers.append(conv_transpose(dims, features[-1], features[-1], kernel_size=2, stride=2))
-        layers.append(ConvNormAct(dims, features[-1], final_features, kernel_size=1, padding=0, **options))
+        layers.append(
+            ConvNormAct(dims, features[-1], final_features, kernel_size=1, padding=0, **options)
+        )
         probability = dropout if dropout is not None else (0.5 if variant == "large" else 0.0)
-        layers.append(_dropout(dims, probability))
+        layers.append(make_dropout(dims, probability))
         layers.append(conv(dims, final_features, out_channels, kernel_size=1, padding=0))
         self.body = nn.Sequential(*layers)
 
@@ -112,6 +139,3 @@ class HighResNet(Network):
         self._check_input(x)
         size = x.shape[2:]
         return self._crop(self.body(self._pad(x)), size)
-
-
-_dropout = dropout

@@ -21,7 +21,7 @@ class HolisticNet(Network):
     score layer (3×3×3 convolution → 1×1 classifier) predicts class scores, and the prediction is
     the mean of all stage scores (holistic multi-scale supervision of the paper that introduced
     the generalised Wasserstein Dice loss). No size constraint. Default ELU activation as in
-    NiftyNet. Default 3D parameter count (1 → 2 channels): about 1.2 M.
+    NiftyNet. Default 3D parameter count (1 → 2 channels): about 1.3 M.
 
     Args:
         spatial_dims: 2 or 3.
@@ -60,13 +60,22 @@ class HolisticNet(Network):
         options = {"norm_name": norm, "act_name": act}
         self.stem = ConvNormAct(dims, in_channels, features, **options)
         self.stages = nn.ModuleList(
-            dilated_residual_stack(dims, features, features=[features], dilations=[dilation],
-                                   blocks_per_stage=blocks_per_stage, norm=norm, act=act)
+            dilated_residual_stack(
+                dims,
+                features,
+                features=[features],
+                dilations=[dilation],
+                blocks_per_stage=blocks_per_stage,
+                norm=norm,
+                act=act,
+            )
             for dilation in dilations
         )
         self.scores = nn.ModuleList(
-            nn.Sequential(ConvNormAct(dims, features, score_features, **options),
-                          conv(dims, score_features, out_channels, kernel_size=1, padding=0))
+            nn.Sequential(
+                ConvNormAct(dims, features, score_features, **options),
+                conv(dims, score_features, out_channels, kernel_size=1, padding=0),
+            )
             for _ in dilations
         )
 

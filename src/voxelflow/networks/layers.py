@@ -46,9 +46,7 @@ def check_spatial_dims(spatial_dims: int, *, supported: Sequence[int] = (1, 2, 3
         ConfigError: when ``spatial_dims`` is not supported.
     """
     if isinstance(spatial_dims, bool) or spatial_dims not in tuple(supported):
-        raise ConfigError(
-            f"spatial_dims: expected one of {list(supported)}, got {spatial_dims!r}"
-        )
+        raise ConfigError(f"spatial_dims: expected one of {list(supported)}, got {spatial_dims!r}")
     return int(spatial_dims)
 
 
@@ -68,7 +66,9 @@ def as_tuple(value: IntOrSequence, spatial_dims: int, *, name: str = "value") ->
     return values
 
 
-def same_padding(kernel_size: IntOrSequence, dilation: IntOrSequence, spatial_dims: int) -> tuple[int, ...]:
+def same_padding(
+    kernel_size: IntOrSequence, dilation: IntOrSequence, spatial_dims: int
+) -> tuple[int, ...]:
     """Padding that keeps the size for odd kernels: ``dilation * (kernel - 1) // 2`` per axis."""
     kernel = as_tuple(kernel_size, spatial_dims, name="kernel_size")
     dil = as_tuple(dilation, spatial_dims, name="dilation")
@@ -216,22 +216,30 @@ def act(name: str, **kwargs: object) -> nn.Module:
 
 
 @POOLS.register("max", description="max pooling")
-def _max_pool(spatial_dims: int, kernel_size: IntOrSequence, stride: IntOrSequence | None) -> nn.Module:
+def _max_pool(
+    spatial_dims: int, kernel_size: IntOrSequence, stride: IntOrSequence | None
+) -> nn.Module:
     return _MAX_POOL[spatial_dims](kernel_size, stride=stride)
 
 
 @POOLS.register("avg", description="average pooling")
-def _avg_pool(spatial_dims: int, kernel_size: IntOrSequence, stride: IntOrSequence | None) -> nn.Module:
+def _avg_pool(
+    spatial_dims: int, kernel_size: IntOrSequence, stride: IntOrSequence | None
+) -> nn.Module:
     return _AVG_POOL[spatial_dims](kernel_size, stride=stride)
 
 
 @POOLS.register("adaptive_avg", description="adaptive average pooling to kernel_size (global: 1)")
-def _adaptive_avg(spatial_dims: int, kernel_size: IntOrSequence, stride: IntOrSequence | None) -> nn.Module:
+def _adaptive_avg(
+    spatial_dims: int, kernel_size: IntOrSequence, stride: IntOrSequence | None
+) -> nn.Module:
     return _ADAPTIVE_AVG[spatial_dims](kernel_size)
 
 
 @POOLS.register("adaptive_max", description="adaptive max pooling to kernel_size (global: 1)")
-def _adaptive_max(spatial_dims: int, kernel_size: IntOrSequence, stride: IntOrSequence | None) -> nn.Module:
+def _adaptive_max(
+    spatial_dims: int, kernel_size: IntOrSequence, stride: IntOrSequence | None
+) -> nn.Module:
     return _ADAPTIVE_MAX[spatial_dims](kernel_size)
 
 
@@ -277,7 +285,9 @@ class Upsample(nn.Module):
         mode: ``nearest`` or ``linear`` (``bilinear``/``trilinear`` are accepted aliases).
     """
 
-    def __init__(self, spatial_dims: int, *, scale_factor: IntOrSequence = 2, mode: str = "nearest"):
+    def __init__(
+        self, spatial_dims: int, *, scale_factor: IntOrSequence = 2, mode: str = "nearest"
+    ):
         super().__init__()
         dims = check_spatial_dims(spatial_dims)
         if mode not in UPSAMPLE_MODES:
@@ -287,8 +297,12 @@ class Upsample(nn.Module):
                 f"upsample mode: expected one of {sorted(UPSAMPLE_MODES)}, got {mode!r}."
                 f"{suggest(mode, sorted(UPSAMPLE_MODES))}"
             )
-        self.mode = "nearest" if mode == "nearest" else {1: "linear", 2: "bilinear", 3: "trilinear"}[dims]
-        self.scale_factor = tuple(float(s) for s in as_tuple(scale_factor, dims, name="scale_factor"))
+        self.mode = (
+            "nearest" if mode == "nearest" else {1: "linear", 2: "bilinear", 3: "trilinear"}[dims]
+        )
+        self.scale_factor = tuple(
+            float(s) for s in as_tuple(scale_factor, dims, name="scale_factor")
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shape: ``(B, C, *spatial)`` → ``(B, C, *(spatial * scale_factor))``."""
@@ -312,6 +326,8 @@ def linear_mode(spatial_dims: int) -> str:
     return {1: "linear", 2: "bilinear", 3: "trilinear"}[check_spatial_dims(spatial_dims)]
 
 
-def upsample(spatial_dims: int, *, scale_factor: IntOrSequence = 2, mode: str = "nearest") -> nn.Module:
+def upsample(
+    spatial_dims: int, *, scale_factor: IntOrSequence = 2, mode: str = "nearest"
+) -> nn.Module:
     """Upsampling layer by mode name (``nearest`` or ``linear``); see :class:`Upsample`."""
     return Upsample(spatial_dims, scale_factor=scale_factor, mode=mode)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from voxelflow.errors import ShapeError
 from voxelflow.networks.base import Network
 from voxelflow.networks.blocks import ConvNormAct
 from voxelflow.networks.highresnet import dilated_residual_stack
@@ -20,7 +21,7 @@ class ScaleNet(Network):
     residual blocks), so the network accepts any number of modalities at the same parameter
     count; the per-modality features are merged by their mean and maximum over modalities
     (invariant to modality order), then a dilated residual frontend classifies. No size
-    constraint. Default 3D parameter count (1 → 2 channels): about 0.40 M.
+    constraint. Default 3D parameter count (1 → 2 channels): about 0.53 M.
 
     Args:
         spatial_dims: 2 or 3.
@@ -61,19 +62,46 @@ class ScaleNet(Network):
         options = {"norm_name": norm, "act_name": act}
         self.backbone = nn.Sequential(
             ConvNormAct(dims, 1, backbone_features, **options),
-            dilated_residual_stack(dims, backbone_features, features=[backbone_features], dilations=[1],
-                                   blocks_per_stage=backbone_blocks, norm=norm, act=act),
+            dilated_residual_stack(
+                dims,
+                backbone_features,
+                features=[backbone_features],
+                dilations=[1],
+                blocks_per_stage=backbone_blocks,
+                norm=norm,
+                act=act,
+            ),
         )
         self.frontend = nn.Sequential(
-            dilated_residual_stack(dims, 2 * backbone_features, features=frontend_features,
-                                   dilations=frontend_dilations, blocks_per_stage=blocks_per_stage,
-                                   norm=norm, act=act),
-            ConvNormAct(dims, frontend_features[-1], final_features, kernel_size=1, padding=0, **options),
+            dilated_residual_stack(
+                dims,
+                2 * backbone_features,
+                features=frontend_features,
+                dilations=frontend_dilations,
+                blocks_per_stage=blocks_per_stage,
+                norm=norm,
+                act=act,
+            ),
+            ConvNormAct(
+                dims, frontend_features[-1], final_features, kernel_size=1, padding=0, **options
+            ),
             conv(dims, final_features, out_channels, kernel_size=1, padding=0),
         )
 
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Any number of modalities is accepted (the backbone is shared); checks the axes only."""
+        if x.dim() != self.spatial_dims + 2:
+            raise ShapeError(
+                f"ScaleNet: expected input (B, modalities, {self.spatial_dims} spatial axes), "
+                f"got shape {list(x.shape)}"
+            )
+        self.check_input_size(x.shape[2:])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape: ``(B, in_channels, *spatial)`` → ``(B, out_channels, *spatial)``."""
+        """Shape: ``(B, modalities, *spatial)`` → ``(B, out_channels, *spatial)``.
+
+        ``modalities`` may differ from ``in_channels`` (e.g. a missing sequence at inference).
+        """
         self._check_input(x)
         batch, modalities, spatial = x.shape[0], x.shape[1], x.shape[2:]
         per_modality = self.backbone(x.reshape(batch * modalities, 1, *spatial))

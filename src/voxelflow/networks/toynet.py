@@ -6,14 +6,15 @@ import torch
 from torch import nn
 
 from voxelflow.networks.base import Network
-from voxelflow.networks.layers import act, conv
+from voxelflow.networks.layers import act as make_act
+from voxelflow.networks.layers import conv
 
 
 class ToyNet(Network):
     """Tiny smoke-test network: 3×3(×3) convolution + activation → 1×1(×1) classifier.
 
     No size constraint; receptive field 3 voxels; 3D default (1 → 2 channels, 8 features):
-    259 parameters.
+    242 parameters.
 
     Args:
         spatial_dims: 1, 2 or 3.
@@ -30,12 +31,18 @@ class ToyNet(Network):
     supported_spatial_dims = (1, 2, 3)
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, out_channels: int, *, features: int = 8, act: str = "relu"
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        *,
+        features: int = 8,
+        act: str = "relu",
     ) -> None:
         super().__init__(spatial_dims, in_channels, out_channels)
         self.body = nn.Sequential(
             conv(self.spatial_dims, in_channels, features, kernel_size=3),
-            _act(act),
+            make_act(act),
             conv(self.spatial_dims, features, out_channels, kernel_size=1, padding=0),
         )
 
@@ -43,6 +50,3 @@ class ToyNet(Network):
         """Shape: ``(B, in_channels, *spatial)`` → ``(B, out_channels, *spatial)``."""
         self._check_input(x)
         return self.body(x)
-
-
-_act = act

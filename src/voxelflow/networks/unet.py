@@ -7,12 +7,13 @@ upsampling, anisotropic strides and kernels per level, deep supervision).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from voxelflow.errors import ConfigError
+from voxelflow.errors import ConfigError, ShapeError
 from voxelflow.networks.base import Network
 from voxelflow.networks.blocks import ConvNormAct, ResidualUnit
 from voxelflow.networks.layers import as_tuple, conv, conv_transpose, upsample
@@ -20,8 +21,13 @@ from voxelflow.networks.layers import as_tuple, conv, conv_transpose, upsample
 IntOrList = int | Sequence[int]
 
 
-def per_level(value: IntOrList | Sequence[IntOrList], levels: int, dims: int, *, name: str) -> list[tuple[int, ...]]:
+def per_level(
+    value: IntOrList | Sequence[IntOrList], levels: int, dims: int, *, name: str
+) -> list[tuple[int, ...]]:
     """Expand an option given once, per axis, or per level (ints or per-axis lists) to per level.
+
+    A flat list of ints is read per level when its length equals ``levels`` (so with 3 levels in
+    3D, ``[1, 2, 2]`` means one value per level); write ``[[1, 2, 2]] * levels`` for per axis.
 
     Raises:
         ConfigError: when a per-level list has the wrong length.
@@ -41,8 +47,8 @@ class UNet(Network):
 
     Size constraint: every spatial size must be a multiple of the product of the strides along
     that axis (16 with the defaults), unless ``pad_to_multiple`` is true. Default 3D parameter
-    count (1 → 2 channels): about 17.8 M. Receptive field grows with depth (≈ 150 voxels with the
-    defaults).
+    count (1 → 2 channels): about 16.5 M (MONAI's DynUNet with the same levels has the same
+    convolutions, without norm affine terms and transposed-convolution biases).
 
     Deep supervision: ``forward(x)`` always returns the full-resolution logits (so
     ``torch.export`` and inference see one tensor). With ``deep_supervision: k`` the network also
@@ -104,31 +110,34 @@ class UNet(Network):
             raise ConfigError(
                 f"unet deep_supervision: expected 0 to {levels - 2} for {levels} levels, got {deep_supervision}"
             )
-        if strides is None:
-            strides = [1] + [2] * (levels - 1)
-        self.strides = per_level(strides, levels, dims, name="strides")
+        default_strides = [1] + [2] * (levels - 1)
+        self.strides = per_level(strides or default_strides, levels, dims, name="strides")
         self.kernel_sizes = per_level(kernel_sizes, levels, dims, name="kernel_sizes")
-        self.size_multiple = tuple(
-            int(torch.tensor([s[axis] for s in self.strides]).prod()) for axis in range(dims)
-        )
+        self.size_multiple = tuple(math.prod(s[axis] for s in self.strides) for axis in range(dims))
         self.pad_to_multiple = pad_to_multiple
         self.deep_supervision = deep_supervision
+        self.norm = norm
         options = {"norm_name": norm, "act_name": act}
         self.encoder = nn.ModuleList(
-            self._encoder_level(level, in_channels if level == 0 else channels[level - 1], channels[level],
-                                num_convs=num_convs, residual=residual, dropout=dropout, options=options)
+            self._encoder_level(
+                level,
+                in_channels if level == 0 else channels[level - 1],
+                channels[level],
+                num_convs=num_convs,
+                residual=residual,
+                dropout=dropout,
+                options=options,
+            )
             for level in range(levels)
         )
         self.upsamplers = nn.ModuleList(
-            self._upsampler(channels[level + 1], channels[level], self.strides[level + 1], upsample_mode)
+            self._upsampler(
+                channels[level + 1], channels[level], self.strides[level + 1], upsample_mode
+            )
             for level in reversed(range(levels - 1))
         )
         self.decoder = nn.ModuleList(
-            nn.Sequential(*[
-                ConvNormAct(dims, 2 * channels[level] if i == 0 else channels[level], channels[level],
-                            kernel_size=self.kernel_sizes[level], **options)
-                for i in range(num_convs)
-            ])
+            self._decoder_level(level, channels[level], num_convs, options)
             for level in reversed(range(levels - 1))
         )
         self.heads = nn.ModuleList(
@@ -136,21 +145,64 @@ class UNet(Network):
             for level in range(deep_supervision + 1)
         )
 
-    def _encoder_level(self, level: int, in_ch: int, out_ch: int, *, num_convs: int, residual: bool,
-                       dropout: float, options: dict[str, str]) -> nn.Module:
+    def _encoder_level(
+        self,
+        level: int,
+        in_ch: int,
+        out_ch: int,
+        *,
+        num_convs: int,
+        residual: bool,
+        dropout: float,
+        options: dict[str, str],
+    ) -> nn.Module:
         dims, kernel, stride = self.spatial_dims, self.kernel_sizes[level], self.strides[level]
         if residual:
-            return ResidualUnit(dims, in_ch, out_ch, kernel_size=kernel, stride=stride,
-                                num_convs=num_convs, **options)
-        return nn.Sequential(*[
-            ConvNormAct(dims, in_ch if i == 0 else out_ch, out_ch, kernel_size=kernel,
-                        stride=stride if i == 0 else 1, dropout_probability=dropout, **options)
-            for i in range(num_convs)
-        ])
+            return ResidualUnit(
+                dims,
+                in_ch,
+                out_ch,
+                kernel_size=kernel,
+                stride=stride,
+                num_convs=num_convs,
+                **options,
+            )
+        return nn.Sequential(
+            *[
+                ConvNormAct(
+                    dims,
+                    in_ch if i == 0 else out_ch,
+                    out_ch,
+                    kernel_size=kernel,
+                    stride=stride if i == 0 else 1,
+                    dropout_probability=dropout,
+                    **options,
+                )
+                for i in range(num_convs)
+            ]
+        )
+
+    def _decoder_level(
+        self, level: int, width: int, num_convs: int, options: dict[str, str]
+    ) -> nn.Module:
+        return nn.Sequential(
+            *[
+                ConvNormAct(
+                    self.spatial_dims,
+                    2 * width if index == 0 else width,
+                    width,
+                    kernel_size=self.kernel_sizes[level],
+                    **options,
+                )
+                for index in range(num_convs)
+            ]
+        )
 
     def _upsampler(self, in_ch: int, out_ch: int, stride: tuple[int, ...], mode: str) -> nn.Module:
         if mode == "transpose":
-            return conv_transpose(self.spatial_dims, in_ch, out_ch, kernel_size=stride, stride=stride)
+            return conv_transpose(
+                self.spatial_dims, in_ch, out_ch, kernel_size=stride, stride=stride
+            )
         if mode not in ("nearest", "linear"):
             raise ConfigError(
                 f"unet upsample_mode: expected 'transpose', 'nearest' or 'linear', got {mode!r}"
@@ -159,6 +211,20 @@ class UNet(Network):
             upsample(self.spatial_dims, scale_factor=list(stride), mode=mode),
             conv(self.spatial_dims, in_ch, out_ch, kernel_size=1, padding=0),
         )
+
+    def check_input_size(self, input_size: Sequence[int]) -> None:
+        """Raise :class:`ShapeError` for a bad size (also: instance norm needs > 1 bottleneck voxel).
+
+        Raises:
+            ShapeError: wrong axes, not a multiple of ``size_multiple``, or a 1-voxel bottleneck.
+        """
+        super().check_input_size(input_size)
+        bottleneck = [-(-s // m) for s, m in zip(input_size, self.size_multiple)]
+        if self.norm == "instance" and all(b == 1 for b in bottleneck):
+            raise ShapeError(
+                f"UNet: expected more than one bottleneck voxel for instance norm (input larger than "
+                f"{list(self.size_multiple)} along some axis), got input size {[int(s) for s in input_size]}"
+            )
 
     def _decode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Decoder outputs from the finest level upwards: ``[level 0, level 1, ...]``."""
@@ -191,14 +257,11 @@ class UNet(Network):
             where ``factor_k`` is the product of the strides of levels 1..k.
         """
         self._check_input(x)
-        size = [int(s) for s in x.shape[2:]]
+        size = list(x.shape[2:])
         features = self._decode(self._pad(x))
         outputs = []
-        for level, head in enumerate(self.heads):
-            factor = [1] * self.spatial_dims
-            for stride in self.strides[1 : level + 1]:
-                factor = [f * s for f, s in zip(factor, stride)]
-            outputs.append(self._crop(head(features[level]), [-(-s // f) for s, f in zip(size, factor)]))
+        for head, feature, factor in zip(self.heads, features, self.deep_supervision_scales()):
+            outputs.append(self._crop(head(feature), [-(-s // f) for s, f in zip(size, factor)]))
         return outputs
 
     def deep_supervision_scales(self) -> list[tuple[int, ...]]:

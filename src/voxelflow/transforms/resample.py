@@ -88,7 +88,7 @@ class SpatialDraw:
 
 
 def read_window(
-    array: np.ndarray,
+    array: np.ndarray | torch.Tensor,
     start: Sequence[int],
     size: Sequence[int],
     *,
@@ -99,13 +99,13 @@ def read_window(
     Only the window's bytes are touched: slicing an ``np.memmap`` reads those pages only.
 
     Args:
-        array: source array (ndarray or memmap), channels first.
+        array: source array (ndarray, memmap or tensor on any device), channels first.
         start: first voxel per spatial axis (negative = padded before the image).
         size: window size per spatial axis.
         pad_value: value of voxels outside the image (cast to the array's dtype).
 
     Returns:
-        A new C-contiguous array of the array's dtype.
+        A new C-contiguous array (or tensor, for tensor input) of the array's dtype.
 
     Shape:
         array: ``(C, *spatial)``; returns ``(C, *size)``
@@ -124,8 +124,15 @@ def read_window(
         source.append(slice(low, max(high, low)))
         target.append(slice(low - first, low - first + max(high - low, 0)))
     if inside:
-        return np.ascontiguousarray(array[(slice(None), *source)])
-    out = np.full((array.shape[0], *[int(s) for s in size]), pad_value, dtype=array.dtype)
+        window = array[(slice(None), *source)]
+        if isinstance(array, torch.Tensor):
+            return window.clone(memory_format=torch.contiguous_format)
+        return np.array(window, order="C")  # always a copy: never a view of a read-only memmap
+    shape = (array.shape[0], *[int(s) for s in size])
+    if isinstance(array, torch.Tensor):
+        out = torch.full(shape, pad_value, dtype=array.dtype, device=array.device)
+    else:
+        out = np.full(shape, pad_value, dtype=array.dtype)
     out[(slice(None), *target)] = array[(slice(None), *source)]
     return out
 
@@ -162,7 +169,7 @@ def resample_region(
     """
     if interpolation not in INTERPOLATIONS:
         raise ConfigError(f"expected interpolation in {INTERPOLATIONS}, got {interpolation!r}")
-    source = array.numpy() if isinstance(array, torch.Tensor) else array
+    source = array.detach() if isinstance(array, torch.Tensor) else array
     matrix, translation, displacement = draw.in_voxels(spacing)
     if displacement is not None and tuple(displacement.shape[1:]) != tuple(size):
         displacement = _centre_crop_tensor(displacement, size)
@@ -175,12 +182,12 @@ def resample_region(
     exact = _flip_only_start(matrix, base, displacement, size)
     if exact is not None:
         start, flips = exact
-        window = torch.from_numpy(read_window(source, start, size, pad_value=pad_value))
+        window = torch.as_tensor(read_window(source, start, size, pad_value=pad_value))
         return torch.flip(window, [axis + 1 for axis in flips]) if flips else window
     low, high = _bounding_box(
         matrix, base, displacement, size, margin=2 if interpolation == "cubic" else 1
     )
-    region = torch.from_numpy(read_window(source, low, high - low, pad_value=pad_value))
+    region = torch.as_tensor(read_window(source, low, high - low, pad_value=pad_value))
     return _interpolate(region, matrix, base - low, displacement, size, interpolation)
 
 
@@ -238,6 +245,8 @@ def voxel_grid(
     size: Sequence[int],
     region_size: Sequence[int],
     displacement: torch.Tensor | None = None,
+    *,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """``grid_sample`` grid (align_corners=True) for source voxel coords ``base + matrix @ j``.
 
@@ -248,8 +257,8 @@ def voxel_grid(
     """
     dims = len(size)
     scale = 2.0 / (np.asarray(region_size, dtype=np.float64) - 1.0)
-    axes = [torch.arange(n, dtype=torch.float32) for n in size]
-    grid = torch.empty((dims, *size), dtype=torch.float32)
+    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in size]
+    grid = torch.empty((dims, *size), dtype=torch.float32, device=device)
     for axis in range(dims):
         row = matrix[axis] * scale[axis]
         total: torch.Tensor | float = float(base[axis] * scale[axis] - 1.0)
@@ -263,7 +272,7 @@ def voxel_grid(
             total, (axes[dims - 1] * float(row[dims - 1])).view(last), out=grid[dims - 1 - axis]
         )
         if displacement is not None:
-            grid[dims - 1 - axis] += displacement[axis].to(torch.float32) * float(scale[axis])
+            grid[dims - 1 - axis] += displacement[axis].to(grid) * float(scale[axis])
     return grid.permute(*range(1, dims + 1), 0)
 
 
@@ -277,8 +286,8 @@ def _interpolate(
 ) -> torch.Tensor:
     dtype = region.dtype
     if interpolation == "cubic" and len(size) == 3:
-        return _cubic_scipy(region, matrix, base, displacement, size).to(dtype)
-    grid = voxel_grid(matrix, base, size, region.shape[1:], displacement)
+        return _cubic_scipy(region.cpu(), matrix, base, displacement, size).to(region.device, dtype)
+    grid = voxel_grid(matrix, base, size, region.shape[1:], displacement, device=region.device)
     mode = {"linear": "bilinear", "nearest": "nearest", "cubic": "bicubic"}[interpolation]
     values = region.float() if dtype != torch.float32 else region
     out = F.grid_sample(
@@ -302,7 +311,7 @@ def _cubic_scipy(
     indices = np.indices(size, dtype=np.float64).reshape(len(size), -1)
     coords = base[:, None] + matrix @ indices
     if displacement is not None:
-        coords = coords + displacement.double().reshape(len(size), -1).numpy()
+        coords = coords + displacement.double().cpu().reshape(len(size), -1).numpy()
     data = region.double().numpy()
     channels = [map_coordinates(c, coords, order=3, mode="nearest").reshape(size) for c in data]
     return torch.from_numpy(np.stack(channels)).float()

@@ -1,0 +1,228 @@
+"""The application protocol: the one domain-specific object the generic trainer drives.
+
+An application holds its networks (``modules``: role → ``nn.Module``), builds its optimisers,
+and turns a batch into a dict of losses. It knows nothing of devices, precision, DDP or
+accumulation: the trainer hands it a :class:`TrainingContext` whose ``backward``/``step``
+handle the gradient scaler, accumulation and clipping.
+
+Two ways to optimise:
+
+* automatic (default, ``manual_optimization = False``): ``train_step`` returns
+  ``{"loss": ..., **other_terms}`` after calling ``ctx.backward(loss)``; the trainer steps every
+  optimiser once per iteration. A subclass usually overrides :meth:`Application.compute_losses`.
+* manual (``manual_optimization = True``): ``train_step`` calls ``ctx.backward(loss, name)``
+  and ``ctx.step(name)`` itself, any number of times (a GAN with n critic steps per generator
+  step, a WGAN-GP gradient penalty with double backward). It still returns a dict of losses.
+
+Schedulers step once per iteration, by the trainer, in both modes.
+
+Example:
+    >>> class Regress(Application):
+    ...     name = "toy"
+    ...     def compute_losses(self, batch):
+    ...         prediction = self.modules["network"](batch["image"])
+    ...         return {"loss": torch.nn.functional.mse_loss(prediction, batch["target"])}
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from voxelflow.errors import ConfigError
+
+
+class TrainingContext(Protocol):
+    """What the trainer offers an application during a step (implemented by the engine)."""
+
+    device: torch.device
+    iteration: int
+    accumulate: int
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """Run the enclosed forward pass in the configured precision."""
+        ...
+
+    def backward(self, loss: torch.Tensor, optimizer: str = "default") -> None:
+        """Backward of ``loss`` (scaled for AMP and divided by the accumulation steps)."""
+        ...
+
+    def step(self, optimizer: str = "default") -> None:
+        """Unscale, clip, step and zero the gradients of one optimiser (manual mode)."""
+        ...
+
+    def zero_grad(self, optimizer: str = "default") -> None:
+        """Zero the gradients of one optimiser's parameters."""
+        ...
+
+
+class InferenceContext:
+    """A :class:`TrainingContext` for inference and evaluation: a device and a precision, no optimisers.
+
+    Args:
+        device: where the networks run.
+        autocast: zero-argument callable returning a context manager (default: none).
+
+    Example:
+        >>> ctx = InferenceContext(torch.device("cpu"))
+        >>> scores = app.infer_step({"image": image}, ctx)  # doctest: +SKIP
+    """
+
+    def __init__(self, device: torch.device, *, autocast: Any = None) -> None:
+        self.device, self.iteration, self.accumulate = device, 0, 1
+        self._autocast = autocast or contextlib.nullcontext
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        return self._autocast()
+
+    def backward(self, loss: torch.Tensor, optimizer: str = "default") -> None:
+        raise RuntimeError("backward() is not available during inference")
+
+    def step(self, optimizer: str = "default") -> None:
+        raise RuntimeError("step() is not available during inference")
+
+    def zero_grad(self, optimizer: str = "default") -> None:
+        raise RuntimeError("zero_grad() is not available during inference")
+
+
+@dataclass(frozen=True)
+class OptimizationSettings:
+    """What :meth:`Application.configure_optimizers` needs from the config.
+
+    Attributes:
+        optimizer: registered optimiser name (see ``voxelflow.engine.optim``).
+        optimizer_options: its keyword arguments (``lr``, ``weight_decay`` ...).
+        scheduler: registered schedule name, or None for a constant learning rate.
+        scheduler_options: its keyword arguments.
+        max_iterations: length of the schedule.
+    """
+
+    optimizer: str = "adamw"
+    optimizer_options: Mapping[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
+    scheduler: str | None = None
+    scheduler_options: Mapping[str, Any] = field(default_factory=dict)
+    max_iterations: int = 1000
+
+    @classmethod
+    def from_experiment(cls, experiment: Any) -> OptimizationSettings:
+        """Read ``optimizer``, ``scheduler`` and ``training.max_iterations`` of an Experiment."""
+        return cls(
+            optimizer=experiment.optimizer.name,
+            optimizer_options=experiment.optimizer.kwargs,
+            scheduler=experiment.scheduler.name,
+            scheduler_options=experiment.scheduler.kwargs,
+            max_iterations=experiment.training.max_iterations,
+        )
+
+
+#: optimiser name → (optimiser, per-iteration scheduler or None).
+OptimizerSpecs = dict[str, tuple[Optimizer, LRScheduler | None]]
+
+
+class Application:
+    """Base class of every application (segmentation, regression, classification, autoencoder, gan).
+
+    Args:
+        modules: role → network, e.g. ``{"network": unet}`` or ``{"generator": g, "discriminator": d}``.
+    """
+
+    name: ClassVar[str] = "application"
+    manual_optimization: ClassVar[bool] = False
+
+    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
+        if not modules:
+            raise ConfigError(f"{type(self).__name__}: expected at least one module, got none")
+        self.modules: dict[str, nn.Module] = dict(modules)
+
+    # --- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self, settings: OptimizationSettings) -> OptimizerSpecs:
+        """One optimiser named ``"default"`` over every module's parameters (override for more)."""
+        from voxelflow.engine.optim import build_optimizer, build_scheduler
+
+        parameters = [
+            p for module in self.modules.values() for p in module.parameters() if p.requires_grad
+        ]
+        optimizer = build_optimizer(settings.optimizer, parameters, **settings.optimizer_options)
+        scheduler = None
+        if settings.scheduler:
+            scheduler = build_scheduler(
+                settings.scheduler,
+                optimizer,
+                max_iterations=settings.max_iterations,
+                **settings.scheduler_options,
+            )
+        return {"default": (optimizer, scheduler)}
+
+    def train_step(self, batch: Mapping[str, Any], ctx: TrainingContext) -> dict[str, torch.Tensor]:
+        """Losses of one (micro-)batch, after their backward; ``"loss"`` is the optimised total.
+
+        Shape:
+            batch tensors are ``(B, C, *spatial)`` already on ``ctx.device``.
+        """
+        with ctx.autocast():
+            losses = self.compute_losses(batch)
+        if "loss" not in losses:
+            raise ConfigError(
+                f"{type(self).__name__}.compute_losses: expected a 'loss' key, got {sorted(losses)}"
+            )
+        ctx.backward(losses["loss"])
+        return losses
+
+    def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Forward pass and loss terms of one batch (automatic optimisation)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement compute_losses or train_step"
+        )
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
+        """Metrics of one whole validation subject (the trainer averages them over subjects)."""
+        return {}
+
+    def infer_step(self, batch: Mapping[str, Any], ctx: TrainingContext) -> dict[str, torch.Tensor]:
+        """Network outputs of one inference batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement infer_step")
+
+    def example_images(
+        self, batch: Mapping[str, Any], outputs: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Volumes shown in TensorBoard montages, name → ``(C, *spatial)``; none by default."""
+        return {}
+
+    def graph_input(self, batch: Mapping[str, Any]) -> tuple[str, torch.Tensor] | None:
+        """``(module role, example input)`` to trace the network graph for TensorBoard, or None."""
+        return None
+
+    # --- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state saved with checkpoints (tensors and plain containers only)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+
+    def train(self, mode: bool = True) -> None:
+        """Put every module in training (or evaluation) mode."""
+        for module in self.modules.values():
+            module.train(mode)
+
+    def eval(self) -> None:
+        """Put every module in evaluation mode."""
+        self.train(False)
+
+    @contextlib.contextmanager
+    def using_modules(self, modules: Mapping[str, nn.Module]) -> Iterator[None]:
+        """Temporarily swap the modules (the trainer runs steps through DDP wrappers)."""
+        original = self.modules
+        self.modules = dict(modules)
+        try:
+            yield
+        finally:
+            self.modules = original

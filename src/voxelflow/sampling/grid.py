@@ -1,0 +1,344 @@
+"""Inference over a grid of windows: GridSampler, GridAggregator and ``sliding_window``.
+
+Window placement matches MONAI's ``sliding_window_inference``: along each axis windows start
+every ``int(window * (1 - overlap))`` voxels (or ``window - overlap`` for an integer number of
+voxels) and the last window is shifted back to end at the image border. Blending:
+
+* ``gaussian``: each output is weighted by a Gaussian importance map (sigma = ``sigma_scale`` ×
+  window, floored at 1e-3 like MONAI) and the weighted sum divided by the summed weights;
+* ``mean``: plain average of overlapping outputs;
+* ``crop``: NiftyNet style: each window keeps only its centre (half the overlap is dropped on each
+  inner side), written without averaging.
+
+Voxels no window covers get ``fill_value``. When the network's output window is smaller than its
+input (``network.output_size(window)``), the output is placed at the window centre and the image
+is padded so that every voxel is still predicted.
+
+Example:
+    >>> out = sliding_window(torch.nn.Identity(), torch.rand(1, 1, 20, 18, 9), (8, 8, 8))
+    >>> tuple(out.shape)
+    (1, 1, 20, 18, 9)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from voxelflow.errors import ConfigError, ShapeError
+from voxelflow.sampling.window import read_window, resolve_window
+
+BLENDS = ("gaussian", "mean", "crop")
+
+
+def grid_starts(
+    spatial_shape: Sequence[int], window: Sequence[int], overlap: float | Sequence[float]
+) -> np.ndarray:
+    """Window starts ``(N, D)`` covering ``spatial_shape`` (MONAI's placement).
+
+    Args:
+        spatial_shape: image size.
+        window: window size (may exceed the image: one window, start 0).
+        overlap: fraction in ``[0, 1)`` or an integer number of voxels ``>= 1``, per axis or one.
+
+    Raises:
+        ConfigError: negative overlap or a fraction ``>= 1``.
+    """
+    overlaps = list(overlap) if isinstance(overlap, Sequence) else [overlap] * len(window)
+    per_axis = []
+    for size, win, ov in zip(spatial_shape, window, overlaps):
+        if ov < 0 or (isinstance(ov, float) and ov >= 1.0):
+            raise ConfigError(
+                f"expected overlap as a fraction in [0, 1) or voxels >= 1, got {overlap!r}"
+            )
+        if win >= size:
+            per_axis.append([0])
+            continue
+        interval = int(win * (1.0 - ov)) if isinstance(ov, float) or ov == 0 else int(win - ov)
+        interval = max(interval, 1)
+        count = next(k for k in range(size) if k * interval + win >= size) + 1
+        per_axis.append([min(k * interval, size - win) for k in range(count)])
+    return np.array(list(itertools.product(*per_axis)), dtype=np.int64).reshape(-1, len(window))
+
+
+def importance_map(
+    window: Sequence[int], *, blend: str = "gaussian", sigma_scale: float = 0.125
+) -> torch.Tensor:
+    """Weights of one window: Gaussian (MONAI's formula, floored at 1e-3) or ones.
+
+    Shape:
+        returns ``(*window)``
+    """
+    if blend != "gaussian":
+        return torch.ones(tuple(window))
+    weights = torch.ones(())
+    for size in window:
+        x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2.0
+        sigma = size * sigma_scale
+        weights = weights.unsqueeze(-1) * torch.exp(x**2 / (-2 * sigma**2))
+    return weights.clamp_min(max(float(weights.min()), 1e-3))
+
+
+class GridSampler:
+    """Windows on a regular grid over a whole image (for inference).
+
+    Args:
+        window: window size; ``0``/``-1`` = whole axis.
+        overlap: fraction in ``[0, 1)`` or voxels (see :func:`grid_starts`).
+        pad_value: value outside the image.
+    """
+
+    def __init__(
+        self,
+        window: Sequence[int],
+        *,
+        overlap: float | Sequence[float] = 0.5,
+        pad_value: float = 0.0,
+    ) -> None:
+        self.window = tuple(int(w) for w in window)
+        self.overlap = overlap
+        self.pad_value = float(pad_value)
+
+    def locations(self, spatial_shape: Sequence[int]) -> np.ndarray:
+        """Window starts ``(N, D)``."""
+        return grid_starts(spatial_shape, resolve_window(self.window, spatial_shape), self.overlap)
+
+    def sample(self, subject: Any) -> list[dict[str, Any]]:
+        """Every window of a cached subject: role → tensor ``(C, *window)`` plus ``"location"``."""
+        window = resolve_window(self.window, subject.spatial_shape, subject=subject.name)
+        out = []
+        for start in self.locations(subject.spatial_shape):
+            item: dict[str, Any] = {
+                role: torch.from_numpy(read_window(array, start, window, pad_value=self.pad_value))
+                for role, array in subject.arrays.items()
+            }
+            item["subject"], item["location"] = subject.name, torch.as_tensor(start)
+            out.append(item)
+        return out
+
+
+class GridAggregator:
+    """Blend window outputs back into a volume.
+
+    Args:
+        spatial_shape: output volume size.
+        window: the output window size.
+        blend: ``"gaussian"``, ``"mean"`` or ``"crop"``.
+        overlap: the grid's overlap (used by ``crop`` to know how much border to drop).
+        device: accumulation device (e.g. CPU for huge volumes).
+        dtype: accumulation dtype (float32 or float16).
+        fill_value: value of voxels no window covered.
+        sigma_scale: Gaussian sigma as a fraction of the window.
+
+    Shape:
+        :meth:`add` takes ``(N, *lead, *window)`` (e.g. ``lead = (C,)`` or ``(B, C)``) and
+        starts ``(N, D)``; :meth:`result` returns ``(*lead, *spatial_shape)``.
+    """
+
+    def __init__(
+        self,
+        spatial_shape: Sequence[int],
+        *,
+        window: Sequence[int],
+        blend: str = "gaussian",
+        overlap: float | Sequence[float] = 0.5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        fill_value: float = 0.0,
+        sigma_scale: float = 0.125,
+    ) -> None:
+        if blend not in BLENDS:
+            raise ConfigError(f"expected blend in {BLENDS}, got {blend!r}")
+        self.shape = tuple(int(s) for s in spatial_shape)
+        self.window = tuple(int(w) for w in window)
+        self.blend, self.device, self.dtype, self.fill_value = (
+            blend,
+            torch.device(device or "cpu"),
+            dtype,
+            fill_value,
+        )
+        self.weights = importance_map(self.window, blend=blend, sigma_scale=sigma_scale).to(
+            self.device, dtype
+        )
+        self.border = self._crop_border(overlap)
+        self.sums: torch.Tensor | None = None
+        self.count = torch.zeros(self.shape, device=self.device, dtype=dtype)
+
+    def _crop_border(self, overlap: float | Sequence[float]) -> list[tuple[int, int]]:
+        overlaps = list(overlap) if isinstance(overlap, Sequence) else [overlap] * len(self.window)
+        borders = []
+        for win, ov in zip(self.window, overlaps):
+            interval = max(
+                int(win * (1.0 - ov)) if isinstance(ov, float) or ov == 0 else int(win - ov), 1
+            )
+            dropped = max(win - interval, 0)
+            borders.append((dropped // 2, dropped - dropped // 2))
+        return borders
+
+    def add(self, outputs: torch.Tensor, starts: torch.Tensor | np.ndarray) -> None:
+        """Accumulate ``outputs`` ``(N, *lead, *window)`` at window ``starts`` ``(N, D)``."""
+        dims = len(self.shape)
+        if tuple(outputs.shape[-dims:]) != self.window:
+            raise ShapeError(
+                f"expected outputs with window {self.window}, got shape {tuple(outputs.shape)}"
+            )
+        if self.sums is None:
+            lead = tuple(outputs.shape[1:-dims])
+            self.sums = torch.zeros((*lead, *self.shape), device=self.device, dtype=self.dtype)
+        outputs = outputs.to(self.device, self.dtype)
+        for output, start in zip(outputs, np.asarray(starts).reshape(-1, dims)):
+            self._add_one(output, [int(s) for s in start])
+
+    def _add_one(self, output: torch.Tensor, start: list[int]) -> None:
+        target, source = [], []
+        for axis, (first, win, size) in enumerate(zip(start, self.window, self.shape)):
+            low, high = first, first + win
+            if self.blend == "crop":
+                low += self.border[axis][0] if first > 0 else 0
+                high -= self.border[axis][1] if first + win < size else 0
+            low, high = max(low, 0), min(high, size)
+            target.append(slice(low, high))
+            source.append(slice(low - first, high - first))
+        region = (..., *target)
+        if self.blend == "crop":
+            self.sums[region] = output[(..., *source)]
+            self.count[tuple(target)] = 1
+            return
+        weight = self.weights[tuple(source)]
+        if self.blend == "mean":
+            self.sums[region].add_(output[(..., *source)])
+        else:
+            self.sums[region].addcmul_(output[(..., *source)], weight)
+        self.count[tuple(target)].add_(weight)
+
+    def result(self) -> torch.Tensor:
+        """The blended volume; uncovered voxels get ``fill_value``.
+
+        Normalises in place: call once, after the last :meth:`add`.
+        """
+        if self.sums is None:
+            raise ShapeError("expected at least one add() before result(), got none")
+        uncovered = self.count <= 0
+        any_uncovered = bool(uncovered.any())
+        if self.blend != "crop":
+            if any_uncovered:
+                self.count.masked_fill_(uncovered, 1.0)
+            self.sums.div_(self.count)
+        if any_uncovered:
+            self.sums.masked_fill_(uncovered, self.fill_value)
+        return self.sums
+
+
+def _flip_tta(
+    network: Callable[[torch.Tensor], torch.Tensor], dims: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    axes = list(range(2, 2 + dims))
+
+    def averaged(x: torch.Tensor) -> torch.Tensor:
+        total = None
+        combos = [c for r in range(dims + 1) for c in itertools.combinations(axes, r)]
+        for flip in combos:
+            y = network(torch.flip(x, flip) if flip else x)
+            y = torch.flip(y, flip) if flip else y
+            total = y if total is None else total + y
+        return total / len(combos)
+
+    return averaged
+
+
+def _pad_for_windows(
+    image: torch.Tensor, window: Sequence[int], out_window: Sequence[int]
+) -> torch.Tensor:
+    """Zero-pad so the input window of every output window exists (also windows > image)."""
+    spatial = image.shape[2:]
+    margin = [(w - o) // 2 for w, o in zip(window, out_window)]
+    pad_high = [
+        m + max(o - s, 0) + (w - o - 2 * m)
+        for m, o, s, w in zip(margin, out_window, spatial, window)
+    ]
+    padding = [p for low, high in zip(reversed(margin), reversed(pad_high)) for p in (low, high)]
+    return F.pad(image, padding) if any(padding) else image
+
+
+@torch.no_grad()
+def sliding_window(
+    network: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    window: Sequence[int],
+    *,
+    overlap: float | Sequence[float] = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+    accumulate_device: torch.device | str | None = None,
+    accumulate_dtype: torch.dtype = torch.float32,
+    fill_value: float = 0.0,
+    flip_tta: bool = False,
+    sigma_scale: float = 0.125,
+) -> torch.Tensor:
+    """Run ``network`` over windows of ``image`` and blend the outputs.
+
+    Args:
+        network: maps ``(N, C, *window)`` to ``(N, C_out, *out_window)``; may define
+            ``output_size(window) -> out_window`` (valid convolutions): outputs are centred.
+        image: input batch.
+        window: window size; ``0``/``-1`` = whole axis.
+        overlap: fraction in ``[0, 1)`` or voxels.
+        blend: ``"gaussian"``, ``"mean"`` or ``"crop"``.
+        batch_size: windows per network call.
+        device: where the network runs (default: the image's device).
+        accumulate_device: where outputs are blended (default: ``device``; CPU for huge volumes).
+        accumulate_dtype: float32 or float16 accumulation.
+        fill_value: value of voxels no window covers.
+        flip_tta: average over all flips of the spatial axes (test-time augmentation).
+        sigma_scale: Gaussian sigma as a fraction of the window.
+
+    Returns:
+        ``(B, C_out, *spatial)`` on ``accumulate_device``, float32 (or ``accumulate_dtype``).
+
+    Raises:
+        ShapeError: image not ``(B, C, *spatial)`` matching the window's dimensionality.
+
+    Shape:
+        image: ``(B, C, *spatial)``; returns ``(B, C_out, *spatial)``
+    """
+    if image.ndim < 3:
+        raise ShapeError(f"expected image (B, C, *spatial), got shape {tuple(image.shape)}")
+    spatial = tuple(image.shape[2:])
+    window = resolve_window(window, spatial, what="sliding window")
+    device = torch.device(device) if device is not None else image.device
+    out_window = (
+        tuple(int(s) for s in network.output_size(window))
+        if hasattr(network, "output_size")
+        else window
+    )
+    starts = grid_starts(spatial, out_window, overlap)
+    padded = _pad_for_windows(image, window, out_window)
+    run = _flip_tta(network, len(spatial)) if flip_tta else network
+    aggregator = GridAggregator(
+        tuple(max(s, o) for s, o in zip(spatial, out_window)),
+        window=out_window,
+        blend=blend,
+        overlap=overlap,
+        device=accumulate_device or device,
+        dtype=accumulate_dtype,
+        fill_value=fill_value,
+        sigma_scale=sigma_scale,
+    )
+    per_call = max(1, batch_size // image.shape[0])
+    for first in range(0, len(starts), per_call):
+        chunk = starts[first : first + per_call]
+        windows = [
+            padded[(..., *[slice(s, s + w) for s, w in zip(start, window)])] for start in chunk
+        ]
+        batch = torch.cat(windows).to(device)
+        outputs = run(batch)
+        outputs = outputs.reshape(len(chunk), image.shape[0], *outputs.shape[1:])
+        aggregator.add(outputs, chunk)
+    result = aggregator.result()
+    return result[(..., *[slice(0, s) for s in spatial])]

@@ -1,0 +1,170 @@
+"""The patch queue: windows from many subjects, shuffled, sharded by worker and rank.
+
+Each (rank, DataLoader worker) pair is one *shard*; shard ``k`` of ``n`` takes subjects
+``order[k::n]`` of the epoch's permutation (the same permutation everywhere, from ``seed`` and the
+epoch), so no subject is loaded twice and cached memmaps are shared through the page cache. A
+shard keeps a buffer of ``queue_length`` windows, refilled ``windows_per_subject`` at a time from
+its next subject, and yields a random buffered window. A failure while loading or sampling a
+subject is re-raised as :class:`~voxelflow.errors.DataError` naming the subject and its files,
+with the original traceback in the message (DataLoader workers re-raise it in the main process).
+
+Resume: ``state_dict()`` records ``seed``, ``epoch`` and ``windows_consumed``; after
+``load_state_dict`` each shard skips its share (``windows_consumed // shards``) of the epoch's
+windows: exact with ``num_workers=0``, within one batch per worker otherwise.
+
+Example:
+    >>> from torch.utils.data import DataLoader
+    >>> loader = DataLoader(PatchQueue(subjects, sampler, infinite=False), batch_size=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from voxelflow.errors import ConfigError, DataError
+from voxelflow.sampling.base import Sampler, source_of
+from voxelflow.transforms.compose import Compose
+
+logger = logging.getLogger(__name__)
+
+
+class PatchQueue(IterableDataset):
+    """Shuffled windows from a sequence of cached subjects.
+
+    Args:
+        subjects: indexable sequence of :class:`~voxelflow.data.cached.CachedSubject` (may load lazily).
+        sampler: the window sampler.
+        transform: augmentation: a :class:`~voxelflow.transforms.compose.Compose` or a list of
+            transforms (wrapped in one); its leading spatial run is resampled over the patch
+            region by the sampler, the rest applied to the window.
+        queue_length: windows buffered per shard before yielding (mixing depth).
+        seed: base seed; per-epoch, per-shard generators derive from it.
+        shuffle_subjects: permute subjects each epoch.
+        rank: distributed rank.
+        world_size: number of distributed ranks.
+        infinite: loop over epochs forever (training); else stop after one pass.
+
+    Raises:
+        ConfigError: bad queue_length, rank or world_size.
+    """
+
+    def __init__(
+        self,
+        subjects: Sequence[Any],
+        sampler: Sampler,
+        *,
+        transform: Any = None,
+        queue_length: int = 64,
+        seed: int = 0,
+        shuffle_subjects: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        infinite: bool = True,
+    ) -> None:
+        if queue_length < 1:
+            raise ConfigError(f"expected queue_length >= 1, got {queue_length!r}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(
+                f"expected 0 <= rank < world_size, got rank {rank} and world_size {world_size}"
+            )
+        if len(subjects) == 0:
+            raise ConfigError("expected at least one subject for the patch queue, got none")
+        if isinstance(transform, (list, tuple)):
+            transform = Compose(transform) if transform else None
+        self.subjects, self.sampler, self.transform = subjects, sampler, transform
+        self.queue_length, self.seed, self.shuffle_subjects = (
+            int(queue_length),
+            int(seed),
+            shuffle_subjects,
+        )
+        self.rank, self.world_size, self.infinite = int(rank), int(world_size), infinite
+        self.epoch = 0
+        self.windows_consumed = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (changes the subject permutation and the draws)."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """What resuming needs."""
+        return {"seed": self.seed, "epoch": self.epoch, "windows_consumed": self.windows_consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume from :meth:`state_dict` (see the module notes on exactness)."""
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+        self.windows_consumed = int(state["windows_consumed"])
+
+    def _shard(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * workers + worker, self.world_size * workers
+
+    def shard_subjects(self, epoch: int, shard: int, shards: int) -> list[int]:
+        """Subject indices of one shard in one epoch."""
+        count = len(self.subjects)
+        order = (
+            np.random.default_rng([self.seed, epoch]).permutation(count)
+            if self.shuffle_subjects
+            else np.arange(count)
+        )
+        mine = order[shard::shards].tolist()
+        return mine or [int(order[shard % count])]  # more shards than subjects: share one
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        shard, shards = self._shard()
+        epoch, skip = self.epoch, self.windows_consumed // shards
+        while True:
+            for item in self._epoch_windows(epoch, shard, shards):
+                if skip > 0:
+                    skip -= 1
+                    continue
+                if get_worker_info() is None:
+                    self.windows_consumed += 1
+                yield item
+            if not self.infinite:
+                return
+            epoch += 1
+            if get_worker_info() is None:
+                self.epoch, self.windows_consumed = epoch, 0
+
+    def _epoch_windows(self, epoch: int, shard: int, shards: int) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng([self.seed, epoch, shard])
+        buffer: list[dict[str, Any]] = []
+        for index in self.shard_subjects(epoch, shard, shards):
+            buffer.extend(self._sample_subject(index, rng))
+            while len(buffer) >= self.queue_length:
+                yield buffer.pop(int(rng.integers(len(buffer))))
+        while buffer:
+            yield buffer.pop(int(rng.integers(len(buffer))))
+
+    def _sample_subject(self, index: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        subject = None
+        try:
+            subject = self.subjects[index]
+            return self.sampler.sample(subject, rng, augmentation=self.transform)
+        except Exception as exc:  # re-raised with the subject named; the original is chained
+            where = source_of(subject) if subject is not None else f"subject #{index}"
+            details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            raise DataError(
+                f"failed to sample {where}: {type(exc).__name__}: {exc}\nOriginal traceback:\n{details}"
+            ) from exc
+
+
+def collate_windows(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Default collate for window dicts: tensors stacked to ``(B, ...)``, names as a list."""
+    out: dict[str, Any] = {}
+    for key, value in items[0].items():
+        if isinstance(value, torch.Tensor):
+            out[key] = torch.stack([item[key] for item in items])
+        elif key == "kinds":
+            out[key] = value
+        else:
+            out[key] = [item[key] for item in items]
+    return out

@@ -1,0 +1,245 @@
+"""Build a zoo entry (folder, ``.zip`` or ``.tar.gz``) from a run folder.
+
+Example:
+    >>> pack_run("runs/brain", out="brain.zip", card={"license": "CC-BY-4.0"})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from voxelflow import __version__
+from voxelflow.errors import ConfigError, DataError
+from voxelflow.types import PathLike
+from voxelflow.zoo.archive import archive_kind, relative_files
+from voxelflow.zoo.entry import CARD_NAME, ModelCard, dump_card, sha256_of
+from voxelflow.zoo.network import network_from_run, read_fitted_state
+
+logger = logging.getLogger(__name__)
+
+
+def pack_run(
+    run_dir: PathLike,
+    *,
+    out: PathLike,
+    name: str | None = None,
+    version: str = "1.0.0",
+    card: Mapping[str, Any] | None = None,
+    which: str = "best",
+    weights_format: str = "pt",
+    plugins: Sequence[PathLike] = (),
+) -> Path:
+    """Pack a run folder's resolved config, chosen checkpoint and fitted state as a zoo entry.
+
+    Args:
+        run_dir: the run folder (``config.yaml`` + ``checkpoints/``).
+        out: ``*.zip``, ``*.tar.gz`` or a new folder.
+        name: entry name (default: the run folder's name).
+        version: entry version.
+        card: extra card fields merged over the generated ones (description, license,
+            citation, training_data, ``outputs: {labels: {1: liver}}`` ...); unknown keys refused.
+        which: ``"best"`` or ``"last"`` checkpoint.
+        weights_format: ``"pt"`` or ``"safetensors"``.
+        plugins: ``.py`` files shipped as plugin code.
+
+    Returns:
+        The written entry path.
+
+    Raises:
+        CheckpointError: no checkpoint, or weights that do not fit the configured network.
+        ConfigError: an invalid card (unknown keys, bad name ...).
+    """
+    if weights_format not in ("pt", "safetensors"):
+        raise ConfigError(f"weights format: expected 'pt' or 'safetensors', got {weights_format!r}")
+    run_dir, out = Path(run_dir), Path(out)
+    network, experiment, checkpoint = network_from_run(run_dir, which=which)
+    fitted = read_fitted_state(run_dir, checkpoint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".pack-", dir=out.parent))
+    try:
+        files = _write_files(run_dir, staging, checkpoint, fitted, weights_format, plugins)
+        generated = _generated_card(
+            experiment, network, checkpoint, run_dir, name or run_dir.resolve().name, version
+        )
+        generated["files"] = files
+        data = _merge(generated, dict(card or {}))
+        model_card = _validated(data)
+        (staging / "README.md").write_text(readme_text(model_card), encoding="utf-8")
+        digests = {path: sha256_of(staging / path) for path in relative_files(staging)}
+        dump_card(model_card.model_copy(update={"sha256": digests}), staging / CARD_NAME)
+        _emit(staging, out, model_card.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("packed %s as zoo entry %s %s", run_dir, model_card.name, out)
+    return out
+
+
+def _write_files(
+    run_dir: Path,
+    staging: Path,
+    checkpoint: Mapping[str, Any],
+    fitted: Mapping[str, Any] | None,
+    weights_format: str,
+    plugins: Sequence[PathLike],
+) -> dict[str, Any]:
+    shutil.copyfile(run_dir / "config.yaml", staging / "config.yaml")
+    (staging / "weights").mkdir()
+    weights = {}
+    for module, state in checkpoint["modules"].items():
+        file = f"weights/{module}.{weights_format}"
+        tensors = {key: value.detach().contiguous().clone() for key, value in state.items()}
+        if weights_format == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(staging / file))
+        else:
+            torch.save(tensors, staging / file)
+        weights[module] = file
+    files: dict[str, Any] = {"config": "config.yaml", "weights": weights, "readme": "README.md"}
+    if fitted is not None:
+        (staging / "preprocessing.json").write_text(json.dumps(fitted, indent=1), encoding="utf-8")
+        files["preprocessing"] = "preprocessing.json"
+    if plugins:
+        (staging / "plugins").mkdir()
+        for plugin in map(Path, plugins):
+            if plugin.suffix != ".py" or not plugin.is_file():
+                raise DataError(f"plugin: expected an existing .py file, got {str(plugin)!r}")
+            shutil.copyfile(plugin, staging / "plugins" / plugin.name)
+        files["plugins"] = [f"plugins/{Path(plugin).name}" for plugin in plugins]
+    return files
+
+
+def _generated_card(
+    experiment: Any,
+    network: Any,
+    checkpoint: Mapping[str, Any],
+    run_dir: Path,
+    name: str,
+    version: str,
+) -> dict[str, Any]:
+    from voxelflow.zoo.network import infer_network_shape
+
+    state = network.state_dict()
+    fitted = read_fitted_state(run_dir, checkpoint)
+    shape = infer_network_shape(experiment, state, fitted_state=fitted)
+    preprocessing = experiment.preprocessing
+    label_values = preprocessing.label_values or (fitted or {}).get("label_values")
+    return {
+        "name": re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip("._-") or "model",
+        "version": version,
+        "application": str(experiment.application),
+        "requires": {
+            "voxelflow": __version__.split("+")[0],
+            "torch": torch.__version__.split("+")[0],
+        },
+        "inputs": {
+            "modalities": list(experiment.dataset.inputs.get("image", [])),
+            "orientation": preprocessing.orientation,
+            "spacing": preprocessing.spacing,
+            "normalization": [step.name for step in preprocessing.normalization],
+            "spatial_dims": shape.spatial_dims,
+            "window": list(experiment.sampling.window),
+        },
+        "outputs": {
+            "channels": shape.out_channels,
+            "labels": {index: f"class_{index}" for index in range(shape.out_channels)},
+            "label_values": list(label_values) if label_values else None,
+        },
+        "network": {
+            **experiment.network.model_dump(mode="json"),
+            "spatial_dims": shape.spatial_dims,
+            "in_channels": shape.in_channels,
+            "out_channels": shape.out_channels,
+        },
+        "metrics": _best_metric(checkpoint, experiment),
+    }
+
+
+def _best_metric(checkpoint: Mapping[str, Any], experiment: Any) -> dict[str, float]:
+    trainer_state = checkpoint.get("trainer_state") or {}
+    best = trainer_state.get("best_metric") if isinstance(trainer_state, Mapping) else None
+    if isinstance(best, int | float) and best == best:
+        return {experiment.training.best_metric: float(best)}
+    return {}
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key != "labels":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validated(data: Mapping[str, Any]) -> ModelCard:
+    try:
+        return ModelCard.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"zoo card: {problems}") from exc
+
+
+def _emit(staging: Path, out: Path, name: str) -> None:
+    kind = archive_kind(out)
+    if kind is None:
+        if out.exists():
+            raise DataError(
+                f"expected a new folder or a .zip/.tar.gz path, got existing {str(out)!r}"
+            )
+        shutil.copytree(staging, out, ignore=shutil.ignore_patterns(".*"))
+        return
+    handle, temp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(handle)
+    try:
+        files = relative_files(staging)
+        if kind == "zip":
+            with zipfile.ZipFile(temp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for file in files:
+                    archive.write(staging / file, f"{name}/{file}")
+        else:
+            mode = "w:gz" if not str(out).endswith(".tar") else "w"
+            with tarfile.open(temp_name, mode) as archive:
+                for file in files:
+                    archive.add(staging / file, f"{name}/{file}")
+        os.replace(temp_name, out)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def readme_text(card: ModelCard) -> str:
+    """A Markdown README generated from the card."""
+    labels = "\n".join(f"| {index} | {label} |" for index, label in card.outputs.labels.items())
+    metrics = (
+        ", ".join(f"{key} = {value:.4g}" for key, value in card.metrics.items()) or "not recorded"
+    )
+    inputs = card.inputs
+    return (
+        f"# {card.name} {card.version}\n\n{card.description or '(no description)'}\n\n"
+        f"- application: {card.application}\n- network: {card.network.get('name', '?')}\n"
+        f"- inputs: {', '.join(inputs.modalities) or '?'}; orientation {inputs.orientation}; "
+        f"spacing {inputs.spacing}; normalisation {', '.join(inputs.normalization) or 'none'}\n"
+        f"- training data: {card.training_data or 'not described'}\n- metrics: {metrics}\n"
+        f"- licence: {card.license}\n- requires: voxelflow >= {card.requires.voxelflow}, "
+        f"torch >= {card.requires.torch}\n\n| class | label |\n|---|---|\n{labels}\n\n"
+        f"## Citation\n\n{card.citation or 'none given'}\n\n## Use\n\n"
+        f"```\nvoxelflow zoo install <this archive>\n"
+        f"voxelflow infer --model {card.name} --input IMAGES/ --out PREDICTIONS/\n```\n"
+    )
