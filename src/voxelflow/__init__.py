@@ -7,14 +7,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from voxelflow.errors import (  # noqa: E402
+from voxelflow.errors import (
     ConfigError,
     DataError,
     GeometryError,
     ShapeError,
     VoxelflowError,
 )
-from voxelflow.io.image import Image, Subject  # noqa: E402
+from voxelflow.io.image import Image, Subject
 
 __all__ = [
     "ConfigError",

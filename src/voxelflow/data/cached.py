@@ -76,7 +76,7 @@ def compute_class_locations(label: np.ndarray) -> dict[int, np.ndarray]:
     Returns:
         value → sorted int64 flat indices into the spatial grid (C order).
     """
-    flat = np.asarray(label).reshape(-1) if label.ndim and label.shape[0] == 1 else np.asarray(label).reshape(-1)
+    flat = np.asarray(label).reshape(-1)  # (1, *spatial) and (*spatial) flatten alike
     order = np.argsort(flat, kind="stable")
     values, starts = np.unique(flat[order], return_index=True)
     bounds = [*starts[1:], flat.size]
