@@ -148,7 +148,7 @@ class SegmentationApplication(Application):
         """Metrics of one whole cached subject (``arrays['image']``, ``arrays['label']``, ``affine``)."""
         from voxelflow.metrics.segmentation import segmentation_metrics
 
-        image = torch.as_tensor(np.asarray(subject.arrays["image"]), dtype=torch.float32)[None]
+        image = torch.from_numpy(np.array(subject.arrays["image"], dtype=np.float32))[None]
         prediction = self.predict_scores(image, ctx).argmax(dim=1)[0].cpu().numpy()
         reference = np.asarray(subject.arrays["label"])[0]
         spacing = np.linalg.norm(np.asarray(subject.affine)[:3, :3], axis=0)[: reference.ndim]

@@ -1,0 +1,63 @@
+"""``voxelflow infer -c CONFIG [--input FILE|FOLDER|TABLE] [--out DIR]``: segment images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from voxelflow.cli.common import add_config_args
+from voxelflow.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "infer", help="run a trained model on images",
+        description="Infer with a run's checkpoint; outputs are written in each input's original geometry.",
+    )
+    add_config_args(parser)
+    parser.add_argument("--input", help="an image file, a folder of images or a CSV table "
+                        "(default: the test split, else the validation split)")
+    parser.add_argument("--out", help="output folder (default: <run_dir>/predictions)")
+    parser.add_argument("--checkpoint", choices=["best", "last"], default=None)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from voxelflow.config.load import load_experiment
+    from voxelflow.engine.run import infer_rows
+
+    experiment = load_experiment(args.config, args.overrides)
+    run_dir = Path(args.run_dir or experiment.system.run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"--run-dir: expected a trained run folder with config.yaml, got {str(run_dir)!r}")
+    rows = _input_rows(args.input, experiment, run_dir)
+    out = Path(args.out) if args.out else run_dir / "predictions"
+    which = args.checkpoint or experiment.inference.checkpoint
+    table = infer_rows(experiment, rows, run_dir=run_dir, out_dir=out, which=which)
+    print(f"predictions: {table}")
+    return 0
+
+
+def _input_rows(source: str | None, experiment, run_dir: Path):
+    from voxelflow.io.splits import make_split
+    from voxelflow.io.table import SubjectRow, load_table, read_csv_table
+
+    column = experiment.dataset.inputs["image"][0]
+    if source is None:
+        rows = load_table(experiment.dataset, required=experiment.dataset.inputs["image"])
+        split = make_split(rows, experiment.split, path=run_dir / "split.csv")
+        wanted = split.get("test") or split.get("validation") or []
+        return [r for r in rows if r.name in set(wanted)]
+    path = Path(source)
+    if path.suffix == ".csv":
+        return read_csv_table(path, subject_column=experiment.dataset.subject_column,
+                              required=experiment.dataset.inputs["image"])
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise ConfigError(f"--input: expected image files, found none in {str(path)!r}")
+    from voxelflow.io.readers import split_suffix
+
+    return [SubjectRow(split_suffix(f)[0], {column: str(f.resolve())}) for f in files]
