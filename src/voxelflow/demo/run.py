@@ -36,7 +36,7 @@ class DemoSettings:
 
 
 FULL = DemoSettings(num_train=8, num_test=4, spacing=3.0, window=48, channels=[16, 32, 64],
-                    iterations=240, validate_every=80)
+                    iterations=400, validate_every=100)
 QUICK = DemoSettings(num_train=3, num_test=2, spacing=4.0, window=32, channels=[8, 16, 32],
                      iterations=12, validate_every=6)
 
