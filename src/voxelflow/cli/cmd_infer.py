@@ -17,7 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "infer", help="run a trained model on images",
         description="Infer with a run's checkpoint; outputs are written in each input's original geometry.",
     )
-    add_config_args(parser)
+    add_config_args(parser, required=False)
+    parser.add_argument("--model", help="an installed zoo entry (name or folder) instead of -c CONFIG")
+    parser.add_argument("--trust-code", action="store_true", help="allow the zoo entry's plugin code to be imported")
     parser.add_argument("--input", help="an image file, a folder of images or a CSV table "
                         "(default: the test split, else the validation split)")
     parser.add_argument("--out", help="output folder (default: <run_dir>/predictions)")
@@ -29,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from voxelflow.config.load import load_experiment
     from voxelflow.engine.run import infer_rows
 
+    if args.model:
+        return _run_model(args)
+    if not args.config:
+        raise ConfigError("expected -c CONFIG (a trained run's config) or --model NAME")
     experiment = load_experiment(args.config, args.overrides)
     run_dir = Path(args.run_dir or experiment.system.run_dir)
     if not (run_dir / "config.yaml").exists():
@@ -61,3 +67,17 @@ def _input_rows(source: str | None, experiment, run_dir: Path):
     from voxelflow.io.readers import split_suffix
 
     return [SubjectRow(split_suffix(f)[0], {column: str(f.resolve())}) for f in files]
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from voxelflow.config.load import load_experiment
+    from voxelflow.engine.run import infer_with_model
+    from voxelflow.zoo.store import resolve_model
+
+    if not args.input or not args.out:
+        raise ConfigError("--model needs --input FILE|FOLDER|TABLE and --out DIR")
+    experiment = load_experiment(resolve_model(args.model).config_path)
+    rows = _input_rows(args.input, experiment, Path(args.out))
+    table = infer_with_model(args.model, rows, out_dir=Path(args.out), trust_code=args.trust_code)
+    print(f"predictions: {table}")
+    return 0

@@ -143,23 +143,50 @@ def train_experiment(experiment: Experiment, *, run_dir: Path | None = None, for
 
 def infer_rows(experiment: Experiment, rows: Sequence[SubjectRow], *, run_dir: Path, out_dir: Path,
                which: str = "best") -> Path:
-    """Segment every row's ``image`` columns; write label maps in original geometry.
+    """Segment every row's ``image`` columns with a run's checkpoint; write label maps in
+    original geometry.
 
     Returns:
         the path of ``inferred.csv`` (subject, output file).
     """
-    from voxelflow.applications.base import InferenceContext
     from voxelflow.engine.checkpoint import find_checkpoint, load_checkpoint
+
+    state = load_fitted_state(run_dir / FITTED_STATE_FILE)
+    app = build_application(experiment, in_channels=len(experiment.dataset.inputs["image"]),
+                            label_values=state.get("label_values"))
+    _load_application(app, load_checkpoint(find_checkpoint(run_dir, which=which)))
+    return segment_rows(experiment, app, state, rows, out_dir=out_dir)
+
+
+def infer_with_model(name_or_path: str | Path, rows: Sequence[SubjectRow], *, out_dir: Path,
+                     trust_code: bool = False) -> Path:
+    """Segment rows with an installed zoo entry: its preprocessing applied and inverted."""
+    import json
+
+    from voxelflow.config.load import load_experiment
+    from voxelflow.engine.checkpoint import load_module_state
+    from voxelflow.zoo.store import load_weights, resolve_model, trusted_plugins
+
+    entry = resolve_model(name_or_path)
+    trusted_plugins(entry, trust_code)
+    experiment = load_experiment(entry.config_path)
+    state = json.loads(entry.fitted_state_path.read_text()) if entry.fitted_state_path else {}
+    app = build_application(experiment, in_channels=len(experiment.dataset.inputs["image"]),
+                            label_values=state.get("label_values"))
+    weights = load_weights(entry.weights_path, entry=entry.name)
+    load_module_state(app.modules["network"], weights, name="network", source=f"zoo entry {entry.name!r}")
+    return segment_rows(experiment, app, state, rows, out_dir=out_dir)
+
+
+def segment_rows(experiment: Experiment, app: Any, fitted_state: dict[str, Any],
+                 rows: Sequence[SubjectRow], *, out_dir: Path) -> Path:
+    """Preprocess (saved state), infer, invert and write every row; returns ``inferred.csv``."""
+    from voxelflow.applications.base import InferenceContext
     from voxelflow.engine.device import resolve_precision, select_device
     from voxelflow.transforms.preprocess import Preprocessor
 
-    state = load_fitted_state(run_dir / FITTED_STATE_FILE)
-    preprocessor = Preprocessor(experiment.preprocessing, fitted_state=state)
-    label_values = state.get("label_values")
+    preprocessor = Preprocessor(experiment.preprocessing, fitted_state=fitted_state)
     columns = experiment.dataset.inputs["image"]
-    app = build_application(experiment, in_channels=len(columns), label_values=label_values)
-    checkpoint = load_checkpoint(find_checkpoint(run_dir, which=which))
-    _load_application(app, checkpoint)
     device = select_device(experiment.system.device)
     ctx = InferenceContext(device, autocast=resolve_precision(experiment.training.amp, device).autocast)
     for module in app.modules.values():
