@@ -16,7 +16,8 @@ pytest.importorskip("nilearn")
 
 
 @pytest.mark.slow
-def test_quick_demo_on_real_mri(tmp_path: Path, capsys) -> None:
+def test_quick_demo_on_real_mri(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("VOXELFLOW_ZOO_HOME", str(tmp_path / "zoo"))
     figures = run_demo(tmp_path / "demo", quick=True)
     assert figures["source"] == "mni152"  # the real-data path, not the phantom fallback
     run_dir = figures["run_dir"]
@@ -25,6 +26,12 @@ def test_quick_demo_on_real_mri(tmp_path: Path, capsys) -> None:
     assert set(figures["network"]) == {1, 2} and all(0.0 <= v <= 1.0 for v in figures["network"].values())
     out = capsys.readouterr().out
     assert "ONE anatomy" in out and "baseline" in out
+    # the demo's model is an installable zoo entry that segments new images
+    assert main(["zoo", "install", str(figures["entry"])]) == 0
+    test_image = next((tmp_path / "demo" / "data-quick" / "images").glob("test*_t1.nii.gz"))
+    assert main(["infer", "--model", "voxelflow-demo-tissue-quick", "--input", str(test_image),
+                 "--out", str(tmp_path / "zoo-pred")]) == 0
+    assert list((tmp_path / "zoo-pred").glob("*_seg.nii.gz"))
 
 
 def _phantom_dataset(folder: Path, count: int = 4) -> Path:
