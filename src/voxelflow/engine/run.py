@@ -117,6 +117,7 @@ def train_experiment(experiment: Experiment, *, run_dir: Path | None = None, for
     run, resume = prepare_run_dir(run_dir, experiment, force=force)
     data = prepare_data(experiment, run.root, base_dir=base_dir)
     app = build_application(experiment, in_channels=data.in_channels, label_values=data.label_values)
+    _apply_transfer(app, experiment, resume=resume)
     sampling = experiment.sampling
     sampler = build_sampler(
         experiment, window=sampling.window, windows_per_subject=sampling.windows_per_subject,
@@ -139,6 +140,24 @@ def train_experiment(experiment: Experiment, *, run_dir: Path | None = None, for
         config=experiment, resume=resume,
     )
     return trainer.fit()
+
+
+def _apply_transfer(app: Any, experiment: Experiment, *, resume: bool) -> None:
+    """``transfer.init_from`` (new runs only: a resume restores its own weights) and ``freeze``."""
+    from voxelflow.zoo.transfer import apply_transfer, freeze
+
+    transfer = getattr(experiment, "transfer", None)
+    if transfer is None:
+        return
+    network = app.modules["network"]
+    if resume:
+        frozen = freeze(network, transfer.freeze)
+    else:
+        report, frozen = apply_transfer(network, transfer)
+        if report is not None:
+            log.info("init_from %s:\n%s", transfer.init_from.source, report)
+    if frozen:
+        log.info("frozen parameters (kept out of the optimiser): %d", len(frozen))
 
 
 def infer_rows(experiment: Experiment, rows: Sequence[SubjectRow], *, run_dir: Path, out_dir: Path,
