@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def write_dataset(root: Path, subjects: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/tmp/vf_eval100")
+    parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "vf_eval100"))
     parser.add_argument("--subjects", type=int, default=100)
     parser.add_argument("--workers", default=None)
     args = parser.parse_args()
