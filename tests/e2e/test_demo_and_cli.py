@@ -69,7 +69,8 @@ def test_train_resume_infer_cli_keeps_geometry_and_label_values(tmp_path: Path) 
     # resume with more iterations is allowed; a changed network is refused (exit code 2 or 1)
     assert main(["train", "-c", str(path), "--set", "training.max_iterations=3"]) == 0
     assert main(["train", "-c", str(path), "--set", "network.channels=[4,8,16]"]) != 0
-    assert main(["infer", "-c", str(path), "--set", "training.max_iterations=3"]) == 0
+    assert main(["infer", "-c", str(path), "--set", "training.max_iterations=3",
+                 "--set", "inference.flip_tta=true", "--set", "inference.keep_largest_component=true"]) == 0
     predictions = sorted((run_dir / "predictions").glob("*_seg.nii.gz"))
     assert predictions
     name = predictions[0].name.removesuffix("_seg.nii.gz")

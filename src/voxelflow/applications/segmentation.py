@@ -77,6 +77,7 @@ class SegmentationApplication(Application):
                 f"label_values: expected {num_classes} values, got {self.label_values}"
             )
         self._last_logits: torch.Tensor | None = None
+        self.flip_tta = False  # set by inference (inference.flip_tta); validation stays plain
 
     @classmethod
     def from_experiment(
@@ -142,6 +143,7 @@ class SegmentationApplication(Application):
             blend=self.blend,
             batch_size=self.inference_batch_size,
             device=ctx.device,
+            flip_tta=self.flip_tta,
         )
 
     def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:

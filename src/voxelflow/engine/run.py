@@ -206,6 +206,12 @@ def segment_rows(experiment: Experiment, app: Any, fitted_state: dict[str, Any],
 
     preprocessor = Preprocessor(experiment.preprocessing, fitted_state=fitted_state)
     columns = experiment.dataset.inputs["image"]
+    if experiment.inference.uncertainty != "none":
+        raise ConfigError(
+            f"inference.uncertainty: expected 'none' (uncertainty maps are not implemented yet), "
+            f"got {experiment.inference.uncertainty!r}"
+        )
+    app.flip_tta = experiment.inference.flip_tta
     device = select_device(experiment.system.device)
     ctx = InferenceContext(device, autocast=resolve_precision(experiment.training.amp, device).autocast)
     for module in app.modules.values():
@@ -257,12 +263,26 @@ def _infer_one(app, ctx, preprocessor, row, columns, out_dir: Path, experiment: 
     back = invert(Image(probabilities, image.affine.copy()), record, kind="intensity", map_labels=False)
     label = app.decode(back.data[None])[0].to(torch.int16)
     source = original["image"]
+    label = _postprocess(label, experiment, source.spacing)
     output = Image(label, source.affine.copy(), kind="label", meta=dict(source.meta))
     path = out_dir / f"{row.name}_seg.nii.gz"
     write_image(output, path)
     if experiment.inference.save_probabilities:
         write_image(Image(back.data.float(), source.affine.copy()), out_dir / f"{row.name}_prob.nii.gz")
     return path
+
+
+def _postprocess(label: torch.Tensor, experiment: Experiment, spacing: Sequence[float]) -> torch.Tensor:
+    from voxelflow.applications.postprocess import postprocess_labels
+
+    options = experiment.inference
+    if not (options.keep_largest_component or options.min_component_volume_mm3 or options.fill_holes):
+        return label
+    cleaned = postprocess_labels(
+        label.numpy(), keep_largest=options.keep_largest_component,
+        min_volume_mm3=options.min_component_volume_mm3, fill_holes=options.fill_holes, spacing=spacing,
+    )
+    return torch.from_numpy(cleaned)
 
 
 def _check_output_dir(out_dir: Path, rows: Sequence[SubjectRow], columns: Sequence[str]) -> None:
