@@ -27,9 +27,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from voxelflow.errors import ConfigError
+
+if TYPE_CHECKING:  # applications sit above io/data/config in the layers; types only
+    from voxelflow.io.image import Image, Subject
 
 
 class TrainingContext(Protocol):
@@ -122,6 +125,42 @@ class OptimizationSettings:
         )
 
 
+@dataclass
+class InferenceItem:
+    """One subject prepared for inference by the engine.
+
+    Attributes:
+        name: subject id.
+        original: the subject as read (``image`` channels stacked; other roles when the row has
+            them), in its original geometry.
+        processed: after the run's saved preprocessing (the network's grid and intensities).
+        record: what preprocessing did, for :func:`voxelflow.transforms.preprocess.invert`.
+        fields: the row's non-image columns (targets, groups ...).
+    """
+
+    name: str
+    original: Subject
+    processed: Subject
+    record: dict[str, Any]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    """What inference produced for one subject (or one generated sample).
+
+    Attributes:
+        name: subject id, or a generated name such as ``sample_003``.
+        images: file suffix → image in the input's original geometry (``{"seg": label map}``
+            is written as ``<name>_seg.nii.gz``).
+        values: table columns of this row (predicted class, probabilities, latent means ...).
+    """
+
+    name: str
+    images: dict[str, Image] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+
 #: optimiser name → (optimiser, per-iteration scheduler or None).
 OptimizerSpecs = dict[str, tuple[Optimizer, LRScheduler | None]]
 
@@ -135,11 +174,48 @@ class Application:
 
     name: ClassVar[str] = "application"
     manual_optimization: ClassVar[bool] = False
+    #: CSV written by inference beside the outputs: one row per :class:`Prediction`.
+    prediction_table: ClassVar[str] = "inferred.csv"
+    #: ``inference.mode`` values this application accepts (the first is the default).
+    inference_modes: ClassVar[tuple[str, ...]] = ("predict",)
 
     def __init__(self, modules: Mapping[str, nn.Module]) -> None:
         if not modules:
             raise ConfigError(f"{type(self).__name__}: expected at least one module, got none")
         self.modules: dict[str, nn.Module] = dict(modules)
+
+    # --- building -----------------------------------------------------------------------------
+    @classmethod
+    def fit_task(cls, experiment: Any, dataset: Any, train_indices: Sequence[int]) -> dict[str, Any]:
+        """What the application learns from the training split before its network exists.
+
+        Called once per run (saved in ``preprocessing.json`` under ``"task"`` and in zoo entries):
+        class names of a classification column, mean and standard deviation of a regression
+        target. JSON-serialisable. Default: nothing.
+
+        Args:
+            experiment: the :class:`~voxelflow.config.schema.Experiment`.
+            dataset: the run's :class:`~voxelflow.data.dataset.PreprocessedDataset`.
+            train_indices: rows of the training split.
+        """
+        return {}
+
+    @classmethod
+    def from_experiment(
+        cls,
+        experiment: Any,
+        *,
+        in_channels: int,
+        label_values: Sequence[int] | None = None,
+        task_state: Mapping[str, Any] | None = None,
+    ) -> Application:
+        """Build the application (networks, losses) from an Experiment and the fitted state."""
+        raise NotImplementedError(f"{cls.__name__} must implement from_experiment")
+
+    def window_fields(self) -> Any:
+        """A picklable callable ``CachedSubject -> {name: tensor}`` whose result is added to
+        every training window (scalar targets from table columns), or None."""
+        return None
 
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self, settings: OptimizationSettings) -> OptimizerSpecs:
@@ -189,6 +265,21 @@ class Application:
     def infer_step(self, batch: Mapping[str, Any], ctx: TrainingContext) -> dict[str, torch.Tensor]:
         """Network outputs of one inference batch."""
         raise NotImplementedError(f"{type(self).__name__} does not implement infer_step")
+
+    def predict(self, item: InferenceItem, ctx: TrainingContext, options: Any) -> Prediction:
+        """Outputs of one subject in its original geometry (``options``: the inference config)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict")
+
+    def run_inference(
+        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: Any
+    ) -> Iterator[Prediction]:
+        """Every prediction of an inference run; default: :meth:`predict` per subject.
+
+        Applications with generation modes (``inference.mode``: sample, interpolate, encode)
+        override this; ``items`` is lazy, so a mode that needs no input reads none.
+        """
+        for item in items:
+            yield self.predict(item, ctx, options)
 
     def example_images(
         self, batch: Mapping[str, Any], outputs: Mapping[str, torch.Tensor]

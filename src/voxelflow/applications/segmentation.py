@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxelflow.applications.base import Application, TrainingContext
+from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
 from voxelflow.errors import ConfigError, ShapeError
 
 
@@ -81,11 +81,22 @@ class SegmentationApplication(Application):
 
     @classmethod
     def from_experiment(
-        cls, experiment: Any, *, in_channels: int, label_values: Sequence[int] | None = None
+        cls,
+        experiment: Any,
+        *,
+        in_channels: int,
+        label_values: Sequence[int] | None = None,
+        task_state: Mapping[str, Any] | None = None,
     ) -> SegmentationApplication:
         """Build network and loss from an :class:`~voxelflow.config.schema.Experiment`."""
         from voxelflow.losses import build_loss
         from voxelflow.networks import build_network
+
+        if experiment.task:
+            raise ConfigError(
+                f"task.{next(iter(experiment.task))}: segmentation takes no task options, "
+                f"got {sorted(experiment.task)}"
+            )
 
         num_classes = experiment.num_classes or (
             len(label_values) if label_values is not None else None
@@ -168,6 +179,29 @@ class SegmentationApplication(Application):
         """Class probabilities of whole images. Shape: ``image (B, C, *spatial)`` → ``(B, K, *spatial)``."""
         return {"probabilities": torch.softmax(self.predict_scores(batch["image"], ctx), dim=1)}
 
+    def predict(self, item: InferenceItem, ctx: TrainingContext, options: Any) -> Prediction:
+        """Label map (and optionally probabilities) of one subject in its original geometry.
+
+        Class probabilities are mapped back onto the original grid (un-crop, resample,
+        un-reorient) *before* the argmax, then class indices become the original label values
+        and the configured postprocessing runs.
+        """
+        from voxelflow.io.image import Image
+        from voxelflow.transforms.preprocess import invert
+
+        image = item.processed["image"]
+        with torch.no_grad():
+            scores = self.infer_step({"image": image.data[None].float()}, ctx)["probabilities"]
+        back = invert(Image(scores[0].cpu(), image.affine.copy()), item.record, kind="intensity",
+                      map_labels=False)
+        label = self.decode(back.data[None])[0].to(torch.int16)
+        source = item.original["image"]
+        label = _postprocess(label, options, source.spacing)
+        images = {"seg": Image(label, source.affine.copy(), kind="label", meta=dict(source.meta))}
+        if options.save_probabilities:
+            images["prob"] = Image(back.data.float(), source.affine.copy())
+        return Prediction(item.name, images)
+
     def decode(self, scores: torch.Tensor) -> torch.Tensor:
         """Label values (not class indices) of the argmax. Shape: ``(B, K, *spatial)`` → ``(B, 1, *spatial)``."""
         lookup = torch.as_tensor(self.label_values, device=scores.device)
@@ -193,6 +227,20 @@ class SegmentationApplication(Application):
                 f"checkpoint: expected {self.num_classes} classes, got {state['num_classes']}"
             )
         self.label_values = list(state["label_values"])
+
+
+def _postprocess(label: torch.Tensor, options: Any, spacing: Sequence[float]) -> torch.Tensor:
+    """Largest component / minimum volume / hole filling, as ``options`` (inference config) asks."""
+    from voxelflow.applications.postprocess import postprocess_labels
+
+    if not (options.keep_largest_component or options.min_component_volume_mm3 or options.fill_holes):
+        return label
+    cleaned = postprocess_labels(
+        label.numpy(), keep_largest=options.keep_largest_component,
+        min_volume_mm3=options.min_component_volume_mm3, fill_holes=options.fill_holes,
+        spacing=spacing,
+    )
+    return torch.from_numpy(cleaned)
 
 
 def _summarise(

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from voxelflow.config.load import load_experiment
-    from voxelflow.engine.run import infer_rows
+    from voxelflow.engine.inference import infer_rows
 
     if args.model:
         return _run_model(args)
@@ -71,7 +71,7 @@ def _input_rows(source: str | None, experiment, run_dir: Path):
 
 def _run_model(args: argparse.Namespace) -> int:
     from voxelflow.config.load import load_experiment
-    from voxelflow.engine.run import infer_with_model
+    from voxelflow.engine.inference import infer_with_model
     from voxelflow.zoo.store import resolve_model
 
     if not args.input or not args.out:

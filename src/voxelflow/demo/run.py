@@ -68,7 +68,8 @@ def demo_config(data: DemoData, run_dir: Path, settings: DemoSettings) -> dict[s
 def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     """Run the whole demo; returns the figures it prints."""
     from voxelflow.config.load import load_experiment
-    from voxelflow.engine.run import infer_rows, train_experiment
+    from voxelflow.engine.inference import infer_rows
+    from voxelflow.engine.run import train_experiment
     from voxelflow.io.table import read_csv_table
 
     settings = QUICK if quick else FULL

@@ -50,6 +50,8 @@ class PatchQueue(IterableDataset):
         rank: distributed rank.
         world_size: number of distributed ranks.
         infinite: loop over epochs forever (training); else stop after one pass.
+        window_fields: picklable callable ``CachedSubject -> {name: tensor}`` added to each of
+            the subject's windows (scalar targets from table columns), or None.
 
     Raises:
         ConfigError: bad queue_length, rank or world_size.
@@ -67,6 +69,7 @@ class PatchQueue(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         infinite: bool = True,
+        window_fields: Any = None,
     ) -> None:
         if queue_length < 1:
             raise ConfigError(f"expected queue_length >= 1, got {queue_length!r}")
@@ -85,6 +88,7 @@ class PatchQueue(IterableDataset):
             shuffle_subjects,
         )
         self.rank, self.world_size, self.infinite = int(rank), int(world_size), infinite
+        self.window_fields = window_fields
         self.epoch = 0
         self.windows_consumed = 0
 
@@ -148,7 +152,11 @@ class PatchQueue(IterableDataset):
         subject = None
         try:
             subject = self.subjects[index]
-            return self.sampler.sample(subject, rng, augmentation=self.transform)
+            windows = self.sampler.sample(subject, rng, augmentation=self.transform)
+            if self.window_fields is not None:
+                extra = self.window_fields(subject)
+                windows = [{**window, **extra} for window in windows]
+            return windows
         except Exception as exc:  # re-raised with the subject named; the original is chained
             where = source_of(subject) if subject is not None else f"subject #{index}"
             details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -1,0 +1,210 @@
+"""Inference for every application: read, preprocess with the saved state, predict, write.
+
+:func:`infer_rows` (a run's checkpoint) and :func:`infer_with_model` (an installed zoo entry)
+read each row's ``image`` columns (and any other role the row has, e.g. a regression target for
+error maps), apply the run's *saved* preprocessing, and hand the application lazy
+:class:`~voxelflow.applications.base.InferenceItem` s. The application returns
+:class:`~voxelflow.applications.base.Prediction` s already in each input's original geometry;
+this module writes their images as ``<name>_<suffix>.nii.gz`` and one row per prediction into
+the application's table (``inferred.csv``, ``predictions.csv`` ...), atomically. Nothing is
+ever written into an input folder. :func:`predict_subjects` does the same in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxelflow.applications.base import InferenceContext, InferenceItem, Prediction
+from voxelflow.config.schema import Experiment
+from voxelflow.data.dataset import load_fitted_state
+from voxelflow.engine.run import FITTED_STATE_FILE, build_application
+from voxelflow.errors import ConfigError
+from voxelflow.io.image import Subject, check_same_grid
+from voxelflow.io.table import SubjectRow
+
+log = logging.getLogger(__name__)
+
+
+def infer_rows(experiment: Experiment, rows: Sequence[SubjectRow], *, run_dir: Path, out_dir: Path,
+               which: str = "best") -> Path:
+    """Run a trained run's checkpoint on every row; returns the path of the prediction table."""
+    from voxelflow.engine.checkpoint import find_checkpoint, load_checkpoint
+
+    state = load_fitted_state(run_dir / FITTED_STATE_FILE)
+    app = _build(experiment, state)
+    load_application_state(app, load_checkpoint(find_checkpoint(run_dir, which=which)))
+    return predict_rows(experiment, app, state, rows, out_dir=out_dir)
+
+
+def infer_with_model(name_or_path: str | Path, rows: Sequence[SubjectRow], *, out_dir: Path,
+                     trust_code: bool = False) -> Path:
+    """Run an installed zoo entry on rows: its preprocessing applied and inverted."""
+    from voxelflow.config.load import load_experiment
+    from voxelflow.engine.checkpoint import load_module_state
+    from voxelflow.zoo.store import load_weights, resolve_model, trusted_plugins
+
+    entry = resolve_model(name_or_path)
+    trusted_plugins(entry, trust_code)
+    experiment = load_experiment(entry.config_path)
+    state = json.loads(entry.fitted_state_path.read_text()) if entry.fitted_state_path else {}
+    app = _build(experiment, state)
+    weights = load_weights(entry.weights_path, entry=entry.name)
+    load_module_state(app.modules["network"], weights, name="network", source=f"zoo entry {entry.name!r}")
+    return predict_rows(experiment, app, state, rows, out_dir=out_dir)
+
+
+def _build(experiment: Experiment, state: dict[str, Any]) -> Any:
+    return build_application(experiment, in_channels=len(experiment.dataset.inputs["image"]),
+                             label_values=state.get("label_values"), task_state=state.get("task") or {})
+
+
+def load_application_state(app: Any, checkpoint: dict[str, Any]) -> None:
+    """Load every module of ``app`` (and its extra state) from a checkpoint dict.
+
+    Raises:
+        ConfigError: the checkpoint lacks one of the application's modules.
+        CheckpointError: shapes or keys differ (the mismatching keys are named).
+    """
+    from voxelflow.engine.checkpoint import load_module_state
+
+    modules = checkpoint.get("modules") or {}
+    for name, module in app.modules.items():
+        if name not in modules:
+            raise ConfigError(f"checkpoint has no module {name!r}; it has {sorted(modules)}")
+        load_module_state(module, modules[name], name=name, source="checkpoint")
+    if checkpoint.get("application_state"):
+        app.load_state_dict(checkpoint["application_state"])
+
+
+def inference_context(experiment: Experiment, app: Any) -> InferenceContext:
+    """Device and precision from the config; the application's modules moved there, in eval mode."""
+    from voxelflow.engine.device import resolve_precision, select_device
+
+    device = select_device(experiment.system.device)
+    for module in app.modules.values():
+        module.to(device).eval()
+    return InferenceContext(device, autocast=resolve_precision(experiment.training.amp, device).autocast)
+
+
+def check_mode(experiment: Experiment, app: Any) -> None:
+    """``inference.mode`` must be one the application offers (null = its default)."""
+    mode = experiment.inference.mode
+    if mode is not None and mode not in app.inference_modes:
+        raise ConfigError(
+            f"inference.mode: expected one of {list(app.inference_modes)} for "
+            f"{experiment.application!r}, got {mode!r}"
+        )
+
+
+def prepare_items(experiment: Experiment, fitted_state: dict[str, Any],
+                  subjects: Iterable[Subject]) -> Iterator[InferenceItem]:
+    """Preprocess in-memory subjects with the saved state, lazily."""
+    from voxelflow.transforms.preprocess import Preprocessor
+
+    preprocessor = Preprocessor(experiment.preprocessing, fitted_state=fitted_state)
+    for subject in subjects:
+        processed, record = preprocessor(subject)
+        yield InferenceItem(subject.name, subject, processed, record, dict(subject.fields))
+
+
+def predict_subjects(experiment: Experiment, app: Any, fitted_state: dict[str, Any],
+                     subjects: Iterable[Subject]) -> list[Prediction]:
+    """In-memory inference (the Python API): subjects in, predictions in original geometry out."""
+    check_mode(experiment, app)
+    ctx = inference_context(experiment, app)
+    items = prepare_items(experiment, fitted_state, subjects)
+    with torch.no_grad():
+        return list(app.run_inference(items, ctx, experiment.inference))
+
+
+def predict_rows(experiment: Experiment, app: Any, fitted_state: dict[str, Any],
+                 rows: Sequence[SubjectRow], *, out_dir: Path) -> Path:
+    """Read, preprocess (saved state), predict and write every row; returns the table path."""
+    check_mode(experiment, app)
+    columns = [c for cols in experiment.dataset.inputs.values() for c in cols]
+    _check_output_dir(out_dir, rows, columns)
+    ctx = inference_context(experiment, app)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subjects = (read_subject(row, experiment) for row in rows)
+    items = prepare_items(experiment, fitted_state, subjects)
+    written: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for prediction in app.run_inference(items, ctx, experiment.inference):
+            written.append(write_prediction(prediction, out_dir))
+            log.info("%s → %s", prediction.name, out_dir)
+    return write_table(out_dir / app.prediction_table, written)
+
+
+def read_subject(row: SubjectRow, experiment: Experiment) -> Subject:
+    """The row's ``image`` columns stacked as channels, plus every other role the row has."""
+    from voxelflow.data.dataset import default_kind, read_image_file
+
+    policy = experiment.preprocessing.non_finite
+    images = {}
+    for role, columns in experiment.dataset.inputs.items():
+        if role != "image" and not all(row.columns.get(c) for c in columns):
+            continue  # new data: labels and targets are optional
+        parts = [read_image_file(row.path(c), kind=default_kind(role), non_finite=policy) for c in columns]
+        for part in parts[1:]:
+            check_same_grid(parts[0], part, what=f"{role} images of subject {row.name!r}")
+        data = torch.cat([p.data for p in parts]) if len(parts) > 1 else parts[0].data
+        images[role] = parts[0].with_data(data.float() if role == "image" else data)
+    first = images["image"]
+    for role, image in images.items():
+        check_same_grid(first, image, what=f"images of subject {row.name!r}")
+    used = {c for columns in experiment.dataset.inputs.values() for c in columns}
+    fields = {k: v for k, v in row.columns.items() if k not in used}
+    return Subject(row.name, images, fields)
+
+
+def write_prediction(prediction: Prediction, out_dir: Path) -> dict[str, Any]:
+    """Write a prediction's images (atomically); returns its table row."""
+    from voxelflow.io.writers import write_image
+
+    row: dict[str, Any] = {"subject": prediction.name}
+    for suffix, image in prediction.images.items():
+        path = out_dir / f"{prediction.name}_{suffix}.nii.gz"
+        write_image(image, path)
+        row[_column(suffix)] = str(path)
+    row.update(prediction.values)
+    return row
+
+
+def _column(suffix: str) -> str:
+    return "prediction" if suffix == "seg" else suffix
+
+
+def write_table(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """One CSV row per prediction (columns: the union, in first-seen order), written atomically."""
+    columns: list[str] = ["subject"]
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def _check_output_dir(out_dir: Path, rows: Sequence[SubjectRow], columns: Sequence[str]) -> None:
+    out = out_dir.resolve()
+    for row in rows:
+        for column in columns:
+            if not row.columns.get(column):
+                continue
+            folder = row.path(column).resolve().parent
+            if out == folder or folder in out.parents:
+                raise ConfigError(
+                    f"output folder {str(out_dir)!r} is inside the input folder {str(folder)!r}: "
+                    "choose an output folder outside the data"
+                )
+
