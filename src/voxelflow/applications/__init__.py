@@ -8,6 +8,8 @@ from __future__ import annotations
 from voxelflow.applications.base import (
     Application,
     InferenceContext,
+    InferenceItem,
+    Prediction,
     OptimizationSettings,
     OptimizerSpecs,
     TrainingContext,
@@ -16,15 +18,40 @@ from voxelflow.registry import Registry
 
 APPLICATIONS: Registry[type[Application]] = Registry("application")
 
+from voxelflow.applications.autoencoder import AutoencoderApplication  # noqa: E402
+from voxelflow.applications.classification import ClassificationApplication  # noqa: E402
+from voxelflow.applications.gan import GanApplication  # noqa: E402
+from voxelflow.applications.regression import RegressionApplication  # noqa: E402
 from voxelflow.applications.segmentation import SegmentationApplication  # noqa: E402
 
 APPLICATIONS.add(
     "segmentation", SegmentationApplication, description="image → class scores per voxel"
 )
+APPLICATIONS.add(
+    "regression", RegressionApplication,
+    description="image → image (MR → CT, denoising, super-resolution)",
+)
+APPLICATIONS.add(
+    "classification", ClassificationApplication,
+    description="image → class or scalar per subject (predictions.csv)",
+)
+APPLICATIONS.add(
+    "autoencoder", AutoencoderApplication,
+    description="image → latent → image (reconstruct, encode, sample, interpolate)",
+)
+APPLICATIONS.add(
+    "gan", GanApplication, description="noise (+ conditioning) → image, adversarially trained"
+)
 
 __all__ = [
     "APPLICATIONS",
     "Application",
+    "AutoencoderApplication",
+    "ClassificationApplication",
+    "GanApplication",
+    "InferenceItem",
+    "Prediction",
+    "RegressionApplication",
     "InferenceContext",
     "OptimizationSettings",
     "OptimizerSpecs",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
@@ -280,6 +281,23 @@ class Application:
         """
         for item in items:
             yield self.predict(item, ctx, options)
+
+    @classmethod
+    def evaluate(
+        cls, experiment: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+    ) -> dict[str, float]:
+        """Score an inference run against the references in ``rows``.
+
+        Args:
+            experiment: the run's Experiment.
+            predictions: the prediction table written by inference (``inferred.csv`` ...).
+            rows: dataset rows (:class:`~voxelflow.io.table.SubjectRow`) holding the references.
+            out_dir: folder for the per-subject CSV, the summary and plots (created).
+
+        Returns:
+            summary figures (metric name → value), also written to ``out_dir``.
+        """
+        raise NotImplementedError(f"{cls.__name__} does not implement evaluate")
 
     def example_images(
         self, batch: Mapping[str, Any], outputs: Mapping[str, torch.Tensor]

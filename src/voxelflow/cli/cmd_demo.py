@@ -1,24 +1,39 @@
-"""``voxelflow demo [--out DIR] [--quick]``: the whole pipeline on real MRI in minutes."""
+"""``voxelflow demo [--app APP] [--out DIR] [--quick]``: a whole application on real MRI in minutes."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
+
+#: application → module whose ``run_demo(out, *, quick)`` runs its demo.
+DEMOS = {
+    "segmentation": "voxelflow.demo.run",
+    "regression": "voxelflow.demo.regression",
+    "super_resolution": "voxelflow.demo.super_resolution",
+    "classification": "voxelflow.demo.classification",
+    "autoencoder": "voxelflow.demo.autoencoder",
+    "gan": "voxelflow.demo.gan",
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="train, infer and evaluate a tissue segmentation on generated MRI subjects",
+        "demo", help="train, infer and evaluate an application on subjects generated from real MRI",
         description="Builds subjects from the MNI152 template shipped by nilearn (phantoms without it), "
-        "trains a U-Net, segments held-out subjects, evaluates them against an intensity baseline.",
+        "trains, infers on held-out subjects and evaluates against a stated baseline. "
+        "Default: tissue segmentation with a U-Net.",
     )
-    parser.add_argument("--out", default="voxelflow-demo", help="folder for data, config and run (default: %(default)s)")
+    parser.add_argument("--app", choices=sorted(DEMOS), default="segmentation",
+                        help="which application's demo (default: %(default)s)")
+    parser.add_argument("--out", default=None,
+                        help="folder for data, config and run (default: voxelflow-demo, or voxelflow-demo-APP)")
     parser.add_argument("--quick", action="store_true", help="a tiny version that finishes in well under a minute")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from voxelflow.demo.run import run_demo
-
-    run_demo(Path(args.out), quick=args.quick)
+    module = importlib.import_module(DEMOS[args.app])
+    default = "voxelflow-demo" if args.app == "segmentation" else f"voxelflow-demo-{args.app}"
+    module.run_demo(Path(args.out or default), quick=args.quick)
     return 0

@@ -1,0 +1,15 @@
+"""The classification application (being written: see the issue on the other four applications)."""
+
+from __future__ import annotations
+
+from voxelflow.applications.base import Application
+
+
+class ClassificationApplication(Application):
+    """Placeholder until the module lands; refuses to build."""
+
+    name = "classification"
+
+    @classmethod
+    def from_experiment(cls, experiment, **kwargs):  # type: ignore[no-untyped-def]
+        raise NotImplementedError("the classification application is not implemented yet")
