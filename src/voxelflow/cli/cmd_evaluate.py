@@ -29,7 +29,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--pred", help="folder of predicted label maps (default with -c: RUN_DIR/predictions)"
     )
-    parser.add_argument("--ref", required=True, help="folder of reference label maps")
+    parser.add_argument(
+        "--ref",
+        help="folder of reference label maps (segmentation); for other applications with -c: "
+        "a CSV table holding the references (default: the config's dataset table)",
+    )
     parser.add_argument("--out", help="output folder (default with -c: RUN_DIR/evaluation)")
     parser.add_argument(
         "--tolerance", type=float, default=None, help="NSD tolerance in mm (default 1)"
@@ -99,6 +103,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation; exit code 1 when a subject is missing or failed."""
     from voxelflow.metrics.evaluate import EVALUATE_METRICS, evaluate_folders
 
+    if args.config:
+        from voxelflow.config.load import load_experiment
+
+        experiment = load_experiment(args.config, args.overrides)
+        if experiment.application != "segmentation":
+            return _run_application(args, experiment)
+    if not args.ref:
+        raise ConfigError("expected --ref FOLDER of reference label maps")
     settings: dict[str, object] = _settings_from_config(args) if args.config else {}
     pred = args.pred or settings.get("pred")
     out = args.out or settings.get("out")
@@ -129,4 +141,32 @@ def run(args: argparse.Namespace) -> int:
             "%d problem(s), listed in %s", len(result.problems), Path(out) / "problems.csv"
         )
         return 1
+    return 0
+
+
+def _run_application(args: argparse.Namespace, experiment: object) -> int:
+    """Evaluate a non-segmentation run through its application's ``evaluate``."""
+    from voxelflow.engine.run import application_class
+    from voxelflow.io.table import load_table, read_csv_table
+
+    application = application_class(experiment)  # type: ignore[arg-type]
+    run_dir = Path(args.run_dir) if args.run_dir else Path(experiment.system.run_dir)  # type: ignore[attr-defined]
+    pred = Path(args.pred) if args.pred else run_dir / "predictions"
+    out = Path(args.out) if args.out else run_dir / "evaluation"
+    table = pred / application.prediction_table
+    if not table.exists():
+        raise ConfigError(
+            f"--pred: expected {application.prediction_table} from `voxelflow infer` in {str(pred)!r}, "
+            "found none"
+        )
+    dataset = experiment.dataset  # type: ignore[attr-defined]
+    rows = (
+        read_csv_table(Path(args.ref), subject_column=dataset.subject_column)
+        if args.ref
+        else load_table(dataset)
+    )
+    summary = application.evaluate(experiment, predictions=table, rows=rows, out_dir=out)
+    for name, value in summary.items():
+        print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
+    logger.info("evaluation written to %s", out)
     return 0
