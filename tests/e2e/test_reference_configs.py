@@ -20,10 +20,9 @@ CONFIGS = sorted(
 
 # Shrink each config to seconds on CPU; every other setting stays as shipped.
 TINY = [
-    "sampling.window=[16,16,16]", "sampling.queue_length=2", "sampling.windows_per_subject=1",
+    "sampling.queue_length=2", "sampling.windows_per_subject=1",
     "training.max_iterations=2", "training.batch_size=1", "training.num_workers=0",
-    "training.validate_every=2", "training.checkpoint_every=2", "inference.window=[16,16,16]",
-    "evaluation.metrics=[dice]",
+    "training.validate_every=2", "training.checkpoint_every=2", "evaluation.metrics=[dice]",
 ]
 SMALL_NETWORKS = {"unet": "network.channels=[4,8]", "highresnet": "network.variant=small"}
 
@@ -46,6 +45,11 @@ def _write_table(folder: Path, columns: list[str]) -> Path:
     return folder / "table.csv"
 
 
+def _tiny_window(window: list[int]) -> str:
+    """16 per axis, keeping a 2D config's size-1 slice axis (configs/segmentation_2d.yaml)."""
+    return "[" + ",".join("1" if int(size) == 1 else "16" for size in window) + "]"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_reference_config_end_to_end(config: Path, tmp_path: Path) -> None:
@@ -53,7 +57,9 @@ def test_reference_config_end_to_end(config: Path, tmp_path: Path) -> None:
     columns = [c for cols in experiment.dataset.inputs.values() for c in cols]
     table = _write_table(tmp_path / "data", columns)
     run_dir = tmp_path / "run"
-    sets = [*TINY, f"dataset.csv={table}", f"system.run_dir={run_dir}", "split.validation=0.34"]
+    window = _tiny_window(experiment.sampling.window)
+    sets = [*TINY, f"sampling.window={window}", f"inference.window={window}",
+            f"dataset.csv={table}", f"system.run_dir={run_dir}", "split.validation=0.34"]
     if experiment.network.name in SMALL_NETWORKS:
         sets.append(SMALL_NETWORKS[experiment.network.name])
     if "warmup_iterations" in experiment.scheduler.kwargs:
@@ -63,6 +69,14 @@ def test_reference_config_end_to_end(config: Path, tmp_path: Path) -> None:
     assert main(["train", "-c", str(config), *args, "--set", "training.max_iterations=3"]) == 0  # resume
     assert main(["infer", "-c", str(config), *args, "--set", "training.max_iterations=3",
                  "--input", str(table), "--out", str(tmp_path / "pred")]) == 0
+    if experiment.inference.uncertainty != "none":  # written on each input's original grid
+        uncertainty = nib.load(tmp_path / "pred" / "s0_uncertainty.nii.gz")
+        source = nib.load(tmp_path / "data" / f"s0_{columns[0]}.nii.gz")
+        assert uncertainty.shape == source.shape and np.allclose(uncertainty.affine, source.affine)
+        assert np.issubdtype(uncertainty.get_data_dtype(), np.floating)
+        assert np.isfinite(uncertainty.get_fdata()).all() and uncertainty.get_fdata().max() > 0
+        for path in (tmp_path / "pred").glob("*_uncertainty.nii.gz"):  # evaluate reads label maps
+            path.rename(tmp_path / path.name)
     refs = tmp_path / "refs"
     refs.mkdir()
     for i in range(3):

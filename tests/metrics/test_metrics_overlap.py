@@ -105,7 +105,7 @@ def test_segmentation_metrics_agree_with_monai_dice_and_surface():
     spacing = (0.7, 0.7, 3.0)
     pred, ref = label_map((20, 18, 14), 2), label_map((20, 18, 14), 3)
     values = segmentation_metrics(
-        pred, ref, labels=[1, 2, 3], spacing=spacing, metrics=["dice", "hd95"]
+        pred, ref, labels=[1, 2, 3], spacing=spacing, metrics=["dice", "hd95"], surface="voxels"
     )
     p = one_hot(torch.from_numpy(pred)[None, None], 4).float()
     r = one_hot(torch.from_numpy(ref)[None, None], 4).float()

@@ -49,18 +49,18 @@ def test_shifted_cube_hand_computed_under_anisotropic_spacing():
     # Cube shifted by 2 voxels along x (0.7 mm): each directed set has 24 zeros, 16 × 0.7, 16 × 1.4.
     a, b = cube(), cube(start=(4, 2, 2))
     spacing = (0.7, 0.7, 3.0)
-    d = surface_distances(a, b, spacing)
+    d = surface_distances(a, b, spacing, surface="voxels")
     expected = np.sort(np.r_[np.zeros(24), np.full(16, 0.7), np.full(16, 1.4)])
     np.testing.assert_allclose(np.sort(d.pred_to_ref), expected, atol=1e-12)
     np.testing.assert_allclose(np.sort(d.ref_to_pred), expected, atol=1e-12)
     assert hausdorff_distance(a, b, spacing) == pytest.approx(1.4)
     assert hausdorff_distance(a, b, spacing, percentile=95) == pytest.approx(1.4)
-    assert hausdorff_distance(a, b, spacing, percentile=50) == pytest.approx(0.7)
-    assert average_symmetric_surface_distance(a, b, spacing) == pytest.approx(
+    assert hausdorff_distance(a, b, spacing, percentile=50, surface="voxels") == pytest.approx(0.7)
+    assert average_symmetric_surface_distance(a, b, spacing, surface="voxels") == pytest.approx(
         (16 * 1.4 + 16 * 0.7) / 56
     )
-    assert mean_surface_distance(a, b, spacing) == pytest.approx((0.6, 0.6))
-    assert normalized_surface_dice(a, b, spacing, 1.0) == pytest.approx(40 / 56)
+    assert mean_surface_distance(a, b, spacing, surface="voxels") == pytest.approx((0.6, 0.6))
+    assert normalized_surface_dice(a, b, spacing, 1.0, surface="voxels") == pytest.approx(40 / 56)
     assert normalized_surface_dice(a, b, spacing, 1.4 + 1e-9) == pytest.approx(1.0)
 
 
@@ -74,7 +74,7 @@ def test_pooled_hd95_differs_from_directed_on_asymmetric_errors():
     ref = cube(shape=(16, 16, 16), size=6)
     pred = ref.copy()
     pred[12:14, 4:6, 4:6] = True  # a small spur far from the reference
-    d = surface_distances(pred, ref, (1.0, 1.0, 1.5))
+    d = surface_distances(pred, ref, (1.0, 1.0, 1.5), surface="voxels")
     directed = d.hausdorff(95)
     pooled = d.hausdorff(95, mode="pooled")
     expected_directed = max(np.percentile(d.pred_to_ref, 95), np.percentile(d.ref_to_pred, 95))
@@ -143,7 +143,7 @@ def _monai(pred: np.ndarray, ref: np.ndarray, spacing) -> dict[str, float]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_agrees_with_monai_on_random_shapes(spacing, seed):
     pred, ref = blob((20, 22, 16), seed), blob((20, 22, 16), seed + 100)
-    d = surface_distances(pred, ref, spacing)
+    d = surface_distances(pred, ref, spacing, surface="voxels")
     ours = {
         "hd": d.hausdorff(),
         "hd95": d.hausdorff(95),
@@ -171,7 +171,7 @@ def test_deepmind_surfel_definition_coincides_on_boxes_and_differs_on_blobs(spac
     # purpose from MONAI's border voxels; the difference stays below one voxel diagonal.
     pred, ref = blob((18, 18, 14), 5), blob((18, 18, 14), 6)
     dm = surface_distance.compute_surface_distances(ref, pred, spacing)
-    ours = surface_distances(pred, ref, spacing)
+    ours = surface_distances(pred, ref, spacing, surface="voxels")
     their_assd = np.mean(surface_distance.compute_average_surface_distance(dm))
     diagonal = float(np.linalg.norm(spacing))
     assert abs(ours.hausdorff(95) - surface_distance.compute_robust_hausdorff(dm, 95)) < diagonal

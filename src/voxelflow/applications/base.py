@@ -218,6 +218,14 @@ class Application:
         every training window (scalar targets from table columns), or None."""
         return None
 
+    def subject_weights(self, fields: Sequence[Mapping[str, Any]]) -> list[float] | None:
+        """Sampling weight of each training subject, given their table fields, or None (uniform).
+
+        Used by the patch queue to draw each epoch's subjects with replacement (e.g.
+        class-balanced sampling: weight ∝ 1 / frequency of the subject's class).
+        """
+        return None
+
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self, settings: OptimizationSettings) -> OptimizerSpecs:
         """One optimiser named ``"default"`` over every module's parameters (override for more)."""
@@ -281,6 +289,11 @@ class Application:
         """
         for item in items:
             yield self.predict(item, ctx, options)
+
+    def write_extras(self, out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> list[Path]:
+        """Files written beside the prediction table once an inference run ends (an encode run's
+        ``latents.npy`` ...), from the table's rows; returns their paths (none by default)."""
+        return []
 
     @classmethod
     def evaluate(

@@ -7,12 +7,27 @@ configured metrics per foreground class with :func:`voxelflow.metrics.segmentati
 (spacing from the subject's affine); each metric is reported as its mean over classes
 (``dice``) and per class (``dice/1``).
 
+**2D training on slices of 3D volumes.** A 3D window with size 1 on exactly one axis (e.g.
+``sampling.window: [64, 64, 1]``) selects 2D mode: that axis is the *slice axis* (any of the three;
+more than one size-1 axis is a :class:`~voxelflow.errors.ConfigError`). The network is built with
+``spatial_dims=2``; the application removes the slice axis before every network call and restores
+it after, so the cache, the samplers, the augmentation and the sliding-window inference stay 3D
+(inference walks the volume slice by slice with ``inference.window`` ``[X, Y, 1]``, same axis).
+Spatial augmentation runs on the 3D window: rotate in-plane with a rotation about the slice axis
+(``rotation: [0, 0, 15]`` for slice axis 2); a rotation about another axis reads an oblique slice
+from the volume, flips of the slice axis and scaling along it do nothing.
+
+**Sampled inference** (flip TTA, Monte-Carlo dropout) and uncertainty maps: see
+:mod:`voxelflow.applications.uncertainty`; the written probabilities are the mean softmax over
+the samples and ``inference.uncertainty`` adds ``<subject>_uncertainty.nii.gz``.
+
 Example:
-    >>> app = SegmentationApplication(network, build_loss("dice_ce"), num_classes=3, window=(16, 16, 16))
+    >>> app = SegmentationApplication(network, build_loss("dice_ce"), num_classes=3, window=(16, 16, 16))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,14 +37,83 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
+from voxelflow.applications.uncertainty import (
+    SoftmaxMoments,
+    active_dropout,
+    check_inference_options,
+    flip_combinations,
+    seeded,
+)
 from voxelflow.errors import ConfigError, ShapeError
+
+
+def slice_axis_of(window: Sequence[int], *, key: str = "sampling.window") -> int | None:
+    """The slice axis of a 2D-on-slices window (its one size-1 axis), or None for a plain window.
+
+    Args:
+        window: window size per spatial axis.
+        key: config key named in errors.
+
+    Raises:
+        ConfigError: more than one size-1 axis, or a size-1 axis in a window that is not 3D.
+
+    Example:
+        >>> slice_axis_of([64, 1, 64])
+        1
+    """
+    ones = [axis for axis, size in enumerate(window) if int(size) == 1]
+    if not ones:
+        return None
+    if len(ones) > 1:
+        raise ConfigError(
+            f"{key}: expected at most one axis of size 1 (the slice axis of 2D training), "
+            f"got {list(window)} (size 1 on axes {ones})"
+        )
+    if len(window) != 3:
+        raise ConfigError(
+            f"{key}: expected a 3D window for 2D training on slices (size 1 on the slice axis), "
+            f"got {list(window)}"
+        )
+    return ones[0]
+
+
+def network_window(window: Sequence[int]) -> list[int]:
+    """The window the network sees: ``window`` without the slice axis of 2D training on slices.
+
+    Example:
+        >>> network_window([64, 64, 1]), network_window([32, 32, 32])
+        ([64, 64], [32, 32, 32])
+    """
+    axis = slice_axis_of(window, key="window")
+    return [int(size) for index, size in enumerate(window) if index != axis]
+
+
+def experiment_slice_axis(experiment: Any) -> int | None:
+    """The slice axis of an Experiment's windows; training, label and inference windows agree.
+
+    Raises:
+        ConfigError: the windows disagree on the slice axis (naming both keys).
+    """
+    axis = slice_axis_of(experiment.sampling.window, key="sampling.window")
+    others = {
+        "sampling.label_window": experiment.sampling.label_window,
+        "inference.window": experiment.inference.window,
+    }
+    for key, window in others.items():
+        if window is not None and slice_axis_of(window, key=key) != axis:
+            raise ConfigError(
+                f"{key}: expected the slice axis of sampling.window {experiment.sampling.window} "
+                f"({'none' if axis is None else axis}), got {list(window)}"
+            )
+    return axis
 
 
 class SegmentationApplication(Application):
     """Per-voxel classification into ``num_classes`` classes.
 
     Args:
-        network: maps ``(B, C_in, *window)`` to logits ``(B, num_classes, *window)``.
+        network: maps ``(B, C_in, *window)`` to logits ``(B, num_classes, *window)``; in 2D mode
+            (``slice_axis`` set) it maps the window without its slice axis.
         loss: takes ``(logits, target indices)`` and returns a scalar.
         num_classes: number of classes including background.
         window: inference window for validation (0 or -1 = whole axis).
@@ -39,6 +123,11 @@ class SegmentationApplication(Application):
         metrics: metric names (``dice``, ``hd95``, ``assd``, ``nsd`` ...).
         tolerance_mm: NSD tolerance.
         label_values: label value of each class (saved with checkpoints, used to write outputs).
+        slice_axis: spatial axis removed before the network (2D training on slices), or None.
+
+    Raises:
+        ConfigError: fewer than 2 classes, wrong number of label values, or a ``window`` whose
+            size on ``slice_axis`` is not 1.
     """
 
     name = "segmentation"
@@ -56,6 +145,7 @@ class SegmentationApplication(Application):
         metrics: Sequence[str] = ("dice",),
         tolerance_mm: float = 1.0,
         label_values: Sequence[int] | None = None,
+        slice_axis: int | None = None,
     ) -> None:
         super().__init__({"network": network})
         if num_classes < 2:
@@ -76,8 +166,12 @@ class SegmentationApplication(Application):
             raise ConfigError(
                 f"label_values: expected {num_classes} values, got {self.label_values}"
             )
+        if slice_axis is not None and slice_axis_of(self.window, key="window") != slice_axis:
+            raise ConfigError(
+                f"window: expected size 1 on the slice axis {slice_axis} only, got {self.window}"
+            )
+        self.slice_axis = slice_axis
         self._last_logits: torch.Tensor | None = None
-        self.flip_tta = False  # set by inference (inference.flip_tta); validation stays plain
 
     @classmethod
     def from_experiment(
@@ -88,7 +182,15 @@ class SegmentationApplication(Application):
         label_values: Sequence[int] | None = None,
         task_state: Mapping[str, Any] | None = None,
     ) -> SegmentationApplication:
-        """Build network and loss from an :class:`~voxelflow.config.schema.Experiment`."""
+        """Build network and loss from an :class:`~voxelflow.config.schema.Experiment`.
+
+        A window with one size-1 axis builds a 2D network (see the module docstring).
+
+        Raises:
+            ConfigError: task options given, no class count, windows disagreeing on the slice
+                axis, or inference options that cannot be honoured (uncertainty without samples,
+                Monte-Carlo dropout without dropout layers).
+        """
         from voxelflow.losses import build_loss
         from voxelflow.networks import build_network
 
@@ -105,13 +207,15 @@ class SegmentationApplication(Application):
             raise ConfigError(
                 "num_classes: expected a value or label values from the training split, got neither"
             )
+        slice_axis = experiment_slice_axis(experiment)
         window = experiment.inference.window or experiment.sampling.window
         network = build_network(
             experiment.network,
-            spatial_dims=len(window),
+            spatial_dims=len(network_window(window)),
             in_channels=in_channels,
             out_channels=num_classes,
         )
+        check_inference_options(experiment.inference, network)
         return cls(
             network,
             build_loss(experiment.loss.name, **experiment.loss.kwargs),
@@ -123,11 +227,29 @@ class SegmentationApplication(Application):
             metrics=[m for m in experiment.evaluation.metrics],
             tolerance_mm=experiment.evaluation.tolerance_mm,
             label_values=label_values,
+            slice_axis=slice_axis,
         )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Network logits of a window batch, removing and restoring the slice axis in 2D mode.
+
+        Shape:
+            ``(B, C, *window)`` → ``(B, K, *window)``
+        """
+        network = self.modules["network"]
+        if self.slice_axis is None:
+            return network(image)
+        dim = 2 + self.slice_axis
+        if image.shape[dim] != 1:
+            raise ShapeError(
+                f"expected size 1 on slice axis {self.slice_axis} of the window, got input "
+                f"shape {tuple(image.shape)}"
+            )
+        return network(image.squeeze(dim)).unsqueeze(dim)
 
     def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Shape: ``image (B, C, *window)``, ``label (B, 1, *window)`` → scalar ``loss``."""
-        logits = self.modules["network"](batch["image"])
+        logits = self.forward(batch["image"])
         label = batch["label"]
         if logits.shape[2:] != label.shape[2:]:
             raise ShapeError(
@@ -136,15 +258,26 @@ class SegmentationApplication(Application):
         self._last_logits = logits.detach()
         return {"loss": self.loss(logits, label.long())}
 
-    def predict_scores(self, image: torch.Tensor, ctx: TrainingContext) -> torch.Tensor:
-        """Sliding-window logits over whole images: ``(B, C, *spatial)`` → ``(B, K, *spatial)``."""
+    def predict_scores(
+        self, image: torch.Tensor, ctx: TrainingContext, *, flip: Sequence[int] = ()
+    ) -> torch.Tensor:
+        """Sliding-window logits over whole images: ``(B, C, *spatial)`` → ``(B, K, *spatial)``.
+
+        Args:
+            image: whole images.
+            ctx: device and precision.
+            flip: tensor dims flipped in every window before the network and back after.
+        """
         from voxelflow.sampling.grid import sliding_window
 
-        network = self.modules["network"]
+        flip = list(flip)
 
         def run(windows: torch.Tensor) -> torch.Tensor:
+            if flip:
+                windows = torch.flip(windows, flip)
             with ctx.autocast():
-                return network(windows).float()
+                logits = self.forward(windows).float()
+            return torch.flip(logits, flip) if flip else logits
 
         return sliding_window(
             run,
@@ -154,8 +287,42 @@ class SegmentationApplication(Application):
             blend=self.blend,
             batch_size=self.inference_batch_size,
             device=ctx.device,
-            flip_tta=self.flip_tta,
         )
+
+    def sample_probabilities(
+        self, image: torch.Tensor, ctx: TrainingContext, options: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean softmax over flip-TTA / Monte-Carlo dropout samples and the uncertainty map.
+
+        Without ``options.flip_tta`` and ``options.mc_samples`` this is the plain softmax.
+
+        Args:
+            image: whole images.
+            ctx: device and precision.
+            options: the inference config (``flip_tta``, ``mc_samples``, ``uncertainty``, ``seed``).
+
+        Returns:
+            ``(probabilities (B, K, *spatial), uncertainty (B, 1, *spatial) or None)``.
+
+        Raises:
+            ConfigError: see :func:`check_inference_options`.
+        """
+        network = self.modules["network"]
+        check_inference_options(options, network)
+        mc_samples = int(getattr(options, "mc_samples", 0) or 0)
+        flips = (
+            flip_combinations(image.ndim - 2, skip=self.slice_axis) if options.flip_tta else [()]
+        )
+        moments = SoftmaxMoments(class_dim=1, squares=options.uncertainty == "variance")
+        with seeded(int(options.seed), ctx.device):
+            for _ in range(max(mc_samples, 1)):
+                with active_dropout(network) if mc_samples else contextlib.nullcontext():
+                    for flip in flips:
+                        moments.add(torch.softmax(self.predict_scores(image, ctx, flip=flip), 1))
+        uncertainty = None
+        if options.uncertainty != "none":
+            uncertainty = moments.uncertainty(options.uncertainty)
+        return moments.mean(), uncertainty
 
     def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
         """Metrics of one whole cached subject (``arrays['image']``, ``arrays['label']``, ``affine``)."""
@@ -180,26 +347,29 @@ class SegmentationApplication(Application):
         return {"probabilities": torch.softmax(self.predict_scores(batch["image"], ctx), dim=1)}
 
     def predict(self, item: InferenceItem, ctx: TrainingContext, options: Any) -> Prediction:
-        """Label map (and optionally probabilities) of one subject in its original geometry.
+        """Label map (optionally probabilities and uncertainty) of one subject in its original geometry.
 
-        Class probabilities are mapped back onto the original grid (un-crop, resample,
-        un-reorient) *before* the argmax, then class indices become the original label values
-        and the configured postprocessing runs.
+        Class probabilities (the mean over flip-TTA / Monte-Carlo samples when asked) are mapped
+        back onto the original grid (un-crop, resample, un-reorient) *before* the argmax, then
+        class indices become the original label values and the configured postprocessing runs.
+        The uncertainty map is computed on the network's grid and mapped back linearly (0
+        outside a foreground crop).
         """
         from voxelflow.io.image import Image
-        from voxelflow.transforms.preprocess import invert
 
         image = item.processed["image"]
         with torch.no_grad():
-            scores = self.infer_step({"image": image.data[None].float()}, ctx)["probabilities"]
-        back = invert(Image(scores[0].cpu(), image.affine.copy()), item.record, kind="intensity",
-                      map_labels=False)
+            scores, uncertainty = self.sample_probabilities(image.data[None].float(), ctx, options)
+        back = _to_original(scores[0], image.affine, item.record)
         label = self.decode(back.data[None])[0].to(torch.int16)
         source = item.original["image"]
         label = _postprocess(label, options, source.spacing)
         images = {"seg": Image(label, source.affine.copy(), kind="label", meta=dict(source.meta))}
         if options.save_probabilities:
             images["prob"] = Image(back.data.float(), source.affine.copy())
+        if uncertainty is not None:
+            mapped = _to_original(uncertainty[0], image.affine, item.record)
+            images["uncertainty"] = Image(mapped.data.float(), source.affine.copy())
         return Prediction(item.name, images)
 
     def decode(self, scores: torch.Tensor) -> torch.Tensor:
@@ -216,7 +386,10 @@ class SegmentationApplication(Application):
         return images
 
     def graph_input(self, batch: Mapping[str, Any]) -> tuple[str, torch.Tensor] | None:
-        return "network", batch["image"][:1]
+        example = batch["image"][:1]
+        if self.slice_axis is not None:
+            example = example.squeeze(2 + self.slice_axis)
+        return "network", example
 
     def state_dict(self) -> dict[str, Any]:
         return {"label_values": list(self.label_values), "num_classes": self.num_classes}
@@ -229,15 +402,27 @@ class SegmentationApplication(Application):
         self.label_values = list(state["label_values"])
 
 
+def _to_original(data: torch.Tensor, affine: np.ndarray, record: dict[str, Any]) -> Any:
+    """An image on the network's grid ``(C, *spatial)`` mapped back to the original grid (linear)."""
+    from voxelflow.io.image import Image
+    from voxelflow.transforms.preprocess import invert
+
+    return invert(Image(data.cpu(), affine.copy()), record, kind="intensity", map_labels=False)
+
+
 def _postprocess(label: torch.Tensor, options: Any, spacing: Sequence[float]) -> torch.Tensor:
     """Largest component / minimum volume / hole filling, as ``options`` (inference config) asks."""
     from voxelflow.applications.postprocess import postprocess_labels
 
-    if not (options.keep_largest_component or options.min_component_volume_mm3 or options.fill_holes):
+    if not (
+        options.keep_largest_component or options.min_component_volume_mm3 or options.fill_holes
+    ):
         return label
     cleaned = postprocess_labels(
-        label.numpy(), keep_largest=options.keep_largest_component,
-        min_volume_mm3=options.min_component_volume_mm3, fill_holes=options.fill_holes,
+        label.numpy(),
+        keep_largest=options.keep_largest_component,
+        min_volume_mm3=options.min_component_volume_mm3,
+        fill_holes=options.fill_holes,
         spacing=spacing,
     )
     return torch.from_numpy(cleaned)

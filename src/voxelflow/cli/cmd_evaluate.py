@@ -56,9 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--surface",
-        choices=("voxels", "faces"),
-        default="voxels",
-        help="surface elements: border voxels (MONAI, default) or area-weighted voxel faces",
+        choices=("surfels", "voxels", "faces"),
+        default="surfels",
+        help="surface elements of HD/HD95/ASSD/NSD: DeepMind's area-weighted surfels (default), "
+        "border voxels (MONAI's definition) or area-weighted voxel faces",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="parallel processes (default: CPU count)"

@@ -82,6 +82,11 @@ def load_experiment(
         ConfigError: bad YAML (file and line), unknown keys (with suggestions), wrong types
             (``key.path: expected X, got Y``) or a bad override path.
         MissingFileError: the file does not exist.
+
+    Example:
+        >>> experiment = load_experiment({"network": {"name": "unet"}}, ["training.max_iterations=50"])
+        >>> experiment.network.name, experiment.training.max_iterations
+        ('unet', 50)
     """
     origin = "<dict>"
     if isinstance(source, Experiment):

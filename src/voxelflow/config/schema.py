@@ -190,6 +190,9 @@ class TrainingConfig(Section):
     deterministic: bool = Field(False, description="deterministic algorithms (slower)")
     validate_every: int = Field(100, ge=0, description="iterations between validations; 0 = never")
     log_every: int = Field(10, ge=1, description="iterations between console and TensorBoard logs")
+    image_every: int = Field(
+        0, ge=0, description="iterations between TensorBoard image montages; 0 = never"
+    )
     checkpoint_every: int = Field(100, ge=1, description="iterations between checkpoints")
     keep_last: int = Field(2, ge=1, description="most recent checkpoints kept")
     keep_best: int = Field(1, ge=0, description="best checkpoints kept by `best_metric`")
@@ -220,7 +223,11 @@ class InferenceConfig(Section):
     flip_tta: bool = Field(False, description="average over flips of every spatial axis")
     save_probabilities: bool = Field(False, description="also write class probabilities")
     uncertainty: Literal["none", "entropy", "variance"] = Field(
-        "none", description="write a voxel-wise uncertainty map"
+        "none",
+        description="write a voxel-wise uncertainty map over flip_tta / mc_samples samples",
+    )
+    mc_samples: int = Field(
+        0, ge=0, description="Monte-Carlo dropout passes (0 = off; needs a network with dropout)"
     )
     keep_largest_component: bool = Field(
         False, description="keep only the largest connected component of each class"

@@ -13,10 +13,10 @@ For the Python API without a table, :func:`preprocess_subject` runs the same pip
 
 Example:
     >>> ds = PreprocessedDataset(rows, inputs={"image": ["t1", "t2"], "label": ["seg"]},
-    ...                          preprocessing=PreprocessingConfig(), cache_dir=run / "cache")
-    >>> ds.fit(train_indices)            # fitted normalisers / label values, if any
-    >>> ds.build(num_workers=2)          # optional: otherwise built on first access
-    >>> ds[0].arrays["image"].shape      # (2, X, Y, Z) memmap
+    ...                          preprocessing=PreprocessingConfig(), cache_dir=run / "cache")  # doctest: +SKIP
+    >>> ds.fit(train_indices)            # doctest: +SKIP
+    >>> ds.build(num_workers=2)          # doctest: +SKIP
+    >>> ds[0].arrays["image"].shape      # doctest: +SKIP
 """
 
 from __future__ import annotations

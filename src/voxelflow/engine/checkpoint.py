@@ -139,6 +139,31 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def module_state_problems(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and differently shaped keys of ``state`` for ``module`` (up to ten of each).
+
+    Returns:
+        Lines such as ``"missing keys: 3.bias"``; empty when ``state`` fits ``module``.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = [
+        f"{key} (expected {tuple(own[key].shape)}, got {tuple(state[key].shape)})"
+        for key in sorted(set(own) & set(state))
+        if hasattr(state[key], "shape") and tuple(own[key].shape) != tuple(state[key].shape)
+    ]
+    return [
+        f"{label}: {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", reshaped),
+        )
+        if keys
+    ]
+
+
 def load_module_state(
     module: nn.Module, state: Mapping[str, torch.Tensor], *, name: str, source: str
 ) -> None:
@@ -153,28 +178,40 @@ def load_module_state(
     Raises:
         CheckpointError: missing, unexpected or differently shaped keys (up to ten of each listed).
     """
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    reshaped = [
-        f"{key} (expected {tuple(own[key].shape)}, got {tuple(state[key].shape)})"
-        for key in sorted(set(own) & set(state))
-        if hasattr(state[key], "shape") and tuple(own[key].shape) != tuple(state[key].shape)
-    ]
-    problems = [
-        f"{label}: {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatch", reshaped),
-        )
-        if keys
-    ]
+    problems = module_state_problems(module, state)
     if problems:
         raise CheckpointError(
             f"{source}: {name!r} does not fit the checkpoint; " + "; ".join(problems)
         )
     module.load_state_dict(state)
+
+
+def check_application(checkpoint: Mapping[str, Any], application: Any, *, source: str) -> None:
+    """Refuse a checkpoint written by another application, naming the module keys that differ.
+
+    Args:
+        checkpoint: the loaded checkpoint dict (``application``, ``modules`` ...).
+        application: the application about to load it (``name``, ``modules``).
+        source: the checkpoint file, for messages.
+
+    Raises:
+        CheckpointError: ``checkpoint["application"]`` is not ``application.name``.
+    """
+    saved = checkpoint.get("application")
+    if saved is None or saved == application.name:
+        return
+    modules = checkpoint.get("modules") or {}
+    details = []
+    for name, module in application.modules.items():
+        if name not in modules:
+            details.append(f"module {name!r} absent (it has {sorted(modules)})")
+            continue
+        problems = module_state_problems(module, modules[name])
+        details.append(f"{name!r}: {'; '.join(problems) or 'same keys and shapes'}")
+    raise CheckpointError(
+        f"{source}: expected a checkpoint of application {application.name!r}, got {saved!r}; "
+        + "; ".join(details)
+    )
 
 
 @dataclass

@@ -26,7 +26,7 @@ from voxelflow.config.schema import Experiment
 from voxelflow.data.dataset import load_fitted_state
 from voxelflow.engine.run import FITTED_STATE_FILE, build_application
 from voxelflow.errors import ConfigError
-from voxelflow.io.image import Subject, check_same_grid
+from voxelflow.io.image import Subject, check_same_grid, grid_difference
 from voxelflow.io.table import SubjectRow
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ def infer_rows(experiment: Experiment, rows: Sequence[SubjectRow], *, run_dir: P
 
     state = load_fitted_state(run_dir / FITTED_STATE_FILE)
     app = _build(experiment, state)
-    load_application_state(app, load_checkpoint(find_checkpoint(run_dir, which=which)))
+    path = find_checkpoint(run_dir, which=which)
+    load_application_state(app, load_checkpoint(path), source=str(path))
     return predict_rows(experiment, app, state, rows, out_dir=out_dir)
 
 
@@ -65,20 +66,23 @@ def _build(experiment: Experiment, state: dict[str, Any]) -> Any:
                              label_values=state.get("label_values"), task_state=state.get("task") or {})
 
 
-def load_application_state(app: Any, checkpoint: dict[str, Any]) -> None:
+def load_application_state(app: Any, checkpoint: dict[str, Any], *,
+                           source: str = "checkpoint") -> None:
     """Load every module of ``app`` (and its extra state) from a checkpoint dict.
 
     Raises:
         ConfigError: the checkpoint lacks one of the application's modules.
-        CheckpointError: shapes or keys differ (the mismatching keys are named).
+        CheckpointError: the checkpoint is another application's, or shapes or keys differ
+            (the mismatching keys are named).
     """
-    from voxelflow.engine.checkpoint import load_module_state
+    from voxelflow.engine.checkpoint import check_application, load_module_state
 
+    check_application(checkpoint, app, source=source)
     modules = checkpoint.get("modules") or {}
     for name, module in app.modules.items():
         if name not in modules:
             raise ConfigError(f"checkpoint has no module {name!r}; it has {sorted(modules)}")
-        load_module_state(module, modules[name], name=name, source="checkpoint")
+        load_module_state(module, modules[name], name=name, source=source)
     if checkpoint.get("application_state"):
         app.load_state_dict(checkpoint["application_state"])
 
@@ -139,6 +143,7 @@ def predict_rows(experiment: Experiment, app: Any, fitted_state: dict[str, Any],
         for prediction in app.run_inference(items, ctx, experiment.inference):
             written.append(write_prediction(prediction, out_dir))
             log.info("%s → %s", prediction.name, out_dir)
+    app.write_extras(out_dir, written)
     return write_table(out_dir / app.prediction_table, written)
 
 
@@ -157,11 +162,25 @@ def read_subject(row: SubjectRow, experiment: Experiment) -> Subject:
         data = torch.cat([p.data for p in parts]) if len(parts) > 1 else parts[0].data
         images[role] = parts[0].with_data(data.float() if role == "image" else data)
     first = images["image"]
-    for role, image in images.items():
+    for role, image in list(images.items()):
+        if experiment.dataset.resample_to_first and grid_difference(first, image) is not None:
+            images[role] = _resample_onto(first, image, row.name)  # as training's dataset does
+            continue
         check_same_grid(first, image, what=f"images of subject {row.name!r}")
     used = {c for columns in experiment.dataset.inputs.values() for c in columns}
     fields = {k: v for k, v in row.columns.items() if k not in used}
     return Subject(row.name, images, fields)
+
+
+def _resample_onto(reference: Any, image: Any, name: str) -> Any:
+    """``dataset.resample_to_first``: ``image`` on the grid of ``reference`` (nearest for labels)."""
+    from voxelflow.transforms import functional as F
+
+    log.warning("subject %r: resampling %s onto %s", name, image.path, reference.path)
+    method = "nearest" if image.kind == "label" else "linear"
+    data = F.resample(image.data, image.affine, target_shape=reference.spatial_shape,
+                      target_affine=reference.affine, interpolation=method)
+    return image.with_data(data, affine=reference.affine.copy())
 
 
 def write_prediction(prediction: Prediction, out_dir: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ first step is never at lr 0), then runs the schedule over the remaining ``max_it
 iterations as if it started at 0. ``linear_warmup`` is ``constant`` with a warm-up.
 
 Example:
+    >>> model = torch.nn.Linear(4, 2)
     >>> optimizer = build_optimizer("sgd", model.parameters(), lr=0.01, momentum=0.99, nesterov=True)
     >>> scheduler = build_scheduler("poly", optimizer, max_iterations=1000, warmup_iterations=50)
 """

@@ -9,7 +9,6 @@ Inference lives in :mod:`voxelflow.engine.inference`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from voxelflow.config.schema import Experiment
 from voxelflow.data.dataset import PreprocessedDataset, load_fitted_state, save_fitted_state
+from voxelflow.engine import distributed
 from voxelflow.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,34 @@ def prepare_data(experiment: Experiment, run_dir: Path, *, base_dir: Path | None
         task = saved.get("task") or {}
     else:
         dataset.fit(parts["train"])
+        check_class_count(experiment, dataset.fitted_state.get("label_values"))
         task = application_class(experiment).fit_task(experiment, dataset, parts["train"])
         save_fitted_state({**dataset.fitted_state, "task": task}, state_path)
     dataset.build(num_workers=0, progress=True)
     return PreparedData(dataset, parts["train"], parts["validation"], parts["test"], task)
+
+
+def check_class_count(experiment: Experiment, label_values: Sequence[int] | None) -> None:
+    """Refuse training labels with more values than the network has outputs (``num_classes``).
+
+    Checked when preprocessing is fitted, before the cache is built or a network sees a batch
+    (else the loss would fail deep inside torch with an index error or a CUDA assert).
+
+    Raises:
+        ConfigError: ``num_classes`` below the number of label values, naming both.
+    """
+    wanted = experiment.num_classes
+    if wanted is None or label_values is None or "label" not in experiment.dataset.inputs:
+        return
+    values = [int(v) for v in label_values]
+    if len(values) > wanted:
+        source = ("preprocessing.label_values" if experiment.preprocessing.label_values is not None
+                  else "the training labels")
+        raise ConfigError(
+            f"num_classes: expected at least {len(values)} classes for the label values "
+            f"{values} of {source}, got num_classes: {wanted}; set num_classes: {len(values)} "
+            "(or leave it unset to follow the labels)"
+        )
 
 
 def application_class(experiment: Experiment) -> Any:
@@ -116,45 +140,113 @@ def build_application(experiment: Experiment, *, in_channels: int, label_values:
                                    task_state=task_state or {})
 
 
-def train_experiment(experiment: Experiment, *, run_dir: Path | None = None, force: bool = False,
-                     base_dir: Path | None = None) -> dict[str, float]:
-    """Train (or resume) the experiment; returns the last validation metrics."""
-    from voxelflow.applications.base import OptimizationSettings
+@dataclass
+class TrainingPipeline:
+    """What a training run feeds its trainer: data, application and the batch loader.
+
+    Attributes:
+        data: the prepared dataset and its split.
+        application: the application (networks, losses), transfer weights applied.
+        queue: the patch queue over the training subjects of this rank.
+        loader: the DataLoader of collated batches ``(B, C, *window)`` over the queue.
+    """
+
+    data: PreparedData
+    application: Any
+    queue: Any
+    loader: torch.utils.data.DataLoader
+
+
+def build_training_pipeline(experiment: Experiment, run_dir: Path, *, base_dir: Path | None = None,
+                            resume: bool = False) -> TrainingPipeline:
+    """Prepared data → application → sampler → patch queue (this rank's shard) → DataLoader.
+
+    The single place where training builds its input pipeline: ``voxelflow train`` and
+    ``voxelflow profile`` both call it. Under ``torchrun`` rank 0 prepares the data first.
+
+    Args:
+        experiment: the resolved experiment.
+        run_dir: folder of the split, the fitted preprocessing state and (by default) the cache.
+        base_dir: folder that relative table paths are resolved against.
+        resume: the run resumes (``transfer.init_from`` is then not applied).
+    """
     from voxelflow.config.build import build_sampler
-    from voxelflow.engine.checkpoint import prepare_run_dir
-    from voxelflow.engine.trainer import Trainer, TrainerOptions
     from voxelflow.sampling.queue import PatchQueue, collate_windows
     from voxelflow.transforms.compose import build_augmentation
 
-    run_dir = Path(run_dir or experiment.system.run_dir)
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    run, resume = prepare_run_dir(run_dir, experiment, force=force)
-    data = prepare_data(experiment, run.root, base_dir=base_dir)
+    context = distributed.current_context()
+    data = _prepare_data_main_rank_first(experiment, run_dir, base_dir=base_dir)
     app = build_application(experiment, in_channels=data.in_channels, label_values=data.label_values,
                             task_state=data.task_state)
     _apply_transfer(app, experiment, resume=resume)
-    sampling = experiment.sampling
+    sampling, training = experiment.sampling, experiment.training
     sampler = build_sampler(
         experiment, window=sampling.window, windows_per_subject=sampling.windows_per_subject,
         label_window=sampling.label_window, pad_value=sampling.pad_value,
     )
     queue = PatchQueue(
         SubjectView(data.dataset, data.train), sampler,
-        transform=build_augmentation(experiment.augmentation, seed=experiment.training.seed),
-        queue_length=sampling.queue_length, seed=experiment.training.seed,
-        rank=rank, world_size=world_size, window_fields=app.window_fields(),
+        transform=build_augmentation(experiment.augmentation, seed=training.seed),
+        queue_length=sampling.queue_length, seed=training.seed,
+        rank=context.rank, world_size=context.world_size, window_fields=app.window_fields(),
+        subject_weights=app.subject_weights([data.dataset.fields(i) for i in data.train]),
     )
     loader = torch.utils.data.DataLoader(
-        queue, batch_size=experiment.training.batch_size, num_workers=experiment.training.num_workers,
-        collate_fn=collate_windows, persistent_workers=experiment.training.num_workers > 0,
+        queue, batch_size=training.batch_size, num_workers=training.num_workers,
+        collate_fn=collate_windows, persistent_workers=training.num_workers > 0,
     )
-    trainer = Trainer(
-        app, loader, run_dir=run.root, options=TrainerOptions.from_config(experiment.training),
-        optimization=OptimizationSettings.from_experiment(experiment),
-        validation_data=SubjectView(data.dataset, data.validation), device=experiment.system.device,
-        config=experiment, resume=resume,
-    )
-    return trainer.fit()
+    return TrainingPipeline(data, app, queue, loader)
+
+
+def _prepare_data_main_rank_first(experiment: Experiment, run_dir: Path, *,
+                                  base_dir: Path | None) -> PreparedData:
+    """:func:`prepare_data`; under torchrun rank 0 writes the split, state and cache, then the
+    other ranks read them (a failure on rank 0 is raised on every rank, no rank hangs)."""
+    context = distributed.current_context()
+    if not context.is_distributed:
+        return prepare_data(experiment, run_dir, base_dir=base_dir)
+    data, failure, problem = None, None, ""
+    if context.is_main:
+        try:
+            data = prepare_data(experiment, run_dir, base_dir=base_dir)
+        except Exception as exc:  # re-raised below, after the other ranks have been told
+            failure, problem = exc, f"{type(exc).__name__}: {exc}"
+    problem = distributed.broadcast_object(problem)
+    if failure is not None:
+        raise failure
+    if problem:
+        raise DataError(f"rank 0 failed to prepare the data: {problem}")
+    return data if data is not None else prepare_data(experiment, run_dir, base_dir=base_dir)
+
+
+def train_experiment(experiment: Experiment, *, run_dir: Path | None = None, force: bool = False,
+                     base_dir: Path | None = None) -> dict[str, float]:
+    """Train (or resume) the experiment; returns the last validation metrics.
+
+    Under ``torchrun`` it joins the process group (gloo on CPU, nccl on CUDA) and leaves it at
+    the end; ranks shard the training subjects and rank 0 alone writes.
+    """
+    from voxelflow.applications.base import OptimizationSettings
+    from voxelflow.engine.checkpoint import prepare_run_dir
+    from voxelflow.engine.trainer import Trainer, TrainerOptions
+
+    joined_before = distributed.current_context().is_distributed
+    distributed.init_distributed()  # torchrun: join the process group (no-op in one process)
+    try:
+        run, resume = prepare_run_dir(Path(run_dir or experiment.system.run_dir), experiment,
+                                      force=force)
+        pipeline = build_training_pipeline(experiment, run.root, base_dir=base_dir, resume=resume)
+        trainer = Trainer(
+            pipeline.application, pipeline.loader, run_dir=run.root,
+            options=TrainerOptions.from_config(experiment.training),
+            optimization=OptimizationSettings.from_experiment(experiment),
+            validation_data=SubjectView(pipeline.data.dataset, pipeline.data.validation),
+            device=experiment.system.device, config=experiment, resume=resume,
+        )
+        return trainer.fit()
+    finally:
+        if not joined_before:
+            distributed.cleanup()
 
 
 def _apply_transfer(app: Any, experiment: Experiment, *, resume: bool) -> None:

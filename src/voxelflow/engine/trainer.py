@@ -14,7 +14,8 @@ over a :class:`~voxelflow.sampling.queue.PatchQueue`); anything else is fast-for
 skipping the batches already consumed.
 
 Example:
-    >>> trainer = Trainer(app, loader, run_dir="runs/x", options=TrainerOptions(max_iterations=100))
+    >>> options = TrainerOptions(max_iterations=100)
+    >>> trainer = Trainer(app, loader, run_dir="runs/x", options=options)  # doctest: +SKIP
     >>> summary = trainer.fit()  # doctest: +SKIP
 """
 
@@ -38,6 +39,7 @@ from voxelflow.engine import distributed
 from voxelflow.engine.checkpoint import (
     CheckpointManager,
     capture_rng_state,
+    check_application,
     config_as_dict,
     config_changes,
     load_checkpoint,
@@ -486,10 +488,7 @@ class Trainer:
     def load(self, path: Path) -> None:
         """Restore the full training state from a checkpoint."""
         state = load_checkpoint(path)
-        if state.get("application") != self.application.name:
-            raise CheckpointError(
-                f"{path}: expected a checkpoint of application {self.application.name!r}, got {state.get('application')!r}"
-            )
+        check_application(state, self.application, source=str(path))
         changed = (
             config_changes(state["config"], self.config, source=str(path))
             if self.config and state.get("config")

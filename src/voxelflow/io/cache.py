@@ -19,7 +19,7 @@ removes stale ones.
 Example:
     >>> cache = ArrayCache(tmp_path)                                   # doctest: +SKIP
     >>> key = cache_key("case1", {"inputs": [file_identity("t1.nii.gz")]})  # doctest: +SKIP
-    >>> entry = cache.load(key) or cache.write(key, {"image": arr}, kinds={"image": "intensity"})
+    >>> entry = cache.load(key) or cache.write(key, {"image": arr}, kinds={"image": "intensity"})  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -28,6 +28,16 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
     Raises:
         RegistryError: unknown name (with suggestions).
         ConfigError: an option the loss does not take (with suggestions).
+
+    Shape:
+        segmentation losses take logits ``(B, C, *spatial)`` and class indices
+        ``(B, 1, *spatial)`` and return a scalar.
+
+    Example:
+        >>> import torch
+        >>> loss = build_loss("dice_ce")
+        >>> loss(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)).shape
+        torch.Size([])
     """
     factory = LOSSES.get(name)
     parameters = inspect.signature(factory).parameters

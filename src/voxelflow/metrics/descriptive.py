@@ -124,3 +124,125 @@ def intensity_statistics(image: ArrayLike, mask: ArrayLike) -> dict[str, float]:
         "skewness": float("nan") if constant else float(stats.skew(inside)),
         "kurtosis": float("nan") if constant else float(stats.kurtosis(inside)),
     }
+
+
+INTENSITY_STATISTICS = ("mean", "std", "median", "q1", "q3", "skewness", "kurtosis")
+_SHAPE_COLUMNS = ("surface_area_{}_mm2", "surface_to_volume_{}", "compactness_{}")
+_CENTROID_COLUMNS = ("centroid_{}_x_mm", "centroid_{}_y_mm", "centroid_{}_z_mm")
+
+
+def region_columns(*, intensity: bool = False) -> tuple[str, ...]:
+    """The descriptive columns of :func:`label_descriptors`, in report order.
+
+    Shape and centroid columns exist for the reference (``ref``) and the prediction (``pred``)
+    region, then ``centroid_distance_mm``; with ``intensity`` also ``intensity_<stat>_<ref|pred>``
+    for each of :data:`INTENSITY_STATISTICS`. (Volumes are the overlap columns
+    ``volume_ref_mm3`` and ``volume_pred_mm3``.)
+
+    Example:
+        >>> region_columns()[:2]
+        ('surface_area_ref_mm2', 'surface_to_volume_ref')
+    """
+    columns = [
+        template.format(who)
+        for who in ("ref", "pred")
+        for template in (*_SHAPE_COLUMNS, *_CENTROID_COLUMNS)
+    ]
+    columns.append("centroid_distance_mm")
+    if intensity:
+        columns += [
+            f"intensity_{stat}_{who}" for who in ("ref", "pred") for stat in INTENSITY_STATISTICS
+        ]
+    return tuple(columns)
+
+
+def _region_values(
+    mask: np.ndarray,
+    box: tuple[slice, ...],
+    who: str,
+    spacing: tuple[float, ...],
+    affine: np.ndarray,
+    image: np.ndarray | None,
+) -> dict[str, float]:
+    """Shape, centroid and (optionally) intensity values of one region cropped to ``box``."""
+    shape = shape_descriptors(mask, spacing)
+    values = {
+        f"surface_area_{who}_mm2": float(shape["surface_area_mm2"]),
+        f"surface_to_volume_{who}": float(shape["surface_to_volume"]),
+        f"compactness_{who}": float(shape["compactness"]),
+    }
+    shifted = np.asarray(affine, np.float64).copy()  # the crop's voxel (0, 0, 0) is box start
+    start = np.zeros(4)
+    start[: mask.ndim] = [s.start for s in box]
+    shifted[:, 3] = shifted @ np.r_[start[:3], 1.0]
+    for axis, value in zip("xyz", centroid(mask, shifted)):
+        values[f"centroid_{who}_{axis}_mm"] = value
+    if image is not None:
+        stats_inside = intensity_statistics(image[box], mask)
+        values.update({f"intensity_{k}_{who}": v for k, v in stats_inside.items()})
+    return values
+
+
+def label_descriptors(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    labels: Sequence[int],
+    *,
+    spacing: Sequence[float],
+    affine: np.ndarray,
+    image: np.ndarray | None = None,
+) -> dict[int, dict[str, float]]:
+    """Descriptive columns (:func:`region_columns`) of each label's reference and predicted region.
+
+    Each label is cropped to the joint bounding box of its two regions, so the cost follows the
+    structures. Centroids are world coordinates (mm) through ``affine``; the intensity
+    statistics (:func:`intensity_statistics`) are those of ``image`` inside each region.
+
+    Args:
+        pred: predicted integer label map. ref: reference label map on the same grid.
+        labels: label values to describe (absent labels give the empty-region values).
+        spacing: voxel size in mm per axis. affine: 4×4 voxel-to-world matrix of the grid.
+        image: optional intensity array on the same grid.
+
+    Returns:
+        ``{label: {column: value}}``.
+
+    Raises:
+        ShapeError: ``image`` of another shape than the label maps.
+
+    Shape:
+        pred, ref, image: ``(X, Y)`` or ``(X, Y, Z)``.
+    """
+    from scipy import ndimage
+
+    from voxelflow.metrics._arrays import union_box
+
+    if image is not None and image.shape != ref.shape:
+        raise ShapeError(
+            f"expected an image of the label maps' shape {ref.shape}, got {image.shape}"
+        )
+    voxel = as_spacing(spacing, ref.ndim)
+    top = max([0, *labels])
+    pred_boxes = ndimage.find_objects(pred, max_label=top) if top else []
+    ref_boxes = ndimage.find_objects(ref, max_label=top) if top else []
+    results: dict[int, dict[str, float]] = {}
+    for label in (int(v) for v in labels):
+        box = (
+            union_box(pred_boxes[label - 1], ref_boxes[label - 1])
+            if label > 0
+            else tuple(slice(0, s) for s in ref.shape)
+        )
+        box = box or tuple(slice(0, 0) for _ in ref.shape)
+        ref_mask, pred_mask = ref[box] == label, pred[box] == label
+        values = _region_values(ref_mask, box, "ref", voxel, affine, image)
+        values.update(_region_values(pred_mask, box, "pred", voxel, affine, image))
+        ref_centre = [values[f"centroid_ref_{axis}_mm"] for axis in "xyz"]
+        pred_centre = [values[f"centroid_pred_{axis}_mm"] for axis in "xyz"]
+        values["centroid_distance_mm"] = float(np.linalg.norm(np.subtract(pred_centre, ref_centre)))
+        results[label] = values
+    return results
+
+
+def empty_region_values(columns: Sequence[str]) -> dict[str, float]:
+    """The value of each descriptive column for an empty region: 0 for surface areas, else nan."""
+    return {c: 0.0 if c.startswith("surface_area_") else float("nan") for c in columns}

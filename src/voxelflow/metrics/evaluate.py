@@ -11,7 +11,6 @@ make :attr:`EvaluationResult.ok` false (the CLI then exits with a non-zero code)
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -20,16 +19,19 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
-from voxelflow.errors import ConfigError, DataError, VoxelflowError
+from voxelflow.errors import ConfigError, VoxelflowError
 from voxelflow.io.image import Image, check_same_grid
+from voxelflow.metrics.descriptive import empty_region_values, region_columns
 from voxelflow.metrics.evaluate_io import (
+    describe_labels,
+    label_array,
     list_images,
     load_case_files,
+    match_subjects,
     read_label_image,
     resample_nearest,
     subject_id,
+    write_csv,
 )
 from voxelflow.metrics.overlap import OVERLAP_COLUMNS
 from voxelflow.metrics.segmentation import (
@@ -39,6 +41,7 @@ from voxelflow.metrics.segmentation import (
     check_metric_names,
     segmentation_metrics,
 )
+from voxelflow.metrics.surface import SURFACE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,9 @@ class CaseTask:
     metrics: tuple[str, ...]
     tolerance: float
     resample: bool
-    surface: str = "voxels"
+    surface: str = "surfels"
+    descriptive: bool = True
+    image_path: Path | None = None
 
 
 @dataclass
@@ -108,28 +113,21 @@ class CaseOutcome:
     spacing: tuple[float, ...] = ()
 
 
-def _label_array(image: Image) -> np.ndarray:
-    """The single-channel integer array of a label image."""
-    if image.num_channels != 1:
-        raise DataError(
-            f"expected a single-channel label map, got {image.num_channels} channels in {image.path}"
-        )
-    data = image.numpy()[0]
-    if not np.issubdtype(data.dtype, np.integer) and np.any(np.mod(data, 1) != 0):
-        raise DataError(
-            f"expected integer label values in {str(image.path)!r}, got non-integer values"
-        )
-    return data
-
-
-def evaluate_pair(subject: str, pred: Image, ref: Image, task: CaseTask) -> CaseOutcome:
+def evaluate_pair(
+    subject: str, pred: Image, ref: Image, task: CaseTask, image: Image | None = None
+) -> CaseOutcome:
     """Metrics of one prediction/reference image pair under ``task``'s settings.
+
+    With ``task.descriptive`` each row also holds the descriptive columns
+    (:func:`voxelflow.metrics.descriptive.region_columns`), with the intensity statistics of
+    ``image`` (which must be on the reference grid) when it is given.
 
     Returns:
         :class:`CaseOutcome` with one row per label (``task.labels``, or every label present).
 
     Raises:
-        GeometryError: different grids without ``task.resample`` (naming both files).
+        GeometryError: different grids without ``task.resample`` (naming both files), or an
+            image off the reference grid.
         DataError: invalid label values.
     """
     warnings: list[str] = []
@@ -138,15 +136,19 @@ def evaluate_pair(subject: str, pred: Image, ref: Image, task: CaseTask) -> Case
         warnings.append(f"{subject}: {source} resampled (nearest) onto the reference grid")
         pred = resample_nearest(pred, ref)
     check_same_grid(pred, ref, what=f"prediction and reference of subject {subject!r}")
+    pred_map, ref_map = label_array(pred), label_array(ref)
     values = segmentation_metrics(
-        _label_array(pred),
-        _label_array(ref),
+        pred_map,
+        ref_map,
         labels=task.labels,
         spacing=ref.spacing,
         metrics=task.metrics,
         tolerance=task.tolerance,
         surface=task.surface,  # type: ignore[arg-type]
     )
+    if task.descriptive:
+        described = describe_labels(pred_map, ref_map, list(values), ref, image, subject)
+        values = {label: {**values[label], **described[label]} for label in values}
     rows = [{"subject": subject, "label": label, **metrics} for label, metrics in values.items()]
     return CaseOutcome(rows, warnings, None, ref.spatial_shape, ref.spacing)
 
@@ -160,7 +162,10 @@ def evaluate_case(task: CaseTask) -> CaseOutcome:
     """
     ref = read_label_image(task.ref_path)
     pred = read_label_image(task.pred_path)
-    return evaluate_pair(task.subject, pred, ref, task)
+    image = None
+    if task.image_path is not None:
+        image = read_label_image(task.image_path, kind="intensity")
+    return evaluate_pair(task.subject, pred, ref, task, image)
 
 
 def _run_case(task: CaseTask) -> CaseOutcome:
@@ -169,19 +174,6 @@ def _run_case(task: CaseTask) -> CaseOutcome:
         return evaluate_case(task)
     except Exception as exc:  # one bad subject must not stop the others; it is listed instead
         return CaseOutcome(error=f"{type(exc).__name__}: {exc}")
-
-
-def _match(
-    pred_files: dict[str, Path], ref_files: dict[str, Path], result: EvaluationResult
-) -> list[str]:
-    """Subjects present in both folders; the others are listed as problems."""
-    for name in sorted(set(ref_files) - set(pred_files)):
-        message = f"no prediction for reference {ref_files[name]}"
-        result.problems.append((name, "missing prediction", message))
-    for name in sorted(set(pred_files) - set(ref_files)):
-        message = f"no reference for prediction {pred_files[name]}"
-        result.problems.append((name, "missing reference", message))
-    return sorted(set(pred_files) & set(ref_files))
 
 
 def _fill_absent_labels(outcomes: list[CaseOutcome], task: CaseTask) -> None:
@@ -252,6 +244,15 @@ def _check_labels_present(result: EvaluationResult, labels: Sequence[int] | None
             result.warnings.append(message)
 
 
+def _complete_rows(result: EvaluationResult, columns: Sequence[str]) -> None:
+    """Give every row every descriptive column: the empty-region value where none was computed
+    (a label absent from both maps), ``nan`` for intensities of a subject without an image."""
+    empty = empty_region_values(columns)
+    for row in result.rows:
+        for column in columns:
+            row.setdefault(column, empty[column])
+
+
 def evaluate_folders(
     pred_dir: str | os.PathLike,
     ref_dir: str | os.PathLike,
@@ -264,7 +265,8 @@ def evaluate_folders(
     resample: bool = False,
     workers: int | None = None,
     report: bool = True,
-    surface: str = "voxels",
+    surface: str = "surfels",
+    descriptive: bool = True,
 ) -> EvaluationResult:
     """Evaluate every prediction of ``pred_dir`` against the reference of the same subject.
 
@@ -275,11 +277,15 @@ def evaluate_folders(
         labels: label values to evaluate; ``None`` = every non-zero label of each pair.
         metrics: metric names (see :data:`voxelflow.metrics.SEGMENTATION_METRIC_NAMES`).
         tolerance: NSD tolerance in mm.
-        image_dir: optional folder of intensity images (same subject ids) drawn in the report.
+        image_dir: optional folder of intensity images (same subject ids, on the reference
+            grid): drawn in the report, and their statistics inside each region are columns.
         resample: resample predictions onto the reference grid (nearest) instead of failing.
         workers: processes; ``None`` = the number of CPUs.
         report: also write the plots and ``report.html``.
-        surface: ``"voxels"`` or ``"faces"`` surface elements for HD/ASSD/NSD.
+        surface: surface elements for HD/HD95/ASSD/NSD: ``"surfels"`` (DeepMind, default),
+            ``"voxels"`` (MONAI) or ``"faces"``.
+        descriptive: add the descriptive columns (shape, centroid, intensity statistics) of the
+            reference and predicted regions (:func:`voxelflow.metrics.descriptive.region_columns`).
 
     Returns:
         :class:`EvaluationResult`; ``result.ok`` is false when anything was skipped or failed.
@@ -288,12 +294,16 @@ def evaluate_folders(
         DataError: a folder is missing. ConfigError: an unknown metric name.
     """
     wanted = check_metric_names(metrics)
-    if surface not in ("voxels", "faces"):
-        raise ConfigError(f"expected surface 'voxels' or 'faces', got {surface!r}")
+    if surface not in SURFACE_KINDS:
+        raise ConfigError(f"expected surface one of {SURFACE_KINDS}, got {surface!r}")
     always = tuple(name for name in ("volume_ref_mm3", "volume_pred_mm3") if name not in wanted)
     result = EvaluationResult()
     pred_files, ref_files = list_images(pred_dir), list_images(ref_dir)
-    subjects = _match(pred_files, ref_files, result)
+    images = list_images(image_dir) if image_dir is not None else {}
+    subjects = match_subjects(pred_files, ref_files, result.problems)
+    if image_dir is not None:
+        for name in (n for n in subjects if n not in images):
+            result.warnings.append(f"{name}: no image in {str(image_dir)!r}; intensity columns nan")
     label_tuple = tuple(int(v) for v in labels) if labels is not None else None
     tasks = [
         CaseTask(
@@ -305,10 +315,14 @@ def evaluate_folders(
             float(tolerance),
             resample,
             surface,
+            descriptive,
+            images.get(name),
         )
         for name in subjects
     ]
     _run_all(tasks, workers or os.cpu_count() or 1, result)
+    extra = region_columns(intensity=image_dir is not None) if descriptive else ()
+    _complete_rows(result, extra)
     _check_labels_present(result, label_tuple)
     for warning in result.warnings:
         logger.warning(warning)
@@ -317,21 +331,10 @@ def evaluate_folders(
     if out_dir is not None:
         from voxelflow.metrics.report import write_outputs
 
-        images = list_images(image_dir) if image_dir is not None else {}
         loader = partial(load_case_files, ref_files, pred_files, images)
-        write_outputs(result, Path(out_dir), wanted, loader, report=report)
+        write_outputs(result, Path(out_dir), wanted, loader, report=report, extra_columns=extra)
         result.out_dir = Path(out_dir)
     return result
-
-
-def write_csv(path: Path, rows: list[dict[str, object]], columns: Sequence[str]) -> None:
-    """Write rows (dicts) with the given column order; floats with full precision."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
 
 
 def evaluate_images(
@@ -343,13 +346,15 @@ def evaluate_images(
     tolerance: float = 1.0,
     images: Mapping[str, Image] | None = None,
     resample: bool = False,
-    surface: str = "voxels",
+    surface: str = "surfels",
     report: bool = True,
+    descriptive: bool = True,
 ) -> EvaluationResult:
     """Evaluate in-memory ``subject → (prediction, reference)`` label images (e.g. the demo).
 
     Same checks, rows and outputs as :func:`evaluate_folders`; runs in this process. ``images``
-    (subject → intensity Image on the reference grid) are drawn under the report's contours.
+    (subject → intensity Image on the reference grid) are drawn under the report's contours
+    and give the intensity columns.
     """
     wanted = check_metric_names(metrics)
     always = tuple(name for name in ("volume_ref_mm3", "volume_pred_mm3") if name not in wanted)
@@ -366,14 +371,18 @@ def evaluate_images(
             float(tolerance),
             resample,
             surface,
+            descriptive,
         )
         try:
-            outcome = evaluate_pair(subject, pred, ref, task)
+            image = images.get(subject) if images else None
+            outcome = evaluate_pair(subject, pred, ref, task, image)
         except (VoxelflowError, ValueError) as exc:
             outcome = CaseOutcome(error=f"{type(exc).__name__}: {exc}")
         tasks.append(task)
         outcomes.append((subject, outcome))
     _collect(outcomes, tasks, result)
+    extra = region_columns(intensity=bool(images)) if descriptive else ()
+    _complete_rows(result, extra)
     _check_labels_present(result, label_tuple)
     if out_dir is not None:
         from voxelflow.metrics.report import write_outputs
@@ -384,6 +393,6 @@ def evaluate_images(
             pixels = image.numpy()[0] if image is not None else None
             return ref.numpy()[0], pred.numpy()[0], pixels, ref.spacing
 
-        write_outputs(result, Path(out_dir), wanted, load_case, report=report)
+        write_outputs(result, Path(out_dir), wanted, load_case, report=report, extra_columns=extra)
         result.out_dir = Path(out_dir)
     return result

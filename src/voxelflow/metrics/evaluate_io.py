@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from voxelflow.errors import DataError, VoxelflowError
-from voxelflow.io.image import Image
+from voxelflow.io.image import Image, check_same_grid
+from voxelflow.metrics.descriptive import label_descriptors
 
 IMAGE_SUFFIXES = (
     ".png",
@@ -111,3 +114,64 @@ def load_case_files(
     if subject in images:
         image = read_label_image(images[subject], kind="intensity").numpy()[0]
     return ref_image.numpy()[0], pred, image, ref_image.spacing
+
+
+def describe_labels(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    labels: list[int],
+    ref_image: Image,
+    image: Image | None,
+    subject: str,
+) -> dict[int, dict[str, float]]:
+    """Descriptive columns of each label of one subject (intensities from channel 0 of ``image``).
+
+    Raises:
+        GeometryError: ``image`` is not on the reference grid (naming both files).
+    """
+    pixels = None
+    if image is not None:
+        check_same_grid(image, ref_image, what=f"image and reference of subject {subject!r}")
+        pixels = image.numpy()[0]
+    return label_descriptors(
+        pred, ref, labels, spacing=ref_image.spacing, affine=ref_image.affine, image=pixels
+    )
+
+
+def write_csv(path: Path, rows: list[dict[str, object]], columns: Sequence[str]) -> None:
+    """Write rows (dicts) with the given column order; floats with full precision."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def label_array(image: Image) -> np.ndarray:
+    """The single-channel integer array of a label image."""
+    if image.num_channels != 1:
+        raise DataError(
+            f"expected a single-channel label map, got {image.num_channels} channels in {image.path}"
+        )
+    data = image.numpy()[0]
+    if not np.issubdtype(data.dtype, np.integer) and np.any(np.mod(data, 1) != 0):
+        raise DataError(
+            f"expected integer label values in {str(image.path)!r}, got non-integer values"
+        )
+    return data
+
+
+def match_subjects(
+    pred_files: dict[str, Path],
+    ref_files: dict[str, Path],
+    problems: list[tuple[str, str, str]],
+) -> list[str]:
+    """Subjects present in both folders; the others are appended to ``problems``."""
+    for name in sorted(set(ref_files) - set(pred_files)):
+        message = f"no prediction for reference {ref_files[name]}"
+        problems.append((name, "missing prediction", message))
+    for name in sorted(set(pred_files) - set(ref_files)):
+        message = f"no reference for prediction {pred_files[name]}"
+        problems.append((name, "missing reference", message))
+    return sorted(set(pred_files) & set(ref_files))

@@ -164,12 +164,22 @@ def confusion_counts(
 
 
 def dice(pred: ArrayLike, ref: ArrayLike) -> float:
-    """Dice coefficient 2|P∩R| / (|P| + |R|); ``nan`` when both masks are empty."""
+    """Dice coefficient 2|P∩R| / (|P| + |R|); ``nan`` when both masks are empty.
+
+    Example:
+        >>> dice(np.array([[1, 1, 0, 0]]), np.array([[1, 0, 0, 0]]))  # 2·1 / (2 + 1)
+        0.6666666666666666
+    """
     return confusion_counts(pred, ref).dice
 
 
 def jaccard(pred: ArrayLike, ref: ArrayLike) -> float:
-    """Jaccard index (IoU) |P∩R| / |P∪R|; ``nan`` when both masks are empty."""
+    """Jaccard index (IoU) |P∩R| / |P∪R|; ``nan`` when both masks are empty.
+
+    Example:
+        >>> jaccard(np.array([[1, 1, 0, 0]]), np.array([[1, 0, 0, 0]]))  # 1 / 2
+        0.5
+    """
     return confusion_counts(pred, ref).jaccard
 
 

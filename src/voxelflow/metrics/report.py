@@ -259,6 +259,7 @@ def write_outputs(
     load_case: CaseLoader | None = None,
     *,
     report: bool = True,
+    extra_columns: Sequence[str] = (),
 ) -> None:
     """Write ``per_case.csv``, ``summary.csv``, ``problems.csv`` and (with ``report``) plots + HTML.
 
@@ -267,12 +268,15 @@ def write_outputs(
         load_case: ``subject → (ref, pred, image or None, spacing)`` (see :data:`CaseLoader`) for the case
             pictures of the best, median and worst subjects; ``None``: no pictures.
         report: also write ``plots/*.png`` and ``report.html``.
+        extra_columns: further per-case columns (the descriptive ones), written to both CSVs
+            after the metrics and summarised, but neither plotted nor shown in the report.
     """
-    from voxelflow.metrics.evaluate import write_csv
+    from voxelflow.metrics.evaluate_io import write_csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "per_case.csv", result.rows, ("subject", "label", *metrics))
-    summary = summarize(result.rows, metrics)
+    columns = (*metrics, *(c for c in extra_columns if c not in metrics))
+    write_csv(out_dir / "per_case.csv", result.rows, ("subject", "label", *columns))
+    summary = summarize(result.rows, columns)
     write_csv(out_dir / "summary.csv", summary, SUMMARY_COLUMNS)
     problem_rows = [dict(zip(("subject", "kind", "message"), p)) for p in result.problems]
     write_csv(out_dir / "problems.csv", problem_rows, ("subject", "kind", "message"))
@@ -292,5 +296,6 @@ def write_outputs(
         else []
     )
     cases = _case_pictures(ranking, load_case)
-    page = render_html(summary, plots, cases, result.problems, result.warnings)
+    shown = [row for row in summary if row["metric"] in metrics]
+    page = render_html(shown, plots, cases, result.problems, result.warnings)
     (out_dir / "report.html").write_text(page, encoding="utf-8")

@@ -96,7 +96,7 @@ def absent_label_metrics(
     *,
     metrics: Sequence[str] = DEFAULT_METRICS,
     tolerance: float = 1.0,
-    surface: SurfaceKind = "voxels",
+    surface: SurfaceKind = "surfels",
 ) -> dict[str, float]:
     """The values of a label absent from both maps of a grid (both-empty conventions).
 
@@ -138,7 +138,7 @@ def segmentation_metrics(
     spacing: float | Sequence[float] | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     tolerance: float = 1.0,
-    surface: SurfaceKind = "voxels",
+    surface: SurfaceKind = "surfels",
 ) -> dict[int, dict[str, float]]:
     """Compute the chosen metrics for each label of a prediction/reference label-map pair.
 
@@ -149,8 +149,9 @@ def segmentation_metrics(
         spacing: voxel size in mm per axis.
         metrics: names from :data:`SEGMENTATION_METRIC_NAMES` (``dice``, ``hd95``, ``nsd``...).
         tolerance: NSD tolerance τ in mm.
-        surface: ``"voxels"`` (border voxels, MONAI's definition) or ``"faces"`` (area-weighted
-            voxel faces) for the surface metrics.
+        surface: surface elements of every surface metric: ``"surfels"`` (default,
+            DeepMind's area-weighted surfels), ``"voxels"`` (border voxels, MONAI's
+            definition) or ``"faces"`` (area-weighted voxel faces).
 
     Returns:
         ``{label: {metric: value}}``; see ``docs/metrics.md`` for empty-mask values.

@@ -1,16 +1,25 @@
 """Surface distance metrics: Hausdorff, HD95, ASSD, mean surface distance, normalised surface Dice.
 
-The surface of a mask is its set of *border voxels*: foreground voxels with at least one
-background face-neighbour (6-neighbourhood in 3D, 4 in 2D; outside the image counts as
-background). This is MONAI's definition (``get_mask_edges`` + ``get_surface_distance``), so the
-values agree with MONAI's ``HausdorffDistanceMetric``, ``SurfaceDistanceMetric(symmetric=True)``
-and ``SurfaceDiceMetric`` to floating-point precision. Each border voxel is a point at its
-centre in mm (voxel index × spacing); the distance from a point to a surface is the Euclidean
-distance to the nearest border voxel of the other mask.
+Three definitions of a mask's surface, chosen with ``surface=``:
 
-Both surfaces are extracted once per mask pair, inside the joint bounding box of the two masks,
-so the cost grows with the structures, not with the image. :func:`surface_distances` returns
-both directed distance sets; every metric here is a cheap reduction of them.
+* ``"surfels"`` (default): DeepMind's surface elements on the voxel-corner grid, each weighted
+  by the area of the marching-cubes surface through its cell (:mod:`voxelflow.metrics.surfels`).
+  Every metric equals DeepMind's ``surface-distance``: NSD
+  (``compute_surface_dice_at_tolerance``), HD95 (``compute_robust_hausdorff``: the larger of
+  the two directed area-weighted percentiles), mean distance each way
+  (``compute_average_surface_distance``); ASSD is their area-weighted pooled mean.
+* ``"voxels"``: border voxels, i.e. foreground voxels with a background face-neighbour
+  (6-neighbourhood in 3D, 4 in 2D), each a point at its centre, counted once; percentiles use
+  numpy's linear interpolation. This is MONAI's definition (``HausdorffDistanceMetric``,
+  ``SurfaceDistanceMetric(symmetric=True)``, ``SurfaceDiceMetric``), equal to floating-point
+  precision.
+* ``"faces"``: the voxel faces between object and background, at their centres, area-weighted.
+
+The distance from a surface element to the other surface is the Euclidean distance (mm) to its
+nearest element. Both surfaces are extracted once per mask pair, inside the joint bounding box
+of the two masks, so the cost grows with the structures, not with the image.
+:func:`surface_distances` returns both directed distance sets; every metric here is a cheap
+reduction of them.
 
 Empty masks: when both masks are empty every distance is ``nan`` (undefined, nothing to
 compare) and NSD is ``nan``; when exactly one is empty the distances are ``inf`` (the distance
@@ -28,10 +37,13 @@ from scipy.spatial import cKDTree
 
 from voxelflow.errors import ConfigError
 from voxelflow.metrics._arrays import as_mask, as_spacing, bounding_box, check_pair, union_box
+from voxelflow.metrics.surfels import surfels
 from voxelflow.types import ArrayLike
 
 HD95Mode = Literal["directed", "pooled"]
-SurfaceKind = Literal["voxels", "faces"]
+SurfaceKind = Literal["surfels", "voxels", "faces"]
+#: the surface definitions, default first.
+SURFACE_KINDS = ("surfels", "voxels", "faces")
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,7 @@ class SurfaceDistances:
         pred_empty: the prediction mask has no foreground voxel.
         ref_empty: the reference mask has no foreground voxel.
         pred_areas: area (mm², length in 2D) of each prediction surface element for the
-            ``"faces"`` surface; ``None`` for border voxels (every element counts once).
+            ``"surfels"`` and ``"faces"`` surfaces; ``None`` for border voxels (each counts once).
         ref_areas: the same for the reference.
     """
 
@@ -114,7 +126,7 @@ class SurfaceDistances:
         )
 
     def surface_dice(self, tolerance: float) -> float:
-        """NSD: fraction of both surfaces' border voxels within ``tolerance`` mm of the other."""
+        """NSD: (area-weighted) fraction of both surfaces within ``tolerance`` mm of the other."""
         if self.both_empty:
             return float("nan")
         if self.one_empty:
@@ -191,34 +203,41 @@ def _directed(points_from: np.ndarray, points_to: np.ndarray) -> np.ndarray:
     return np.asarray(distances, dtype=np.float64)
 
 
+def _surface_points(
+    mask: np.ndarray, spacing: tuple[float, ...], surface: SurfaceKind
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Surface element positions (mm) of a non-empty mask, and their areas (``None``: voxels)."""
+    if surface == "surfels":
+        return surfels(mask, spacing)
+    if surface == "faces":
+        return boundary_faces(mask, spacing)
+    if surface == "voxels":
+        return np.argwhere(border_voxels(mask)) * np.asarray(spacing, np.float64), None
+    raise ConfigError(f"expected surface one of {SURFACE_KINDS}, got {surface!r}")
+
+
 def surface_distances_cropped(
-    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], surface: SurfaceKind = "voxels"
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: tuple[float, ...],
+    surface: SurfaceKind = "surfels",
 ) -> SurfaceDistances:
     """:func:`surface_distances` on boolean masks already cropped to their joint extent."""
+    if surface not in SURFACE_KINDS:
+        raise ConfigError(f"expected surface one of {SURFACE_KINDS}, got {surface!r}")
     pred_empty, ref_empty = not pred.any(), not ref.any()
     empty = np.zeros(0)
     if pred_empty or ref_empty:
         return SurfaceDistances(empty, empty, pred_empty, ref_empty)
-    if surface == "faces":
-        (pred_points, pred_areas), (ref_points, ref_areas) = (
-            boundary_faces(pred, spacing),
-            boundary_faces(ref, spacing),
-        )
-        return SurfaceDistances(
-            _directed(pred_points, ref_points),
-            _directed(ref_points, pred_points),
-            False,
-            False,
-            pred_areas,
-            ref_areas,
-        )
-    if surface != "voxels":
-        raise ConfigError(f"expected surface 'voxels' or 'faces', got {surface!r}")
-    scale = np.asarray(spacing, dtype=np.float64)
-    pred_points = np.argwhere(border_voxels(pred)) * scale
-    ref_points = np.argwhere(border_voxels(ref)) * scale
+    pred_points, pred_areas = _surface_points(pred, spacing, surface)
+    ref_points, ref_areas = _surface_points(ref, spacing, surface)
     return SurfaceDistances(
-        _directed(pred_points, ref_points), _directed(ref_points, pred_points), False, False
+        _directed(pred_points, ref_points),
+        _directed(ref_points, pred_points),
+        False,
+        False,
+        pred_areas,
+        ref_areas,
     )
 
 
@@ -227,7 +246,7 @@ def surface_distances(
     ref: ArrayLike,
     spacing: float | Sequence[float] | None = None,
     *,
-    surface: SurfaceKind = "voxels",
+    surface: SurfaceKind = "surfels",
 ) -> SurfaceDistances:
     """Extract both surfaces once and compute both directed distance sets (mm).
 
@@ -235,9 +254,9 @@ def surface_distances(
         pred: predicted binary mask (bool or 0/1), numpy array or torch tensor.
         ref: reference binary mask of the same shape.
         spacing: voxel size in mm per axis (a number for isotropic; ``None`` = 1 mm).
-        surface: ``"voxels"`` (border-voxel centres, each counted once: MONAI's definition)
-            or ``"faces"`` (centres of the voxel faces between object and background,
-            weighted by face area: means, percentiles and NSD become area-weighted).
+        surface: ``"surfels"`` (default: DeepMind's area-weighted surfels on the voxel
+            corners), ``"voxels"`` (border-voxel centres, each counted once: MONAI's
+            definition) or ``"faces"`` (area-weighted voxel faces); see the module docs.
 
     Returns:
         :class:`SurfaceDistances`, whose methods give HD, HD95, ASSD, MSD and NSD.
@@ -271,7 +290,7 @@ def hausdorff_distance(
     *,
     percentile: float | None = None,
     mode: HD95Mode = "directed",
-    surface: SurfaceKind = "voxels",
+    surface: SurfaceKind = "surfels",
 ) -> float:
     """Hausdorff distance in mm, or its robust percentile variant (``percentile=95``: HD95).
 
@@ -282,7 +301,7 @@ def hausdorff_distance(
         percentile: ``None`` for the maximum, else a percentile in [0, 100].
         mode: ``"directed"`` (max of the two directed percentiles, MONAI/DeepMind) or
             ``"pooled"`` (percentile of both distance sets together).
-        surface: ``"voxels"`` or ``"faces"`` (see :func:`surface_distances`).
+        surface: ``"surfels"``, ``"voxels"`` or ``"faces"`` (see :func:`surface_distances`).
 
     Returns:
         Distance in mm; ``nan`` when both masks are empty, ``inf`` when one is.
@@ -295,17 +314,25 @@ def average_symmetric_surface_distance(
     ref: ArrayLike,
     spacing: float | Sequence[float] | None = None,
     *,
-    surface: SurfaceKind = "voxels",
+    surface: SurfaceKind = "surfels",
 ) -> float:
     """ASSD in mm: mean over both directed distance sets (``nan`` both empty, ``inf`` one empty)."""
     return surface_distances(pred, ref, spacing, surface=surface).average_symmetric()
 
 
 def mean_surface_distance(
-    pred: ArrayLike, ref: ArrayLike, spacing: float | Sequence[float] | None = None
+    pred: ArrayLike,
+    ref: ArrayLike,
+    spacing: float | Sequence[float] | None = None,
+    *,
+    surface: SurfaceKind = "surfels",
 ) -> tuple[float, float]:
-    """Mean surface distance (mm) prediction→reference and reference→prediction."""
-    return surface_distances(pred, ref, spacing).mean_directed()
+    """Mean surface distance (mm) prediction→reference and reference→prediction.
+
+    With surfels (default) these are DeepMind's ``compute_average_surface_distance`` pair
+    (in the order prediction→reference, reference→prediction).
+    """
+    return surface_distances(pred, ref, spacing, surface=surface).mean_directed()
 
 
 def normalized_surface_dice(
@@ -314,13 +341,15 @@ def normalized_surface_dice(
     spacing: float | Sequence[float] | None = None,
     tolerance: float = 1.0,
     *,
-    surface: SurfaceKind = "voxels",
+    surface: SurfaceKind = "surfels",
 ) -> float:
     """Normalised surface Dice at ``tolerance`` mm.
 
-    With ``surface="voxels"`` border voxels are counted (MONAI's default); with
-    ``surface="faces"`` voxel faces are weighted by their area (a sub-voxel surface, close to
-    DeepMind's surfels). An element exactly at ``tolerance`` counts as within.
+    Default ``surface="surfels"``: (area of prediction surfels within τ of the reference
+    surface + area of reference surfels within τ of the prediction surface) / total surfel
+    area, DeepMind's definition. ``surface="voxels"`` counts border voxels (MONAI);
+    ``surface="faces"`` weights voxel faces by their area. An element exactly at ``tolerance``
+    counts as within.
 
     Returns:
         Value in [0, 1]; ``nan`` when both masks are empty, ``0`` when exactly one is.

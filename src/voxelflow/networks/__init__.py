@@ -91,6 +91,16 @@ def build_network(
     Raises:
         RegistryError: unknown name (with suggestions).
         ConfigError: an unknown or duplicated option, or an invalid value.
+
+    Shape:
+        the network maps ``(B, in_channels, *spatial)`` to ``(B, out_channels, *spatial)``
+        (smaller for networks with valid convolutions: see ``output_size``).
+
+    Example:
+        >>> import torch
+        >>> network = build_network("unet", spatial_dims=3, in_channels=1, out_channels=3, channels=[4, 8])
+        >>> network(torch.zeros(1, 1, 16, 16, 16)).shape
+        torch.Size([1, 3, 16, 16, 16])
     """
     if isinstance(name_or_component, str):
         name, options = name_or_component, {}

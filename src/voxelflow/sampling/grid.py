@@ -306,6 +306,11 @@ def sliding_window(
 
     Shape:
         image: ``(B, C, *spatial)``; returns ``(B, C_out, *spatial)``
+
+    Example:
+        >>> network = torch.nn.Conv3d(1, 2, kernel_size=3, padding=1)
+        >>> sliding_window(network, torch.zeros(1, 1, 20, 20, 12), window=[8, 8, 8]).shape
+        torch.Size([1, 2, 20, 20, 12])
     """
     if image.ndim < 3:
         raise ShapeError(f"expected image (B, C, *spatial), got shape {tuple(image.shape)}")

@@ -52,9 +52,13 @@ class PatchQueue(IterableDataset):
         infinite: loop over epochs forever (training); else stop after one pass.
         window_fields: picklable callable ``CachedSubject -> {name: tensor}`` added to each of
             the subject's windows (scalar targets from table columns), or None.
+        subject_weights: one non-negative weight per subject, or None. When given (and
+            ``shuffle_subjects``), each epoch's order is ``len(subjects)`` draws *with
+            replacement*, subject ``i`` drawn with probability ``w_i / Σ w`` (class-balanced
+            sampling); sharding and resume work as for the permutation.
 
     Raises:
-        ConfigError: bad queue_length, rank or world_size.
+        ConfigError: bad queue_length, rank, world_size or subject_weights.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class PatchQueue(IterableDataset):
         world_size: int = 1,
         infinite: bool = True,
         window_fields: Any = None,
+        subject_weights: Sequence[float] | None = None,
     ) -> None:
         if queue_length < 1:
             raise ConfigError(f"expected queue_length >= 1, got {queue_length!r}")
@@ -89,6 +94,7 @@ class PatchQueue(IterableDataset):
         )
         self.rank, self.world_size, self.infinite = int(rank), int(world_size), infinite
         self.window_fields = window_fields
+        self.subject_probabilities = _subject_probabilities(subject_weights, len(subjects))
         self.epoch = 0
         self.windows_consumed = 0
 
@@ -113,11 +119,13 @@ class PatchQueue(IterableDataset):
     def shard_subjects(self, epoch: int, shard: int, shards: int) -> list[int]:
         """Subject indices of one shard in one epoch."""
         count = len(self.subjects)
-        order = (
-            np.random.default_rng([self.seed, epoch]).permutation(count)
-            if self.shuffle_subjects
-            else np.arange(count)
-        )
+        rng = np.random.default_rng([self.seed, epoch])
+        if not self.shuffle_subjects:
+            order = np.arange(count)
+        elif self.subject_probabilities is not None:
+            order = rng.choice(count, size=count, replace=True, p=self.subject_probabilities)
+        else:
+            order = rng.permutation(count)
         mine = order[shard::shards].tolist()
         return mine or [int(order[shard % count])]  # more shards than subjects: share one
 
@@ -163,6 +171,25 @@ class PatchQueue(IterableDataset):
             raise DataError(
                 f"failed to sample {where}: {type(exc).__name__}: {exc}\nOriginal traceback:\n{details}"
             ) from exc
+
+
+def _subject_probabilities(weights: Sequence[float] | None, count: int) -> np.ndarray | None:
+    """Normalised subject weights, or None.
+
+    Raises:
+        ConfigError: not one finite, non-negative weight per subject, or all zero.
+    """
+    if weights is None:
+        return None
+    values = np.asarray(list(weights), dtype=np.float64)
+    if values.shape != (count,) or not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ConfigError(
+            f"subject_weights: expected {count} finite weights >= 0 (one per subject), "
+            f"got {values.size} values with min {values.min(initial=0.0)}"
+        )
+    if values.sum() <= 0:
+        raise ConfigError(f"subject_weights: expected a positive sum, got {values.sum()}")
+    return values / values.sum()
 
 
 def collate_windows(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -12,8 +12,9 @@ To avoid empty corners, let the sampler read a larger window (``window + 2 * mar
 Example:
     >>> from voxelflow.transforms.spatial import RandomFlip
     >>> gpu = BatchAugmentation([RandomFlip(axes=(0,), flip_probability=1.0)])
-    >>> gpu({"image": torch.arange(4.0).view(1, 1, 4, 1)})["image"].flatten()
-    tensor([3., 2., 1., 0.])
+    >>> flipped = gpu({"image": torch.arange(8.0).view(1, 1, 4, 2)})["image"]
+    >>> flipped[0, 0].round(decimals=3).tolist()  # linear resampling: exact up to rounding
+    [[6.0, 7.0], [4.0, 5.0], [2.0, 3.0], [0.0, 1.0]]
 """
 
 from __future__ import annotations

@@ -18,9 +18,15 @@ probabilities, a label map, a regression image) back onto the original grid: un-
 indices back to label values.
 
 Example:
+    >>> from voxelflow.config.schema import PreprocessingConfig
+    >>> image = Image(torch.rand(1, 8, 8, 4), np.diag([1.0, 1.0, 4.0, 1.0]))
     >>> pre = Preprocessor(PreprocessingConfig(spacing=[2.0, 2.0, 2.0]))
-    >>> processed, record = pre(subject)                      # doctest: +SKIP
-    >>> restored = invert(probabilities, record, kind="intensity")  # doctest: +SKIP
+    >>> processed, record = pre(Subject("case1", {"image": image}))
+    >>> processed["image"].spatial_shape
+    (4, 4, 8)
+    >>> restored = invert(processed["image"], record, kind="intensity")
+    >>> restored.spatial_shape, bool(np.allclose(restored.affine, image.affine))
+    ((8, 8, 4), True)
 """
 
 from __future__ import annotations

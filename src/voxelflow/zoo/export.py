@@ -196,7 +196,9 @@ def export_source(
         fitted = None
         if entry.fitted_state_path is not None:
             fitted = json.loads(entry.fitted_state_path.read_text(encoding="utf-8"))
-    window = list(window or experiment.inference.window or experiment.sampling.window)
+    from voxelflow.applications.segmentation import network_window
+
+    window = network_window(window or experiment.inference.window or experiment.sampling.window)
     in_channels = input_channels(network, len(window)) or max(
         len(experiment.dataset.inputs.get("image", [])), 1
     )

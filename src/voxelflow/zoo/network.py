@@ -53,7 +53,9 @@ def infer_network_shape(
     ``out_channels``: ``num_classes``, else the number of label values (config or fitted state),
     else the last convolution's output channels.
     """
-    spatial_dims = len(experiment.sampling.window)
+    from voxelflow.applications.segmentation import network_window
+
+    spatial_dims = len(network_window(experiment.sampling.window))  # 2D training on slices: 2
     convolutions = _conv_weights(state, spatial_dims)
     in_channels = len(experiment.dataset.inputs.get("image", []))
     if in_channels == 0 and convolutions:

@@ -1,0 +1,291 @@
+"""The :class:`Experiment` class of the Python API (see :mod:`voxelflow.api`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from voxelflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from voxelflow.applications.base import Prediction
+    from voxelflow.config.schema import Experiment as ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Experiment"]
+
+
+@dataclass
+class _LoadedModel:
+    """A built application with its weights and the fitted preprocessing state."""
+
+    application: Any
+    fitted_state: dict[str, Any]
+    source: str
+    checkpoint: str | None = None  # "best" | "last" of a run; None for a zoo entry
+
+
+class Experiment:
+    """One experiment: its validated config, its run folder and what it trained.
+
+    Args:
+        config: the validated config (``voxelflow.ExperimentConfig``).
+        run_dir: run folder; default the config's ``system.run_dir``.
+
+    Example:
+        >>> experiment = Experiment.from_dict({"training": {"max_iterations": 5}})
+        >>> experiment.config.training.max_iterations, experiment.run_dir.name
+        (5, 'experiment')
+    """
+
+    def __init__(
+        self, config: ExperimentConfig, *, run_dir: str | os.PathLike | None = None
+    ) -> None:
+        self.config = config
+        self._run_dir = Path(run_dir) if run_dir is not None else None
+        self._model: _LoadedModel | None = None
+
+    # --- building -----------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(
+        cls, path: str | os.PathLike, overrides: Sequence[str] | None = None
+    ) -> Experiment:
+        """Load a YAML (or NiftyNet ``.ini``) config, with ``"key.path=value"`` overrides.
+
+        Relative paths in the config are relative to the working folder, as on the command line.
+
+        Raises:
+            ConfigError: invalid YAML, unknown keys or wrong types (the key path is named).
+        """
+        from voxelflow.config.load import load_experiment
+
+        return cls(load_experiment(path, list(overrides or ())))
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], overrides: Sequence[str] | None = None
+    ) -> Experiment:
+        """Validate a plain mapping of sections (missing keys take their defaults).
+
+        Raises:
+            ConfigError: unknown keys or wrong types (the key path is named).
+        """
+        from voxelflow.config.load import load_experiment
+
+        return cls(load_experiment(dict(data), list(overrides or ())))
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike) -> Experiment:
+        """The experiment saved in a trained run folder (its ``config.yaml``).
+
+        Raises:
+            ConfigError: the folder has no ``config.yaml``.
+        """
+        from voxelflow.config.load import load_experiment
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(
+                f"expected a trained run folder with config.yaml, got {str(run_dir)!r}"
+            )
+        return cls(load_experiment(run_dir / "config.yaml"), run_dir=run_dir)
+
+    @classmethod
+    def from_model(cls, name_or_path: str | os.PathLike, *, trust_code: bool = False) -> Experiment:
+        """An installed zoo entry (name or entry folder), ready for :meth:`infer`.
+
+        Raises:
+            RegistryError: no such entry. SecurityError: the entry has plugin code and
+                ``trust_code`` is false.
+        """
+        from voxelflow.config.load import load_experiment
+        from voxelflow.engine.checkpoint import load_module_state
+        from voxelflow.zoo.store import load_weights, resolve_model, trusted_plugins
+
+        entry = resolve_model(name_or_path)
+        trusted_plugins(entry, trust_code)
+        experiment = cls(load_experiment(entry.config_path))
+        state = _read_json(entry.fitted_state_path) if entry.fitted_state_path else {}
+        application = experiment._build_application(state)
+        weights = load_weights(entry.weights_path, entry=entry.name)
+        load_module_state(
+            application.modules["network"],
+            weights,
+            name="network",
+            source=f"zoo entry {entry.name!r}",
+        )
+        experiment._model = _LoadedModel(application, state, f"zoo entry {entry.name!r}")
+        return experiment
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder: the last one trained, else the config's ``system.run_dir``."""
+        return self._run_dir or Path(self.config.system.run_dir)
+
+    # --- actions ------------------------------------------------------------------------------
+    def train(
+        self, run_dir: str | os.PathLike | None = None, *, force: bool = False
+    ) -> dict[str, float]:
+        """Train (or resume) into ``run_dir`` (default :attr:`run_dir`), like ``voxelflow train``.
+
+        Args:
+            run_dir: run folder; remembered for later :meth:`infer` calls.
+            force: start afresh in a folder that holds a run of a different config.
+
+        Returns:
+            the last validation metrics (``{"dice": ..., "dice/1": ...}`` for segmentation).
+
+        Raises:
+            ConfigError: the folder holds a run of a different config and ``force`` is false.
+            DataError: the dataset table is empty or inconsistent (subject and file named).
+        """
+        from voxelflow.engine.run import train_experiment
+
+        if run_dir is not None:
+            self._run_dir = Path(run_dir)
+        self._model = None  # new weights: load them again on the next infer
+        return train_experiment(self.config, run_dir=self.run_dir, force=force)
+
+    def infer(self, images: Any, *, checkpoint: str | None = None) -> list[Prediction]:
+        """Predict in memory; nothing is written.
+
+        Args:
+            images: one input or a list (or a ``{name: input}`` mapping) of inputs, each an
+                :class:`Image`, a :class:`Subject` with an ``image`` role, or an
+                ``(array, affine)`` pair: a numpy array or torch tensor of shape
+                ``(X, Y, Z)`` or ``(C, X, Y, Z)`` and its 4×4 voxel-to-world matrix.
+            checkpoint: ``"best"`` or ``"last"`` (default ``inference.checkpoint``).
+
+        Returns:
+            one :class:`Prediction` per input (named after the subject, the image file or
+            ``image_000`` ...), its images on the input's original grid and affine; a
+            segmentation holds ``images["seg"]`` with the original label values.
+
+        Raises:
+            ConfigError: no trained run in :attr:`run_dir`. ShapeError: an input with the wrong
+                number of channels or dimensions.
+
+        Shape:
+            arrays: ``(X, Y, Z)`` or ``(C, X, Y, Z)``; C = the number of ``dataset.inputs.image``
+            columns.
+        """
+        from voxelflow.api.inputs import as_subjects
+        from voxelflow.engine.inference import predict_subjects
+
+        subjects = as_subjects(images, channels=len(self.config.dataset.inputs["image"]))
+        model = self._loaded(checkpoint)
+        return predict_subjects(self.config, model.application, model.fitted_state, subjects)
+
+    def infer_files(
+        self, input: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint: str | None = None
+    ) -> Path:
+        """Read an image file, a folder of images or a CSV table and write the predictions.
+
+        Returns:
+            the prediction table (``inferred.csv`` for segmentation) beside the written images.
+
+        Raises:
+            ConfigError: no trained run; an output folder inside the input folder.
+        """
+        from voxelflow.engine.inference import predict_rows
+
+        model = self._loaded(checkpoint)
+        from voxelflow.api.inputs import input_rows
+
+        rows = input_rows(Path(input), self.config)
+        return predict_rows(
+            self.config, model.application, model.fitted_state, rows, out_dir=Path(out_dir)
+        )
+
+    def evaluate(
+        self,
+        predictions: Any,
+        references: Any,
+        *,
+        labels: Sequence[int] | None = None,
+        metrics: Sequence[str] | None = None,
+        tolerance_mm: float | None = None,
+        out_dir: str | os.PathLike | None = None,
+        as_dataframe: bool = False,
+    ) -> Any:
+        """Score predictions against references; one row per subject (and label).
+
+        Args:
+            predictions: :meth:`infer`'s list, a ``{subject: Image}`` mapping, or a folder.
+            references: a ``{subject: Image}`` mapping, a list of :class:`Subject` s holding
+                the reference role (``label``; ``target`` for regression), or a folder.
+            labels: label values to score (segmentation); default ``evaluation.labels``.
+            metrics: metric names (segmentation); default ``evaluation.metrics``.
+            tolerance_mm: NSD tolerance; default ``evaluation.tolerance_mm``.
+            out_dir: also write ``per_case.csv``, ``summary.csv`` and the report there.
+            as_dataframe: return a pandas DataFrame (pandas must be installed).
+
+        Returns:
+            a list of dict rows (``subject``, ``label``, one key per metric) or a DataFrame.
+
+        Raises:
+            DataError: a prediction without reference (or the reverse), a failed subject.
+            GeometryError: a prediction and its reference on different grids.
+        """
+        from voxelflow.api.evaluation import evaluation_table
+
+        return evaluation_table(
+            self.config,
+            predictions,
+            references,
+            labels=labels,
+            metrics=metrics,
+            tolerance_mm=tolerance_mm,
+            out_dir=out_dir,
+            as_dataframe=as_dataframe,
+        )
+
+    # --- model loading --------------------------------------------------------------------------
+    def _build_application(self, fitted_state: Mapping[str, Any]) -> Any:
+        from voxelflow.engine.run import build_application
+
+        return build_application(
+            self.config,
+            in_channels=len(self.config.dataset.inputs["image"]),
+            label_values=fitted_state.get("label_values"),
+            task_state=fitted_state.get("task") or {},
+        )
+
+    def _loaded(self, checkpoint: str | None) -> _LoadedModel:
+        """The trained application of :attr:`run_dir` (loaded once, kept until :meth:`train`)."""
+        from voxelflow.data.dataset import load_fitted_state
+        from voxelflow.engine.checkpoint import find_checkpoint, load_checkpoint
+        from voxelflow.engine.inference import load_application_state
+        from voxelflow.engine.run import FITTED_STATE_FILE
+
+        which = checkpoint or self.config.inference.checkpoint
+        model = self._model
+        if model is not None and (model.checkpoint is None or model.checkpoint == which):
+            return model
+        state_path = self.run_dir / FITTED_STATE_FILE
+        if not state_path.is_file():
+            raise ConfigError(
+                f"expected a trained run folder with {FITTED_STATE_FILE}, got {str(self.run_dir)!r}: "
+                "call train() first, or use Experiment.from_run / Experiment.from_model"
+            )
+        state = load_fitted_state(state_path)
+        application = self._build_application(state)
+        load_application_state(
+            application, load_checkpoint(find_checkpoint(self.run_dir, which=which))
+        )
+        self._model = _LoadedModel(application, state, str(self.run_dir), which)
+        return self._model
+
+    def __repr__(self) -> str:
+        network = self.config.network.name
+        return f"Experiment({self.config.application}, network={network!r}, run_dir={str(self.run_dir)!r})"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
