@@ -23,6 +23,7 @@ from torch import nn
 
 from voxelflow.errors import ConfigError, ShapeError
 
+#: inference mode → the prediction table it writes.
 TABLES = {
     "reconstruct": "reconstructions.csv",
     "encode": "latents.csv",

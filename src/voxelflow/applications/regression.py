@@ -61,7 +61,7 @@ class RegressionApplication(Application):
         loss_border: voxels ignored at each window edge, per axis.
         mask_role: role restricting loss and metrics to its non-zero voxels, or None.
         scaling: target standardisation (identity by default).
-        residual: add the network input to its output (needs ``C_in == C_out``).
+        residual: wrap the network in :class:`ResidualCorrection` (needs ``C_in == C_out``).
         degrade: super-resolution degradation; None for plain regression.
     """
 
@@ -82,7 +82,7 @@ class RegressionApplication(Application):
         residual: bool = False,
         degrade: DegradeSettings | None = None,
     ) -> None:
-        super().__init__({"network": network})
+        super().__init__({"network": ResidualCorrection(network) if residual else network})
         self.loss, self.window = loss, list(window)
         self.overlap, self.blend, self.inference_batch_size = overlap, blend, inference_batch_size
         self.loss_border = list(loss_border) if loss_border else [0] * len(self.window)
@@ -170,9 +170,8 @@ class RegressionApplication(Application):
         return degrade(standardized, factor=self.degrade.factor, upsample=self.degrade.upsample)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Network output in standardised target units (plus the input when ``residual``)."""
-        output = self.modules["network"](inputs)
-        return output + inputs if self.residual else output
+        """Network output in standardised target units (``residual``: input + gain · correction)."""
+        return self.modules["network"](inputs)
 
     def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Shape: ``image (B, C, *window)``, ``target (B, C_out, *window)`` → scalar ``loss``."""
@@ -321,6 +320,29 @@ class RegressionApplication(Application):
             )
         if state.get("scaling"):
             self.scaling = TargetScaling.from_state(state["scaling"])
+
+
+class ResidualCorrection(nn.Module):
+    """``x + gain · network(x)`` with a learned scalar ``gain`` starting at 0 (ReZero).
+
+    The untrained model is the identity (for super-resolution: the linear-upsampling baseline),
+    and training only has to learn the correction; a randomly initialised network added with
+    weight 1 would first have to unlearn its own random output.
+
+    Args:
+        network: maps ``(B, C, *spatial)`` to ``(B, C, *spatial)``.
+
+    Shape:
+        ``(B, C, *spatial)`` → ``(B, C, *spatial)``
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.gain = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.gain * self.network(x)
 
 
 def _check_roles(experiment: Any, task: RegressionTask) -> None:

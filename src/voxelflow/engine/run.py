@@ -176,6 +176,9 @@ def build_training_pipeline(experiment: Experiment, run_dir: Path, *, base_dir: 
 
     context = distributed.current_context()
     data = _prepare_data_main_rank_first(experiment, run_dir, base_dir=base_dir)
+    from voxelflow.engine.device import seed_everything
+
+    seed_everything(experiment.training.seed)  # reproducible initial weights, equal on every rank
     app = build_application(experiment, in_channels=data.in_channels, label_values=data.label_values,
                             task_state=data.task_state)
     _apply_transfer(app, experiment, resume=resume)
