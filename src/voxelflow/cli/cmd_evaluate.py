@@ -101,17 +101,23 @@ def _settings_from_config(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the evaluation; exit code 1 when a subject is missing or failed."""
-    from voxelflow.metrics.evaluate import EVALUATE_METRICS, evaluate_folders
+    """Run the evaluation; exit code 1 when a subject is missing or failed.
 
+    When the prediction folder holds ``inferred.csv`` (written by ``voxelflow infer``), its
+    subject → prediction rows are what is evaluated (extra outputs such as probabilities or
+    uncertainty maps are not predictions); references come from ``--ref FOLDER`` (file
+    ``<subject>.*`` or ``<subject>_*``) or, with ``-c`` and no ``--ref``, from the label column of
+    the config's dataset table. Otherwise both folders are matched by file name.
+    """
+    from voxelflow.metrics.evaluate import EVALUATE_METRICS, evaluate_files, evaluate_folders
+
+    experiment = None
     if args.config:
         from voxelflow.config.load import load_experiment
 
         experiment = load_experiment(args.config, args.overrides)
         if experiment.application != "segmentation":
             return _run_application(args, experiment)
-    if not args.ref:
-        raise ConfigError("expected --ref FOLDER of reference label maps")
     settings: dict[str, object] = _settings_from_config(args) if args.config else {}
     pred = args.pred or settings.get("pred")
     out = args.out or settings.get("out")
@@ -122,19 +128,24 @@ def run(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels else settings.get("labels")
     tolerance = args.tolerance if args.tolerance is not None else settings.get("tolerance", 1.0)
     metrics = args.metrics.split(",") if args.metrics else settings.get("metrics", EVALUATE_METRICS)
-    result = evaluate_folders(
-        pred,
-        args.ref,
-        out,
-        labels=labels,  # type: ignore[arg-type]
-        metrics=metrics,  # type: ignore[arg-type]
-        tolerance=float(tolerance),  # type: ignore[arg-type]
-        image_dir=args.image,
-        resample=args.resample,
-        workers=args.workers,
-        report=not args.no_report,
+    options = dict(
+        labels=labels, metrics=metrics, tolerance=float(tolerance),  # type: ignore[arg-type]
+        resample=args.resample, workers=args.workers, report=not args.no_report,
         surface=args.surface,
-    )
+    )  # fmt: skip
+    inferred = Path(pred) / "inferred.csv"
+    if inferred.exists() and (args.ref or experiment is not None):
+        pred_files = _inferred_predictions(inferred)
+        ref_files = _references(args.ref, experiment, pred_files, inferred)
+        images = _match_folder(args.image, pred_files) if args.image else None
+        result = evaluate_files(pred_files, ref_files, out, images=images, **options)  # type: ignore[arg-type]
+    else:
+        if not args.ref:
+            raise ConfigError(
+                f"expected --ref FOLDER of reference label maps (no inferred.csv in {str(pred)!r} "
+                "to take subjects from)"
+            )
+        result = evaluate_folders(pred, args.ref, out, image_dir=args.image, **options)  # type: ignore[arg-type]
     subjects = len({row["subject"] for row in result.rows})
     logger.info("evaluated %d subjects; results in %s", subjects, out)
     if not result.ok:
@@ -143,6 +154,55 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _inferred_predictions(table: Path) -> dict[str, Path]:
+    """Subject → prediction file of an ``inferred.csv``."""
+    import csv
+
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and "prediction" not in rows[0]:
+        raise ConfigError(f"{str(table)!r}: expected a 'prediction' column, got {list(rows[0])}")
+    return {row["subject"]: Path(row["prediction"]) for row in rows}
+
+
+def _match_folder(folder: str, subjects: dict[str, Path]) -> dict[str, Path]:
+    """Files of ``folder`` for each subject: named ``<subject>.*`` or, if unique, ``<subject>_*``."""
+    from voxelflow.metrics.evaluate_io import list_images
+
+    files = list_images(folder)
+    matched: dict[str, Path] = {}
+    for subject in subjects:
+        if subject in files:
+            matched[subject] = files[subject]
+            continue
+        candidates = [name for name in files if name.startswith(f"{subject}_")]
+        if len(candidates) == 1:
+            matched[subject] = files[candidates[0]]
+    return matched
+
+
+def _references(ref: str | None, experiment: object, predictions: dict[str, Path],
+                inferred: Path) -> dict[str, Path]:
+    """Reference label files of the predicted subjects: a folder, or the table's label column."""
+    if ref:
+        return _match_folder(ref, predictions)
+    from voxelflow.io.table import load_table
+
+    dataset = experiment.dataset  # type: ignore[attr-defined]
+    columns = dataset.inputs.get("label")
+    if not columns:
+        raise ConfigError(
+            f"dataset.inputs: expected a 'label' role to evaluate {str(inferred)!r} against, "
+            "or pass --ref FOLDER"
+        )
+    rows = {row.name: row for row in load_table(dataset, required=[])}
+    return {
+        name: rows[name].path(columns[0])
+        for name in predictions
+        if name in rows and rows[name].columns.get(columns[0])
+    }
 
 
 def _run_application(args: argparse.Namespace, experiment: object) -> int:

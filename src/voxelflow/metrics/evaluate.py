@@ -293,17 +293,45 @@ def evaluate_folders(
     Raises:
         DataError: a folder is missing. ConfigError: an unknown metric name.
     """
+    pred_files, ref_files = list_images(pred_dir), list_images(ref_dir)
+    images = list_images(image_dir) if image_dir is not None else None
+    return evaluate_files(
+        pred_files, ref_files, out_dir, labels=labels, metrics=metrics, tolerance=tolerance,
+        images=images, resample=resample, workers=workers, report=report, surface=surface,
+        descriptive=descriptive,
+    )
+
+
+def evaluate_files(
+    pred_files: Mapping[str, Path],
+    ref_files: Mapping[str, Path],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    labels: Sequence[int] | None = None,
+    metrics: Sequence[str] = EVALUATE_METRICS,
+    tolerance: float = 1.0,
+    images: Mapping[str, Path] | None = None,
+    resample: bool = False,
+    workers: int | None = None,
+    report: bool = True,
+    surface: str = "surfels",
+    descriptive: bool = True,
+) -> EvaluationResult:
+    """:func:`evaluate_folders` on explicit ``subject → file`` maps (e.g. an ``inferred.csv`` and
+    a dataset table's label column); a subject in one map only is a listed problem.
+
+    ``images``: subject → intensity image file (on the reference grid), or None.
+    """
     wanted = check_metric_names(metrics)
     if surface not in SURFACE_KINDS:
         raise ConfigError(f"expected surface one of {SURFACE_KINDS}, got {surface!r}")
     always = tuple(name for name in ("volume_ref_mm3", "volume_pred_mm3") if name not in wanted)
     result = EvaluationResult()
-    pred_files, ref_files = list_images(pred_dir), list_images(ref_dir)
-    images = list_images(image_dir) if image_dir is not None else {}
+    images = dict(images) if images is not None else None
     subjects = match_subjects(pred_files, ref_files, result.problems)
-    if image_dir is not None:
+    if images is not None:
         for name in (n for n in subjects if n not in images):
-            result.warnings.append(f"{name}: no image in {str(image_dir)!r}; intensity columns nan")
+            result.warnings.append(f"{name}: no intensity image; intensity columns nan")
     label_tuple = tuple(int(v) for v in labels) if labels is not None else None
     tasks = [
         CaseTask(
@@ -316,12 +344,12 @@ def evaluate_folders(
             resample,
             surface,
             descriptive,
-            images.get(name),
+            (images or {}).get(name),
         )
         for name in subjects
     ]
     _run_all(tasks, workers or os.cpu_count() or 1, result)
-    extra = region_columns(intensity=image_dir is not None) if descriptive else ()
+    extra = region_columns(intensity=images is not None) if descriptive else ()
     _complete_rows(result, extra)
     _check_labels_present(result, label_tuple)
     for warning in result.warnings:
@@ -331,7 +359,7 @@ def evaluate_folders(
     if out_dir is not None:
         from voxelflow.metrics.report import write_outputs
 
-        loader = partial(load_case_files, ref_files, pred_files, images)
+        loader = partial(load_case_files, ref_files, pred_files, images or {})
         write_outputs(result, Path(out_dir), wanted, loader, report=report, extra_columns=extra)
         result.out_dir = Path(out_dir)
     return result
