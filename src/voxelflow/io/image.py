@@ -146,7 +146,7 @@ def grid_difference(a: Image, b: Image) -> str | None:
         return f"spatial shape {a.spatial_shape} vs {b.spatial_shape}"
     sa, sb = np.asarray(a.spacing), np.asarray(b.spacing)
     if np.max(np.abs(sa - sb)) > GRID_TOLERANCE_MM:
-        return f"spacing {tuple(sa.round(5))} vs {tuple(sb.round(5))} mm"
+        return f"spacing {_mm(sa)} vs {_mm(sb)} mm"
     cos = np.clip(np.sum(a.direction * b.direction, axis=0), -1.0, 1.0)
     angle = float(np.max(np.arccos(cos)))
     if angle > GRID_TOLERANCE_RAD:
@@ -155,6 +155,11 @@ def grid_difference(a: Image, b: Image) -> str | None:
     if shift > GRID_TOLERANCE_MM:
         return f"origin differs by {shift:.4g} mm"
     return None
+
+
+def _mm(values: np.ndarray) -> str:
+    """``(1.0, 1.2, 1.5)``: plain floats, not ``np.float64(...)`` reprs."""
+    return "(" + ", ".join(f"{float(v):.5g}" for v in values) + ")"
 
 
 def check_same_grid(a: Image, b: Image, *, what: str = "images") -> None:
