@@ -210,6 +210,22 @@ def test_residual_super_resolution_loss_compares_degraded_image_with_image() -> 
     torch.testing.assert_close(loss, expected)
 
 
+def test_residual_correction_starts_as_the_identity_and_learns_its_gain() -> None:
+    app = RegressionApplication(
+        Scale(1.0),
+        build_loss("l1"),
+        window=[8, 8, 8],
+        residual=True,
+        degrade=DegradeSettings(factor=[2, 2, 2]),
+    )
+    image = torch.randn(2, 1, 8, 8, 8)
+    torch.testing.assert_close(app.forward(image), image)  # gain 0: output = input
+    app.compute_losses({"image": image})["loss"].backward()
+    wrapper = app.modules["network"]
+    assert float(wrapper.gain.grad.abs()) > 0  # the gain moves first ...
+    assert float(wrapper.network.factor.grad.abs()) == 0  # ... then the correction
+
+
 def _item(
     preprocessing: PreprocessingConfig, *, target: bool = True
 ) -> tuple[InferenceItem, Subject]:

@@ -179,6 +179,9 @@ class Application:
     prediction_table: ClassVar[str] = "inferred.csv"
     #: ``inference.mode`` values this application accepts (the first is the default).
     inference_modes: ClassVar[tuple[str, ...]] = ("predict",)
+    #: module roles inference needs (their weights go into zoo entries); None: every module.
+    #: A GAN may name only ``("generator",)`` so its entries leave the discriminator out.
+    inference_modules: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, modules: Mapping[str, nn.Module]) -> None:
         if not modules:

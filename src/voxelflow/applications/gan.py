@@ -224,6 +224,9 @@ class GanApplication(Application):
     def train_step(self, batch: Mapping[str, Any], ctx: TrainingContext) -> dict[str, torch.Tensor]:
         """``critic_steps`` discriminator updates, then one generator update.
 
+        Every critic step draws fresh noise but reuses this batch's real images (one batch per
+        iteration); the gradient penalty runs in float32, outside autocast.
+
         Shape:
             ``batch["image"] (B, C, *image_size)``.
         """

@@ -104,6 +104,7 @@ def _pack_model(run_dir: Path, out: Path, dice: dict[int, float], data: DemoData
         "training_data": f"subjects made from {source} by random deformations, bias fields and "
         "noise; all derive from ONE anatomy, so expect poor generalisation to real subjects",
         "license": "Apache-2.0",
+        "outputs": {"labels": {int(value): name for value, name in data.label_names.items()}},
         "metrics": {f"test_dice_{data.label_names[k]}": float(v) for k, v in dice.items()},
     }
     name = "voxelflow-demo-tissue-quick" if quick else "voxelflow-demo-tissue"

@@ -107,14 +107,16 @@ def demo_config(
             "queue_length": 16,
         },
         "augmentation": [{"name": "flip", "axes": [1, 2]}],
-        "network": {"name": "unet", "channels": settings.channels},
+        # batch norm, not instance norm: per-window statistics would make the correction depend
+        # on the window (seams between sliding windows)
+        "network": {"name": "unet", "channels": settings.channels, "norm": "batch"},
         "loss": {"name": "l1"},
         "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 1e-4},
         "scheduler": {"name": "poly"},
         "task": {
             "degrade": {"factor": [2, 2, 2], "upsample": "linear"},
             "residual": True,
-            "loss_border": 2,
+            "loss_border": 0,
         },
         "training": {
             "max_iterations": settings.iterations,

@@ -46,18 +46,17 @@ def infer_rows(experiment: Experiment, rows: Sequence[SubjectRow], *, run_dir: P
 
 def infer_with_model(name_or_path: str | Path, rows: Sequence[SubjectRow], *, out_dir: Path,
                      trust_code: bool = False) -> Path:
-    """Run an installed zoo entry on rows: its preprocessing applied and inverted."""
-    from voxelflow.config.load import load_experiment
-    from voxelflow.engine.checkpoint import load_module_state
-    from voxelflow.zoo.store import load_weights, resolve_model, trusted_plugins
+    """Run an installed zoo entry (name or entry folder) on rows; returns the prediction table.
 
-    entry = resolve_model(name_or_path)
-    trusted_plugins(entry, trust_code)
-    experiment = load_experiment(entry.config_path)
+    The entry's application is built from its config and fitted state (preprocessing and the
+    task state under ``"task"``: class names, target statistics ...); the weights of every
+    module it ships are loaded (see :func:`voxelflow.zoo.network.load_entry_modules`); its
+    preprocessing is applied and inverted.
+    """
+    from voxelflow.zoo.network import application_from_entry
+
+    app, experiment, entry = application_from_entry(name_or_path, trust_code=trust_code)
     state = json.loads(entry.fitted_state_path.read_text()) if entry.fitted_state_path else {}
-    app = _build(experiment, state)
-    weights = load_weights(entry.weights_path, entry=entry.name)
-    load_module_state(app.modules["network"], weights, name="network", source=f"zoo entry {entry.name!r}")
     return predict_rows(experiment, app, state, rows, out_dir=out_dir)
 
 

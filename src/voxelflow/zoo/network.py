@@ -1,7 +1,12 @@
-"""Rebuild the network of a run folder or a zoo entry, with its weights loaded strictly.
+"""Rebuild the application (every module) of a run folder or a zoo entry, weights loaded strictly.
+
+The application is built exactly as inference builds it (the fitted preprocessing state and the
+application's task state from ``preprocessing.json``), so any application packs and loads:
+segmentation and classification (``network``), GAN (``generator`` + ``discriminator``) ...
 
 Example:
-    >>> network, experiment = network_from_run("runs/brain")  # doctest: +SKIP
+    >>> network, experiment, checkpoint = network_from_run("runs/brain")  # doctest: +SKIP
+    >>> application, experiment, entry = application_from_entry("my-entry")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from voxelflow.errors import CheckpointError
+from voxelflow.errors import CheckpointError, ConfigError
 from voxelflow.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -44,48 +49,27 @@ def input_channels(network: nn.Module, spatial_dims: int) -> int | None:
     return int(convolutions[0].shape[1]) if convolutions else None
 
 
-def infer_network_shape(
-    experiment: Any, state: Mapping[str, torch.Tensor], *, fitted_state: Mapping[str, Any] | None
-) -> NetworkShape:
-    """Dimensions and channels from the config, falling back on the saved tensors.
+def describe_network(application: Any, experiment: Any) -> NetworkShape:
+    """Dimensions and channels of the application's main module (for the model card).
 
-    ``in_channels``: the number of image columns (else the first convolution's input channels);
-    ``out_channels``: ``num_classes``, else the number of label values (config or fitted state),
-    else the last convolution's output channels.
+    ``spatial_dims``: of the network window (2D training on slices: 2); ``in_channels``: the
+    number of image columns (else the first convolution's input channels); ``out_channels``:
+    the application's ``num_classes`` when it has one, else the first dimension of the module's
+    last weight matrix or kernel (a classifier's last linear layer, a decoder's last convolution).
     """
     from voxelflow.applications.segmentation import network_window
 
-    spatial_dims = len(network_window(experiment.sampling.window))  # 2D training on slices: 2
+    spatial_dims = len(network_window(experiment.sampling.window))
+    state = application.modules[main_module_name(application)].state_dict()
     convolutions = _conv_weights(state, spatial_dims)
     in_channels = len(experiment.dataset.inputs.get("image", []))
     if in_channels == 0 and convolutions:
         in_channels = int(convolutions[0].shape[1])
-    label_values = experiment.preprocessing.label_values or (fitted_state or {}).get("label_values")
-    out_channels = experiment.num_classes or (len(label_values) if label_values else 0)
-    if not out_channels and convolutions:
-        out_channels = int(convolutions[-1].shape[0])
+    out_channels = getattr(application, "num_classes", None)
+    if not isinstance(out_channels, int):
+        matrices = [t for k, t in state.items() if k.endswith("weight") and t.ndim >= 2]
+        out_channels = int(matrices[-1].shape[0]) if matrices else 1
     return NetworkShape(spatial_dims, max(in_channels, 1), max(out_channels, 1))
-
-
-def build_loaded_network(
-    experiment: Any, state: Mapping[str, torch.Tensor], shape: NetworkShape, *, source: str
-) -> nn.Module:
-    """Build ``experiment.network`` with ``shape`` and load ``state`` strictly (eval mode).
-
-    Raises:
-        CheckpointError: the tensors do not fit the network (keys and shapes listed).
-    """
-    from voxelflow.engine.checkpoint import load_module_state
-    from voxelflow.networks import build_network
-
-    network = build_network(
-        experiment.network,
-        spatial_dims=shape.spatial_dims,
-        in_channels=shape.in_channels,
-        out_channels=shape.out_channels,
-    )
-    load_module_state(network, state, name="network", source=source)
-    return network.eval()
 
 
 def checkpoint_network_state(checkpoint: Mapping[str, Any], *, source: str) -> dict[str, Any]:
@@ -100,49 +84,145 @@ def checkpoint_network_state(checkpoint: Mapping[str, Any], *, source: str) -> d
     return {name: dict(state) for name, state in modules.items()}
 
 
-def network_from_run(
+def inference_module_names(application: Any) -> tuple[str, ...]:
+    """The module roles inference needs: ``application.inference_modules``, else every module.
+
+    Raises:
+        ConfigError: the class names a role the application does not have.
+    """
+    wanted = getattr(application, "inference_modules", None) or tuple(application.modules)
+    unknown = [name for name in wanted if name not in application.modules]
+    if unknown:
+        raise ConfigError(
+            f"{type(application).__name__}.inference_modules: expected roles among "
+            f"{sorted(application.modules)}, got {unknown}"
+        )
+    return tuple(wanted)
+
+
+def main_module_name(application: Any) -> str:
+    """The module exported and described on the card: ``network``, else the first needed one."""
+    names = inference_module_names(application)
+    return "network" if "network" in names else names[0]
+
+
+def build_application_for(experiment: Any, fitted_state: Mapping[str, Any] | None) -> Any:
+    """The application of ``experiment`` built as inference builds it (fitted and task state)."""
+    from voxelflow.engine.run import build_application
+
+    state = dict(fitted_state or {})
+    return build_application(
+        experiment,
+        in_channels=max(len(experiment.dataset.inputs.get("image", [])), 1),
+        label_values=state.get("label_values"),
+        task_state=state.get("task") or {},
+    )
+
+
+def application_from_run(
     run_dir: PathLike, *, which: str = "best"
-) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """The network of a run folder with its ``which`` checkpoint loaded.
+) -> tuple[Any, Any, dict[str, Any], dict[str, Any] | None]:
+    """The application of a run folder with every module of its ``which`` checkpoint loaded.
 
     Returns:
-        The network (eval mode), the resolved experiment and the checkpoint dict.
+        The application (eval mode), the resolved experiment, the checkpoint dict and the
+        fitted state (``preprocessing.json``, with the task state under ``"task"``).
+
+    Raises:
+        CheckpointError: no checkpoint, or weights that do not fit the configured modules.
     """
     from voxelflow.config.load import load_experiment
     from voxelflow.engine.checkpoint import find_checkpoint, load_checkpoint
+    from voxelflow.engine.inference import load_application_state
 
     run_dir = Path(run_dir)
     experiment = load_experiment(run_dir / "config.yaml")
     checkpoint_path = find_checkpoint(run_dir, which=which)
     checkpoint = load_checkpoint(checkpoint_path)
-    modules = checkpoint_network_state(checkpoint, source=str(checkpoint_path))
-    state = modules.get("network") or next(iter(modules.values()))
-    shape = infer_network_shape(
-        experiment, state, fitted_state=read_fitted_state(run_dir, checkpoint)
-    )
-    network = build_loaded_network(experiment, state, shape, source=str(checkpoint_path))
-    return network, experiment, checkpoint
+    checkpoint_network_state(checkpoint, source=str(checkpoint_path))
+    fitted = read_fitted_state(run_dir, checkpoint)
+    application = build_application_for(experiment, fitted)
+    try:
+        load_application_state(application, checkpoint, source=str(checkpoint_path))
+    except ConfigError as exc:  # a module absent from the checkpoint
+        raise CheckpointError(f"{checkpoint_path}: {exc}") from exc
+    application.eval()
+    return application, experiment, checkpoint, fitted
+
+
+def network_from_run(
+    run_dir: PathLike, *, which: str = "best"
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """The main network (see :func:`main_module_name`) of a run folder, its checkpoint loaded.
+
+    Returns:
+        The network (eval mode), the resolved experiment and the checkpoint dict.
+    """
+    application, experiment, checkpoint, _ = application_from_run(run_dir, which=which)
+    return application.modules[main_module_name(application)], experiment, checkpoint
+
+
+def load_entry_modules(application: Any, entry: Any) -> list[str]:
+    """Load an entry's weights into ``application`` (strictly); returns the loaded roles.
+
+    The entry must hold every role of :func:`inference_module_names`; roles it leaves out keep
+    their fresh initialisation (a GAN entry without its discriminator). Entries written before
+    multi-module packing hold one ``network`` state dict and load as before.
+
+    Raises:
+        CheckpointError: a needed role is missing, the entry holds a role the application does
+            not have, or tensors do not fit (keys and shapes named).
+    """
+    from voxelflow.engine.checkpoint import load_module_state
+    from voxelflow.zoo.store import load_weights
+
+    source = f"zoo entry {entry.name!r}"
+    files = entry.weights_paths or {"network": entry.weights_path}
+    missing = [name for name in inference_module_names(application) if name not in files]
+    unknown = [name for name in files if name not in application.modules]
+    if missing or unknown:
+        raise CheckpointError(
+            f"{source}: expected weights for the {type(application).__name__} modules "
+            f"{list(inference_module_names(application))}, got {sorted(files)}"
+        )
+    for name, path in files.items():
+        state = load_weights(path, entry=entry.name)
+        load_module_state(application.modules[name], state, name=name, source=source)
+    application.eval()
+    return list(files)
+
+
+def application_from_entry(
+    name_or_path: PathLike, *, trust_code: bool = False
+) -> tuple[Any, Any, Any]:
+    """The application of an installed zoo entry (or entry folder), weights loaded.
+
+    Returns:
+        The application (eval mode), the entry's experiment and the entry
+        (:class:`~voxelflow.zoo.store.InstalledModel`).
+    """
+    import json
+
+    from voxelflow.config.load import load_experiment
+    from voxelflow.zoo.store import resolve_model, trusted_plugins
+
+    entry = resolve_model(name_or_path)
+    trusted_plugins(entry, trust_code)
+    experiment = load_experiment(entry.config_path)
+    fitted = {}
+    if entry.fitted_state_path is not None:
+        fitted = json.loads(entry.fitted_state_path.read_text(encoding="utf-8"))
+    application = build_application_for(experiment, fitted)
+    load_entry_modules(application, entry)
+    return application, experiment, entry
 
 
 def network_from_entry(
     name_or_path: PathLike, *, trust_code: bool = False
 ) -> tuple[nn.Module, Any, Any]:
-    """The network of an installed zoo entry (or entry folder), its experiment and the entry."""
-    from voxelflow.config.load import load_experiment
-    from voxelflow.zoo.store import load_weights, resolve_model, trusted_plugins
-
-    entry = resolve_model(name_or_path)
-    trusted_plugins(entry, trust_code)
-    experiment = load_experiment(entry.config_path)
-    state = load_weights(entry.weights_path, entry=entry.name)
-    card_network = entry.card.network
-    shape = NetworkShape(
-        int(card_network.get("spatial_dims", entry.card.inputs.spatial_dims)),
-        int(card_network.get("in_channels", max(len(entry.card.inputs.modalities), 1))),
-        int(card_network.get("out_channels", entry.card.outputs.channels)),
-    )
-    network = build_loaded_network(experiment, state, shape, source=f"zoo entry {entry.name!r}")
-    return network, experiment, entry
+    """The main network of an installed zoo entry (or entry folder), its experiment and the entry."""
+    application, experiment, entry = application_from_entry(name_or_path, trust_code=trust_code)
+    return application.modules[main_module_name(application)], experiment, entry
 
 
 FITTED_STATE_FILES = ("preprocessing.json", "fitted_state.json", "preprocessing_state.json")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from pydantic import ValidationError
 
 from voxelflow import __version__
@@ -26,7 +27,6 @@ from voxelflow.errors import ConfigError, DataError
 from voxelflow.types import PathLike
 from voxelflow.zoo.archive import archive_kind, relative_files
 from voxelflow.zoo.entry import CARD_NAME, ModelCard, dump_card, sha256_of
-from voxelflow.zoo.network import network_from_run, read_fitted_state
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,13 @@ def pack_run(
 ) -> Path:
     """Pack a run folder's resolved config, chosen checkpoint and fitted state as a zoo entry.
 
+    Any application packs: its modules are rebuilt from the config and the fitted state and the
+    checkpoint is loaded into them strictly; the entry keeps the weights of every module
+    inference needs (``Application.inference_modules``, default: all of them), one file per
+    module. The fitted state (with the application's task state under ``"task"``) goes into
+    ``preprocessing.json``; the config is scrubbed of machine-specific paths
+    (:func:`scrub_config`).
+
     Args:
         run_dir: the run folder (``config.yaml`` + ``checkpoints/``).
         out: ``*.zip``, ``*.tar.gz`` or a new folder.
@@ -59,20 +66,24 @@ def pack_run(
         The written entry path.
 
     Raises:
-        CheckpointError: no checkpoint, or weights that do not fit the configured network.
+        CheckpointError: no checkpoint, or weights that do not fit the configured modules.
         ConfigError: an invalid card (unknown keys, bad name ...).
     """
+    from voxelflow.zoo.network import application_from_run
+
     if weights_format not in ("pt", "safetensors"):
         raise ConfigError(f"weights format: expected 'pt' or 'safetensors', got {weights_format!r}")
     run_dir, out = Path(run_dir), Path(out)
-    network, experiment, checkpoint = network_from_run(run_dir, which=which)
-    fitted = read_fitted_state(run_dir, checkpoint)
+    application, experiment, checkpoint, fitted = application_from_run(run_dir, which=which)
+    entry_name = _entry_name(name or run_dir.resolve().name)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pack-", dir=out.parent))
     try:
-        files = _write_files(run_dir, staging, checkpoint, fitted, weights_format, plugins)
+        config = scrub_config(_read_yaml(run_dir / "config.yaml"), entry_name=entry_name)
+        (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        files = _write_files(staging, application, fitted, weights_format, plugins)
         generated = _generated_card(
-            experiment, network, checkpoint, run_dir, name or run_dir.resolve().name, version
+            application, experiment, checkpoint, fitted, entry_name, version
         )
         generated["files"] = files
         data = _merge(generated, dict(card or {}))
@@ -87,20 +98,87 @@ def pack_run(
     return out
 
 
+#: what replaces machine-specific paths in a packed config (see :func:`scrub_config`).
+NOT_SHIPPED = "<not shipped: set your own>"
+
+
+def scrub_config(config: Mapping[str, Any], *, entry_name: str) -> dict[str, Any]:
+    """The resolved config without the paths of the machine it was trained on.
+
+    Inference reads none of them. Replaced: ``dataset.csv``, ``dataset.msd``, the ``path`` of
+    every ``dataset.folders`` pattern, ``split.file`` and a file-path ``transfer.init_from.source``
+    → ``"<not shipped: set your own>"``; ``system.run_dir`` → ``runs/<entry name>``;
+    ``preprocessing.cache_dir`` → null (the default, under the run folder). Any other absolute
+    path left in the config is logged as a warning.
+
+    Args:
+        config: the resolved config as a plain mapping (``config.yaml`` of a run).
+        entry_name: the entry's name (for the neutral run folder).
+
+    Returns:
+        A scrubbed copy.
+    """
+    scrubbed = json.loads(json.dumps(config, default=str))  # deep copy of plain data
+    dataset = scrubbed.get("dataset") or {}
+    for key in ("csv", "msd"):
+        if dataset.get(key):
+            dataset[key] = NOT_SHIPPED
+    for pattern in (dataset.get("folders") or {}).values():
+        if isinstance(pattern, dict) and pattern.get("path"):
+            pattern["path"] = NOT_SHIPPED
+    if (scrubbed.get("split") or {}).get("file"):
+        scrubbed["split"]["file"] = NOT_SHIPPED
+    init_from = (scrubbed.get("transfer") or {}).get("init_from") or {}
+    if _looks_like_path(str(init_from.get("source", ""))):
+        init_from["source"] = NOT_SHIPPED
+    if "system" in scrubbed:
+        scrubbed["system"]["run_dir"] = f"runs/{entry_name}"
+    if "preprocessing" in scrubbed:
+        scrubbed["preprocessing"]["cache_dir"] = None
+    for key, value in _leaves(scrubbed):
+        if isinstance(value, str) and _looks_like_path(value) and Path(value).is_absolute():
+            logger.warning("packed config keeps the absolute path %s = %r", key, value)
+    return scrubbed
+
+
+def _looks_like_path(text: str) -> bool:
+    return "/" in text or "\\" in text or text.endswith((".pt", ".safetensors", ".ckpt"))
+
+
+def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(data, dict):
+        return [item for k, v in data.items() for item in _leaves(v, f"{prefix}{k}.")]
+    if isinstance(data, list):
+        return [item for i, v in enumerate(data) for item in _leaves(v, f"{prefix}{i}.")]
+    return [(prefix.rstrip("."), data)]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+    return data
+
+
+def _entry_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip("._-") or "model"
+
+
 def _write_files(
-    run_dir: Path,
     staging: Path,
-    checkpoint: Mapping[str, Any],
+    application: Any,
     fitted: Mapping[str, Any] | None,
     weights_format: str,
     plugins: Sequence[PathLike],
 ) -> dict[str, Any]:
-    shutil.copyfile(run_dir / "config.yaml", staging / "config.yaml")
+    from voxelflow.zoo.network import inference_module_names
+
     (staging / "weights").mkdir()
     weights = {}
-    for module, state in checkpoint["modules"].items():
+    for module in inference_module_names(application):
+        state = application.modules[module].state_dict()
         file = f"weights/{module}.{weights_format}"
-        tensors = {key: value.detach().contiguous().clone() for key, value in state.items()}
+        tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
         if weights_format == "safetensors":
             from safetensors.torch import save_file
 
@@ -123,22 +201,20 @@ def _write_files(
 
 
 def _generated_card(
+    application: Any,
     experiment: Any,
-    network: Any,
     checkpoint: Mapping[str, Any],
-    run_dir: Path,
+    fitted: Mapping[str, Any] | None,
     name: str,
     version: str,
 ) -> dict[str, Any]:
-    from voxelflow.zoo.network import infer_network_shape
+    from voxelflow.zoo.network import describe_network
 
-    state = network.state_dict()
-    fitted = read_fitted_state(run_dir, checkpoint)
-    shape = infer_network_shape(experiment, state, fitted_state=fitted)
+    shape = describe_network(application, experiment)
     preprocessing = experiment.preprocessing
     label_values = preprocessing.label_values or (fitted or {}).get("label_values")
     return {
-        "name": re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip("._-") or "model",
+        "name": name,
         "version": version,
         "application": str(experiment.application),
         "requires": {
@@ -155,7 +231,7 @@ def _generated_card(
         },
         "outputs": {
             "channels": shape.out_channels,
-            "labels": {index: f"class_{index}" for index in range(shape.out_channels)},
+            "labels": _output_labels(application, shape.out_channels, fitted),
             "label_values": list(label_values) if label_values else None,
         },
         "network": {
@@ -168,12 +244,32 @@ def _generated_card(
     }
 
 
-def _best_metric(checkpoint: Mapping[str, Any], experiment: Any) -> dict[str, float]:
-    trainer_state = checkpoint.get("trainer_state") or {}
-    best = trainer_state.get("best_metric") if isinstance(trainer_state, Mapping) else None
-    if isinstance(best, int | float) and best == best:
-        return {experiment.training.best_metric: float(best)}
+def _output_labels(
+    application: Any, channels: int, fitted: Mapping[str, Any] | None
+) -> dict[int, str]:
+    """Class index → name: a classification task's classes, ``class_<i>`` for segmentation."""
+    task = (fitted or {}).get("task") or {}
+    if task.get("kind") == "class" and task.get("classes"):
+        return {index: str(label) for index, label in enumerate(task["classes"])}
+    if isinstance(getattr(application, "num_classes", None), int):
+        return {index: f"class_{index}" for index in range(channels)}
     return {}
+
+
+def _best_metric(checkpoint: Mapping[str, Any], experiment: Any) -> dict[str, float]:
+    """The packed checkpoint's validation metrics, and the run's best value of ``best_metric``."""
+    figures = {
+        f"validation_{key}": float(value)
+        for key, value in (checkpoint.get("metrics") or {}).items()
+        if isinstance(value, int | float) and value == value
+    }
+    trainer_state = checkpoint.get("trainer_state") or {}
+    for key in ("best_metric", "best_value"):
+        best = trainer_state.get(key) if isinstance(trainer_state, Mapping) else None
+        if isinstance(best, int | float) and best == best and abs(best) != float("inf"):
+            figures[experiment.training.best_metric] = float(best)
+            break
+    return figures
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
