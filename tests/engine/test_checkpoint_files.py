@@ -18,10 +18,10 @@ from voxelflow.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     load_module_state,
-    prepare_run_dir,
     restore_rng_state,
     save_checkpoint,
 )
+from voxelflow.engine.run_dir import prepare_run_dir
 from voxelflow.errors import CheckpointError
 
 

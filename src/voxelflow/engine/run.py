@@ -230,7 +230,7 @@ def train_experiment(experiment: Experiment, *, run_dir: Path | None = None, for
     the end; ranks shard the training subjects and rank 0 alone writes.
     """
     from voxelflow.applications.base import OptimizationSettings
-    from voxelflow.engine.checkpoint import prepare_run_dir
+    from voxelflow.engine.run_dir import prepare_run_dir
     from voxelflow.engine.trainer import Trainer, TrainerOptions
 
     joined_before = distributed.current_context().is_distributed

@@ -6,7 +6,7 @@ moves batches to the device, runs them under autocast, steps optimisers and per-
 schedulers, validates every ``validate_every`` iterations on whole subjects (sharded over
 ranks, metrics gathered per subject, averaged over subjects), keeps the last-k and best-k
 checkpoints, stops early on a plateau, logs on rank 0 and resumes exactly from the last
-checkpoint of its run folder (layout: see :class:`~voxelflow.engine.checkpoint.RunDir`).
+checkpoint of its run folder (layout: see :class:`~voxelflow.engine.run_dir.RunDir`).
 
 Training data is any iterable of dict batches, already sharded for this rank. Its position is
 saved through its own ``state_dict``/``load_state_dict`` (a stateful loader, or a DataLoader
@@ -36,7 +36,6 @@ from voxelflow.applications.base import Application, OptimizationSettings
 from voxelflow.engine import distributed
 from voxelflow.engine.checkpoint import (
     CheckpointManager,
-    config_as_dict,
 )
 from voxelflow.engine.device import (
     move_to_device,
@@ -46,6 +45,7 @@ from voxelflow.engine.device import (
 )
 from voxelflow.engine.hooks import Hook, HookList
 from voxelflow.engine.logging import RunLogger
+from voxelflow.engine.run_dir import config_as_dict
 from voxelflow.engine.step import StepContext, TrainerOptions
 from voxelflow.engine.trainer_state import TrainerStateMixin
 from voxelflow.errors import ConfigError, DataError

@@ -17,12 +17,11 @@ from voxelflow.engine import distributed
 from voxelflow.engine.checkpoint import (
     capture_rng_state,
     check_application,
-    config_changes,
     load_checkpoint,
     load_module_state,
     restore_rng_state,
-    schedule_changed,
 )
+from voxelflow.engine.run_dir import config_changes, schedule_changed
 from voxelflow.errors import CheckpointError
 
 logger = logging.getLogger("voxelflow.engine.trainer")
