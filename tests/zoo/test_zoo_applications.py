@@ -54,7 +54,9 @@ def _classification_table(folder: Path) -> Path:
     for index, sex in enumerate(["F", "M", "F", "M", "F", "M"]):
         image, _ = make_phantom((16, 18, 12), num_classes=3, seed=index)
         data = (image * (1.0 + (sex == "M"))).astype(np.float32)
-        nib.save(nib.Nifti1Image(data, phantom_affine((1.0, 1.2, 1.5))), folder / f"s{index}.nii.gz")
+        nib.save(
+            nib.Nifti1Image(data, phantom_affine((1.0, 1.2, 1.5))), folder / f"s{index}.nii.gz"
+        )
         lines.append(f"s{index},s{index}.nii.gz,{sex}")
     (folder / "table.csv").write_text("\n".join(lines) + "\n")
     return folder / "table.csv"
@@ -115,7 +117,9 @@ def test_classification_entry_predicts_like_its_run(
 
     shutil.rmtree(tmp_path / "run")  # the entry must not need the run (nor its data table)
     out = tmp_path / "from-entry"
-    assert main(["infer", "--model", "sex-classifier", "--input", str(table), "--out", str(out)]) == 0
+    assert (
+        main(["infer", "--model", "sex-classifier", "--input", str(table), "--out", str(out)]) == 0
+    )
     predicted = _rows(out / "predictions.csv")
     assert [row["subject"] for row in predicted] == [f"s{i}" for i in range(6)]
     assert {row["prediction"] for row in predicted} <= {"F", "M"}
@@ -123,6 +127,11 @@ def test_classification_entry_predicts_like_its_run(
         assert float(row["prob_F"]) + float(row["prob_M"]) == pytest.approx(1.0, abs=1e-5)
         expected = "F" if float(row["prob_F"]) >= float(row["prob_M"]) else "M"
         assert row["prediction"] == expected
+    exported = tmp_path / "classifier.pt2"  # the entry's network rebuilt with its class count
+    assert (
+        main(["export", "sex-classifier", "--format", "torch-export", "--out", str(exported)]) == 0
+    )
+    assert exported.is_file()
 
 
 @pytest.mark.slow
@@ -186,5 +195,7 @@ def test_entry_without_a_needed_module_is_refused(
     overrides = _overrides(GAN, table, tmp_path / "run")
     _train_pack_install(CONFIGS / "gan.yaml", overrides, tmp_path, "critic-only")
     monkeypatch.setattr(GanApplication, "inference_modules", ("generator",))
-    with pytest.raises(CheckpointError, match=r"'critic-only'.*\['generator'\].*\['discriminator'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"'critic-only'.*\['generator'\].*\['discriminator'\]"
+    ):
         application_from_entry("critic-only")

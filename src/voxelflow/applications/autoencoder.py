@@ -31,7 +31,8 @@ Inference modes (``inference.mode``; table written beside the outputs):
 
 Generated images (sample, interpolate) are in normalised units, on the window grid with the
 affine of the **first training subject's preprocessed grid** resized to the window (saved by
-:meth:`AutoencoderApplication.fit_task`; an identity affine, 1 mm voxels, if absent).
+:meth:`AutoencoderApplication.fit_task`; for window training that grid's affine as is, the
+window at its origin; an identity affine, 1 mm voxels, when no task state is available).
 
 Example:
     >>> app = AutoencoderApplication.from_experiment(experiment, in_channels=1)  # doctest: +SKIP

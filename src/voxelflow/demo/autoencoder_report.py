@@ -107,7 +107,12 @@ def write_report(path: Path, figures: dict[str, Any]) -> Path:
         "",
         f"Held-out subjects: {len(figures['test_rows'])}; latent size {figures['latent_size']}; "
         f"total time {figures['seconds']:.0f} s (training {figures['training_seconds']:.0f} s) on "
-        "a shared 2-core CPU.",
+        "a shared 2-core CPU."
+        + (
+            " This is the `--quick` run: a few iterations, a smoke test, not a result."
+            if figures["quick"]
+            else ""
+        ),
         "",
         "Reconstruction error in the images' own intensity units and geometry "
         "(lower MAE/RMSE, higher PSNR/SSIM/NCC is better):",
@@ -152,7 +157,8 @@ def print_summary(figures: dict[str, Any]) -> None:
             f"  {name:<8}{network[name]:>12.4g}{pca[name]:>12.4g}"
             for name in ("mae", "psnr", "ssim")
         ],
-        f"  the VAE {verdict} PCA with the same latent size ({figures['latent_size']}) on MAE",
+        f"  the VAE {verdict} PCA with the same latent size ({figures['latent_size']}) on MAE"
+        + (" (--quick: a few iterations, a smoke run, not a result)" if figures["quick"] else ""),
         "  data: all subjects derive from ONE anatomy (the MNI152 template, deformed, biased, noisy);",
         "        this shows the pipeline works, not that it generalises to other brains",
         f"  time: {figures['seconds']:.0f} s",
