@@ -42,6 +42,9 @@ def test_entry_files_are_complete_and_small() -> None:
     assert installed.name == "voxelflow-demo-tissue"
     total = sum(f.stat().st_size for f in ENTRY.rglob("*") if f.is_file())
     assert total < 5 * 2**20
+    assert installed.card.outputs.labels == {0: "other", 1: "grey_matter", 2: "white_matter"}
+    config = installed.config_path.read_text()
+    assert "/tmp" not in config and "/home" not in config  # zoo pack scrubbed machine paths
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ The demo writes everything under one folder: ``data/`` (generated subjects, tabl
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,4 +169,4 @@ def _print_summary(figures: dict[str, Any], data: DemoData) -> None:
         f"  zoo entry:   {figures['entry']}  (voxelflow zoo install <it>; voxelflow infer --model ...)",
         f"  tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}",
     ]
-    print("\n".join(lines))
+    sys.stdout.write("\n".join(lines) + "\n")

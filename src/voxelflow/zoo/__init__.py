@@ -3,7 +3,8 @@
 - :mod:`~voxelflow.zoo.entry`: the ``model.yaml`` card (:class:`ModelCard`).
 - :mod:`~voxelflow.zoo.archive`: path-safe extraction of ``.zip`` / ``.tar.gz`` entries.
 - :mod:`~voxelflow.zoo.store`: the zoo home; install, list, resolve, remove, plugin trust.
-- :mod:`~voxelflow.zoo.pack`: a run folder → an entry.
+- :mod:`~voxelflow.zoo.network`: an entry's or run's application rebuilt, every module loaded.
+- :mod:`~voxelflow.zoo.pack`: a run folder → an entry (config scrubbed of machine paths).
 - :mod:`~voxelflow.zoo.transfer`: ``init_from`` (renames, include/exclude) and ``freeze``.
 - :mod:`~voxelflow.zoo.export`: ONNX / ``torch.export`` with the preprocessing JSON.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 from voxelflow.zoo.entry import ModelCard, load_card
+from voxelflow.zoo.network import application_from_entry, application_from_run, load_entry_modules
 from voxelflow.zoo.store import (
     InstalledModel,
     install,
@@ -28,11 +30,14 @@ __all__ = [
     "InstalledModel",
     "ModelCard",
     "TransferReport",
+    "application_from_entry",
+    "application_from_run",
     "apply_transfer",
     "freeze",
     "install",
     "installed_entries",
     "load_card",
+    "load_entry_modules",
     "load_pretrained",
     "load_weights",
     "remove",
