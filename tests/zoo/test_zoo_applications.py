@@ -157,8 +157,10 @@ def test_gan_entry_generates_like_its_run(
 ) -> None:
     from voxelflow.applications.gan import GanApplication
 
-    if generator_only:  # the documented rule: only the modules inference needs are packed
-        monkeypatch.setattr(GanApplication, "inference_modules", ("generator",))
+    # the documented rule: only the modules inference needs are packed (a GAN: the generator);
+    # None (every module) stays supported for entries that keep the discriminator
+    if not generator_only:
+        monkeypatch.setattr(GanApplication, "inference_modules", None)
     monkeypatch.setenv("VOXELFLOW_ZOO_HOME", str(tmp_path / "zoo"))
     config = CONFIGS / "gan.yaml"
     table = _slice_table(tmp_path / "data")

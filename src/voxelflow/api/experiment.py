@@ -105,21 +105,15 @@ class Experiment:
                 ``trust_code`` is false.
         """
         from voxelflow.config.load import load_experiment
-        from voxelflow.engine.checkpoint import load_module_state
-        from voxelflow.zoo.store import load_weights, resolve_model, trusted_plugins
+        from voxelflow.zoo.network import load_entry_modules
+        from voxelflow.zoo.store import resolve_model, trusted_plugins
 
         entry = resolve_model(name_or_path)
         trusted_plugins(entry, trust_code)
         experiment = cls(load_experiment(entry.config_path))
         state = _read_json(entry.fitted_state_path) if entry.fitted_state_path else {}
         application = experiment._build_application(state)
-        weights = load_weights(entry.weights_path, entry=entry.name)
-        load_module_state(
-            application.modules["network"],
-            weights,
-            name="network",
-            source=f"zoo entry {entry.name!r}",
-        )
+        load_entry_modules(application, entry)  # every module inference needs (GAN: generator)
         experiment._model = _LoadedModel(application, state, f"zoo entry {entry.name!r}")
         return experiment
 

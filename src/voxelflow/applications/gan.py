@@ -78,6 +78,7 @@ class GanApplication(Application):
 
     name = "gan"
     manual_optimization = True
+    inference_modules = ("generator",)  # zoo entries ship the generator only
     prediction_table = "generated.csv"
     inference_modes = ("sample", "interpolate")
 
