@@ -241,7 +241,7 @@ def _write_report(path: Path, figures: dict[str, Any], picture: Path) -> None:
         "PSNR and SSIM use each original image's range (max − min); MAE/RMSE in image "
         "units (0–~1500).",
         "",
-        f"Time: {figures['seconds']:.0f} s"
+        f"Wall-clock time: {figures['seconds']:.0f} s on this machine (slower when shared)"
         f"{' (quick)' if figures['quick'] else ''}; config: `{figures['config']}`; per-subject "
         f"figures: `{figures['run_dir'] / 'evaluation' / 'regression_metrics.csv'}`.",
         "",
