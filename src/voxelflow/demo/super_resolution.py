@@ -53,8 +53,8 @@ FULL = SuperResolutionDemoSettings(
     spacing=3.0,
     window=32,
     channels=[8, 16, 32],
-    iterations=300,
-    validate_every=100,
+    iterations=1200,
+    validate_every=300,
 )
 QUICK = SuperResolutionDemoSettings(
     num_train=3, num_test=2, spacing=4.0, window=16, channels=[4, 8], iterations=6, validate_every=3
