@@ -216,3 +216,13 @@ def test_cross_field_checks() -> None:
     assert "split: expected validation + test < 1, got 0.6 + 0.5" in message
     with pytest.raises(ConfigError, match=r"split: expected fold in 0\.\.4, got 5"):
         load_experiment({"split": {"folds": 5, "fold": 5}})
+
+
+def test_duplicate_key_is_refused_with_both_lines(tmp_path) -> None:
+    from voxelflow.config.load import load_experiment
+    from voxelflow.errors import ConfigError
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("inference: {overlap: 0.3}\ntraining: {max_iterations: 3}\ninference: {overlap: 0.4}\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml:3:1: .*duplicate key 'inference' \(first given on line 1\)"):
+        load_experiment(path)

@@ -38,6 +38,26 @@ class TinyNet(nn.Module):
         return self.body(x)
 
 
+class TinyClassifier(nn.Module):
+    """Convolution, global average pooling, linear: ``(B, C, *spatial)`` → ``(B, K)``."""
+
+    def __init__(self, spatial_dims, in_channels, out_channels, *, width=4):
+        super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        self.conv, self.head = conv(in_channels, width, 3, padding=1), nn.Linear(width, out_channels)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).flatten(2).mean(2))
+
+
+class MaskedL1(nn.Module):
+    """The user's own regression loss: (prediction, target, weight or None) → scalar."""
+
+    def forward(self, prediction, target, weight=None):
+        error = (prediction - target).abs()
+        return (error * weight).sum() / weight.sum().clamp_min(1e-6) if weight is not None else error.mean()
+
+
 class SoftDice(nn.Module):
     """1 - mean soft Dice over classes (the user's own loss)."""
 
@@ -164,3 +184,47 @@ def test_plugin_module_not_imported_unless_named(plugin_package: str, tmp_path: 
     """, COMMON.format(metric="dice", run=tmp_path / "run"))
     assert main(["config", "validate", "-c", str(config)]) == 0
     assert "my_lab_plugins.extras" not in sys.modules
+
+
+def _with_groups(table: Path) -> Path:
+    """Add a class column (two groups) to the table."""
+    lines = table.read_text().splitlines()
+    rows = [lines[0] + ",group"] + [f"{line},{'ab'[i % 2]}" for i, line in enumerate(lines[1:])]
+    table.write_text("\n".join(rows) + "\n")
+    return table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("application", ["regression", "classification", "autoencoder"])
+def test_plugin_network_in_every_application(
+    application: str, plugin_package: str, tmp_path: Path
+) -> None:
+    table = _with_groups(_table(tmp_path / "data"))
+    body = {
+        "regression": f"""
+            application: regression
+            dataset: {{csv: {table}, inputs: {{image: [image], target: [label]}}}}
+            network: {{name: "{plugin_package}:TinyNet"}}
+            loss: {{name: "{plugin_package}:MaskedL1"}}
+            """,
+        "classification": f"""
+            application: classification
+            dataset: {{csv: {table}, inputs: {{image: [image]}}}}
+            task: {{target_column: group}}
+            network: {{name: "{plugin_package}:TinyClassifier"}}
+            loss: {{name: classification_ce}}
+            """,
+        "autoencoder": f"""
+            application: autoencoder
+            dataset: {{csv: {table}, inputs: {{image: [image]}}}}
+            network: {{name: "{plugin_package}:TinyNet"}}
+            loss: {{name: l1}}
+            """,
+    }[application]
+    metric = {"regression": "mae", "classification": "nll", "autoencoder": "mae"}[application]
+    config = _config(tmp_path, body, COMMON.format(metric=metric, run=tmp_path / "run"))
+    assert main(["train", "-c", str(config)]) == 0
+    out = tmp_path / "out"
+    assert main(["infer", "-c", str(config), "--input", str(table), "--out", str(out)]) == 0
+    tables = [path for path in out.glob("*.csv")]
+    assert len(tables) == 1 and len(tables[0].read_text().splitlines()) == 4

@@ -9,9 +9,9 @@ from voxelflow.applications.base import (
     Application,
     InferenceContext,
     InferenceItem,
-    Prediction,
     OptimizationSettings,
     OptimizerSpecs,
+    Prediction,
     TrainingContext,
 )
 from voxelflow.registry import Registry
@@ -49,12 +49,12 @@ __all__ = [
     "AutoencoderApplication",
     "ClassificationApplication",
     "GanApplication",
-    "InferenceItem",
-    "Prediction",
-    "RegressionApplication",
     "InferenceContext",
+    "InferenceItem",
     "OptimizationSettings",
     "OptimizerSpecs",
+    "Prediction",
+    "RegressionApplication",
     "SegmentationApplication",
     "TrainingContext",
 ]

@@ -48,6 +48,24 @@ _SafeLoader.add_implicit_resolver(
 )
 
 
+def _mapping_without_duplicates(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    """A later duplicate key would silently replace the first one: refuse it, naming both lines."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"duplicate key {key!r} (first given on line {seen[key] + 1})",
+                key_node.start_mark,
+            )  # fmt: skip
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_SafeLoader.construct_mapping = _mapping_without_duplicates  # type: ignore[method-assign]
+
+
 def safe_load(text: str) -> Any:
     """Parse YAML safely (no object construction) with YAML 1.2 booleans."""
     return yaml.load(text, Loader=_SafeLoader)
