@@ -56,7 +56,9 @@ def import_object(path: str) -> object:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # report any import failure with the plugin named
-        raise RegistryError(f"cannot import plugin module {module_name!r} (from {path!r}): {exc}") from exc
+        raise RegistryError(
+            f"cannot import plugin module {module_name!r} (from {path!r}): {exc}"
+        ) from exc
     try:
         obj = module
         for part in attr.split("."):
@@ -76,6 +78,18 @@ class Registry(Generic[T]):
 
     Args:
         kind: human name of the kind, used in error messages ("network", "loss", ...).
+
+    Example:
+        >>> losses = Registry("loss")
+        >>> @losses.register("l1", description="mean absolute error")
+        ... def l1(a, b):
+        ...     return abs(a - b)
+        >>> losses.get("l1")(3, 5), losses.names()
+        (2, ['l1'])
+        >>> losses.get("l11")
+        Traceback (most recent call last):
+        ...
+        voxelflow.errors.RegistryError: unknown loss 'l11'. Did you mean: 'l1'? ...
     """
 
     def __init__(self, kind: str) -> None:

@@ -47,8 +47,26 @@ def make_phantom(
     return image, label
 
 
-def phantom_affine(spacing: tuple[float, float, float] = (1.0, 1.2, 1.5), *, angle: float = 0.1) -> np.ndarray:
-    """A non-identity, slightly rotated 4×4 affine with the given spacing (mm)."""
+def phantom_affine(
+    spacing: tuple[float, float, float] = (1.0, 1.2, 1.5), *, angle: float = 0.1
+) -> np.ndarray:
+    """A non-identity, slightly rotated 4×4 affine with the given spacing (mm).
+
+    Args:
+        spacing: voxel size in mm per axis (the column norms of the affine).
+        angle: rotation in radians about the third axis.
+
+    Returns:
+        The affine, translated to (-10, 5, 2.5) mm.
+
+    Shape:
+        returns ``(4, 4)`` float64.
+
+    Example:
+        >>> affine = phantom_affine((1.0, 1.2, 1.5))
+        >>> affine.shape, np.linalg.norm(affine[:3, :3], axis=0).round(3).tolist()
+        ((4, 4), [1.0, 1.2, 1.5])
+    """
     c, s = np.cos(angle), np.sin(angle)
     rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     affine = np.eye(4)

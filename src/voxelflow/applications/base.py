@@ -155,6 +155,16 @@ class Prediction:
         images: file suffix → image in the input's original geometry (``{"seg": label map}``
             is written as ``<name>_seg.nii.gz``).
         values: table columns of this row (predicted class, probabilities, latent means ...).
+
+    Shape:
+        images[suffix].data: ``(C, *original spatial)``.
+
+    Example:
+        >>> from voxelflow.io.image import Image
+        >>> seg = Image(torch.zeros(1, 4, 4, 4, dtype=torch.int16), kind="label")
+        >>> prediction = Prediction("case1", {"seg": seg}, {"volume_mm3": 0.0})
+        >>> prediction.images["seg"].spatial_shape, prediction.values
+        ((4, 4, 4), {'volume_mm3': 0.0})
     """
 
     name: str
@@ -190,7 +200,9 @@ class Application:
 
     # --- building -----------------------------------------------------------------------------
     @classmethod
-    def fit_task(cls, experiment: Any, dataset: Any, train_indices: Sequence[int]) -> dict[str, Any]:
+    def fit_task(
+        cls, experiment: Any, dataset: Any, train_indices: Sequence[int]
+    ) -> dict[str, Any]:
         """What the application learns from the training split before its network exists.
 
         Called once per run (saved in ``preprocessing.json`` under ``"task"`` and in zoo entries):

@@ -48,7 +48,9 @@ _SafeLoader.add_implicit_resolver(
 )
 
 
-def _mapping_without_duplicates(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+def _mapping_without_duplicates(
+    loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False
+) -> Any:
     """A later duplicate key would silently replace the first one: refuse it, naming both lines."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
@@ -392,6 +394,15 @@ def dump_experiment(experiment: Experiment, path: str | os.PathLike[str]) -> Pat
 
     Returns:
         The path written.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     experiment = load_experiment({"training": {"max_iterations": 5}})
+        ...     path = dump_experiment(experiment, Path(folder, "config.yaml"))
+        ...     print(path.name, load_experiment(path).training.max_iterations)
+        config.yaml 5
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

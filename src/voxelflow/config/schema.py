@@ -21,7 +21,13 @@ class Section(BaseModel):
 
 
 class Component(BaseModel):
-    """A named component plus its keyword arguments, e.g. ``{name: unet, channels: [16, 32]}``."""
+    """A named component plus its keyword arguments, e.g. ``{name: unet, channels: [16, 32]}``.
+
+    Example:
+        >>> component = Component(name="unet", channels=[16, 32])
+        >>> component.name, component.kwargs
+        ('unet', {'channels': [16, 32]})
+    """
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -307,7 +313,15 @@ class TransferConfig(Section):
 
 
 class Experiment(Section):
-    """A whole experiment: one YAML file, every section with defaults."""
+    """A whole experiment: one YAML file, every section with defaults.
+
+    Example:
+        >>> experiment = Experiment(network={"name": "unet", "channels": [8, 16]})
+        >>> experiment.application, experiment.network.name, experiment.network.kwargs
+        ('segmentation', 'unet', {'channels': [8, 16]})
+        >>> experiment.training.max_iterations > 0
+        True
+    """
 
     application: (
         Literal["segmentation", "regression", "classification", "autoencoder", "gan"] | str

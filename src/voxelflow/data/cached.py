@@ -33,6 +33,14 @@ class CachedSubject:
 
     Shape:
         arrays[role]: ``(C, *spatial)``
+
+    Example:
+        >>> image = np.zeros((1, 6, 5, 4), np.float32)
+        >>> subject = CachedSubject("case1", {"image": image}, {"image": "intensity"})
+        >>> subject.spatial_shape
+        (6, 5, 4)
+        >>> subject.to_subject()["image"].spatial_shape
+        (6, 5, 4)
     """
 
     name: str
@@ -67,7 +75,9 @@ class CachedSubject:
         locations = None
         if with_class_locations and "label" in arrays:
             locations = compute_class_locations(arrays["label"])
-        return cls(subject.name, arrays, kinds, first.affine.copy(), dict(subject.fields), locations)
+        return cls(
+            subject.name, arrays, kinds, first.affine.copy(), dict(subject.fields), locations
+        )
 
 
 def compute_class_locations(label: np.ndarray) -> dict[int, np.ndarray]:

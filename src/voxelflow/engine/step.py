@@ -21,7 +21,16 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class TrainerOptions:
-    """Loop settings (the fields of ``training`` in the experiment config, plus a few extras)."""
+    """Loop settings (the fields of ``training`` in the experiment config, plus a few extras).
+
+    Example:
+        >>> options = TrainerOptions(max_iterations=20, validate_every=10)
+        >>> options.max_iterations, options.validate_every, options.accumulate
+        (20, 10, 1)
+        >>> from voxelflow.config.schema import TrainingConfig
+        >>> TrainerOptions.from_config(TrainingConfig(max_iterations=5), progress=False).max_iterations
+        5
+    """
 
     max_iterations: int = 1000
     max_epochs: int | None = None

@@ -67,6 +67,14 @@ class Trainer(TrainerStateMixin):
         hooks: callbacks.
         config: the resolved experiment, saved in checkpoints and compared on resume.
         resume: continue from the run folder's last checkpoint when there is one.
+
+    Shape:
+        train_data batches: role → ``(B, C, *window)`` tensors (plus per-window fields).
+
+    Example:
+        >>> options = TrainerOptions(max_iterations=50)
+        >>> trainer = Trainer(application, loader, run_dir="runs/demo", options=options)  # doctest: +SKIP
+        >>> metrics = trainer.fit()  # doctest: +SKIP
     """
 
     def __init__(

@@ -59,7 +59,9 @@ class Image:
         if isinstance(self.data, np.ndarray):
             self.data = torch.from_numpy(np.ascontiguousarray(self.data))
         if not isinstance(self.data, torch.Tensor):
-            raise TypeError(f"Image.data must be a torch.Tensor or numpy array, got {type(self.data).__name__}")
+            raise TypeError(
+                f"Image.data must be a torch.Tensor or numpy array, got {type(self.data).__name__}"
+            )
         if self.data.ndim not in (3, 4):
             raise ShapeError(
                 f"Image.data must have shape (C, X, Y) or (C, X, Y, Z), got {tuple(self.data.shape)}"
@@ -163,7 +165,16 @@ def _mm(values: np.ndarray) -> str:
 
 
 def check_same_grid(a: Image, b: Image, *, what: str = "images") -> None:
-    """Raise :class:`GeometryError` naming both files when ``a`` and ``b`` are on different grids."""
+    """Raise :class:`GeometryError` naming both files when ``a`` and ``b`` are on different grids.
+
+    Example:
+        >>> image = Image(torch.zeros(1, 4, 4, 4))
+        >>> check_same_grid(image, Image(torch.ones(1, 4, 4, 4)))  # same grid: nothing happens
+        >>> check_same_grid(image, Image(torch.zeros(1, 4, 4, 4), np.diag([2.0, 1.0, 1.0, 1.0])))
+        Traceback (most recent call last):
+        ...
+        voxelflow.errors.GeometryError: images are not on the same grid: ...
+    """
     diff = grid_difference(a, b)
     if diff is not None:
         raise GeometryError(

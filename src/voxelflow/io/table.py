@@ -106,6 +106,16 @@ def load_table(
         MissingFileError: the CSV, a folder or ``dataset.json`` does not exist.
         DataError: a missing column, duplicate subject ids, empty required cells, an empty
             folder pattern, or incomplete subjects (with ``incomplete_subjects: error``).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from voxelflow.config.schema import DatasetConfig
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     _ = Path(root, "subjects.csv").write_text("subject,image,label\\ncase01,a.nii,a_seg.nii\\n")
+        ...     rows = load_table(DatasetConfig(csv="subjects.csv"), base_dir=root)
+        >>> rows[0].name, sorted(rows[0].columns)
+        ('case01', ['image', 'label'])
     """
     root = Path(base_dir) if base_dir is not None else Path.cwd()
     needed = list(required) if required is not None else required_columns(dataset)

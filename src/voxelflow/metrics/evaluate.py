@@ -292,12 +292,34 @@ def evaluate_folders(
 
     Raises:
         DataError: a folder is missing. ConfigError: an unknown metric name.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from voxelflow.io.writers import write_image
+        >>> label = torch.zeros(1, 8, 8, 8, dtype=torch.int16)
+        >>> label[:, 2:6, 2:6, 2:6] = 1
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     for folder in ("pred", "ref"):
+        ...         _ = write_image(Image(label, kind="label"), Path(root, folder, "case01.nii.gz"))
+        ...     result = evaluate_folders(Path(root, "pred"), Path(root, "ref"), workers=1)
+        >>> result.ok, result.rows[0]["subject"], result.rows[0]["dice"]
+        (True, 'case01', 1.0)
     """
     pred_files, ref_files = list_images(pred_dir), list_images(ref_dir)
     images = list_images(image_dir) if image_dir is not None else None
     return evaluate_files(
-        pred_files, ref_files, out_dir, labels=labels, metrics=metrics, tolerance=tolerance,
-        images=images, resample=resample, workers=workers, report=report, surface=surface,
+        pred_files,
+        ref_files,
+        out_dir,
+        labels=labels,
+        metrics=metrics,
+        tolerance=tolerance,
+        images=images,
+        resample=resample,
+        workers=workers,
+        report=report,
+        surface=surface,
         descriptive=descriptive,
     )
 
@@ -383,6 +405,18 @@ def evaluate_images(
     Same checks, rows and outputs as :func:`evaluate_folders`; runs in this process. ``images``
     (subject → intensity Image on the reference grid) are drawn under the report's contours
     and give the intensity columns.
+
+    Shape:
+        prediction and reference label maps: ``(1, *spatial)`` on one grid.
+
+    Example:
+        >>> import torch
+        >>> label = torch.zeros(1, 8, 8, 8, dtype=torch.int16)
+        >>> label[:, 2:6, 2:6, 2:6] = 1
+        >>> pred = Image(label.roll(1, dims=1), kind="label")  # shifted by one voxel
+        >>> result = evaluate_images({"case01": (pred, Image(label, kind="label"))}, metrics=["dice"])
+        >>> result.ok, round(result.rows[0]["dice"], 3)
+        (True, 0.75)
     """
     wanted = check_metric_names(metrics)
     always = tuple(name for name in ("volume_ref_mm3", "volume_pred_mm3") if name not in wanted)

@@ -179,6 +179,15 @@ def regression_metrics(
     """All regression metrics at once, with the data range used by PSNR/SSIM under ``data_range``.
 
     SSIM is computed on the whole image (the mask restricts the other metrics).
+
+    Shape:
+        pred, ref, mask: ``(X, Y)`` or ``(X, Y, Z)``, one shape (SSIM needs every axis ≥ 11).
+
+    Example:
+        >>> ref = np.linspace(0.0, 1.0, 12**3).reshape(12, 12, 12)
+        >>> metrics = regression_metrics(ref + 0.1, ref)
+        >>> round(metrics["mae"], 3), round(metrics["me"], 3), round(metrics["psnr"], 2)
+        (0.1, 0.1, 20.0)
     """
     value_range = reference_range(ref, mask=mask) if data_range is None else float(data_range)
     return {

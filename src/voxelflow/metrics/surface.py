@@ -305,6 +305,17 @@ def hausdorff_distance(
 
     Returns:
         Distance in mm; ``nan`` when both masks are empty, ``inf`` when one is.
+
+    Shape:
+        pred, ref: ``(X, Y)`` or ``(X, Y, Z)``.
+
+    Example:
+        >>> pred = np.zeros((10, 10, 10), bool)
+        >>> pred[2:6, 2:6, 2:6] = True
+        >>> ref = np.roll(pred, 1, axis=0)  # shifted by one voxel along the 2 mm axis
+        >>> spacing = (2.0, 1.0, 1.0)
+        >>> hausdorff_distance(pred, ref, spacing), hausdorff_distance(pred, ref, spacing, percentile=95)
+        (2.0, 2.0)
     """
     return surface_distances(pred, ref, spacing, surface=surface).hausdorff(percentile, mode=mode)
 
@@ -316,7 +327,18 @@ def average_symmetric_surface_distance(
     *,
     surface: SurfaceKind = "surfels",
 ) -> float:
-    """ASSD in mm: mean over both directed distance sets (``nan`` both empty, ``inf`` one empty)."""
+    """ASSD in mm: mean over both directed distance sets (``nan`` both empty, ``inf`` one empty).
+
+    Shape:
+        pred, ref: ``(X, Y)`` or ``(X, Y, Z)``.
+
+    Example:
+        >>> pred = np.zeros((10, 10, 10), bool)
+        >>> pred[2:6, 2:6, 2:6] = True
+        >>> ref = np.roll(pred, 1, axis=0)  # shifted by one voxel along the 2 mm axis
+        >>> round(average_symmetric_surface_distance(pred, ref, (2.0, 1.0, 1.0)), 3)
+        0.423
+    """
     return surface_distances(pred, ref, spacing, surface=surface).average_symmetric()
 
 
@@ -353,5 +375,17 @@ def normalized_surface_dice(
 
     Returns:
         Value in [0, 1]; ``nan`` when both masks are empty, ``0`` when exactly one is.
+
+    Shape:
+        pred, ref: ``(X, Y)`` or ``(X, Y, Z)``.
+
+    Example:
+        >>> pred = np.zeros((10, 10, 10), bool)
+        >>> pred[2:6, 2:6, 2:6] = True
+        >>> ref = np.roll(pred, 1, axis=0)  # shifted by one voxel along the 2 mm axis
+        >>> round(normalized_surface_dice(pred, ref, (2.0, 1.0, 1.0), tolerance=1.0), 3)
+        0.818
+        >>> normalized_surface_dice(pred, ref, (2.0, 1.0, 1.0), tolerance=2.0)
+        1.0
     """
     return surface_distances(pred, ref, spacing, surface=surface).surface_dice(tolerance)

@@ -91,6 +91,17 @@ class GridSampler:
         window: window size; ``0``/``-1`` = whole axis.
         overlap: fraction in ``[0, 1)`` or voxels (see :func:`grid_starts`).
         pad_value: value outside the image.
+
+    Shape:
+        :meth:`sample` windows: role → ``(C, *window)``; :meth:`locations`: ``(N, D)`` starts.
+
+    Example:
+        >>> from voxelflow.data.cached import CachedSubject
+        >>> image = np.zeros((1, 8, 8, 6), np.float32)
+        >>> subject = CachedSubject("s", {"image": image}, {"image": "intensity"})
+        >>> windows = GridSampler((4, 4, 6), overlap=0.0).sample(subject)
+        >>> len(windows), tuple(windows[0]["image"].shape), windows[-1]["location"].tolist()
+        (4, (1, 4, 4, 6), [4, 4, 0])
     """
 
     def __init__(
@@ -138,6 +149,14 @@ class GridAggregator:
     Shape:
         :meth:`add` takes ``(N, *lead, *window)`` (e.g. ``lead = (C,)`` or ``(B, C)``) and
         starts ``(N, D)``; :meth:`result` returns ``(*lead, *spatial_shape)``.
+
+    Example:
+        >>> starts = GridSampler((4, 4, 4), overlap=0.5).locations((8, 8, 6))
+        >>> aggregator = GridAggregator((8, 8, 6), window=(4, 4, 4), overlap=0.5)
+        >>> aggregator.add(torch.ones(len(starts), 2, 4, 4, 4), starts)
+        >>> volume = aggregator.result()
+        >>> tuple(volume.shape), bool(torch.allclose(volume, torch.ones(())))
+        ((2, 8, 8, 6), True)
     """
 
     def __init__(

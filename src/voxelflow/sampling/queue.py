@@ -59,6 +59,20 @@ class PatchQueue(IterableDataset):
 
     Raises:
         ConfigError: bad queue_length, rank, world_size or subject_weights.
+
+    Shape:
+        each yielded window: role → ``(C, *window)``; a DataLoader batches them to
+        ``(B, C, *window)``.
+
+    Example:
+        >>> from voxelflow.data.cached import CachedSubject
+        >>> from voxelflow.sampling.random import UniformSampler
+        >>> image = np.zeros((1, 8, 8, 8), np.float32)
+        >>> subjects = [CachedSubject(f"s{i}", {"image": image}, {"image": "intensity"}) for i in range(3)]
+        >>> queue = PatchQueue(subjects, UniformSampler((4, 4, 4), windows_per_subject=2), infinite=False)
+        >>> windows = list(queue)
+        >>> len(windows), sorted({w["subject"] for w in windows}), tuple(windows[0]["image"].shape)
+        (6, ['s0', 's1', 's2'], (1, 4, 4, 4))
     """
 
     def __init__(

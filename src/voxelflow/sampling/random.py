@@ -27,7 +27,19 @@ logger = logging.getLogger(__name__)
 
 
 class UniformSampler(Sampler):
-    """Centres uniform over the positions where the window fits (padded where it cannot)."""
+    """Centres uniform over the positions where the window fits (padded where it cannot).
+
+    Shape:
+        each window: role → ``(C, *window)``; ``location``: ``(D,)`` int64 start voxel.
+
+    Example:
+        >>> image = np.zeros((1, 12, 10, 8), np.float32)
+        >>> subject = CachedSubject("s", {"image": image}, {"image": "intensity"})
+        >>> sampler = UniformSampler((4, 4, 4), windows_per_subject=3)
+        >>> windows = sampler.sample(subject, np.random.default_rng(0))
+        >>> len(windows), tuple(windows[0]["image"].shape), tuple(windows[0]["location"].shape)
+        (3, (1, 4, 4, 4), (3,))
+    """
 
     def draw_centres(
         self, subject: CachedSubject, window: tuple[int, ...], rng: np.random.Generator
@@ -71,6 +83,17 @@ class WeightedSampler(Sampler):
     Raises:
         DataError: negative, non-finite or all-zero map (naming subject and file).
         ShapeError: map shape differs from the image.
+
+    Shape:
+        sampling map: ``(C, *spatial)`` (channels summed); each window: role → ``(C, *window)``.
+
+    Example:
+        >>> weights = np.zeros((1, 8, 8, 8), np.float32)
+        >>> weights[0, 6, 1, 3] = 1.0  # all the probability on one voxel
+        >>> subject = CachedSubject("s", {"sampling_map": weights}, {"sampling_map": "weight"})
+        >>> window = WeightedSampler((4, 4, 4)).sample(subject, np.random.default_rng(0))[0]
+        >>> float(window["sampling_map"].sum())  # that voxel is inside the window
+        1.0
     """
 
     def __init__(
@@ -130,6 +153,18 @@ class BalancedSampler(Sampler):
 
     Raises:
         ConfigError: negative ratios or all ratios zero.
+
+    Shape:
+        label: ``(1, *spatial)``; each window: role → ``(C, *window)``.
+
+    Example:
+        >>> label = np.zeros((1, 8, 8, 8), np.int16)
+        >>> label[0, 2, 5, 4] = 1  # one foreground voxel
+        >>> locations = compute_class_locations(label)  # done by the preprocessing cache
+        >>> subject = CachedSubject("s", {"label": label}, {"label": "label"}, class_locations=locations)
+        >>> sampler = BalancedSampler((3, 3, 3), class_ratios=[0, 1], windows_per_subject=4)
+        >>> [int(w["label"].sum()) for w in sampler.sample(subject, np.random.default_rng(0))]
+        [1, 1, 1, 1]
     """
 
     def __init__(

@@ -50,6 +50,17 @@ class ResizeSampler(Sampler):
     """The whole image resized to the window (one window per subject and draw).
 
     Augmentation spatial draws are applied after resizing, on the window.
+
+    Shape:
+        each role: ``(C, *spatial)`` → ``(C, *window)``.
+
+    Example:
+        >>> from voxelflow.data.cached import CachedSubject
+        >>> image = np.ones((1, 20, 16, 9), np.float32)
+        >>> subject = CachedSubject("s", {"image": image}, {"image": "intensity"})
+        >>> window = ResizeSampler((8, 8, 8)).sample(subject, np.random.default_rng(0))[0]
+        >>> tuple(window["image"].shape), window["spacing"].tolist()
+        ((1, 8, 8, 8), [2.5, 2.0, 1.125])
     """
 
     def draw_centres(
@@ -93,6 +104,16 @@ class ResizeAggregator:
     Args:
         spatial_shape: original size.
         kind: ``"intensity"`` (linear, for probabilities/images) or ``"label"`` (nearest).
+
+    Shape:
+        ``(B, C, *window)`` → ``(B, C, *spatial_shape)``; ``(B, C)`` is returned unchanged.
+
+    Example:
+        >>> aggregator = ResizeAggregator((20, 16, 9))
+        >>> tuple(aggregator(torch.zeros(2, 3, 8, 8, 8)).shape)
+        (2, 3, 20, 16, 9)
+        >>> tuple(aggregator(torch.zeros(2, 5)).shape)  # per-image outputs pass through
+        (2, 5)
     """
 
     def __init__(self, spatial_shape: Sequence[int], *, kind: str = "intensity") -> None:

@@ -51,6 +51,17 @@ class Compose(Transform):
     Args:
         transforms: the transforms.
         seed: seed of the generator used when ``__call__`` gets no ``rng``.
+
+    Shape:
+        a tensor ``(C, *spatial)`` (or each image of an Image or Subject) in, the same shape out.
+
+    Example:
+        >>> import torch
+        >>> from voxelflow.transforms.intensity import RandomGaussianNoise
+        >>> from voxelflow.transforms.spatial import RandomFlip
+        >>> compose = Compose([RandomFlip(axes=(0,), flip_probability=1.0), RandomGaussianNoise(p=0.0)])
+        >>> compose(torch.arange(3.0).view(1, 3, 1)).flatten()
+        tensor([2., 1., 0.])
     """
 
     def __init__(self, transforms: Sequence[Transform], *, seed: int | None = None) -> None:
@@ -156,6 +167,15 @@ def build_augmentation(
 
     Raises:
         ConfigError: unknown name (with suggestions) or bad arguments, naming the list index.
+
+    Example:
+        >>> import torch
+        >>> components = [{"name": "flip", "axes": [0]}, {"name": "gaussian_noise"}]
+        >>> augment = build_augmentation(components, seed=0)
+        >>> augment(torch.zeros(1, 8, 8, 4)).shape
+        torch.Size([1, 8, 8, 4])
+        >>> build_augmentation([]) is None
+        True
     """
     if not components:
         return None

@@ -86,6 +86,17 @@ class Preprocessor:
 
     Raises:
         ConfigError / RegistryError: invalid normalisation steps.
+
+    Shape:
+        each image: ``(C, *spatial)`` → ``(C, *preprocessed spatial)``.
+
+    Example:
+        >>> from voxelflow.config.schema import PreprocessingConfig
+        >>> image = Image(torch.rand(1, 8, 8, 4), np.diag([1.0, 1.0, 4.0, 1.0]))
+        >>> preprocessor = Preprocessor(PreprocessingConfig(spacing=[2.0, 2.0, 2.0]))
+        >>> processed, record = preprocessor(Subject("case1", {"image": image}))
+        >>> processed["image"].spatial_shape, [step["name"] for step in record["steps"]]
+        ((4, 4, 8), ['resample'])
     """
 
     def __init__(
@@ -278,6 +289,16 @@ def invert(
 
     Shape:
         image.data: ``(C, *preprocessed spatial)`` → ``(C, *original spatial)``
+
+    Example:
+        >>> from voxelflow.config.schema import PreprocessingConfig
+        >>> image = Image(torch.rand(1, 8, 8, 4), np.diag([1.0, 1.0, 4.0, 1.0]))
+        >>> preprocessor = Preprocessor(PreprocessingConfig(spacing=[2.0, 2.0, 2.0]))
+        >>> processed, record = preprocessor(Subject("case1", {"image": image}))
+        >>> probabilities = processed["image"].with_data(torch.full((3, 4, 4, 8), 0.5))
+        >>> restored = invert(probabilities, record, kind="intensity")
+        >>> restored.data.shape, bool(np.allclose(restored.affine, image.affine))
+        (torch.Size([3, 8, 8, 4]), True)
     """
     kind = kind or image.kind
     expected = record["preprocessed"]["shape"]

@@ -94,6 +94,15 @@ def export_network(
     Raises:
         ConfigError: unknown format or head.
         ShapeError: ``example_shape`` is not ``(B, C, *spatial)`` with 2 or 3 spatial axes.
+
+    Shape:
+        exported input ``(B, C, *spatial)``; output ``(B, K, *spatial)`` (logits, softmax) or
+        ``(B, 1, *spatial)`` int64 (argmax).
+
+    Example:
+        >>> shape = (2, 1, 32, 32, 32)
+        >>> export_network(network, example_shape=shape, format="onnx", out="model.onnx")  # doctest: +SKIP
+        PosixPath('model.onnx')
     """
     if format not in FORMATS:
         raise ConfigError(f"export format: expected one of {FORMATS}, got {format!r}")

@@ -68,6 +68,10 @@ def pack_run(
     Raises:
         CheckpointError: no checkpoint, or weights that do not fit the configured modules.
         ConfigError: an invalid card (unknown keys, bad name ...).
+
+    Example:
+        >>> pack_run("runs/liver", out="liver_ct.zip", card={"license": "CC-BY-4.0"})  # doctest: +SKIP
+        PosixPath('liver_ct.zip')
     """
     from voxelflow.zoo.network import application_from_run
 

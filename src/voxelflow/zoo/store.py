@@ -179,6 +179,11 @@ def install(
         SecurityError, ConfigError, DataError: see :func:`safe_extract` and :func:`verify_entry`;
             nothing is left in the zoo home then.
         DataError: an entry of that name is installed and ``force`` is off.
+
+    Example:
+        >>> model = install_model("liver_ct.zip")  # doctest: +SKIP
+        >>> model.card.name  # doctest: +SKIP
+        'liver_ct'
     """
     root = zoo_home(home)
     (root / "entries").mkdir(parents=True, exist_ok=True)
@@ -280,6 +285,11 @@ def resolve_model(name_or_path: PathLike, *, home: PathLike | None = None) -> In
 
     Raises:
         RegistryError: no installed entry of that name (with suggestions).
+
+    Example:
+        >>> model = resolve_model("liver_ct")  # doctest: +SKIP
+        >>> model.card.version  # doctest: +SKIP
+        '1.0.0'
     """
     path = Path(name_or_path).expanduser()
     if (path / CARD_NAME).is_file():
