@@ -71,7 +71,17 @@ def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, *, amplitude
     return field * (amplitude / max(float(np.abs(field).max()), 1e-6))
 
 
-def _make_subject(template, rng: np.random.Generator, spacing: float):
+def warp_template(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    spacing: float,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The template's T1, GM and WM maps under one random smooth deformation, on a ``spacing`` grid.
+
+    Returns:
+        ``{"t1", "gm", "wm"}`` arrays ``(X, Y, Z)`` (T1 in [0, 1], probabilities unclipped) and the
+        4×4 affine of the grid.
+    """
     t1, gm, wm, t_affine = template
     affine, out_shape = _output_grid(t_affine, t1.shape, spacing)
     grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in out_shape], indexing="ij"))
@@ -85,18 +95,28 @@ def _make_subject(template, rng: np.random.Generator, spacing: float):
         ]
     inv = np.linalg.inv(t_affine)
     vox = np.einsum("ij,j...->i...", inv[:3, :3], world) + inv[:3, 3, None, None, None]
-    image = ndimage.map_coordinates(t1, vox, order=1, mode="constant")
-    p_gm = ndimage.map_coordinates(gm, vox, order=1, mode="constant")
-    p_wm = ndimage.map_coordinates(wm, vox, order=1, mode="constant")
-    label = np.argmax(np.stack([1.0 - p_gm - p_wm, p_gm, p_wm]), axis=0).astype(np.uint8)
-    bias = np.exp(_smooth_field(tuple(max(s // 8, 2) for s in out_shape), rng, amplitude=0.25, sigma=1.0))
-    bias = ndimage.zoom(bias, np.array(out_shape) / np.array(bias.shape), order=1)[
-        : out_shape[0], : out_shape[1], : out_shape[2]
+    maps = {name: ndimage.map_coordinates(volume, vox, order=1, mode="constant")
+            for name, volume in (("t1", t1), ("gm", gm), ("wm", wm))}
+    return maps, affine
+
+
+def scanner_effects(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative bias field, a global intensity scale (×1000 ± 25 %), Rician noise."""
+    shape = image.shape
+    bias = np.exp(_smooth_field(tuple(max(s // 8, 2) for s in shape), rng, amplitude=0.25, sigma=1.0))
+    bias = ndimage.zoom(bias, np.array(shape) / np.array(bias.shape), order=1)[
+        : shape[0], : shape[1], : shape[2]
     ]
     image = image * bias * rng.uniform(0.8, 1.25) * 1000.0
-    noise = rng.normal(0, 25.0, (2, *out_shape))
-    image = np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2).astype(np.float32)  # Rician
-    return image, label, affine
+    noise = rng.normal(0, 25.0, (2, *shape))
+    return np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2).astype(np.float32)  # Rician
+
+
+def _make_subject(template, rng: np.random.Generator, spacing: float):
+    """A deformed, biased, noisy T1, its tissue label (0 other, 1 GM, 2 WM) and affine."""
+    maps, affine = warp_template(template, rng, spacing)
+    label = np.argmax(np.stack([1.0 - maps["gm"] - maps["wm"], maps["gm"], maps["wm"]]), axis=0)
+    return scanner_effects(maps["t1"], rng), label.astype(np.uint8), affine
 
 
 def _make_phantom_subject(rng: np.random.Generator, shape: tuple[int, int, int]):

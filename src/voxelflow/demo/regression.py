@@ -71,32 +71,11 @@ def make_gm_subject(
     template: Any, rng: np.random.Generator, spacing: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A deformed, biased, noisy T1 and its GM probability map (same deformation) and affine."""
-    from voxelflow.demo.data import _output_grid, _smooth_field
+    from voxelflow.demo.data import scanner_effects, warp_template
 
-    t1, gm, _, template_affine = template
-    affine, shape = _output_grid(template_affine, t1.shape, spacing)
-    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
-    world = np.einsum("ij,j...->i...", affine[:3, :3], grid) + affine[:3, 3, None, None, None]
-    coarse = tuple(max(s // 4, 2) for s in shape)
-    for axis in range(3):
-        field = _smooth_field(coarse, rng, amplitude=4.0, sigma=1.5)
-        world[axis] += ndimage.zoom(field, np.array(shape) / np.array(coarse), order=1)[
-            : shape[0], : shape[1], : shape[2]
-        ]
-    inverse = np.linalg.inv(template_affine)
-    voxels = np.einsum("ij,j...->i...", inverse[:3, :3], world) + inverse[:3, 3, None, None, None]
-    image = ndimage.map_coordinates(t1, voxels, order=1, mode="constant")
-    probability = ndimage.map_coordinates(gm, voxels, order=1, mode="constant").clip(0, 1)
-    bias = np.exp(
-        _smooth_field(tuple(max(s // 8, 2) for s in shape), rng, amplitude=0.25, sigma=1.0)
-    )
-    bias = ndimage.zoom(bias, np.array(shape) / np.array(bias.shape), order=1)[
-        : shape[0], : shape[1], : shape[2]
-    ]
-    image = image * bias * rng.uniform(0.8, 1.25) * 1000.0
-    noise = rng.normal(0, 25.0, (2, *shape))
-    image = np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2)  # Rician
-    return image.astype(np.float32), probability.astype(np.float32), affine
+    maps, affine = warp_template(template, rng, spacing)
+    image = scanner_effects(maps["t1"], rng)
+    return image, maps["gm"].clip(0, 1).astype(np.float32), affine
 
 
 def _phantom_subject(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
