@@ -227,6 +227,18 @@ def test_label_values(tmp_path: Path) -> None:
         read_image(tmp_path / "soft.nii.gz", kind="label")
 
 
+@pytest.fixture
+def scratch_readers():
+    """Readers registered by a test are removed afterwards (other tests list the registry)."""
+    entries, suffixes = dict(READERS._entries), dict(SUFFIXES)
+    yield
+    READERS._entries.clear()
+    READERS._entries.update(entries)
+    SUFFIXES.clear()
+    SUFFIXES.update(suffixes)
+
+
+@pytest.mark.usefixtures("scratch_readers")
 def test_reader_override_and_custom_reader(tmp_path: Path) -> None:
     data = _phantom_nifti(tmp_path / "image.nii")
     by_itk = read_image(tmp_path / "image.nii", reader="itk")  # SimpleITK reads NIfTI too
@@ -250,6 +262,7 @@ def test_reader_override_and_custom_reader(tmp_path: Path) -> None:
     assert SUFFIXES[".testnpy"] == name
 
 
+@pytest.mark.usefixtures("scratch_readers")
 def test_reader_failures_become_data_errors(tmp_path: Path) -> None:
     (tmp_path / "x.testfail").write_bytes(b"x")
     if "test_failing_reader" not in READERS:

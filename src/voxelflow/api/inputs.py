@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voxelflow.errors import ConfigError, DataError, ShapeError
+from voxelflow.errors import DataError, ShapeError
 
 if TYPE_CHECKING:
     from voxelflow.config.schema import Experiment as ExperimentConfig
@@ -173,20 +173,13 @@ def as_images(items: Any, *, role: str = "seg") -> dict[str, Image]:
 
 def input_rows(path: Path, config: ExperimentConfig) -> list[Any]:
     """Rows of an image file, a folder of images or a CSV table (as ``voxelflow infer --input``)."""
-    from voxelflow.io.readers import split_suffix
-    from voxelflow.io.table import SubjectRow, read_csv_table
+    from voxelflow.io.table import rows_from_input
 
-    columns = config.dataset.inputs["image"]
-    if path.suffix == ".csv":
-        return read_csv_table(path, subject_column=config.dataset.subject_column, required=columns)
-    if len(columns) > 1:
-        raise ConfigError(
-            f"expected a CSV table naming the {len(columns)} image columns {columns}, got {str(path)!r}"
-        )
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    if not files:
-        raise DataError(f"expected image files, found none in {str(path)!r}")
-    return [SubjectRow(split_suffix(f)[0], {columns[0]: str(f.resolve())}) for f in files]
+    return rows_from_input(
+        path,
+        image_columns=config.dataset.inputs["image"],
+        subject_column=config.dataset.subject_column,
+    )
 
 
 def is_path(value: Any) -> bool:

@@ -49,24 +49,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _input_rows(source: str | None, experiment, run_dir: Path):
     from voxelflow.io.splits import make_split
-    from voxelflow.io.table import SubjectRow, load_table, read_csv_table
+    from voxelflow.io.table import load_table, rows_from_input
 
-    column = experiment.dataset.inputs["image"][0]
     if source is None:
         rows = load_table(experiment.dataset, required=experiment.dataset.inputs["image"])
         split = make_split(rows, experiment.split, path=run_dir / "split.csv")
         wanted = split.get("test") or split.get("validation") or []
         return [r for r in rows if r.name in set(wanted)]
-    path = Path(source)
-    if path.suffix == ".csv":
-        return read_csv_table(path, subject_column=experiment.dataset.subject_column,
-                              required=experiment.dataset.inputs["image"])
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    if not files:
-        raise ConfigError(f"--input: expected image files, found none in {str(path)!r}")
-    from voxelflow.io.readers import split_suffix
-
-    return [SubjectRow(split_suffix(f)[0], {column: str(f.resolve())}) for f in files]
+    return rows_from_input(source, image_columns=experiment.dataset.inputs["image"],
+                           subject_column=experiment.dataset.subject_column)
 
 
 def _run_model(args: argparse.Namespace) -> int:

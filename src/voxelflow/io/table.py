@@ -443,3 +443,34 @@ def _rebased(row: SubjectRow, column: str, target_dir: Path) -> str:
     if not value or Path(value).is_absolute() or not (row.base_dir / value).exists():
         return value
     return os.path.relpath(os.path.abspath(row.base_dir / value), os.path.abspath(target_dir))
+
+
+def rows_from_input(
+    path: str | os.PathLike[str], *, image_columns: Sequence[str], subject_column: str = "subject"
+) -> list[SubjectRow]:
+    """Rows of new data for inference: an image file, a folder of images or a CSV table.
+
+    A file or a folder gives one row per image (subject id: the file name without its suffix)
+    in the single image column; several image columns need a CSV table naming them.
+
+    Raises:
+        ConfigError: several image columns but no table. DataError: an empty folder.
+    """
+    from voxelflow.io.readers import split_suffix
+
+    path = Path(path)
+    if path.suffix == ".csv":
+        return read_csv_table(path, subject_column=subject_column, required=list(image_columns))
+    if len(image_columns) > 1:
+        raise ConfigError(
+            f"expected a CSV table naming the {len(image_columns)} image columns "
+            f"{list(image_columns)}, got {str(path)!r}"
+        )
+    if not path.exists():
+        raise MissingFileError(
+            f"expected an image file, a folder or a CSV table, got {str(path)!r}"
+        )
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"expected image files, found none in {str(path)!r}")
+    return [SubjectRow(split_suffix(f)[0], {image_columns[0]: str(f.resolve())}) for f in files]
