@@ -14,7 +14,6 @@ generalises to other brains.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import time
@@ -25,8 +24,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-import yaml
 from torch import nn
+
+from voxelflow.demo.data import write_config_and_train, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,7 @@ def make_dataset(
         path = out_dir / "images" / f"{name}_t1.nii.gz"
         nib.save(nib.Nifti1Image(image.astype(np.float32), affine), path)
         tables[split].append({"subject": name, "image": str(path.relative_to(out_dir))})
-    for split, rows in tables.items():
-        with open(out_dir / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["subject", "image"])
-            writer.writeheader()
-            writer.writerows(rows)
+    write_tables(out_dir, tables, ["subject", "image"])
     return out_dir / "train.csv", out_dir / "test.csv", source
 
 
@@ -228,8 +224,6 @@ def _latent_size(experiment: Any) -> int:
 
 def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     """Run the whole demo; returns the figures it prints."""
-    from voxelflow.config.load import load_experiment
-    from voxelflow.engine.run import train_experiment
 
     settings = QUICK if quick else FULL
     start = time.perf_counter()
@@ -238,11 +232,9 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     train_csv, test_csv, source = make_dataset(out / f"data{suffix}", settings)
     run_dir = out / f"run{suffix}"
     config_path = out / f"demo{suffix}.yaml"
-    config_path.write_text(
-        yaml.safe_dump(demo_config(train_csv, run_dir, settings), sort_keys=False)
+    experiment = write_config_and_train(
+        demo_config(train_csv, run_dir, settings), config_path, run_dir
     )
-    experiment = load_experiment(config_path)
-    train_experiment(experiment, run_dir=run_dir, force=True)
     trained = time.perf_counter()
     figures = _infer_and_compare(experiment, run_dir, train_csv, test_csv)
     figures.update(

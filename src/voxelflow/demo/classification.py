@@ -17,7 +17,6 @@ to other brains; the template is symmetric, so left-right questions would not be
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from voxelflow.demo.data import write_tables
 from voxelflow.errors import DataError
 
 LEVELS = ("inferior", "lower_middle", "upper_middle", "superior")
@@ -161,11 +161,7 @@ def make_slice_dataset(out_dir: Path, settings: DemoSettings, *, seed: int = 0) 
             edges=edges,
             step=settings.slice_step,
         )
-    for split, rows in tables.items():
-        with open(out_dir / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    write_tables(out_dir, tables, ["subject", "image", "volume", "level", "z_mm"])
     return SliceData(out_dir / "train.csv", out_dir / "test.csv", edges)
 
 

@@ -16,6 +16,7 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -57,7 +58,9 @@ def load_template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | N
     )
 
 
-def _output_grid(template_affine: np.ndarray, shape: tuple[int, ...], spacing: float) -> tuple[np.ndarray, tuple[int, ...]]:
+def _output_grid(
+    template_affine: np.ndarray, shape: tuple[int, ...], spacing: float
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """An axis-aligned RAS grid at ``spacing`` mm covering the head of the template."""
     extent = np.array(shape) * np.abs(np.diag(template_affine)[:3])
     out_shape = tuple(int(e // spacing) for e in extent)
@@ -66,7 +69,9 @@ def _output_grid(template_affine: np.ndarray, shape: tuple[int, ...], spacing: f
     return affine, out_shape
 
 
-def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, *, amplitude: float, sigma: float) -> np.ndarray:
+def _smooth_field(
+    shape: tuple[int, ...], rng: np.random.Generator, *, amplitude: float, sigma: float
+) -> np.ndarray:
     field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
     return field * (amplitude / max(float(np.abs(field).max()), 1e-6))
 
@@ -84,7 +89,9 @@ def warp_template(
     """
     t1, gm, wm, t_affine = template
     affine, out_shape = _output_grid(t_affine, t1.shape, spacing)
-    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in out_shape], indexing="ij"))
+    grid = np.stack(
+        np.meshgrid(*[np.arange(s, dtype=np.float32) for s in out_shape], indexing="ij")
+    )
     # World coordinates of the output grid, displaced by a smooth random field (mm).
     world = np.einsum("ij,j...->i...", affine[:3, :3], grid) + affine[:3, 3, None, None, None]
     coarse = tuple(max(s // 4, 2) for s in out_shape)
@@ -95,15 +102,19 @@ def warp_template(
         ]
     inv = np.linalg.inv(t_affine)
     vox = np.einsum("ij,j...->i...", inv[:3, :3], world) + inv[:3, 3, None, None, None]
-    maps = {name: ndimage.map_coordinates(volume, vox, order=1, mode="constant")
-            for name, volume in (("t1", t1), ("gm", gm), ("wm", wm))}
+    maps = {
+        name: ndimage.map_coordinates(volume, vox, order=1, mode="constant")
+        for name, volume in (("t1", t1), ("gm", gm), ("wm", wm))
+    }
     return maps, affine
 
 
 def scanner_effects(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A smooth multiplicative bias field, a global intensity scale (×1000 ± 25 %), Rician noise."""
     shape = image.shape
-    bias = np.exp(_smooth_field(tuple(max(s // 8, 2) for s in shape), rng, amplitude=0.25, sigma=1.0))
+    bias = np.exp(
+        _smooth_field(tuple(max(s // 8, 2) for s in shape), rng, amplitude=0.25, sigma=1.0)
+    )
     bias = ndimage.zoom(bias, np.array(shape) / np.array(bias.shape), order=1)[
         : shape[0], : shape[1], : shape[2]
     ]
@@ -119,8 +130,38 @@ def _make_subject(template, rng: np.random.Generator, spacing: float):
     return scanner_effects(maps["t1"], rng), label.astype(np.uint8), affine
 
 
+def write_tables(
+    out_dir: Path, tables: dict[str, list[dict[str, str]]], columns: list[str]
+) -> None:
+    """Write each split's rows as ``<out_dir>/<split>.csv`` (an empty split: the header only)."""
+    for split, rows in tables.items():
+        with open(out_dir / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def write_config_and_train(config: dict, config_path: Path, run_dir: Path) -> Any:
+    """Write the demo's experiment as YAML (the user can rerun or edit it), load it, train it.
+
+    Returns:
+        the loaded :class:`~voxelflow.config.schema.Experiment`.
+    """
+    import yaml
+
+    from voxelflow.config.load import load_experiment
+    from voxelflow.engine.run import train_experiment
+
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    experiment = load_experiment(config_path)
+    train_experiment(experiment, run_dir=run_dir, force=True)
+    return experiment
+
+
 def _make_phantom_subject(rng: np.random.Generator, shape: tuple[int, int, int]):
-    image, label = make_phantom(shape, num_classes=3, num_blobs=6, noise=0.15, seed=int(rng.integers(1 << 31)))
+    image, label = make_phantom(
+        shape, num_classes=3, num_blobs=6, noise=0.15, seed=int(rng.integers(1 << 31))
+    )
     return image.astype(np.float32), label.astype(np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])
 
 
@@ -143,7 +184,9 @@ def make_demo_dataset(
     template = load_template()
     source = "mni152" if template is not None else "phantom"
     if template is None:
-        log.warning("nilearn is not installed: the demo uses synthetic phantoms instead of real MRI")
+        log.warning(
+            "nilearn is not installed: the demo uses synthetic phantoms instead of real MRI"
+        )
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
     tables: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
@@ -158,11 +201,12 @@ def make_demo_dataset(
         label_path = out_dir / "labels" / f"{name}_tissue.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), image_path)
         nib.save(nib.Nifti1Image(label, affine), label_path)
-        tables[split].append({"subject": name, "image": str(image_path.relative_to(out_dir)),
-                              "label": str(label_path.relative_to(out_dir))})
-    for split, rows in tables.items():
-        with open(out_dir / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["subject", "image", "label"])
-            writer.writeheader()
-            writer.writerows(rows)
+        tables[split].append(
+            {
+                "subject": name,
+                "image": str(image_path.relative_to(out_dir)),
+                "label": str(label_path.relative_to(out_dir)),
+            }
+        )
+    write_tables(out_dir, tables, ["subject", "image", "label"])
     return DemoData(out_dir / "train.csv", out_dir / "test.csv", source, dict(TISSUE_NAMES))

@@ -18,7 +18,6 @@ the pipeline works, not that it models the variability of real brains.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+
+from voxelflow.demo.data import write_tables
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,7 @@ def make_slice_dataset(
             affine[2, 3] = -60.0  # let the phantom's slices span the three bands
         for row in _write_slices(volume, affine, out / "slices", f"{split}{index:03d}"):
             tables[split].append(row)
-    for split, rows in tables.items():
-        with open(out / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["subject", "image", "level"])
-            writer.writeheader()
-            writer.writerows(rows)
+    write_tables(out, tables, ["subject", "image", "level"])
     return out / "train.csv", out / "test.csv", "mni152" if template is not None else "phantom"
 
 

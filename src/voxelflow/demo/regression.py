@@ -16,7 +16,6 @@ Writes into ``out``: ``data/`` (NIfTI subjects, ``train.csv``, ``test.csv``), ``
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from collections.abc import Sequence
@@ -26,8 +25,9 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import yaml
 from scipy import ndimage
+
+from voxelflow.demo.data import write_config_and_train, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,7 @@ def make_dataset(
         tables[split].append(
             {"subject": name, "t1": f"{name}_t1.nii.gz", "gm": f"{name}_gm.nii.gz"}
         )
-    for split, rows in tables.items():
-        with open(out_dir / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["subject", "t1", "gm"])
-            writer.writeheader()
-            writer.writerows(rows)
+    write_tables(out_dir, tables, ["subject", "t1", "gm"])
     return out_dir / "train.csv", out_dir / "test.csv", source
 
 
@@ -208,9 +204,7 @@ def head_mask(image: np.ndarray) -> np.ndarray:
 
 def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     """Generate data, train, infer on held-out subjects, evaluate, compare with the baseline."""
-    from voxelflow.config.load import load_experiment
     from voxelflow.engine.inference import infer_rows
-    from voxelflow.engine.run import train_experiment
     from voxelflow.io.table import read_csv_table
 
     settings = QUICK if quick else FULL
@@ -219,11 +213,9 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     train_csv, test_csv, source = make_dataset(out / ("data-quick" if quick else "data"), settings)
     run_dir = out / ("run-quick" if quick else "run")
     config_path = out / ("demo-quick.yaml" if quick else "demo.yaml")
-    config_path.write_text(
-        yaml.safe_dump(demo_config(train_csv, run_dir, settings), sort_keys=False)
+    experiment = write_config_and_train(
+        demo_config(train_csv, run_dir, settings), config_path, run_dir
     )
-    experiment = load_experiment(config_path)
-    train_experiment(experiment, run_dir=run_dir, force=True)
     test_rows = read_csv_table(test_csv, required=["t1", "gm"])
     predictions = infer_rows(
         experiment, test_rows, run_dir=run_dir, out_dir=run_dir / "predictions"

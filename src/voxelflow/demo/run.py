@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from voxelflow.demo.baseline import IntensityLookupBaseline
-from voxelflow.demo.data import DemoData, make_demo_dataset
+from voxelflow.demo.data import DemoData, make_demo_dataset, write_config_and_train
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +67,7 @@ def demo_config(data: DemoData, run_dir: Path, settings: DemoSettings) -> dict[s
 
 def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     """Run the whole demo; returns the figures it prints."""
-    from voxelflow.config.load import load_experiment
     from voxelflow.engine.inference import infer_rows
-    from voxelflow.engine.run import train_experiment
     from voxelflow.io.table import read_csv_table
 
     settings = QUICK if quick else FULL
@@ -81,9 +78,7 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
                              spacing=settings.spacing)
     run_dir = out / ("run-quick" if quick else "run")
     config_path = out / ("demo-quick.yaml" if quick else "demo.yaml")
-    config_path.write_text(yaml.safe_dump(demo_config(data, run_dir, settings), sort_keys=False))
-    experiment = load_experiment(config_path)
-    train_experiment(experiment, run_dir=run_dir, force=True)
+    experiment = write_config_and_train(demo_config(data, run_dir, settings), config_path, run_dir)
     test_rows = read_csv_table(data.test_csv, required=["image", "label"])
     infer_rows(experiment, test_rows, run_dir=run_dir, out_dir=run_dir / "predictions")
     network = _evaluate(run_dir, test_rows, settings)

@@ -16,7 +16,6 @@ Writes into ``out``: ``data/``, ``demo.yaml``, ``run/`` (checkpoints, prediction
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import yaml
 
+from voxelflow.demo.data import write_config_and_train, write_tables
 from voxelflow.demo.regression import ONE_ANATOMY
 
 log = logging.getLogger(__name__)
@@ -82,11 +81,7 @@ def make_dataset(
             image = image * 1000
         nib.save(nib.Nifti1Image(image.astype(np.float32), affine), out_dir / f"{name}_t1.nii.gz")
         tables[split].append({"subject": name, "t1": f"{name}_t1.nii.gz"})
-    for split, rows in tables.items():
-        with open(out_dir / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["subject", "t1"])
-            writer.writeheader()
-            writer.writerows(rows)
+    write_tables(out_dir, tables, ["subject", "t1"])
     return out_dir / "train.csv", out_dir / "test.csv", source
 
 
@@ -142,9 +137,8 @@ def demo_config(
 
 def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     """Generate data, train, infer (degrade mode) on held-out subjects, evaluate both methods."""
-    from voxelflow.config.load import load_experiment
     from voxelflow.engine.inference import infer_rows
-    from voxelflow.engine.run import application_class, train_experiment
+    from voxelflow.engine.run import application_class
     from voxelflow.io.table import read_csv_table
 
     settings = QUICK if quick else FULL
@@ -153,11 +147,9 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     train_csv, test_csv, source = make_dataset(out / ("data-quick" if quick else "data"), settings)
     run_dir = out / ("run-quick" if quick else "run")
     config_path = out / ("demo-quick.yaml" if quick else "demo.yaml")
-    config_path.write_text(
-        yaml.safe_dump(demo_config(train_csv, run_dir, settings), sort_keys=False)
+    experiment = write_config_and_train(
+        demo_config(train_csv, run_dir, settings), config_path, run_dir
     )
-    experiment = load_experiment(config_path)
-    train_experiment(experiment, run_dir=run_dir, force=True)
     test_rows = read_csv_table(test_csv, required=["t1"])
     table = infer_rows(experiment, test_rows, run_dir=run_dir, out_dir=run_dir / "predictions")
     summary = application_class(experiment).evaluate(
