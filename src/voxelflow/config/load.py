@@ -46,6 +46,13 @@ _SafeLoader.yaml_implicit_resolvers = {
 _SafeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+# YAML 1.2 (and JSON) read ``1e-3`` as a number; PyYAML's 1.1 rules need a dot (``1.0e-3``) and
+# would hand ``lr: 1e-3`` to the optimiser as a string.
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _mapping_without_duplicates(
