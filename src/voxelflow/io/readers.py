@@ -157,6 +157,9 @@ def _nifti_codes(header: nib.Nifti1Header, meta: dict[str, Any], path: Path) -> 
         difference = affine_difference(qform, sform)
         if difference is not None:
             meta["qform_sform_mismatch"] = difference
+            # kept so that outputs in this image's grid carry its own qform, not a copy of the sform
+            meta["qform_affine"] = np.asarray(qform, dtype=np.float64).tolist()
+            meta["sform_affine"] = np.asarray(sform, dtype=np.float64).tolist()
             warnings.warn(
                 f"{str(path)!r}: qform and sform disagree ({difference}); using the sform "
                 "(as nibabel does). Check the file's orientation in a viewer.",

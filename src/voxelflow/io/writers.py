@@ -157,6 +157,14 @@ def _set_xform_codes(image: nib.Nifti1Image, affine: np.ndarray, meta: dict, pat
             sform_code = qform_code
         image.set_qform(affine, code=0)  # an approximate qform would disagree with the sform
     image.set_sform(affine, code=sform_code)
+    source_qform, source_sform = meta.get("qform_affine"), meta.get("sform_affine")
+    if (
+        source_qform is not None
+        and source_sform is not None
+        and qform_code > 0
+        and affine_difference(np.asarray(source_sform), affine) is None
+    ):  # written in the source's own grid: keep its qform rather than a copy of the sform
+        image.set_qform(np.asarray(source_qform, dtype=np.float64), code=qform_code)
 
 
 # -- SimpleITK -----------------------------------------------------------------------------------
