@@ -192,6 +192,22 @@ class Application:
     #: module roles inference needs (their weights go into zoo entries); None: every module.
     #: A GAN may name only ``("generator",)`` so its entries leave the discriminator out.
     inference_modules: ClassVar[tuple[str, ...] | None] = None
+    #: ``dataset.inputs`` roles training needs (checked before the table is read).
+    training_roles: ClassVar[tuple[str, ...]] = ("image",)
+
+    @classmethod
+    def check_training_roles(cls, inputs: Mapping[str, Sequence[str]]) -> None:
+        """Refuse ``dataset.inputs`` without a role training needs, naming the role.
+
+        Raises:
+            ConfigError: ``dataset.inputs: application 'segmentation' needs a 'label' role ...``.
+        """
+        for role in cls.training_roles:
+            if role not in inputs:
+                raise ConfigError(
+                    f"dataset.inputs: application {cls.name!r} needs a {role!r} role to train, "
+                    f"got roles {sorted(inputs)}; add e.g. `{role}: [{role}]` (table columns)"
+                )
 
     def __init__(self, modules: Mapping[str, nn.Module]) -> None:
         if not modules:

@@ -131,6 +131,7 @@ class SegmentationApplication(Application):
     """
 
     name = "segmentation"
+    training_roles = ("image", "label")
 
     def __init__(
         self,

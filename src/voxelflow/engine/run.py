@@ -69,6 +69,7 @@ def prepare_data(experiment: Experiment, run_dir: Path, *, base_dir: Path | None
     from voxelflow.io.splits import make_split
     from voxelflow.io.table import load_table
 
+    application_class(experiment).check_training_roles(experiment.dataset.inputs)
     rows = load_table(experiment.dataset, base_dir=base_dir)
     split = make_split(rows, experiment.split, path=run_dir / "split.csv")
     index = {row.name: i for i, row in enumerate(rows)}
@@ -94,7 +95,29 @@ def prepare_data(experiment: Experiment, run_dir: Path, *, base_dir: Path | None
         task = application_class(experiment).fit_task(experiment, dataset, parts["train"])
         save_fitted_state({**dataset.fitted_state, "task": task}, state_path)
     dataset.build(num_workers=0, progress=True)
+    check_window_dimensions(experiment, dataset[parts["train"][0]].spatial_shape)
     return PreparedData(dataset, parts["train"], parts["validation"], parts["test"], task)
+
+
+def check_window_dimensions(experiment: Experiment, spatial_shape: Sequence[int]) -> None:
+    """Refuse windows with another number of sizes than the images have axes, before any worker
+    samples (else the error surfaces inside a DataLoader worker).
+
+    Raises:
+        ConfigError: ``sampling.window: expected 3 sizes, got [32, 32] ...``.
+    """
+    windows = {
+        "sampling.window": experiment.sampling.window,
+        "sampling.label_window": experiment.sampling.label_window,
+        "inference.window": getattr(experiment.inference, "window", None),
+    }
+    for key, window in windows.items():
+        if window is not None and len(window) != len(spatial_shape):
+            hint = " (a 2D window on 3D images is written [h, w, 1])" if len(spatial_shape) == 3 else ""
+            raise ConfigError(
+                f"{key}: expected {len(spatial_shape)} sizes, got {list(window)}: the training "
+                f"images have {len(spatial_shape)} spatial axes {tuple(spatial_shape)}{hint}"
+            )
 
 
 def check_class_count(experiment: Experiment, label_values: Sequence[int] | None) -> None:
