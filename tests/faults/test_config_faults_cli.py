@@ -59,3 +59,26 @@ def test_window_with_wrong_number_of_sizes_is_named(tmp_path: Path, capsys: pyte
     assert code == 2, err
     assert "sampling.window: expected 3 sizes, got [8, 8]" in err
     assert "Traceback" not in err
+
+
+def test_run_folder_inside_the_dataset_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = _dataset(tmp_path / "data", with_labels=True)
+    path = _config(tmp_path, table, system={"run_dir": str(tmp_path / "data" / "run")})
+    assert main(["train", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "system.run_dir: expected a folder outside the input folders" in err
+    assert not (tmp_path / "data" / "run" / "cache").exists()
+
+
+def test_run_folder_inside_a_searched_dataset_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _dataset(tmp_path / "data", with_labels=True)
+    dataset = {
+        "folders": {
+            "image": {"path": str(tmp_path / "data"), "glob": "**/*.nii.gz", "contains": ["_img"]},
+            "label": {"path": str(tmp_path / "data"), "glob": "**/*.nii.gz", "contains": ["_seg"]},
+        }
+    }
+    path = _config(tmp_path, tmp_path / "data" / "table.csv", dataset=dataset,
+                   system={"run_dir": str(tmp_path / "data" / "out" / "run")})
+    assert main(["train", "-c", str(path)]) == 2
+    assert "system.run_dir" in capsys.readouterr().err

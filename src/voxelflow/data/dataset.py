@@ -34,8 +34,9 @@ from tqdm import tqdm
 
 from voxelflow.config.schema import PreprocessingConfig
 from voxelflow.data.cached import CachedSubject, compute_class_locations
-from voxelflow.errors import ConfigError, DataError
+from voxelflow.errors import DataError
 from voxelflow.io.cache import ArrayCache, cache_key, file_identity
+from voxelflow.io.folders import input_folders, refuse_inside_inputs
 from voxelflow.io.image import Image, ImageKind, Subject, check_same_grid, grid_difference
 from voxelflow.io.table import SubjectRow
 from voxelflow.transforms import functional as F
@@ -154,19 +155,11 @@ class PreprocessedDataset:
                     )
 
     def _check_cache_location(self, cache_dir: Path) -> None:
-        cache = cache_dir.resolve()
-        folders = {
-            row.path(c).resolve().parent
-            for row in self.rows
-            for columns in self.inputs.values()
-            for c in columns
-        }
-        for folder in folders:
-            if cache == folder or folder in cache.parents:
-                raise ConfigError(
-                    f"preprocessing.cache_dir: expected a folder outside the input folders, "
-                    f"got {str(cache_dir)!r} inside {str(folder)!r}; nothing is written next to inputs"
-                )
+        paths = [
+            row.path(c) for row in self.rows for columns in self.inputs.values() for c in columns
+            if row.columns.get(c)
+        ]
+        refuse_inside_inputs(cache_dir, input_folders(paths), key="preprocessing.cache_dir")
 
     @property
     def fitted_state(self) -> dict[str, Any]:

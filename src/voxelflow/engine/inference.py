@@ -214,15 +214,8 @@ def write_table(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _check_output_dir(out_dir: Path, rows: Sequence[SubjectRow], columns: Sequence[str]) -> None:
-    out = out_dir.resolve()
-    for row in rows:
-        for column in columns:
-            if not row.columns.get(column):
-                continue
-            folder = row.path(column).resolve().parent
-            if out == folder or folder in out.parents:
-                raise ConfigError(
-                    f"output folder {str(out_dir)!r} is inside the input folder {str(folder)!r}: "
-                    "choose an output folder outside the data"
-                )
+    from voxelflow.io.folders import input_folders, refuse_inside_inputs
+
+    paths = [row.path(c) for row in rows for c in columns if row.columns.get(c)]
+    refuse_inside_inputs(out_dir, input_folders(paths), key="inference output folder")
 
