@@ -276,3 +276,22 @@ def test_card_name_cannot_escape_the_zoo_home(
         install(entry)
     _assert_home_clean(zoo_home)
     assert not (tmp_path / "evil").exists()
+
+
+def test_safetensors_entry_needs_only_the_project_torch_bound_and_no_torch_load(
+    run_dir: Path, zoo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import requires
+
+    bound = next(r for r in requires("voxelflow") or [] if r.startswith("torch>="))
+    out = pack_run(run_dir, out=tmp_path / "st.zip", name="st", weights_format="safetensors")
+    model = install(out)
+    assert model.card.requires.torch == bound.removeprefix("torch>=")
+
+    def no_pickles(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load called for a safetensors entry")
+
+    best = _best_state(run_dir)
+    monkeypatch.setattr(torch, "load", no_pickles)
+    loaded = load_weights(model.weights_path, entry="st")
+    assert all(torch.equal(loaded[k], best[k]) for k in best)

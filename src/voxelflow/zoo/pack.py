@@ -90,6 +90,7 @@ def pack_run(
             application, experiment, checkpoint, fitted, entry_name, version
         )
         generated["files"] = files
+        generated["requires"]["torch"] = required_torch(weights_format)
         data = _merge(generated, dict(card or {}))
         model_card = _validated(data)
         (staging / "README.md").write_text(readme_text(model_card), encoding="utf-8")
@@ -202,6 +203,29 @@ def _write_files(
             shutil.copyfile(plugin, staging / "plugins" / plugin.name)
         files["plugins"] = [f"plugins/{Path(plugin).name}" for plugin in plugins]
     return files
+
+
+def required_torch(weights_format: str) -> str:
+    """The torch version an entry needs: voxelflow's own lower bound for safetensors weights
+    (read without ``torch.load``), the packer's version for pickled ``.pt`` weights."""
+    if weights_format == "safetensors":
+        return _declared_torch_lower_bound() or torch.__version__.split("+")[0]
+    return torch.__version__.split("+")[0]
+
+
+def _declared_torch_lower_bound() -> str | None:
+    """``2.4`` from voxelflow's installed requirement ``torch>=2.4``, or None."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        requirements = requires("voxelflow") or []
+    except PackageNotFoundError:
+        return None
+    for requirement in requirements:
+        match = re.match(r"^torch\s*>=\s*([0-9][0-9.]*)", requirement)
+        if match:
+            return match.group(1)
+    return None
 
 
 def _generated_card(
