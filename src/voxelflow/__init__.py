@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # the Python API and the config
     "Experiment": "voxelflow.api",
-    "ExperimentConfig": "voxelflow.config.schema:Experiment",
+    "ExperimentConfig": "voxelflow.config.schema:ExperimentConfig",
     "Component": "voxelflow.config.schema",
     "load_experiment": "voxelflow.config.load",
     "dump_experiment": "voxelflow.config.load",
@@ -185,8 +185,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from voxelflow.applications import APPLICATIONS
     from voxelflow.applications.base import Prediction
     from voxelflow.config.load import dump_experiment, load_experiment
-    from voxelflow.config.schema import Component
-    from voxelflow.config.schema import Experiment as ExperimentConfig
+    from voxelflow.config.schema import Component, ExperimentConfig
     from voxelflow.data.cached import CachedSubject
     from voxelflow.engine.optim import OPTIMIZERS, SCHEDULERS
     from voxelflow.engine.trainer import Trainer, TrainerOptions

@@ -1,6 +1,6 @@
 """The Python API: the command line's power from a notebook, with no file writing required.
 
-:class:`Experiment` wraps the validated config (:class:`voxelflow.config.schema.Experiment`,
+:class:`Experiment` wraps the validated config (:class:`voxelflow.config.schema.ExperimentConfig`,
 exported as ``voxelflow.ExperimentConfig``) and runs the same code as ``voxelflow train``,
 ``voxelflow infer`` and ``voxelflow evaluate``:
 

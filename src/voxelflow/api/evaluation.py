@@ -10,7 +10,7 @@ from voxelflow.api.inputs import as_images, is_path
 from voxelflow.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import Experiment as ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image
 
 __all__ = ["REFERENCE_ROLES", "evaluation_table"]

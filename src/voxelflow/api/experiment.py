@@ -14,7 +14,7 @@ from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from voxelflow.applications.base import Prediction
-    from voxelflow.config.schema import Experiment as ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
 

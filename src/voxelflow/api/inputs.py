@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from voxelflow.errors import DataError, ShapeError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import Experiment as ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image, Subject
 
 __all__ = ["as_images", "as_subjects", "input_rows", "is_path"]

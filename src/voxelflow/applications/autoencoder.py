@@ -127,7 +127,7 @@ class AutoencoderApplication(Application):
         label_values: Sequence[int] | None = None,
         task_state: Mapping[str, Any] | None = None,
     ) -> AutoencoderApplication:
-        """Build network and loss from an :class:`~voxelflow.config.schema.Experiment`."""
+        """Build network and loss from an :class:`~voxelflow.config.schema.ExperimentConfig`."""
         from voxelflow.losses import build_loss
         from voxelflow.networks import build_network
 

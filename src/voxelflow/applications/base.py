@@ -226,7 +226,7 @@ class Application:
         target. JSON-serialisable. Default: nothing.
 
         Args:
-            experiment: the :class:`~voxelflow.config.schema.Experiment`.
+            experiment: the :class:`~voxelflow.config.schema.ExperimentConfig`.
             dataset: the run's :class:`~voxelflow.data.dataset.PreprocessedDataset`.
             train_indices: rows of the training split.
         """

@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    """Print the JSON schema of :class:`~voxelflow.config.schema.Experiment`."""
-    from voxelflow.config.schema import Experiment
+    """Print the JSON schema of :class:`~voxelflow.config.schema.ExperimentConfig`."""
+    from voxelflow.config.schema import ExperimentConfig
 
-    sys.stdout.write(json.dumps(Experiment.model_json_schema(), indent=args.indent) + "\n")
+    sys.stdout.write(json.dumps(ExperimentConfig.model_json_schema(), indent=args.indent) + "\n")
     return 0
 
 

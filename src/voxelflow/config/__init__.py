@@ -7,6 +7,13 @@ Example:
 """
 
 from voxelflow.config.load import dump_experiment, experiment_diff, load_experiment
-from voxelflow.config.schema import Component, Experiment
+from voxelflow.config.schema import Component, Experiment, ExperimentConfig
 
-__all__ = ["Component", "Experiment", "dump_experiment", "experiment_diff", "load_experiment"]
+__all__ = [
+    "Component",
+    "Experiment",
+    "ExperimentConfig",
+    "dump_experiment",
+    "experiment_diff",
+    "load_experiment",
+]

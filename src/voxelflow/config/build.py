@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from voxelflow.config.schema import Component, Experiment
+from voxelflow.config.schema import Component, ExperimentConfig
 from voxelflow.errors import ConfigError, RegistryError
 from voxelflow.registry import Registry, suggest
 
@@ -132,7 +132,7 @@ def _is_named(parameter: inspect.Parameter) -> bool:
 
 # --------------------------------------------------------------------------- thin wrappers
 def build_network(
-    experiment: Experiment, *, in_channels: int, out_channels: int, spatial_dims: int
+    experiment: ExperimentConfig, *, in_channels: int, out_channels: int, spatial_dims: int
 ) -> nn.Module:
     """The network of ``experiment.network`` (registry ``voxelflow.networks.NETWORKS``).
 
@@ -152,7 +152,7 @@ def build_network(
     )
 
 
-def build_loss(experiment: Experiment, **fixed_kwargs: Any) -> nn.Module:
+def build_loss(experiment: ExperimentConfig, **fixed_kwargs: Any) -> nn.Module:
     """The loss of ``experiment.loss`` (registry ``voxelflow.losses.LOSSES``)."""
     from voxelflow.losses import LOSSES
 
@@ -160,7 +160,7 @@ def build_loss(experiment: Experiment, **fixed_kwargs: Any) -> nn.Module:
 
 
 def build_optimizer(
-    experiment: Experiment, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+    experiment: ExperimentConfig, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 ) -> torch.optim.Optimizer:
     """The optimiser of ``experiment.optimizer`` over ``params``."""
     from voxelflow.engine.optim import OPTIMIZERS
@@ -168,7 +168,7 @@ def build_optimizer(
     return build_component(OPTIMIZERS, experiment.optimizer, key="optimizer", params=params)
 
 
-def build_scheduler(experiment: Experiment, optimizer: torch.optim.Optimizer) -> Any:
+def build_scheduler(experiment: ExperimentConfig, optimizer: torch.optim.Optimizer) -> Any:
     """The per-iteration learning-rate schedule of ``experiment.scheduler``.
 
     Options are checked by :func:`voxelflow.engine.optim.build_scheduler` (every schedule also
@@ -195,7 +195,7 @@ def build_scheduler(experiment: Experiment, optimizer: torch.optim.Optimizer) ->
     )
 
 
-def build_sampler(experiment: Experiment, **fixed_kwargs: Any) -> Any:
+def build_sampler(experiment: ExperimentConfig, **fixed_kwargs: Any) -> Any:
     """The training sampler of ``experiment.sampling.sampler`` (``voxelflow.sampling.SAMPLERS``)."""
     from voxelflow.sampling import SAMPLERS
 
@@ -204,7 +204,7 @@ def build_sampler(experiment: Experiment, **fixed_kwargs: Any) -> Any:
     )
 
 
-def build_augmentations(experiment: Experiment, **fixed_kwargs: Any) -> list[Any]:
+def build_augmentations(experiment: ExperimentConfig, **fixed_kwargs: Any) -> list[Any]:
     """The random transforms of ``experiment.augmentation``, in order
     (``voxelflow.transforms.compose.AUGMENTATIONS``)."""
     from voxelflow.transforms.compose import AUGMENTATIONS
@@ -215,7 +215,7 @@ def build_augmentations(experiment: Experiment, **fixed_kwargs: Any) -> list[Any
     ]
 
 
-def build_normalizers(experiment: Experiment) -> list[Any]:
+def build_normalizers(experiment: ExperimentConfig) -> list[Any]:
     """The normalisation steps of ``experiment.preprocessing.normalization``, in order
     (``voxelflow.transforms.normalize.NORMALIZERS``)."""
     from voxelflow.transforms.normalize import NORMALIZERS

@@ -1,7 +1,7 @@
 """Load, override, validate, dump and compare experiment configurations.
 
 A configuration is a YAML file (or a NiftyNet ``.ini``, converted on the fly) validated into a
-frozen :class:`~voxelflow.config.schema.Experiment`. ``--set a.b.c=value`` overrides are parsed
+frozen :class:`~voxelflow.config.schema.ExperimentConfig`. ``--set a.b.c=value`` overrides are parsed
 with YAML scalar semantics, so ``--set network.channels=[8,16]`` gives a list of ints and
 ``--set preprocessing.spacing=null`` gives None. Every problem is reported at once, as one
 :class:`~voxelflow.errors.ConfigError` that names the file and each key path.
@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from voxelflow.config.schema import Component, Experiment
+from voxelflow.config.schema import Component, ExperimentConfig
 from voxelflow.errors import ConfigError, MissingFileError
 from voxelflow.registry import suggest
 
@@ -93,17 +93,17 @@ __all__ = [
 
 
 def load_experiment(
-    source: str | os.PathLike[str] | Mapping[str, Any] | Experiment,
+    source: str | os.PathLike[str] | Mapping[str, Any] | ExperimentConfig,
     overrides: Sequence[str] = (),
-) -> Experiment:
+) -> ExperimentConfig:
     """Load and validate an experiment, applying ``key.path=value`` overrides.
 
     Args:
-        source: a YAML path, a NiftyNet ``.ini`` path, a plain mapping or an Experiment.
+        source: a YAML path, a NiftyNet ``.ini`` path, a plain mapping or an ExperimentConfig.
         overrides: ``"a.b.c=value"`` strings, applied in order (values parsed as YAML scalars).
 
     Returns:
-        The validated, frozen Experiment.
+        The validated, frozen ExperimentConfig.
 
     Raises:
         ConfigError: bad YAML (file and line), unknown keys (with suggestions), wrong types
@@ -116,7 +116,7 @@ def load_experiment(
         ('unet', 50)
     """
     origin = "<dict>"
-    if isinstance(source, Experiment):
+    if isinstance(source, ExperimentConfig):
         data: dict[str, Any] = source.model_dump(mode="json")
     elif isinstance(source, Mapping):
         data = dict(source)
@@ -168,8 +168,8 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def validate_experiment(data: Mapping[str, Any], *, origin: str = "<dict>") -> Experiment:
-    """Validate a mapping into an Experiment; every problem listed in one ConfigError.
+def validate_experiment(data: Mapping[str, Any], *, origin: str = "<dict>") -> ExperimentConfig:
+    """Validate a mapping into an ExperimentConfig; every problem listed in one ConfigError.
 
     Args:
         data: the raw configuration.
@@ -179,9 +179,9 @@ def validate_experiment(data: Mapping[str, Any], *, origin: str = "<dict>") -> E
         ConfigError: one line per problem, ``key.path: expected X, got Y``.
     """
     try:
-        return Experiment.model_validate(dict(data))
+        return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
-        problems = describe_validation_errors(exc, Experiment)
+        problems = describe_validation_errors(exc, ExperimentConfig)
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
             f"invalid configuration {origin} ({len(problems)} problem(s)):\n{listing}"
@@ -288,7 +288,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with every ``key.path=value`` override applied.
 
-    Paths are checked against the Experiment schema (component options and dict-valued fields
+    Paths are checked against the ExperimentConfig schema (component options and dict-valued fields
     accept any key); list items are addressed by index (``augmentation.0.p=0.5``).
 
     Raises:
@@ -311,7 +311,7 @@ def _plain_copy(value: Any) -> Any:
 
 
 def _check_override_path(parts: list[str], text: str) -> None:
-    current: Any = Experiment
+    current: Any = ExperimentConfig
     for depth, part in enumerate(parts):
         members = _union_members(current)
         if any(t is Component or t is Any for t in members):
@@ -332,7 +332,7 @@ def _check_override_path(parts: list[str], text: str) -> None:
 
 def _set_path(data: dict[str, Any], parts: list[str], value: Any, text: str) -> None:
     node: Any = data
-    default: Any = Experiment().model_dump(mode="json")
+    default: Any = ExperimentConfig().model_dump(mode="json")
     for part in parts[:-1]:
         if isinstance(node, list):
             index = _list_index(node, part, text)
@@ -392,7 +392,7 @@ def _child_type(tp: Any, part: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- dump and diff
-def dump_experiment(experiment: Experiment, path: str | os.PathLike[str]) -> Path:
+def dump_experiment(experiment: ExperimentConfig, path: str | os.PathLike[str]) -> Path:
     """Write the fully resolved experiment (defaults included) as YAML, atomically.
 
     Args:
@@ -427,7 +427,7 @@ def dump_experiment(experiment: Experiment, path: str | os.PathLike[str]) -> Pat
     return path
 
 
-def experiment_to_yaml(experiment: Experiment) -> str:
+def experiment_to_yaml(experiment: ExperimentConfig) -> str:
     """The resolved experiment as YAML text (section order kept)."""
     return yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
@@ -445,7 +445,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def experiment_diff(
-    a: Experiment | Mapping[str, Any], b: Experiment | Mapping[str, Any]
+    a: ExperimentConfig | Mapping[str, Any], b: ExperimentConfig | Mapping[str, Any]
 ) -> list[str]:
     """Dotted keys whose values differ between two experiments (sorted).
 

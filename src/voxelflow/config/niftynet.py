@@ -1,4 +1,4 @@
-"""Import a NiftyNet ``.ini`` configuration as a voxelflow :class:`Experiment`.
+"""Import a NiftyNet ``.ini`` configuration as a voxelflow :class:`ExperimentConfig`.
 
 Every ``[SECTION] key = value`` of the file gets a :class:`ConversionNote` saying where it went
 (``mapped``), what is close but not identical (``approximated``), what voxelflow lacks
@@ -30,7 +30,7 @@ from typing import Any
 from voxelflow.config import niftynet_keys as keys
 from voxelflow.config import niftynet_training as training
 from voxelflow.config.niftynet_keys import ROLES, Outcome, State, as_bool, as_int, as_ints, as_list
-from voxelflow.config.schema import Experiment
+from voxelflow.config.schema import ExperimentConfig
 from voxelflow.errors import ConfigError, MissingFileError
 from voxelflow.registry import suggest
 
@@ -87,7 +87,7 @@ class ConversionNote:
 
 def convert_niftynet_ini(
     path: str | os.PathLike[str], *, overrides: Mapping[str, str] | None = None
-) -> tuple[Experiment, list[ConversionNote]]:
+) -> tuple[ExperimentConfig, list[ConversionNote]]:
     """Read a NiftyNet ``.ini`` file and convert it.
 
     Args:
@@ -126,7 +126,7 @@ def convert_niftynet_parser(
     *,
     origin: str = "<ini>",
     config_dir: str | os.PathLike[str] = ".",
-) -> tuple[Experiment, list[ConversionNote]]:
+) -> tuple[ExperimentConfig, list[ConversionNote]]:
     """Convert an already-read INI (see :func:`convert_niftynet_ini`); ``model_dir`` is resolved
     against ``config_dir`` as NiftyNet did."""
     from voxelflow.config.load import validate_experiment

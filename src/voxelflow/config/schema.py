@@ -312,11 +312,11 @@ class TransferConfig(Section):
     )
 
 
-class Experiment(Section):
+class ExperimentConfig(Section):
     """A whole experiment: one YAML file, every section with defaults.
 
     Example:
-        >>> experiment = Experiment(network={"name": "unet", "channels": [8, 16]})
+        >>> experiment = ExperimentConfig(network={"name": "unet", "channels": [8, 16]})
         >>> experiment.application, experiment.network.name, experiment.network.kwargs
         ('segmentation', 'unet', {'channels': [8, 16]})
         >>> experiment.training.max_iterations > 0
@@ -378,3 +378,7 @@ class Experiment(Section):
         description="options of the application (e.g. classification target_column, gan "
         "noise_size), checked by the application: see `voxelflow list applications`",
     )
+
+
+#: The config model's former name, kept for code written against it; use ExperimentConfig.
+Experiment = ExperimentConfig

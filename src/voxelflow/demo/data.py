@@ -145,7 +145,7 @@ def write_config_and_train(config: dict, config_path: Path, run_dir: Path) -> An
     """Write the demo's experiment as YAML (the user can rerun or edit it), load it, train it.
 
     Returns:
-        the loaded :class:`~voxelflow.config.schema.Experiment`.
+        the loaded :class:`~voxelflow.config.schema.ExperimentConfig`.
     """
     import yaml
 

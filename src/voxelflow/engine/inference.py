@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from voxelflow.applications.base import InferenceContext, InferenceItem, Prediction
-from voxelflow.config.schema import Experiment
+from voxelflow.config.schema import ExperimentConfig
 from voxelflow.data.dataset import load_fitted_state
 from voxelflow.engine.run import FITTED_STATE_FILE, build_application
 from voxelflow.errors import ConfigError
@@ -32,7 +32,7 @@ from voxelflow.io.table import SubjectRow
 log = logging.getLogger(__name__)
 
 
-def infer_rows(experiment: Experiment, rows: Sequence[SubjectRow], *, run_dir: Path, out_dir: Path,
+def infer_rows(experiment: ExperimentConfig, rows: Sequence[SubjectRow], *, run_dir: Path, out_dir: Path,
                which: str = "best") -> Path:
     """Run a trained run's checkpoint on every row; returns the path of the prediction table."""
     from voxelflow.engine.checkpoint import find_checkpoint, load_checkpoint
@@ -60,7 +60,7 @@ def infer_with_model(name_or_path: str | Path, rows: Sequence[SubjectRow], *, ou
     return predict_rows(experiment, app, state, rows, out_dir=out_dir)
 
 
-def _build(experiment: Experiment, state: dict[str, Any]) -> Any:
+def _build(experiment: ExperimentConfig, state: dict[str, Any]) -> Any:
     return build_application(experiment, in_channels=len(experiment.dataset.inputs["image"]),
                              label_values=state.get("label_values"), task_state=state.get("task") or {})
 
@@ -86,7 +86,7 @@ def load_application_state(app: Any, checkpoint: dict[str, Any], *,
         app.load_state_dict(checkpoint["application_state"])
 
 
-def inference_context(experiment: Experiment, app: Any) -> InferenceContext:
+def inference_context(experiment: ExperimentConfig, app: Any) -> InferenceContext:
     """Device and precision from the config; the application's modules moved there, in eval mode."""
     from voxelflow.engine.device import resolve_precision, select_device
 
@@ -96,7 +96,7 @@ def inference_context(experiment: Experiment, app: Any) -> InferenceContext:
     return InferenceContext(device, autocast=resolve_precision(experiment.training.amp, device).autocast)
 
 
-def check_mode(experiment: Experiment, app: Any) -> None:
+def check_mode(experiment: ExperimentConfig, app: Any) -> None:
     """``inference.mode`` must be one the application offers (null = its default)."""
     mode = experiment.inference.mode
     if mode is not None and mode not in app.inference_modes:
@@ -106,7 +106,7 @@ def check_mode(experiment: Experiment, app: Any) -> None:
         )
 
 
-def prepare_items(experiment: Experiment, fitted_state: dict[str, Any],
+def prepare_items(experiment: ExperimentConfig, fitted_state: dict[str, Any],
                   subjects: Iterable[Subject]) -> Iterator[InferenceItem]:
     """Preprocess in-memory subjects with the saved state, lazily."""
     from voxelflow.transforms.preprocess import Preprocessor
@@ -117,7 +117,7 @@ def prepare_items(experiment: Experiment, fitted_state: dict[str, Any],
         yield InferenceItem(subject.name, subject, processed, record, dict(subject.fields))
 
 
-def predict_subjects(experiment: Experiment, app: Any, fitted_state: dict[str, Any],
+def predict_subjects(experiment: ExperimentConfig, app: Any, fitted_state: dict[str, Any],
                      subjects: Iterable[Subject]) -> list[Prediction]:
     """In-memory inference (the Python API): subjects in, predictions in original geometry out."""
     check_mode(experiment, app)
@@ -127,7 +127,7 @@ def predict_subjects(experiment: Experiment, app: Any, fitted_state: dict[str, A
         return list(app.run_inference(items, ctx, experiment.inference))
 
 
-def predict_rows(experiment: Experiment, app: Any, fitted_state: dict[str, Any],
+def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str, Any],
                  rows: Sequence[SubjectRow], *, out_dir: Path) -> Path:
     """Read, preprocess (saved state), predict and write every row; returns the table path."""
     check_mode(experiment, app)
@@ -146,7 +146,7 @@ def predict_rows(experiment: Experiment, app: Any, fitted_state: dict[str, Any],
     return write_table(out_dir / app.prediction_table, written)
 
 
-def read_subject(row: SubjectRow, experiment: Experiment) -> Subject:
+def read_subject(row: SubjectRow, experiment: ExperimentConfig) -> Subject:
     """The row's ``image`` columns stacked as channels, plus every other role the row has."""
     from voxelflow.data.dataset import default_kind, read_image_file
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from voxelflow.config.schema import Experiment
+from voxelflow.config.schema import ExperimentConfig
 from voxelflow.engine.hooks import Hook
 from voxelflow.errors import ConfigError
 
@@ -98,7 +98,7 @@ class PipelineSettings:
     cache_dir: str | None
 
     @classmethod
-    def from_experiment(cls, experiment: Experiment, *, device: str) -> PipelineSettings:
+    def from_experiment(cls, experiment: ExperimentConfig, *, device: str) -> PipelineSettings:
         """Settings of ``experiment`` (``device``: the resolved training device)."""
         cache_dir = experiment.preprocessing.cache_dir
         return cls(
@@ -233,7 +233,7 @@ class _StepClock(Hook):
 def time_training_step(
     application: Any,
     batch: Mapping[str, Any],
-    experiment: Experiment,
+    experiment: ExperimentConfig,
     *,
     iterations: int,
     warmup: int = 2,
@@ -380,7 +380,7 @@ def _window_advice(settings: PipelineSettings, *, both: bool) -> list[str]:
 
 # --- the whole profile ----------------------------------------------------------------------------
 def profile_experiment(
-    experiment: Experiment,
+    experiment: ExperimentConfig,
     *,
     iterations: int = 20,
     warmup: int = 3,

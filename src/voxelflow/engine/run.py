@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from voxelflow.config.schema import Experiment
+from voxelflow.config.schema import ExperimentConfig
 from voxelflow.data.dataset import PreprocessedDataset, load_fitted_state, save_fitted_state
 from voxelflow.engine import distributed
 from voxelflow.errors import ConfigError, DataError
@@ -64,7 +64,7 @@ class PreparedData:
     task: dict[str, Any] | None = None
 
 
-def prepare_data(experiment: Experiment, run_dir: Path, *, base_dir: Path | None = None) -> PreparedData:
+def prepare_data(experiment: ExperimentConfig, run_dir: Path, *, base_dir: Path | None = None) -> PreparedData:
     """Table → saved split → preprocessing fitted on the training split → built cache."""
     from voxelflow.io.splits import make_split
     from voxelflow.io.table import load_table
@@ -101,7 +101,7 @@ def prepare_data(experiment: Experiment, run_dir: Path, *, base_dir: Path | None
 
 
 def _refuse_run_dir_inside_inputs(
-    experiment: Experiment, rows: Sequence[Any], run_dir: Path, *, base_dir: Path | None
+    experiment: ExperimentConfig, rows: Sequence[Any], run_dir: Path, *, base_dir: Path | None
 ) -> None:
     """A run folder inside a dataset folder would feed its own outputs back as inputs."""
     from voxelflow.io.folders import input_folders, refuse_inside_inputs
@@ -115,7 +115,7 @@ def _refuse_run_dir_inside_inputs(
     refuse_inside_inputs(run_dir, folders, key="system.run_dir")
 
 
-def check_window_dimensions(experiment: Experiment, spatial_shape: Sequence[int]) -> None:
+def check_window_dimensions(experiment: ExperimentConfig, spatial_shape: Sequence[int]) -> None:
     """Refuse windows with another number of sizes than the images have axes, before any worker
     samples (else the error surfaces inside a DataLoader worker).
 
@@ -136,7 +136,7 @@ def check_window_dimensions(experiment: Experiment, spatial_shape: Sequence[int]
             )
 
 
-def check_class_count(experiment: Experiment, label_values: Sequence[int] | None) -> None:
+def check_class_count(experiment: ExperimentConfig, label_values: Sequence[int] | None) -> None:
     """Refuse training labels with more values than the network has outputs (``num_classes``).
 
     Checked when preprocessing is fitted, before the cache is built or a network sees a batch
@@ -159,7 +159,7 @@ def check_class_count(experiment: Experiment, label_values: Sequence[int] | None
         )
 
 
-def application_class(experiment: Experiment) -> Any:
+def application_class(experiment: ExperimentConfig) -> Any:
     """The :class:`~voxelflow.applications.base.Application` subclass named by the config
     (a registered name, or a ``pkg.module:Name`` plugin imported because the config names it)."""
     from voxelflow.applications import APPLICATIONS
@@ -171,7 +171,7 @@ def application_class(experiment: Experiment) -> Any:
         raise RegistryError(f"application: {exc}") from None
 
 
-def build_application(experiment: Experiment, *, in_channels: int, label_values: list[int] | None,
+def build_application(experiment: ExperimentConfig, *, in_channels: int, label_values: list[int] | None,
                       task_state: dict[str, Any] | None = None):
     """The application object named by ``experiment.application``."""
     factory = application_class(experiment)
@@ -196,7 +196,7 @@ class TrainingPipeline:
     loader: torch.utils.data.DataLoader
 
 
-def build_training_pipeline(experiment: Experiment, run_dir: Path, *, base_dir: Path | None = None,
+def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base_dir: Path | None = None,
                             resume: bool = False) -> TrainingPipeline:
     """Prepared data → application → sampler → patch queue (this rank's shard) → DataLoader.
 
@@ -240,7 +240,7 @@ def build_training_pipeline(experiment: Experiment, run_dir: Path, *, base_dir: 
     return TrainingPipeline(data, app, queue, loader)
 
 
-def _prepare_data_main_rank_first(experiment: Experiment, run_dir: Path, *,
+def _prepare_data_main_rank_first(experiment: ExperimentConfig, run_dir: Path, *,
                                   base_dir: Path | None) -> PreparedData:
     """:func:`prepare_data`; under torchrun rank 0 writes the split, state and cache, then the
     other ranks read them (a failure on rank 0 is raised on every rank, no rank hangs)."""
@@ -261,7 +261,7 @@ def _prepare_data_main_rank_first(experiment: Experiment, run_dir: Path, *,
     return data if data is not None else prepare_data(experiment, run_dir, base_dir=base_dir)
 
 
-def train_experiment(experiment: Experiment, *, run_dir: Path | None = None, force: bool = False,
+def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = None, force: bool = False,
                      base_dir: Path | None = None) -> dict[str, float]:
     """Train (or resume) the experiment; returns the last validation metrics.
 
@@ -291,7 +291,7 @@ def train_experiment(experiment: Experiment, *, run_dir: Path | None = None, for
             distributed.cleanup()
 
 
-def _apply_transfer(app: Any, experiment: Experiment, *, resume: bool) -> None:
+def _apply_transfer(app: Any, experiment: ExperimentConfig, *, resume: bool) -> None:
     """``transfer.init_from`` (new runs only: a resume restores its own weights) and ``freeze``."""
     from voxelflow.zoo.transfer import apply_transfer, freeze
 
