@@ -126,15 +126,6 @@ def broadcast_object(value: T, *, source: int = 0) -> T:
     return holder[0]
 
 
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """The mean of ``value`` over ranks (a copy; the input itself in a single process)."""
-    if not current_context().is_distributed:
-        return value
-    reduced = value.detach().clone()
-    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-    return reduced / dist.get_world_size()
-
-
 def wrap_data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
     """Wrap a module with trainable parameters in DDP when distributed; else return it as is."""
     if not current_context().is_distributed or not any(
@@ -143,17 +134,6 @@ def wrap_data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
         return module
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside DDP or ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(module, nn.parallel.DistributedDataParallel):
-            module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
 
 
 def cleanup() -> None:
