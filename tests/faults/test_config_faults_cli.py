@@ -82,3 +82,13 @@ def test_run_folder_inside_a_searched_dataset_folder_is_refused(tmp_path: Path, 
                    system={"run_dir": str(tmp_path / "data" / "out" / "run")})
     assert main(["train", "-c", str(path)]) == 2
     assert "system.run_dir" in capsys.readouterr().err
+
+
+def test_a_4d_image_at_training_names_the_file_and_channels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = _dataset(tmp_path / "data", with_labels=True)
+    four_d = np.random.default_rng(0).random((16, 16, 12, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(four_d, phantom_affine((1.0, 1.0, 1.0))), tmp_path / "data" / "s1_img.nii.gz")
+    assert main(["train", "-c", str(_config(tmp_path, table))]) == 1
+    err = capsys.readouterr().err
+    assert "s1_img.nii.gz" in err and "got 2 channels (a 4D file)" in err
+    assert "Traceback" not in err

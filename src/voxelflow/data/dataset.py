@@ -102,6 +102,28 @@ def read_image_file(path: Path, *, kind: ImageKind, non_finite: str = "warn") ->
     return read_image(path, kind=kind, non_finite="zero" if non_finite == "warn" else non_finite)
 
 
+def check_one_channel(image: Image, *, role: str, columns: Sequence[str], subject: str) -> None:
+    """Refuse a multi-channel (4D) file in an ``image`` or ``label`` column.
+
+    The network has one input channel per ``dataset.inputs.image`` column, so a 4D file would
+    otherwise fail inside the network with a shape message naming no file.
+
+    Raises:
+        DataError: naming the file, its channel count and the channels the model expects.
+    """
+    if role not in ("image", "label") or image.data.shape[0] == 1:
+        return
+    expected = (
+        f"{len(columns)} input channel(s), one per dataset.inputs.image column {list(columns)}"
+        if role == "image" else "one label channel"
+    )
+    raise DataError(
+        f"{str(image.path)!r} (subject {subject!r}, role {role!r}): expected one channel per "
+        f"file, got {image.data.shape[0]} channels (a 4D file); the model takes {expected}. "
+        "Split the file into one file per channel and list each as a column"
+    )
+
+
 class PreprocessedDataset:
     """Table rows → preprocessed subjects, memory-mapped from the cache.
 
@@ -195,6 +217,8 @@ class PreprocessedDataset:
                 read_image_file(row.path(c), kind=self.kinds[role], non_finite=policy)
                 for c in columns
             ]
+            for part in parts:
+                check_one_channel(part, role=role, columns=columns, subject=row.name)
             images[role] = self._stack(parts, role, row.name)
         images = self._align(images, row.name)
         return Subject(row.name, images, self.fields(index))

@@ -148,7 +148,7 @@ def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str,
 
 def read_subject(row: SubjectRow, experiment: ExperimentConfig) -> Subject:
     """The row's ``image`` columns stacked as channels, plus every other role the row has."""
-    from voxelflow.data.dataset import default_kind, read_image_file
+    from voxelflow.data.dataset import check_one_channel, default_kind, read_image_file
 
     policy = experiment.preprocessing.non_finite
     images = {}
@@ -156,6 +156,8 @@ def read_subject(row: SubjectRow, experiment: ExperimentConfig) -> Subject:
         if role != "image" and not all(row.columns.get(c) for c in columns):
             continue  # new data: labels and targets are optional
         parts = [read_image_file(row.path(c), kind=default_kind(role), non_finite=policy) for c in columns]
+        for part in parts:
+            check_one_channel(part, role=role, columns=columns, subject=row.name)
         for part in parts[1:]:
             check_same_grid(parts[0], part, what=f"{role} images of subject {row.name!r}")
         data = torch.cat([p.data for p in parts]) if len(parts) > 1 else parts[0].data
