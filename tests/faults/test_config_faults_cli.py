@@ -92,3 +92,15 @@ def test_a_4d_image_at_training_names_the_file_and_channels(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert "s1_img.nii.gz" in err and "got 2 channels (a 4D file)" in err
     assert "Traceback" not in err
+
+
+def test_infer_and_pack_name_the_checkpoint_they_use(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    table = _dataset(tmp_path / "data", with_labels=True)
+    path = _config(tmp_path, table, inference={"window": [8, 8, 8]})
+    assert main(["train", "-c", str(path)]) == 0
+    with caplog.at_level("INFO"):
+        assert main(["infer", "-c", str(path)]) == 0
+        assert main(["zoo", "pack", str(tmp_path / "run"), "--out", str(tmp_path / "entry.zip")]) == 0
+    text = caplog.text
+    assert "inference with the best checkpoint" in text and "step 1, no validation metric" in text
+    assert "from the best checkpoint (step 1" in text

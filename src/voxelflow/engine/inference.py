@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ from voxelflow.io.table import SubjectRow
 log = logging.getLogger(__name__)
 
 
+logger = logging.getLogger(__name__)
+
+
 def infer_rows(experiment: ExperimentConfig, rows: Sequence[SubjectRow], *, run_dir: Path, out_dir: Path,
                which: str = "best") -> Path:
     """Run a trained run's checkpoint on every row; returns the path of the prediction table."""
@@ -40,8 +43,29 @@ def infer_rows(experiment: ExperimentConfig, rows: Sequence[SubjectRow], *, run_
     state = load_fitted_state(run_dir / FITTED_STATE_FILE)
     app = _build(experiment, state)
     path = find_checkpoint(run_dir, which=which)
-    load_application_state(app, load_checkpoint(path), source=str(path))
+    checkpoint = load_checkpoint(path)
+    logger.info("inference with the %s checkpoint: %s", which, describe_checkpoint(path, checkpoint))
+    load_application_state(app, checkpoint, source=str(path))
     return predict_rows(experiment, app, state, rows, out_dir=out_dir)
+
+
+def describe_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> str:
+    """``'run/checkpoints/step_00000010.pt' (step 10, validation dice 0.812)`` for messages."""
+    return f"{str(path)!r} ({checkpoint_summary(checkpoint)})"
+
+
+def checkpoint_summary(checkpoint: Mapping[str, Any]) -> str:
+    """``step 10, validation dice 0.812`` (or ``..., no validation metric``)."""
+    parts = [f"step {checkpoint.get('step', '?')}"]
+    metrics = checkpoint.get("metrics") or {}
+    parts += [
+        f"validation {name} {value:.4g}"
+        for name, value in metrics.items()
+        if isinstance(value, int | float)
+    ]
+    if not metrics:
+        parts.append("no validation metric")
+    return ", ".join(parts)
 
 
 def infer_with_model(name_or_path: str | Path, rows: Sequence[SubjectRow], *, out_dir: Path,

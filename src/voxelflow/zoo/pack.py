@@ -99,7 +99,13 @@ def pack_run(
         _emit(staging, out, model_card.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("packed %s as zoo entry %s %s", run_dir, model_card.name, out)
+    from voxelflow.engine.inference import checkpoint_summary
+
+    logger.info(
+        "packed %s as zoo entry %s %s from the %s checkpoint (%s)",
+        run_dir, model_card.name, out, which,
+        checkpoint_summary(checkpoint),
+    )  # fmt: skip
     return out
 
 
