@@ -186,7 +186,7 @@ class TargetEncoding:
                 f"subject {subject!r}: expected a number in column {self.column!r}, got {value!r}"
             ) from None
 
-    def standardise(self, value: float) -> float:
+    def standardize(self, value: float) -> float:
         """``(value - mean) / std``."""
         return (value - self.mean) / self.std
 
@@ -200,7 +200,7 @@ class TargetEncoding:
         if self.kind == "class":
             index = self.encode(value, subject=subject.name)
             return {"target": torch.tensor(index, dtype=torch.int64)}
-        number = self.standardise(self.parse_value(value, subject=subject.name))
+        number = self.standardize(self.parse_value(value, subject=subject.name))
         return {"target": torch.tensor([number], dtype=torch.float32)}
 
 

@@ -56,7 +56,7 @@ from voxelflow.applications.gan_task import (
     ConditionLookup,
     GanTask,
     parse_task,
-    standardise,
+    standardize,
 )
 from voxelflow.errors import ConfigError
 from voxelflow.losses.generative import GANWassersteinLoss
@@ -200,7 +200,7 @@ class GanApplication(Application):
         """
         parts = []
         if self.task.conditioning_role:
-            parts.append(standardise(batch[self.task.conditioning_role].float()))
+            parts.append(standardize(batch[self.task.conditioning_role].float()))
         if self.classes is not None:
             parts.append(self.class_maps(batch["condition"]))
         return torch.cat(parts, dim=1) if parts else None

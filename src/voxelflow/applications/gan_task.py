@@ -105,7 +105,7 @@ class ConditionLookup:
         return {"condition": torch.tensor(self.index(subject.name, subject.fields))}
 
 
-def standardise(images: torch.Tensor) -> torch.Tensor:
+def standardize(images: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit standard deviation per sample. Shape: ``(B, C, *size)`` → same."""
     dims = tuple(range(1, images.ndim))
     mean = images.mean(dim=dims, keepdim=True)

@@ -31,7 +31,7 @@ class RegressionTask(BaseModel):
             predictions near a window border lack context.
         mask_role: a role of ``dataset.inputs`` whose non-zero voxels restrict the loss (and the
             validation / evaluation metrics); null = every voxel.
-        standardize: standardise the target with the training mean and standard deviation
+        standardize: standardize the target with the training mean and standard deviation
             (restored at inference, so outputs keep the target's units).
         residual: the network predicts a correction added to its input (input and output
             channels must match; natural for super-resolution and denoising).
@@ -43,7 +43,7 @@ class RegressionTask(BaseModel):
 
     loss_border: int | list[int] = Field(0, description="voxels ignored at each window edge")
     mask_role: str | None = Field(None, description="role whose non-zero voxels restrict the loss")
-    standardize: bool = Field(True, description="standardise targets with training statistics")
+    standardize: bool = Field(True, description="standardize targets with training statistics")
     residual: bool = Field(False, description="network output = input + correction")
     degrade: DegradeSettings | None = Field(None, description="super-resolution degradation")
 

@@ -46,6 +46,14 @@ SurfaceKind = Literal["surfels", "voxels", "faces"]
 SURFACE_KINDS = ("surfels", "voxels", "faces")
 
 
+def check_tolerance(tolerance: float) -> float:
+    """``tolerance`` as a float; ConfigError unless it is a finite number >= 0 (mm)."""
+    value = float(tolerance)
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"expected tolerance a finite number >= 0 mm, got {tolerance!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class SurfaceDistances:
     """Both directed surface distance sets of a mask pair, in mm.
@@ -127,6 +135,7 @@ class SurfaceDistances:
 
     def surface_dice(self, tolerance: float) -> float:
         """NSD: (area-weighted) fraction of both surfaces within ``tolerance`` mm of the other."""
+        check_tolerance(tolerance)
         if self.both_empty:
             return float("nan")
         if self.one_empty:
@@ -388,4 +397,5 @@ def normalized_surface_dice(
         >>> normalized_surface_dice(pred, ref, (2.0, 1.0, 1.0), tolerance=2.0)
         1.0
     """
+    check_tolerance(tolerance)
     return surface_distances(pred, ref, spacing, surface=surface).surface_dice(tolerance)
