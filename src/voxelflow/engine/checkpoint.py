@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Mapping
@@ -42,6 +43,13 @@ from voxelflow.types import PathLike
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "voxelflow-checkpoint-1"
+DAMAGED_SUFFIX = ".damaged"
+
+
+class CheckpointDamagedError(CheckpointError):
+    """A checkpoint file that cannot be read at all (truncated, corrupt), as opposed to refused."""
+
+
 INDEX_NAME = "index.json"
 
 
@@ -103,8 +111,13 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise CheckpointError(
-            f"cannot load checkpoint {str(path)!r} safely (weights_only): {exc}"
+        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc).lower():
+            raise CheckpointError(
+                f"cannot load checkpoint {str(path)!r} safely (weights_only): {exc}"
+            ) from exc
+        raise CheckpointDamagedError(
+            f"checkpoint {str(path)!r} is damaged (truncated or corrupt): "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -301,6 +314,19 @@ class CheckpointManager:
         for record in dropped:
             (self.directory / record.file).unlink(missing_ok=True)
         return path
+
+    def paths_newest_first(self) -> list[Path]:
+        """Every kept checkpoint, the most recent first."""
+        return [self.directory / r.file for r in reversed(self.records)]
+
+    def set_aside_damaged(self, path: Path) -> Path:
+        """Rename a damaged checkpoint to ``<name>.damaged`` and drop it from the index."""
+        target = path.with_name(path.name + DAMAGED_SUFFIX)
+        if path.exists():
+            os.replace(path, target)
+        self.records = [r for r in self.records if r.file != path.name]
+        self._write_index()
+        return target
 
     def last_path(self) -> Path | None:
         """The most recent checkpoint, or None."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from voxelflow.engine.checkpoint import CheckpointManager, atomic_write
-from voxelflow.errors import CheckpointError
+from voxelflow.errors import CheckpointError, ConfigError
 from voxelflow.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,64 @@ class RunDir:
     def has_checkpoints(self) -> bool:
         """Whether the folder holds at least one checkpoint."""
         return CheckpointManager(self.checkpoints).last_path() is not None
+
+
+LOCK_NAME = ".lock"
+
+
+class RunFolderBusyError(ConfigError):
+    """Another process is training in the same run folder (exit code 2 from the CLI)."""
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``<run_dir>/.lock``, holding the owner's pid.
+
+    The kernel releases it when the process ends, so a lock left by a dead process never blocks.
+    """
+
+    def __init__(self, root: PathLike) -> None:
+        self.root = Path(root)
+        self.path = self.root / LOCK_NAME
+        self._handle: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise :class:`RunFolderBusyError` naming the folder and the holder's pid."""
+        if sys.platform == "win32":  # pragma: no cover - no flock there
+            return self
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.read(handle, 64).decode(errors="replace").strip() or "unknown"
+            finally:
+                os.close(handle)
+            raise RunFolderBusyError(
+                f"{self.root}: run folder is in use by another training (pid {holder}); "
+                "wait for it to end or use another run folder"
+            ) from None
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (the file stays; its content is stale once unlocked)."""
+        if self._handle is not None:
+            import fcntl
+
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            os.close(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def prepare_run_dir(run_dir: PathLike, config: Any, *, force: bool = False) -> tuple[RunDir, bool]:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +37,7 @@ from torch import nn
 from voxelflow.applications.base import Application, OptimizationSettings
 from voxelflow.engine import distributed
 from voxelflow.engine.checkpoint import (
+    CheckpointDamagedError,
     CheckpointManager,
 )
 from voxelflow.engine.device import (
@@ -45,12 +48,15 @@ from voxelflow.engine.device import (
 )
 from voxelflow.engine.hooks import Hook, HookList
 from voxelflow.engine.logging import RunLogger
-from voxelflow.engine.run_dir import config_as_dict
+from voxelflow.engine.run_dir import RunLock, config_as_dict
 from voxelflow.engine.step import StepContext, TrainerOptions
 from voxelflow.engine.trainer_state import TrainerStateMixin
-from voxelflow.errors import ConfigError, DataError
+from voxelflow.errors import CheckpointError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
+
+#: signals that stop training after the current step with a checkpoint, and their exit codes.
+STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class Trainer(TrainerStateMixin):
@@ -121,6 +127,7 @@ class Trainer(TrainerStateMixin):
         self._skip_batches = 0
         self._data_base = self._batches_at_restore = self._last_saved_step = 0
         self.run_logger: RunLogger | None = None
+        self.stop_signal: int | None = None
 
     def _build_optimisation(self, optimization: OptimizationSettings | None) -> None:
         """Seed, move modules to the device, build optimisers and scalers, wrap for DDP/compile."""
@@ -152,9 +159,49 @@ class Trainer(TrainerStateMixin):
         Returns:
             The last validation metrics plus ``step`` and ``best`` (the best metric value).
         """
-        last = self.checkpoints.last_path() if self.resume else None
-        if last is not None:
-            self.load(last)
+        lock = RunLock(self.run_dir).acquire() if self.context.is_main else None
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _resume_from_latest_intact(self) -> None:
+        """Load the newest checkpoint that reads; damaged newer ones are renamed ``*.damaged``."""
+        damaged: list[Path] = []
+        for path in self.checkpoints.paths_newest_first():
+            try:
+                self.load(path)
+            except CheckpointDamagedError as exc:
+                damaged.append(path)
+                logger.warning("%s", exc)
+                continue
+            break
+        else:
+            if damaged:
+                self._set_aside(damaged)
+                raise CheckpointError(
+                    f"{self.checkpoints.directory}: every checkpoint is damaged "
+                    f"({', '.join(p.name for p in damaged)}); renamed to *.damaged"
+                )
+            return
+        if damaged:
+            logger.warning(
+                "checkpoint %s is damaged; resuming from the newest intact one, %s",
+                ", ".join(str(p) for p in damaged), path,
+            )  # fmt: skip
+            self._set_aside(damaged)
+
+    def _set_aside(self, damaged: list[Path]) -> None:
+        if not self.context.is_main:
+            return
+        for path in damaged:
+            target = self.checkpoints.set_aside_damaged(path)
+            logger.warning("damaged checkpoint %s renamed to %s", path, target.name)
+
+    def _fit(self) -> dict[str, float]:
+        if self.resume:
+            self._resume_from_latest_intact()
         self.run_logger = RunLogger(
             self.run_dir,
             total_iterations=self.options.max_iterations,
@@ -163,14 +210,54 @@ class Trainer(TrainerStateMixin):
             progress=self.options.progress,
             tensorboard=self.options.tensorboard,
         )
+        previous = self._install_stop_handlers()
         try:
             self._loop()
         finally:
+            self._restore_handlers(previous)
             self.run_logger.close()
+        if self.stop_signal is not None:
+            self._stop_on_signal()
         summary = {**self.last_metrics, "step": float(self.step)}
         if self.best_value is not None:
             summary["best"] = self.best_value
         return summary
+
+    def _install_stop_handlers(self) -> dict[int, Any]:
+        """Make SIGINT/SIGTERM set a flag read after each step; returns the previous handlers."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(number: int, _frame: Any) -> None:
+            self.stop_signal = number  # saved by the loop after this step, never from here
+
+        previous = {}
+        for number in STOP_SIGNALS:
+            previous[number] = signal.getsignal(number)
+            signal.signal(number, handler)
+        return previous
+
+    @staticmethod
+    def _restore_handlers(previous: Mapping[int, Any]) -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+    def _stop_on_signal(self) -> None:
+        number = self.stop_signal
+        assert number is not None
+        if self.step > 0 and self._last_saved_step != self.step:
+            self.save()
+        if self.context.is_main:
+            where = self.checkpoints.last_path()
+            print(
+                f"voxelflow: {signal.Signals(number).name} received: checkpoint of iteration "
+                f"{self.step} written to {where}; run the same command again to resume",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise SystemExit(STOP_SIGNALS[number])
 
     def _loop(self) -> None:
         ctx = StepContext(self)
@@ -203,6 +290,8 @@ class Trainer(TrainerStateMixin):
                 first = False
             self.hooks.on_step_end(self, batch, losses)
             self._after_iteration(batch, losses, ctx)
+            if self.stop_signal is not None:
+                return
         self.hooks.on_train_end(self)
 
     def _finish_last_epoch(self, ctx: StepContext) -> None:
