@@ -176,14 +176,15 @@ def _run_case(task: CaseTask) -> CaseOutcome:
         return CaseOutcome(error=f"{type(exc).__name__}: {exc}")
 
 
-def _fill_absent_labels(outcomes: list[CaseOutcome], task: CaseTask) -> None:
-    """Give every evaluated subject a row for every label found in any subject (labels=None)."""
-    labels = sorted({int(row["label"]) for outcome in outcomes for row in outcome.rows})  # type: ignore[call-overload]
-    for outcome in outcomes:
+def _fill_absent_labels(outcomes: list[tuple[str, CaseOutcome]], task: CaseTask) -> None:
+    """Give every evaluated subject (under its own name) a row for every label found in any
+    subject (labels=None); label 1 with the empty-mask values when no label is found anywhere."""
+    found = {int(row["label"]) for _, outcome in outcomes for row in outcome.rows}  # type: ignore[call-overload]
+    labels = sorted(found) or [1]
+    for subject, outcome in outcomes:
         if outcome.error is not None:
             continue
         have = {row["label"] for row in outcome.rows}
-        subject = task.subject if not outcome.rows else outcome.rows[0]["subject"]
         for label in (v for v in labels if v not in have):
             values = absent_label_metrics(
                 outcome.shape,
@@ -221,7 +222,7 @@ def _collect(
 ) -> None:
     """Merge per-subject outcomes (in subject order) into ``result``."""
     if tasks and tasks[0].labels is None:
-        _fill_absent_labels([outcome for _, outcome in outcomes], tasks[0])
+        _fill_absent_labels(list(outcomes), tasks[0])
     for subject, outcome in outcomes:
         result.rows.extend(outcome.rows)
         result.warnings.extend(outcome.warnings)

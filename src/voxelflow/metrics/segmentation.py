@@ -18,7 +18,12 @@ from voxelflow.errors import ConfigError, DataError
 from voxelflow.metrics._arrays import as_spacing, check_pair, to_numpy, union_box
 from voxelflow.metrics.overlap import OVERLAP_COLUMNS, ConfusionCounts
 from voxelflow.metrics.regions import region_counts
-from voxelflow.metrics.surface import SurfaceDistances, SurfaceKind, surface_distances_cropped
+from voxelflow.metrics.surface import (
+    SurfaceDistances,
+    SurfaceKind,
+    check_tolerance,
+    surface_distances_cropped,
+)
 from voxelflow.types import ArrayLike
 
 SURFACE_METRICS = ("hd", "hd95", "hd95_pooled", "assd", "msd_pred_to_ref", "msd_ref_to_pred", "nsd")
@@ -168,6 +173,7 @@ def segmentation_metrics(
         {1: {'dice': 1.0, 'hd95': 0.0}}
     """
     wanted = check_metric_names(metrics)
+    check_tolerance(tolerance)
     pred_map, ref_map = as_label_map(pred, name="prediction"), as_label_map(ref, name="reference")
     check_pair(pred_map, ref_map)
     voxel_size = as_spacing(spacing, pred_map.ndim)

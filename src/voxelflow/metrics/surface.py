@@ -28,6 +28,7 @@ to an empty set is infinite) and NSD is ``0`` (no boundary element is within tol
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
