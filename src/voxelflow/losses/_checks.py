@@ -264,3 +264,33 @@ def weighted_mean(values: Tensor, mask: Tensor | None) -> Tensor:
         return values.mean()
     mask = mask.expand_as(values)
     return (values * mask).sum() / mask.sum().clamp_min(EPSILON)
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction: str, *, loss_name: str) -> str:
+    """Return ``reduction`` when it is one of :data:`REDUCTIONS`.
+
+    Raises:
+        ConfigError: for an unknown reduction.
+    """
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"{loss_name}: expected reduction in {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_class_weights(values: float | Sequence[float] | None, *, name: str) -> None:
+    """Refuse negative per-class factors (``name`` is e.g. ``focal.alpha``).
+
+    Raises:
+        ConfigError: naming the offending value.
+    """
+    if values is None:
+        return
+    listed = [values] if isinstance(values, (int, float)) else list(values)
+    negative = [float(value) for value in listed if float(value) < 0]
+    if negative:
+        raise ConfigError(
+            f"{name}: expected non-negative values, got {negative[0]} in {listed}"
+        )

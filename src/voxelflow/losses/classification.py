@@ -15,7 +15,12 @@ from torch import Tensor, nn
 
 from voxelflow.errors import ConfigError, DataError, ShapeError
 from voxelflow.losses import LOSSES
-from voxelflow.losses._checks import EPSILON, check_prediction, compute_dtype
+from voxelflow.losses._checks import (
+    EPSILON,
+    check_class_weights,
+    check_prediction,
+    compute_dtype,
+)
 
 
 def classification_target(prediction: Tensor, target: Tensor, *, loss_name: str) -> Tensor:
@@ -115,6 +120,7 @@ class ClassificationCrossEntropyLoss(nn.Module):
         self.label_smoothing = _check_fraction(
             label_smoothing, key="classification_ce.label_smoothing"
         )
+        check_class_weights(class_weights, name="classification_ce.class_weights")
         self.class_weights = None if class_weights is None else [float(k) for k in class_weights]
 
     def forward(self, prediction: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -155,6 +161,7 @@ class ClassificationFocalLoss(nn.Module):
         if gamma < 0:
             raise ConfigError(f"classification_focal.gamma: expected a value >= 0, got {gamma}")
         self.gamma = float(gamma)
+        check_class_weights(alpha, name="classification_focal.alpha")
         self.alpha = None if alpha is None else [float(a) for a in alpha]
 
     def forward(self, prediction: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:

@@ -21,6 +21,7 @@ from voxelflow.losses import LOSSES
 from voxelflow.losses._checks import (
     SegmentationInputs,
     check_activation,
+    check_reduction,
     masked_sum,
     prepare_segmentation,
     reduction_dims,
@@ -214,9 +215,13 @@ class TverskyLoss(SegmentationLoss):
         smooth: added to numerator and denominator.
         activation: ``softmax``, ``sigmoid`` or ``none``.
         ignore_index: target index to ignore.
+        reduction: ``mean`` (the loss above), ``sum`` (of the per-class losses) or ``none``: the
+            per-class losses ``1 - T_c``, shape ``(B, C')`` (``(C',)`` with ``batch=True``), as
+            MONAI ``TverskyLoss(reduction="none")``.
 
     Shape:
-        prediction ``(B, C, *spatial)``, target ``(B, 1 or C, *spatial)``; returns a scalar.
+        prediction ``(B, C, *spatial)``, target ``(B, 1 or C, *spatial)``; returns a scalar, or
+        the per-class losses with ``reduction="none"``.
     """
 
     loss_name = "tversky"
@@ -231,8 +236,10 @@ class TverskyLoss(SegmentationLoss):
         smooth: float = 1e-5,
         activation: str = "softmax",
         ignore_index: int | None = None,
+        reduction: str = "mean",
     ) -> None:
         super().__init__(activation=activation, ignore_index=ignore_index)
+        self.reduction = check_reduction(reduction, loss_name="tversky.reduction")
         if alpha < 0 or beta < 0:
             raise ConfigError(f"tversky: expected alpha >= 0 and beta >= 0, got {alpha} and {beta}")
         self.alpha, self.beta = alpha, beta
@@ -251,7 +258,10 @@ class TverskyLoss(SegmentationLoss):
         false_positives = masked_sum(p * (1.0 - g), inputs.mask, dims)
         false_negatives = masked_sum((1.0 - p) * g, inputs.mask, dims)
         denominator = true_positives + self.alpha * false_positives + self.beta * false_negatives
-        return (1.0 - (true_positives + self.smooth) / (denominator + self.smooth)).mean()
+        per_class = 1.0 - (true_positives + self.smooth) / (denominator + self.smooth)
+        if self.reduction == "none":
+            return per_class
+        return per_class.sum() if self.reduction == "sum" else per_class.mean()
 
 
 @LOSSES.register(

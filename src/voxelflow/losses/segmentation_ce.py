@@ -16,7 +16,12 @@ from torch import Tensor
 
 from voxelflow.errors import ConfigError, ShapeError
 from voxelflow.losses import LOSSES
-from voxelflow.losses._checks import EPSILON, SegmentationInputs
+from voxelflow.losses._checks import (
+    EPSILON,
+    SegmentationInputs,
+    check_class_weights,
+    check_reduction,
+)
 from voxelflow.losses.segmentation import DiceLoss, SegmentationLoss
 
 #: probabilities are clamped to this before the log when ``activation="none"``
@@ -115,10 +120,7 @@ class CrossEntropyLoss(SegmentationLoss):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(activation=activation, ignore_index=ignore_index)
-        if class_weights is not None and any(float(k) < 0 for k in class_weights):
-            raise ConfigError(
-                f"cross_entropy.class_weights: expected non-negative values, got {list(class_weights)}"
-            )
+        check_class_weights(class_weights, name="cross_entropy.class_weights")
         self.class_weights = None if class_weights is None else [float(k) for k in class_weights]
 
     def from_inputs(self, inputs: SegmentationInputs) -> Tensor:
@@ -160,9 +162,17 @@ class FocalLoss(SegmentationLoss):
             (background vs the rest), ``a`` for positives and ``1-a`` for negatives with sigmoid.
         activation: ``softmax`` or ``sigmoid``.
         ignore_index: target index to ignore.
+        reduction: ``mean`` (the loss above), ``sum`` (sum over voxels and classes of the
+            per-class terms, weighted by ``w``) or ``none``: the per-class, per-voxel terms
+            ``(B, C, *spatial)`` times ``w`` (zero at ignored voxels), the shape of MONAI
+            ``FocalLoss(reduction="none")`` (equal to it without weights/ignored voxels).
 
     Shape:
-        prediction ``(B, C, *spatial)``, target ``(B, 1 or C, *spatial)``; returns a scalar.
+        prediction ``(B, C, *spatial)``, target ``(B, 1 or C, *spatial)``; returns a scalar, or
+        ``(B, C, *spatial)`` with ``reduction="none"``.
+
+    Raises:
+        ConfigError: ``gamma < 0``, a negative ``alpha`` value, an unknown reduction.
     """
 
     loss_name = "focal"
@@ -174,8 +184,13 @@ class FocalLoss(SegmentationLoss):
         alpha: float | Sequence[float] | None = None,
         activation: str = "softmax",
         ignore_index: int | None = None,
+        reduction: str = "mean",
     ) -> None:
         super().__init__(activation=activation, ignore_index=ignore_index)
+        self.reduction = check_reduction(reduction, loss_name="focal.reduction")
+        check_class_weights(alpha, name="focal.alpha")
+        if isinstance(alpha, (int, float)) and alpha > 1:
+            raise ConfigError(f"focal.alpha: expected a single value in [0, 1], got {alpha}")
         if activation == "none":
             raise ConfigError("focal.activation: expected 'softmax' or 'sigmoid', got 'none'")
         if gamma < 0:
@@ -207,13 +222,17 @@ class FocalLoss(SegmentationLoss):
             per_channel = (1.0 - p_true).pow(self.gamma) * per_channel
             if alpha is not None:
                 per_channel = per_channel * alpha
-            loss = per_channel.mean(dim=1, keepdim=True)
+            terms, loss = per_channel, per_channel.mean(dim=1, keepdim=True)
         else:
             log_p = F.log_softmax(inputs.logits, dim=1)
             per_class = -inputs.target * (1.0 - log_p.exp()).pow(self.gamma) * log_p
             if alpha is not None:
                 per_class = per_class * alpha
-            loss = per_class.sum(dim=1, keepdim=True)
+            terms, loss = per_class, per_class.sum(dim=1, keepdim=True)
+        if self.reduction != "mean":
+            if inputs.mask is not None:
+                terms = terms * inputs.mask
+            return terms if self.reduction == "none" else terms.sum()
         if inputs.mask is None:
             return loss.mean()
         return (loss * inputs.mask).sum() / inputs.mask.sum().clamp_min(EPSILON)
@@ -223,7 +242,11 @@ class FocalLoss(SegmentationLoss):
 class DiceCELoss(SegmentationLoss):
     """``lambda_dice · dice + lambda_ce · cross_entropy`` on one prepared input.
 
-    Matches MONAI ``DiceCELoss(softmax=True, to_onehot_y=True)`` with the same options. Unlike
+    Without class weights this matches MONAI ``DiceCELoss(softmax=True, to_onehot_y=True)``
+    with the same options. With ``class_weights``, the default ``weighted_dice=False`` weights the
+    cross-entropy only; ``weighted_dice=True`` also multiplies each class's ``1 - Dice`` by its
+    weight before averaging (channel 0's weight dropped with ``include_background=False``), which
+    equals MONAI ``DiceCELoss(weight=...)`` (MONAI weights both terms). Unlike
     NiftyNet's ``DicePlusXEnt`` (which adds *negative* Dice, range shifted by -1) the Dice term is
     ``1 - Dice``, so a perfect prediction scores 0.
 
@@ -234,7 +257,8 @@ class DiceCELoss(SegmentationLoss):
         include_background: keep channel 0 in the Dice term (cross-entropy always uses all).
         batch: pool the Dice sums over the batch.
         smooth: Dice smoothing.
-        class_weights: cross-entropy class weights.
+        class_weights: cross-entropy class weights (non-negative, one per channel).
+        weighted_dice: apply ``class_weights`` to the Dice term too (MONAI's behaviour).
         activation: ``softmax`` or ``sigmoid``.
         ignore_index: target index to ignore.
 
@@ -254,10 +278,13 @@ class DiceCELoss(SegmentationLoss):
         batch: bool = False,
         smooth: float = 1e-5,
         class_weights: Sequence[float] | None = None,
+        weighted_dice: bool = False,
         activation: str = "softmax",
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(activation=activation, ignore_index=ignore_index)
+        check_class_weights(class_weights, name="dice_ce.class_weights")
+        self.weighted_dice = weighted_dice
         if lambda_dice < 0 or lambda_ce < 0:
             raise ConfigError(
                 f"dice_ce: expected lambda_dice, lambda_ce >= 0, got {lambda_dice}, {lambda_ce}"
@@ -276,5 +303,18 @@ class DiceCELoss(SegmentationLoss):
     def forward(self, prediction: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         """Return the scalar Dice + cross-entropy."""
         inputs = self.prepare(prediction, target, weight)
-        dice = 1.0 - self.dice.dice_per_class(inputs).mean()
+        dice_loss = 1.0 - self.dice.dice_per_class(inputs)
+        weights = self.cross_entropy.class_weights
+        if self.weighted_dice and weights is not None:
+            if not self.dice.include_background and inputs.logits.shape[1] > 1:
+                weights = weights[1:]
+            if len(weights) != dice_loss.shape[-1]:
+                raise ShapeError(
+                    f"dice_ce.class_weights: expected {inputs.logits.shape[1]} values "
+                    f"(one per channel), got {len(self.cross_entropy.class_weights)}"
+                )
+            dice_loss = dice_loss * torch.as_tensor(
+                weights, dtype=dice_loss.dtype, device=dice_loss.device
+            )
+        dice = dice_loss.mean()
         return self.lambda_dice * dice + self.lambda_ce * self.cross_entropy.from_inputs(inputs)
