@@ -162,8 +162,9 @@ class FocalLoss(SegmentationLoss):
             (background vs the rest), ``a`` for positives and ``1-a`` for negatives with sigmoid.
         activation: ``softmax`` or ``sigmoid``.
         ignore_index: target index to ignore.
-        reduction: ``mean`` (the loss above), ``sum`` (sum over voxels and classes of the
-            per-class terms, weighted by ``w``) or ``none``: the per-class, per-voxel terms
+        reduction: ``mean`` (the loss above), ``sum`` (MONAI's definition: the per-class terms,
+            weighted by ``w``, averaged over voxels and summed over batch and classes) or
+            ``none``: the per-class, per-voxel terms
             ``(B, C, *spatial)`` times ``w`` (zero at ignored voxels), the shape of MONAI
             ``FocalLoss(reduction="none")`` (equal to it without weights/ignored voxels).
 
@@ -232,7 +233,10 @@ class FocalLoss(SegmentationLoss):
         if self.reduction != "mean":
             if inputs.mask is not None:
                 terms = terms * inputs.mask
-            return terms if self.reduction == "none" else terms.sum()
+            if self.reduction == "none":
+                return terms
+            # MONAI's "sum": average over voxels first, then sum over batch and classes
+            return terms.flatten(2).mean(dim=2).sum()
         if inputs.mask is None:
             return loss.mean()
         return (loss * inputs.mask).sum() / inputs.mask.sum().clamp_min(EPSILON)
