@@ -26,7 +26,6 @@ COMMANDS = {
     "info": "voxelflow.cli.cmd_info",
     "config": "voxelflow.cli.cmd_config",
     "list": "voxelflow.cli.cmd_list",
-    "plan": "voxelflow.cli.cmd_plan",
     "profile": "voxelflow.cli.cmd_profile",
     "zoo": "voxelflow.cli.cmd_zoo",
     "export": "voxelflow.cli.cmd_export",
@@ -46,13 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # command not built (yet): leave it out
-                continue
-            raise
-        module.add_parser(subparsers)
+        # a listed command whose module is missing is a packaging error, never skipped silently
+        importlib.import_module(module_name).add_parser(subparsers)
     return parser
 
 
