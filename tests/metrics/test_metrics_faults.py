@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from voxelflow.metrics import segmentation_metrics
-from voxelflow.metrics.evaluate import evaluate_folders
+from voxelflow.metrics.evaluate import EvaluationResult, evaluate_folders
 from voxelflow.metrics.surface import normalized_surface_dice
 
 
@@ -25,6 +25,13 @@ def _per_case(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _evaluate(tmp_path: Path, metrics: list[str]) -> EvaluationResult:
+    return evaluate_folders(
+        tmp_path / "pred", tmp_path / "ref", tmp_path / "out", workers=1, report=False,
+        metrics=metrics,
+    )
+
+
 def test_empty_both_subject_keeps_its_own_name(tmp_path: Path) -> None:
     full = np.zeros((8, 8, 8))
     full[2:6, 2:6, 2:6] = 1
@@ -32,14 +39,7 @@ def test_empty_both_subject_keeps_its_own_name(tmp_path: Path) -> None:
     _save(tmp_path / "ref" / "a.nii.gz", full)
     _save(tmp_path / "pred" / "b.nii.gz", np.zeros((8, 8, 8)))
     _save(tmp_path / "ref" / "b.nii.gz", np.zeros((8, 8, 8)))
-    result = evaluate_folders(
-        tmp_path / "pred",
-        tmp_path / "ref",
-        tmp_path / "out",
-        workers=1,
-        report=False,
-        metrics=["dice", "nsd"],
-    )
+    result = _evaluate(tmp_path, ["dice", "nsd"])
     rows = _per_case(tmp_path / "out")
     assert sorted((r["subject"], r["label"]) for r in rows) == [("a", "1"), ("b", "1")]
     assert {row["subject"] for row in result.rows} == {"a", "b"}
@@ -51,14 +51,7 @@ def test_empty_both_subject_keeps_its_own_name(tmp_path: Path) -> None:
 def test_single_empty_both_subject_is_evaluated(tmp_path: Path) -> None:
     _save(tmp_path / "pred" / "only.nii.gz", np.zeros((6, 6, 6)))
     _save(tmp_path / "ref" / "only.nii.gz", np.zeros((6, 6, 6)))
-    result = evaluate_folders(
-        tmp_path / "pred",
-        tmp_path / "ref",
-        tmp_path / "out",
-        workers=1,
-        report=False,
-        metrics=["dice"],
-    )
+    result = _evaluate(tmp_path, ["dice"])
     assert result.ok
     rows = _per_case(tmp_path / "out")
     assert [(r["subject"], r["label"]) for r in rows] == [("only", "1")]

@@ -125,7 +125,7 @@ def check_window_dimensions(experiment: ExperimentConfig, spatial_shape: Sequenc
     windows = {
         "sampling.window": experiment.sampling.window,
         "sampling.label_window": experiment.sampling.label_window,
-        "inference.window": getattr(experiment.inference, "window", None),
+        "inference.window": experiment.inference.window,
     }
     for key, window in windows.items():
         if window is not None and len(window) != len(spatial_shape):

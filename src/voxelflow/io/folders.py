@@ -36,10 +36,11 @@ def refuse_inside_inputs(output: Path, folders: Iterable[Path], *, key: str) -> 
         ConfigError: naming ``key``, the output and the input folder.
 
     Example:
-        >>> refuse_inside_inputs(Path("/data/run"), [Path("/data")], key="system.run_dir")
+        >>> refuse_inside_inputs(Path("data/run"), [Path("data")], key="system.run_dir")
+        ... # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        voxelflow.errors.ConfigError: system.run_dir: expected a folder outside the input folders, got '/data/run' inside '/data'; nothing is written next to inputs
+        voxelflow.errors.ConfigError: system.run_dir: expected a folder outside the input folders, got 'data/run' inside '...data'; nothing is written next to inputs
     """
     out = Path(output).resolve()
     for folder in sorted({Path(f).resolve() for f in folders}):

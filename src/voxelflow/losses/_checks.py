@@ -57,9 +57,13 @@ def check_activation(activation: str, *, loss_name: str) -> str:
     Raises:
         ConfigError: for an unknown activation.
     """
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"{loss_name}: expected activation in {ACTIVATIONS}, got {activation!r}")
-    return activation
+    return _check_choice(activation, ACTIVATIONS, what="activation", loss_name=loss_name)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], *, what: str, loss_name: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{loss_name}: expected {what} in {choices}, got {value!r}")
+    return value
 
 
 def apply_activation(prediction: Tensor, activation: str) -> Tensor:
@@ -275,9 +279,7 @@ def check_reduction(reduction: str, *, loss_name: str) -> str:
     Raises:
         ConfigError: for an unknown reduction.
     """
-    if reduction not in REDUCTIONS:
-        raise ConfigError(f"{loss_name}: expected reduction in {REDUCTIONS}, got {reduction!r}")
-    return reduction
+    return _check_choice(reduction, REDUCTIONS, what="reduction", loss_name=loss_name)
 
 
 def check_class_weights(values: float | Sequence[float] | None, *, name: str) -> None:
