@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import re
 from pathlib import Path
+
+from voxelflow.errors import VoxelflowError
+
+log = logging.getLogger(__name__)
 
 #: application → module whose ``run_demo(out, *, quick)`` runs its demo.
 DEMOS = {
@@ -19,21 +25,74 @@ DEMOS = {
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="train, infer and evaluate an application on subjects generated from real MRI",
+        "demo",
+        help="train, infer and evaluate an application on subjects generated from real MRI",
         description="Builds subjects from the MNI152 template shipped by nilearn (phantoms without it), "
         "trains, infers on held-out subjects and evaluates against a stated baseline. "
         "Default: tissue segmentation with a U-Net.",
     )
-    parser.add_argument("--app", choices=sorted(DEMOS), default="segmentation",
-                        help="which application's demo (default: %(default)s)")
-    parser.add_argument("--out", default=None,
-                        help="folder for data, config and run (default: voxelflow-demo, or voxelflow-demo-APP)")
-    parser.add_argument("--quick", action="store_true", help="a tiny version that finishes in well under a minute")
+    parser.add_argument(
+        "--app",
+        choices=sorted(DEMOS),
+        default="segmentation",
+        help="which application's demo (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for data, config and run (default: ./voxelflow-demo or "
+        "./voxelflow-demo-APP; ~/voxelflow-demo[-APP] when the current folder is "
+        "inside a voxelflow source checkout)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny version that finishes in well under a minute"
+    )
     parser.set_defaults(func=run)
 
 
+def voxelflow_checkout(folder: Path) -> Path | None:
+    """The voxelflow source checkout (a git work tree) that holds ``folder``, or None.
+
+    A checkout is a folder with ``.git`` and a ``pyproject.toml`` naming the project voxelflow.
+    """
+    for candidate in (folder, *folder.parents):
+        project = candidate / "pyproject.toml"
+        if (candidate / ".git").exists() and project.is_file():
+            text = project.read_text(encoding="utf-8", errors="replace")
+            if re.search(r'^name\s*=\s*"voxelflow"', text, flags=re.MULTILINE):
+                return candidate
+    return None
+
+
+def default_out(app: str, *, cwd: Path | None = None, home: Path | None = None) -> Path:
+    """Where a demo writes when ``--out`` is not given.
+
+    The current folder, unless that lies inside a voxelflow checkout: hundreds of megabytes of
+    generated data and runs do not belong in the source tree (git status, editors, test
+    discovery all see them), so the demo then writes under the home folder and says so.
+    """
+    name = "voxelflow-demo" if app == "segmentation" else f"voxelflow-demo-{app}"
+    cwd = (cwd or Path.cwd()).resolve()
+    checkout = voxelflow_checkout(cwd)
+    if checkout is None:
+        return cwd / name
+    home = home or Path.home()
+    if not home.is_dir() or voxelflow_checkout(home.resolve()) is not None:
+        raise VoxelflowError(
+            f"the current folder {str(cwd)!r} is inside the voxelflow checkout {str(checkout)!r} "
+            "and the home folder cannot take the demo's output: choose a folder with --out DIR"
+        )
+    out = home / name
+    log.info(
+        "writing the demo to %s (not inside the voxelflow checkout %s; choose with --out DIR)",
+        out, checkout,
+    )  # fmt: skip
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    """Run the chosen application's demo into ``--out`` (or :func:`default_out`)."""
     module = importlib.import_module(DEMOS[args.app])
-    default = "voxelflow-demo" if args.app == "segmentation" else f"voxelflow-demo-{args.app}"
-    module.run_demo(Path(args.out or default), quick=args.quick)
+    out = Path(args.out) if args.out else default_out(args.app)
+    module.run_demo(out, quick=args.quick)
     return 0

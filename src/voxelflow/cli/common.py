@@ -7,7 +7,9 @@ import argparse
 
 def add_config_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """Add ``-c/--config``, repeatable ``--set key.path=value`` and ``--run-dir``."""
-    parser.add_argument("-c", "--config", required=required, help="experiment YAML (or NiftyNet .ini)")
+    parser.add_argument(
+        "-c", "--config", required=required, help="experiment YAML (or NiftyNet .ini)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -16,4 +18,6 @@ def add_config_args(parser: argparse.ArgumentParser, *, required: bool = True) -
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set training.max_iterations=100 (repeatable)",
     )
-    parser.add_argument("--run-dir", default=None, help="run folder (overrides the config's output.run_dir)")
+    parser.add_argument(
+        "--run-dir", default=None, help="run folder (overrides the config's system.run_dir)"
+    )

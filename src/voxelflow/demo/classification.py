@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from voxelflow.demo.data import write_tables
+from voxelflow.demo.data import config_yaml, write_tables
 from voxelflow.errors import DataError
 
 LEVELS = ("inferior", "lower_middle", "upper_middle", "superior")
@@ -262,7 +261,7 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
         run_dir = out / f"run-{run_name}{suffix}"
         config_path = out / f"{run_name}{suffix}.yaml"
         config = demo_config(kind, data, run_dir, cache_dir, settings)
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        config_path.write_text(config_yaml(config))
         summaries[run_name] = _train_infer_evaluate(config_path, run_dir, test_rows)
     figures: dict[str, Any] = {
         **summaries,

@@ -141,18 +141,31 @@ def write_tables(
             writer.writerows(rows)
 
 
+def config_yaml(config: dict[str, Any]) -> str:
+    """The demo's experiment as plain YAML for people to read and edit.
+
+    A list used twice (the window of sampling and inference) is written out twice: PyYAML would
+    otherwise write an anchor and alias (``&id001`` / ``*id001``) that few users recognise.
+    """
+    import yaml
+
+    class _NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump(config, Dumper=_NoAliases, sort_keys=False)
+
+
 def write_config_and_train(config: dict, config_path: Path, run_dir: Path) -> Any:
     """Write the demo's experiment as YAML (the user can rerun or edit it), load it, train it.
 
     Returns:
         the loaded :class:`~voxelflow.config.schema.ExperimentConfig`.
     """
-    import yaml
-
     from voxelflow.config.load import load_experiment
     from voxelflow.engine.run import train_experiment
 
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    config_path.write_text(config_yaml(config))
     experiment = load_experiment(config_path)
     train_experiment(experiment, run_dir=run_dir, force=True)
     return experiment

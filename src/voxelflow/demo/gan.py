@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from voxelflow.demo.data import write_tables
+from voxelflow.demo.data import config_yaml, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     run_dir = out / f"run{suffix}"
     config_path = out / f"demo{suffix}.yaml"
     config = demo_config(train_csv, run_dir, settings)
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    config_path.write_text(config_yaml(config))
     trained = _train(load_experiment(config_path), run_dir)
     table = _generate_and_evaluate(config_path, run_dir, test_csv)
     scores, arrays = compare_with_baselines(train_csv, test_csv, table, settings.size)

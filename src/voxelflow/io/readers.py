@@ -106,7 +106,8 @@ def reader_name_for(path: Path) -> str:
     if not matches:
         raise DataError(
             f"cannot tell the format of {str(path)!r} from its suffix; expected one of "
-            f"{', '.join(sorted(SUFFIXES))} or a DICOM folder (or pass reader= one of {READERS.names()})"
+            f"{', '.join(sorted(SUFFIXES))} or a DICOM folder; or name the reader (one of "
+            f"{', '.join(READERS.names())}): --reader NAME on the command line, reader=NAME in Python"
         )
     return SUFFIXES[max(matches, key=len)]
 
