@@ -38,6 +38,7 @@ from torch import nn
 
 from voxelflow import __version__
 from voxelflow.errors import CheckpointError
+from voxelflow.io.disk import writing
 from voxelflow.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -298,19 +299,34 @@ class CheckpointManager:
         return len(best) < self.keep_best or self._score(metric) > self._score(best[-1].metric)
 
     def save(self, state: Mapping[str, Any], *, step: int, metric: float | None = None) -> Path:
-        """Write ``step_<step>.pt`` atomically, update the index, then drop what is no longer kept."""
+        """Write ``step_<step>.pt`` atomically, update the index, then drop what is no longer kept.
+
+        Raises:
+            DiskWriteError: the disk is full, read-only or not writable; the message names the
+                file and the previous checkpoint, which is intact (nothing is dropped).
+        """
         file_name = f"step_{step:08d}.pt"
-        path = save_checkpoint(state, self.directory / file_name)
-        self.records = [r for r in self.records if r.step != step] + [
+        previous = self.last_path()
+        keeps = (
+            f"previous checkpoint {previous.name} intact" if previous is not None
+            else "no earlier checkpoint"
+        )  # fmt: skip
+        with writing(self.directory / file_name, what="checkpoint", keeps=keeps):
+            path = save_checkpoint(state, self.directory / file_name)
+        records = [r for r in self.records if r.step != step] + [
             CheckpointRecord(step, file_name, metric)
         ]
-        self.records.sort(key=lambda r: r.step)
+        self.records = sorted(records, key=lambda r: r.step)
         kept = {r.file for r in self.records[-self.keep_last :]} | {
             r.file for r in self._best_records()
         }
         dropped = [r for r in self.records if r.file not in kept]
         self.records = [r for r in self.records if r.file in kept]
-        self._write_index()
+        # the new checkpoint is in place; a failing index is rebuilt from the folder next time
+        with writing(
+            self.directory / INDEX_NAME, what="checkpoint index", keeps=f"{file_name} written"
+        ):
+            self._write_index()
         for record in dropped:
             (self.directory / record.file).unlink(missing_ok=True)
         return path

@@ -274,9 +274,10 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
 
     joined_before = distributed.current_context().is_distributed
     distributed.init_distributed()  # torchrun: join the process group (no-op in one process)
-    try:
+    run = None
+    try:  # the run-folder lock is taken before config.yaml is written and held to the end
         run, resume = prepare_run_dir(Path(run_dir or experiment.system.run_dir), experiment,
-                                      force=force)
+                                      force=force, keep_lock=True)
         pipeline = build_training_pipeline(experiment, run.root, base_dir=base_dir, resume=resume)
         trainer = Trainer(
             pipeline.application, pipeline.loader, run_dir=run.root,
@@ -287,6 +288,8 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
         )
         return trainer.fit()
     finally:
+        if run is not None:
+            run.release_lock()
         if not joined_before:
             distributed.cleanup()
 

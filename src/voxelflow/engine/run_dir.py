@@ -14,10 +14,11 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from voxelflow.engine.checkpoint import CheckpointManager, atomic_write
-from voxelflow.errors import CheckpointError, ConfigError
+from voxelflow.errors import CheckpointError, ConfigError, VoxelflowError
+from voxelflow.io.disk import make_folder, writing
 from voxelflow.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,14 @@ class RunDir:
         self.split = self.root / "split.csv"
         self.predictions = self.root / "predictions"
         self.evaluation = self.root / "evaluation"
+        #: the run-folder lock held for the caller (``prepare_run_dir(keep_lock=True)``), if any.
+        self.lock: RunLock | None = None
+
+    def release_lock(self) -> None:
+        """Drop the run-folder lock held for the caller (no-op when none is held)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def has_checkpoints(self) -> bool:
         """Whether the folder holds at least one checkpoint."""
@@ -112,21 +121,44 @@ class RunLock:
     """An exclusive, non-blocking ``flock`` on ``<run_dir>/.lock``, holding the owner's pid.
 
     The kernel releases it when the process ends, so a lock left by a dead process never blocks.
+    Within one process it is re-entrant: :func:`~voxelflow.engine.run.train_experiment` takes it
+    before ``config.yaml`` is written and :meth:`Trainer.fit` takes it again (a second ``flock``
+    on a new descriptor of the same file would otherwise refuse its own process).
+
+    Args:
+        root: the run folder (created if missing).
+        key: the config key naming the folder, for messages.
     """
 
-    def __init__(self, root: PathLike) -> None:
+    #: resolved folder → [descriptor, depth, owner pid] of the locks this process holds.
+    _held: ClassVar[dict[Path, list[int]]] = {}
+
+    def __init__(self, root: PathLike, *, key: str = "system.run_dir") -> None:
         self.root = Path(root)
         self.path = self.root / LOCK_NAME
-        self._handle: int | None = None
+        self.key = key
+        self._held_key: Path | None = None
 
     def acquire(self) -> RunLock:
-        """Take the lock or raise :class:`RunFolderBusyError` naming the folder and the holder's pid."""
+        """Take the lock or raise :class:`RunFolderBusyError` naming the folder and the holder's pid.
+
+        Raises:
+            RunFolderBusyError: another process holds it.
+            DiskWriteError: the folder cannot be created or written (read-only, full ...).
+        """
         if sys.platform == "win32":  # pragma: no cover - no flock there
             return self
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_folder(self.root, key=self.key)
+        resolved = self.root.resolve()
+        held = RunLock._held.get(resolved)
+        if held is not None and held[2] == os.getpid():
+            held[1] += 1
+            self._held_key = resolved
+            return self
+        with writing(self.path, what="run-folder lock"):
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -138,19 +170,36 @@ class RunLock:
                 f"{self.root}: run folder is in use by another training (pid {holder}); "
                 "wait for it to end or use another run folder"
             ) from None
-        os.ftruncate(handle, 0)
-        os.write(handle, f"{os.getpid()}\n".encode())
-        self._handle = handle
+        try:
+            with writing(self.path, what="run-folder lock"):
+                os.ftruncate(handle, 0)
+                os.write(handle, f"{os.getpid()}\n".encode())
+        except BaseException:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(handle)
+            raise
+        RunLock._held[resolved] = [handle, 1, os.getpid()]
+        self._held_key = resolved
         return self
 
     def release(self) -> None:
-        """Drop the lock (the file stays; its content is stale once unlocked)."""
-        if self._handle is not None:
+        """Drop this hold; the ``flock`` goes when the last hold of this process goes.
+
+        The file stays; its content is stale once unlocked.
+        """
+        if self._held_key is None:
+            return
+        held = RunLock._held.get(self._held_key)
+        self._held_key, key = None, self._held_key
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] <= 0:
             import fcntl
 
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            os.close(self._handle)
-            self._handle = None
+            del RunLock._held[key]
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -159,7 +208,9 @@ class RunLock:
         self.release()
 
 
-def prepare_run_dir(run_dir: PathLike, config: Any, *, force: bool = False) -> tuple[RunDir, bool]:
+def prepare_run_dir(
+    run_dir: PathLike, config: Any, *, force: bool = False, keep_lock: bool = False
+) -> tuple[RunDir, bool]:
     """Create or reopen a run folder for training; decide whether to resume.
 
     Call it on every rank: rank 0 decides and writes, the others receive its decision.
@@ -169,24 +220,44 @@ def prepare_run_dir(run_dir: PathLike, config: Any, *, force: bool = False) -> t
         config: the resolved experiment (pydantic model or mapping).
         force: start afresh even if the folder holds a different config; the previous
             ``config.yaml``, checkpoints, logs and scalars move to ``superseded/<n>/``.
+        keep_lock: keep holding the run-folder lock after returning (rank 0); the caller
+            drops it with :meth:`RunDir.release_lock` when training ends.
 
     Returns:
         The run folder and whether training resumes from its last checkpoint.
 
+    Rank 0 holds the folder's :class:`RunLock` while it reads and writes ``config.yaml``, so a
+    second training started on a busy folder is refused before it touches the first one's files
+    (``train_experiment`` holds the lock across the whole run).
+
     Raises:
         CheckpointError: the folder holds a different config whose changes are not resumable
             (or holds no checkpoint to resume), and ``force`` is off.
+        RunFolderBusyError: another process trains in this folder.
+        DiskWriteError: the folder or ``config.yaml`` cannot be written (read-only, full ...).
     """
     from voxelflow.engine.distributed import broadcast_object, current_context
 
     run = RunDir(Path(run_dir))
     outcome: tuple[bool, str] = (False, "")
+    failure: VoxelflowError | None = None
     if current_context().is_main:
         try:
-            outcome = (_prepare_on_main(run, config_as_dict(config), force=force), "")
-        except CheckpointError as exc:
-            outcome = (False, str(exc))
+            lock = RunLock(run.root).acquire()
+            try:
+                outcome = (_prepare_on_main(run, config_as_dict(config), force=force), "")
+            except BaseException:
+                lock.release()
+                raise
+            if keep_lock:
+                run.lock = lock
+            else:
+                lock.release()
+        except VoxelflowError as exc:  # told to every rank below, so that none waits forever
+            failure, outcome = exc, (False, str(exc))
     resume, problem = broadcast_object(outcome)
+    if failure is not None:
+        raise failure
     if problem:
         raise CheckpointError(problem)
     return run, resume
@@ -202,9 +273,10 @@ def _prepare_on_main(run: RunDir, current: dict[str, Any], *, force: bool) -> bo
                 raise
             _supersede(run)
             resume = False
-    run.root.mkdir(parents=True, exist_ok=True)
+    make_folder(run.root, key="system.run_dir")
     text = _yaml_text(current)
-    atomic_write(run.config, lambda stream: stream.write(text.encode()))
+    with writing(run.config, what="run config", keeps="nothing was replaced"):
+        atomic_write(run.config, lambda stream: stream.write(text.encode()))
     return resume
 
 

@@ -44,6 +44,7 @@ import SimpleITK as sitk
 
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.io.checks import affine_difference, check_label_values, smallest_integer_dtype
+from voxelflow.io.disk import writing
 from voxelflow.io.image import Image
 from voxelflow.registry import Registry
 
@@ -309,6 +310,8 @@ def write_image(
     Raises:
         DataError: unknown suffix, target is the image's own source file, non-integer labels,
             values that do not fit ``dtype`` or the format.
+        DiskWriteError: the disk is full, read-only or not writable (the message names
+            ``path``; an existing file there is left as it was).
 
     Example:
         >>> write_image(image, "out/seg.nii.gz")  # doctest: +SKIP
@@ -326,8 +329,11 @@ def write_image(
             f"refusing to overwrite {str(path)!r}, the file this image was read from; write elsewhere"
         )
     array = output_array(image, dtype=dtype, path=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(lambda target: writer(array, image.affine, dict(image.meta), target), path)
+    with writing(path, what="image", keeps="no existing file was replaced"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(
+            lambda target: writer(array, image.affine, dict(image.meta), target), path
+        )
     logger.debug("wrote %s %s to %s", array.dtype, array.shape, path)
     return path
 
