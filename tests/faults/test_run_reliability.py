@@ -141,3 +141,118 @@ def test_truncated_latest_checkpoint_falls_back_and_is_renamed(
     assert "step_00000004.pt" in text and "step_00000002.pt" in text
     assert (checkpoints / "step_00000004.pt.damaged").is_file()
     assert int(torch.load(checkpoints / "step_00000006.pt", weights_only=True)["step"]) == 6
+
+
+def _wait_for_losses(run_dir: Path, process: subprocess.Popen[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not (run_dir / "scalars.csv").is_file() or not _losses(run_dir):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigint_saves_the_current_step_and_exits_130(tmp_path: Path) -> None:
+    script = tmp_path / "train_script.py"
+    script.write_text(SCRIPT)
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        _command(script, run_dir, 100_000), env=_env(), stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_losses(run_dir, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "SIGINT received" in stderr and "KeyboardInterrupt" not in stderr
+    last = CheckpointManager(run_dir / "checkpoints").last_path()
+    assert last is not None
+    step = int(load_checkpoint(last)["step"])
+    assert step >= 1 and max(_losses(run_dir)) == step
+    assert f"checkpoint of iteration {step} written to {last}" in stderr
+
+
+def test_every_checkpoint_damaged_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_config_faults_cli import _config, _dataset
+
+    from voxelflow.cli.main import main
+
+    table = _dataset(tmp_path / "data", with_labels=True)
+    training = {"max_iterations": 2, "checkpoint_every": 1, "keep_last": 2, "batch_size": 1,
+                "num_workers": 0}  # fmt: skip
+    assert main(["train", "-c", str(_config(tmp_path, table, training=training))]) == 0
+    checkpoints = tmp_path / "run" / "checkpoints"
+    names = sorted(p.name for p in checkpoints.glob("step_*.pt"))
+    assert names == ["step_00000001.pt", "step_00000002.pt"]
+    for name in names:
+        data = (checkpoints / name).read_bytes()
+        (checkpoints / name).write_bytes(data[: len(data) // 3])
+    capsys.readouterr()
+    longer = {**training, "max_iterations": 4}
+    code = main(["train", "-c", str(_config(tmp_path, table, training=longer))])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"{checkpoints}: every checkpoint is damaged (step_00000002.pt, step_00000001.pt)" in err
+    assert "weights_only" not in err and "Traceback" not in err
+    assert sorted(p.name for p in checkpoints.glob("step_*")) == [n + ".damaged" for n in names]
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from engine_toys import ToyData, ToyRegression, tiny_net
+    from voxelflow.applications.base import OptimizationSettings
+    from voxelflow.engine import distributed
+    from voxelflow.engine.trainer import Trainer, TrainerOptions
+
+    run_dir = sys.argv[1]
+    context = distributed.init_distributed(backend="gloo")
+    options = TrainerOptions(max_iterations=100_000, checkpoint_every=10_000, log_every=1,
+                             validate_every=0, progress=False, tensorboard=False, seed=5)
+    trainer = Trainer(ToyRegression(tiny_net()), ToyData(2, seed=context.rank), run_dir=run_dir,
+                      options=options, device="cpu",
+                      optimization=OptimizationSettings("sgd", {"lr": 0.01}, "constant", {},
+                                                        100_000))
+    try:
+        trainer.fit()
+    except SystemExit:
+        print(f"rank {context.rank} stopped at {trainer.step}", flush=True)
+        raise
+    """
+)
+
+
+@pytest.mark.slow
+def test_under_ddp_a_signal_to_one_rank_stops_every_rank_and_rank_0_saves(tmp_path: Path) -> None:
+    import socket
+
+    script = tmp_path / "ddp_script.py"
+    script.write_text(DDP_SCRIPT)
+    run_dir = tmp_path / "run"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ranks = []
+    for rank in range(2):
+        env = {**_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}  # fmt: skip
+        ranks.append(subprocess.Popen(
+            [sys.executable, str(script), str(run_dir)], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ))  # fmt: skip
+    try:
+        _wait_for_losses(run_dir, ranks[0], seconds=90)
+        ranks[1].send_signal(signal.SIGTERM)  # the signal reaches rank 1 only
+        outputs = [process.communicate(timeout=60) for process in ranks]
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert [p.returncode for p in ranks] == [143, 143], outputs
+    steps = {int(out.strip().split()[-1]) for out, _ in outputs}
+    last = CheckpointManager(run_dir / "checkpoints").last_path()
+    assert last is not None
+    assert len(steps) == 1 and int(load_checkpoint(last)["step"]) == steps.pop()
+    assert "SIGTERM received" in outputs[0][1] and "SIGTERM received" not in outputs[1][1]

@@ -244,11 +244,28 @@ class Trainer(TrainerStateMixin):
         for number, handler in previous.items():
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
+    def _agreed_stop_signal(self) -> int | None:
+        """The stop signal any rank has received, the same on every rank (after each step).
+
+        Under ``torchrun`` a signal may reach one rank only (a ``kill`` of one pid, a scheduler
+        signalling one process): a rank stopping alone would leave the others waiting forever in
+        the next gradient all-reduce. The largest signal number wins (SIGTERM over SIGINT).
+        """
+        if not self.context.is_distributed:
+            return self.stop_signal
+        import torch.distributed as dist
+
+        # nccl reduces CUDA tensors only; gloo CPU ones
+        where = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        flag = torch.tensor([self.stop_signal or 0], dtype=torch.int64, device=where)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
     def _stop_on_signal(self) -> None:
         number = self.stop_signal
         assert number is not None
         if self.step > 0 and self._last_saved_step != self.step:
-            self.save()
+            self.save()  # every rank agreed to stop at this step; rank 0 writes
         if self.context.is_main:
             where = self.checkpoints.last_path()
             print(
@@ -290,6 +307,7 @@ class Trainer(TrainerStateMixin):
                 first = False
             self.hooks.on_step_end(self, batch, losses)
             self._after_iteration(batch, losses, ctx)
+            self.stop_signal = self._agreed_stop_signal()
             if self.stop_signal is not None:
                 return
         self.hooks.on_train_end(self)
