@@ -278,6 +278,17 @@ class SystemConfig(Section):
     """Devices and run folder."""
 
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="intra-op threads of the training/inference process; null: OMP_NUM_THREADS "
+        "if set, else the available cores (affinity, cgroup quota) minus the DataLoader workers",
+    )
+    resample_kernel: Literal["auto", "numba", "torch"] = Field(
+        "auto",
+        description="CPU resampling of augmented training windows: numba (fused kernel), torch "
+        "(grid_sample) or auto (numba when it can be compiled, else torch)",
+    )
     run_dir: Path = Field(
         Path("runs/experiment"), description="everything of a run is written here"
     )

@@ -188,12 +188,14 @@ class TrainingPipeline:
         application: the application (networks, losses), transfer weights applied.
         queue: the patch queue over the training subjects of this rank.
         loader: the DataLoader of collated batches ``(B, C, *window)`` over the queue.
+        threads: the :class:`~voxelflow.engine.threads.ThreadChoice` applied to this process.
     """
 
     data: PreparedData
     application: Any
     queue: Any
     loader: torch.utils.data.DataLoader
+    threads: Any = None
 
 
 def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base_dir: Path | None = None,
@@ -226,6 +228,7 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
         experiment, window=sampling.window, windows_per_subject=sampling.windows_per_subject,
         label_window=sampling.label_window, pad_value=sampling.pad_value,
     )
+    sampler.resample_kernel = experiment.system.resample_kernel  # travels with it into workers
     queue = PatchQueue(
         SubjectView(data.dataset, data.train), sampler,
         transform=build_augmentation(experiment.augmentation, seed=training.seed),
@@ -233,11 +236,19 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
         rank=context.rank, world_size=context.world_size, window_fields=app.window_fields(),
         subject_weights=app.subject_weights([data.dataset.fields(i) for i in data.train]),
     )
+    from voxelflow.engine.threads import apply_threads, worker_init
+    from voxelflow.transforms.fused_resample import warm_up
+
+    # before the workers fork: they inherit the compiled kernel instead of compiling it each
+    warm_up(data.dataset[data.train[0]], kernel=experiment.system.resample_kernel,
+            augmentation=queue.transform)
+    threads = apply_threads(experiment.system.threads, workers=training.num_workers)
     loader = torch.utils.data.DataLoader(
         queue, batch_size=training.batch_size, num_workers=training.num_workers,
         collate_fn=collate_windows, persistent_workers=training.num_workers > 0,
+        worker_init_fn=worker_init,
     )
-    return TrainingPipeline(data, app, queue, loader)
+    return TrainingPipeline(data, app, queue, loader, threads)
 
 
 def _prepare_data_main_rank_first(experiment: ExperimentConfig, run_dir: Path, *,

@@ -18,7 +18,7 @@ import torch
 from voxelflow.data.cached import CachedSubject
 from voxelflow.errors import ConfigError, ShapeError
 from voxelflow.sampling.window import read_window, resolve_window, window_start
-from voxelflow.transforms.resample import interpolation_for, resample_region
+from voxelflow.transforms.resample import interpolation_for, resample_roles
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,14 @@ class Sampler:
 
     Raises:
         ConfigError: ``windows_per_subject < 1``.
+
+    Attributes:
+        resample_kernel: how augmented windows are resampled (``system.resample_kernel``):
+            ``"auto"``/``"numba"`` (fused kernel, every role of a window in one pass) or
+            ``"torch"`` (``grid_sample``); set by the training pipeline.
     """
+
+    resample_kernel: str = "auto"
 
     def __init__(
         self,
@@ -143,6 +150,7 @@ class Sampler:
         geometric = start + (np.asarray(window, dtype=np.float64) - 1.0) / 2.0
         spacing = subject_spacing(subject)
         item: dict[str, Any] = {}
+        resampled: dict[str, tuple[np.ndarray, tuple[int, ...], np.ndarray, str, float]] = {}
         for role, array in subject.arrays.items():
             size = self.role_window(subject, role, window)
             kind = subject.kinds.get(role, "intensity")
@@ -151,16 +159,22 @@ class Sampler:
             if draw is None:
                 item[role] = torch.from_numpy(read_window(array, role_start, size, pad_value=pad))
             else:
-                item[role] = resample_region(
-                    array,
-                    draw,
-                    centre=geometric,
-                    first_offset=role_start - geometric,
-                    size=size,
-                    spacing=spacing,
-                    interpolation=interpolation_for(kind, interpolation),
-                    pad_value=pad,
-                )
+                mode = interpolation_for(kind, interpolation)
+                resampled[role] = (array, size, role_start - geometric, mode, pad)
+        if resampled:  # every role of the window in one pass where the kernel allows
+            parts = list(resampled.values())
+            windows = resample_roles(
+                [p[0] for p in parts],
+                draw,
+                centre=geometric,
+                first_offsets=[p[2] for p in parts],
+                sizes=[p[1] for p in parts],
+                spacing=spacing,
+                interpolations=[p[3] for p in parts],
+                pad_values=[p[4] for p in parts],
+                kernel=self.resample_kernel,
+            )
+            item.update(zip(resampled, windows))
         item["subject"] = subject.name
         item["location"] = torch.as_tensor(start, dtype=torch.int64)
         item["kinds"] = dict(subject.kinds)

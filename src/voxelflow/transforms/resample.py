@@ -5,8 +5,11 @@ source offset ``M @ o + t + d(o)`` (mm): ``M`` collects flips, rotations, scalin
 ``t`` the translation and ``d`` an optional elastic displacement field sampled on the output
 window. :func:`resample_region` turns it into voxel coordinates, reads from the source array only
 the bounding box of those coordinates (plus the interpolation margin; outside the image is
-padded) and interpolates once: ``torch.nn.functional.grid_sample`` (linear or nearest) or, for
-cubic in 3D, ``scipy.ndimage.map_coordinates``. A pure flip is an exact copy (no interpolation).
+padded) and interpolates once: by default with the fused numba kernel of
+:mod:`voxelflow.transforms.fused_resample` (linear or nearest, every role of a window in one
+pass: :func:`resample_roles`), else ``torch.nn.functional.grid_sample`` (linear or nearest; the
+reference the kernel is tested against, and the fallback) or, for cubic in 3D,
+``scipy.ndimage.map_coordinates``. A pure flip is an exact copy (no interpolation).
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def resample_region(
     spacing: Sequence[float],
     interpolation: str = "linear",
     pad_value: float = 0.0,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """Resample one role's window from ``array`` under ``draw``, reading only the region needed.
 
@@ -159,6 +163,9 @@ def resample_region(
         spacing: voxel spacing of the source grid (mm).
         interpolation: ``"linear"``, ``"nearest"`` (labels) or ``"cubic"``.
         pad_value: value outside the source image.
+        kernel: ``"auto"``/``"numba"``: the fused numba kernel
+            (:mod:`voxelflow.transforms.fused_resample`) where it applies; ``"torch"``:
+            ``grid_sample`` (the reference).
 
     Returns:
         Tensor ``(C, *size)`` of the array's dtype (float32 for linear/cubic of integer input
@@ -184,11 +191,71 @@ def resample_region(
         start, flips = exact
         window = torch.as_tensor(read_window(source, start, size, pad_value=pad_value))
         return torch.flip(window, [axis + 1 for axis in flips]) if flips else window
+    from voxelflow.transforms.fused_resample import fused_resample, kernel_applies
+
+    if kernel_applies(kernel, interpolation, source, len(size)):
+        return fused_resample(
+            [source], [interpolation], [pad_value], draw, centre=centre,
+            first_offset=first_offset, size=size, spacing=spacing,
+        )[0]  # fmt: skip
     low, high = _bounding_box(
         matrix, base, displacement, size, margin=2 if interpolation == "cubic" else 1
     )
     region = torch.as_tensor(read_window(source, low, high - low, pad_value=pad_value))
     return _interpolate(region, matrix, base - low, displacement, size, interpolation)
+
+
+def resample_roles(
+    arrays: Sequence[np.ndarray | torch.Tensor],
+    draw: SpatialDraw,
+    *,
+    centre: Sequence[float],
+    first_offsets: Sequence[Sequence[float]],
+    sizes: Sequence[Sequence[int]],
+    spacing: Sequence[float],
+    interpolations: Sequence[str],
+    pad_values: Sequence[float],
+    kernel: str = "auto",
+) -> list[torch.Tensor]:
+    """:func:`resample_region` for several roles of one window, fused where possible.
+
+    Roles sharing a window (size and offset) go through the numba kernel together, one pass
+    for an image and its label; the others, an exact flip, or a role the kernel does not handle
+    (cubic, a CUDA tensor, ``kernel="torch"``) take :func:`resample_region` one by one.
+
+    Shape:
+        arrays[r]: ``(C_r, *spatial)``; returns[r]: ``(C_r, *sizes[r])``
+    """
+    from voxelflow.transforms.fused_resample import fused_resample, kernel_applies
+
+    out: list[torch.Tensor | None] = [None] * len(arrays)
+    groups: dict[tuple, list[int]] = {}
+    for role, (size, offset) in enumerate(zip(sizes, first_offsets)):
+        key = (tuple(int(s) for s in size), tuple(float(o) for o in offset))
+        groups.setdefault(key, []).append(role)
+    matrix, translation, displacement = draw.in_voxels(spacing)
+    for (size, offset), roles in groups.items():
+        base = np.asarray(centre, dtype=np.float64) + matrix @ np.asarray(offset) + translation
+        fusable = len(roles) > 1 and _flip_only_start(matrix, base, displacement, size) is None
+        fusable = fusable and all(
+            kernel_applies(kernel, interpolations[r], arrays[r], len(size)) for r in roles
+        )
+        if fusable:
+            results = fused_resample(
+                [arrays[r] for r in roles], [interpolations[r] for r in roles],
+                [pad_values[r] for r in roles], draw, centre=centre, first_offset=offset,
+                size=size, spacing=spacing,
+            )  # fmt: skip
+            for role, result in zip(roles, results):
+                out[role] = result
+            continue
+        for role in roles:
+            out[role] = resample_region(
+                arrays[role], draw, centre=centre, first_offset=offset, size=size,
+                spacing=spacing, interpolation=interpolations[role],
+                pad_value=pad_values[role], kernel=kernel,
+            )  # fmt: skip
+    return [tensor for tensor in out if tensor is not None]
 
 
 def _centre_crop_tensor(field: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -247,18 +314,21 @@ def voxel_grid(
     displacement: torch.Tensor | None = None,
     *,
     device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """``grid_sample`` grid (align_corners=True) for source voxel coords ``base + matrix @ j``.
 
     Built by broadcasting one axis at a time (much cheaper than ``affine_grid`` on a CPU).
+    ``dtype=torch.float64`` gives the reference the fused kernel's nearest mode is tested
+    against exactly (a float32 grid rounds a few coordinates to the other side of ``.5``).
 
     Shape:
         returns ``(*size, D)`` with the last axis in grid_sample's reversed axis order.
     """
     dims = len(size)
     scale = 2.0 / (np.asarray(region_size, dtype=np.float64) - 1.0)
-    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in size]
-    grid = torch.empty((dims, *size), dtype=torch.float32, device=device)
+    axes = [torch.arange(n, dtype=dtype, device=device) for n in size]
+    grid = torch.empty((dims, *size), dtype=dtype, device=device)
     for axis in range(dims):
         row = matrix[axis] * scale[axis]
         total: torch.Tensor | float = float(base[axis] * scale[axis] - 1.0)
@@ -323,7 +393,12 @@ def interpolation_for(kind: str, image_interpolation: str = "linear") -> str:
 
 
 def resample_sample(
-    sample, draw: SpatialDraw, *, roles: Sequence[str], interpolation: str = "linear"
+    sample,
+    draw: SpatialDraw,
+    *,
+    roles: Sequence[str],
+    interpolation: str = "linear",
+    kernel: str = "auto",
 ):
     """Resample the ``roles`` of a window :class:`~voxelflow.transforms.base.Sample` in place of their windows.
 
@@ -346,5 +421,6 @@ def resample_sample(
             size=size,
             spacing=sample.spacing,
             interpolation=interpolation_for(sample.kinds[role], interpolation),
+            kernel=kernel,
         )
     return sample.with_tensors(changed)
