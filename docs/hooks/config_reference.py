@@ -17,7 +17,9 @@ marker                                      generated from
 ``cli_reference.py`` and ``niftynet_reference.py`` (later hooks) expand the other markers.
 The generators are plain functions (tested in ``tests/docs/test_docs.py``) and run without MkDocs:
 ``python docs/hooks/config_reference.py config`` prints the config reference (or ``networks``,
-``benchmarks`` ... any marker name or registry kind).
+``benchmarks`` ... any marker name or registry kind), and
+``python docs/hooks/config_reference.py --write-reference`` rewrites the committed reference
+pages of ``docs/reference/`` (kept fresh by ``tests/docs/test_reference_pages.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import ast
 import html
 import importlib
-import inspect
 import re
 import sys
 import types
@@ -41,32 +42,19 @@ from pydantic.fields import FieldInfo
 
 MARKER = re.compile(r"<!--\s*voxelflow:([a-z-]+)(?:\s+([a-z_]+))?\s*-->")
 
+
+def _registry_table() -> dict[str, tuple[str, str, frozenset[str]]]:
+    """kind → (module, attribute, arguments the builder supplies), from voxelflow itself."""
+    from voxelflow.config.options import REGISTRY_KINDS
+
+    return {k: (v.module, v.attribute, v.fixed) for k, v in REGISTRY_KINDS.items()}
+
+
 #: registry kind → (module, attribute, arguments the builder supplies, so not listed as options)
-REGISTRIES: dict[str, tuple[str, str, frozenset[str]]] = {
-    "networks": (
-        "voxelflow.networks",
-        "NETWORKS",
-        frozenset({"spatial_dims", "in_channels", "out_channels"}),
-    ),
-    "losses": ("voxelflow.losses", "LOSSES", frozenset()),
-    "optimizers": ("voxelflow.engine.optim", "OPTIMIZERS", frozenset({"params"})),
-    "schedulers": ("voxelflow.engine.optim", "SCHEDULERS", frozenset({"max_iterations"})),
-    "normalizers": ("voxelflow.transforms.normalize", "NORMALIZERS", frozenset()),
-    "readers": ("voxelflow.io.readers", "READERS", frozenset({"path", "series_uid"})),
-    "writers": (
-        "voxelflow.io.writers",
-        "WRITERS",
-        frozenset({"array", "affine", "meta", "path"}),
-    ),
-    "metrics": ("voxelflow.metrics", "METRICS", frozenset()),
-    "samplers": (
-        "voxelflow.sampling",
-        "SAMPLERS",
-        frozenset({"window", "windows_per_subject", "label_window", "pad_value"}),
-    ),
-    "augmentations": ("voxelflow.transforms.compose", "AUGMENTATIONS", frozenset()),
-    "applications": ("voxelflow.applications", "APPLICATIONS", frozenset()),
-}
+REGISTRIES: dict[str, tuple[str, str, frozenset[str]]] = _registry_table()
+
+#: where the generated reference pages are committed (readable without building the site)
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 
 
 @dataclass(frozen=True)
@@ -238,22 +226,16 @@ def option_default(value: Any) -> str:
 
 
 def option_text(obj: Callable[..., Any], skip: frozenset[str]) -> str:
-    """Keyword options of a component's constructor as ``name: default`` (required: bare name)."""
-    try:
-        signature = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return ""
-    parts = []
-    for parameter in signature.parameters.values():
-        if parameter.name in skip or parameter.name in ("self", "args", "kwargs"):
-            continue
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        if parameter.default is parameter.empty:
-            parts.append(parameter.name)
-        else:
-            parts.append(f"{parameter.name}: {option_default(parameter.default)}")
-    return ", ".join(parts)
+    """Keyword options of a component's constructor as ``name: default`` (required: bare name).
+
+    The options (base-class ones passed through ``**kwargs`` included) come from
+    :func:`voxelflow.config.options.signature_options`, as for ``voxelflow list --options``.
+    """
+    from voxelflow.config.options import signature_options
+
+    return ", ".join(
+        o.name if o.required else f"{o.name}: {o.default}" for o in signature_options(obj, skip)
+    )
 
 
 def registry_markdown(kind: str) -> str:
@@ -271,6 +253,11 @@ def registry_markdown(kind: str) -> str:
         return "\n".join(lines) + "\n"
     lines = ["| name | description | options |", "|---|---|---|"]
     lines += [f"| `{n}` | {cell(t)} | {cell(o, code=True)} |" for n, t, o in rows]
+    lines += [
+        "",
+        f"Each option's type, default and meaning: [reference/{kind}.md](reference/{kind}.md) "
+        f"(or `voxelflow list {kind} --options NAME`).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -330,6 +317,55 @@ def benchmarks_markdown(folder: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reference_pages() -> dict[str, str]:
+    """file name → text of the committed reference pages (``docs/reference/``).
+
+    One page per registry (each component's options: type, default, meaning, the same text as
+    ``voxelflow list KIND --options NAME``), the configuration keys and the command-line help.
+    """
+    from voxelflow.config.options import github_table_cells, reference_markdown
+
+    notice = "<!-- Generated by `python docs/hooks/config_reference.py --write-reference`; do not edit. -->"
+    pages = {
+        "configuration.md": f"# Configuration keys\n\n{notice}\n\n"
+        + github_table_cells(config_reference_markdown()),
+    }
+    cli_hook = Path(__file__).with_name("cli_reference.py")
+    namespace: dict[str, Any] = {"__name__": "voxelflow_docs_cli_reference"}
+    exec(compile(cli_hook.read_text(encoding="utf-8"), str(cli_hook), "exec"), namespace)
+    pages["cli.md"] = f"# Command line\n\n{notice}\n\n{namespace['cli_reference_markdown']()}"
+    for kind in REGISTRIES:
+        if kind == "applications" or load_registry(kind) is None:
+            continue
+        pages[f"{kind}.md"] = reference_markdown(kind)
+    index = [
+        "# Reference",
+        "",
+        notice,
+        "",
+        "Generated from the code; also built into the site.",
+        "",
+    ]
+    index += [f"- [{Path(name).stem}]({name})" for name in sorted(pages)]
+    pages["index.md"] = "\n".join(index) + "\n"
+    return pages
+
+
+def write_reference_pages(folder: Path = REFERENCE_DIR) -> list[Path]:
+    """Write :func:`reference_pages` into ``folder``, removing stale ``.md`` pages; returns them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = reference_pages()
+    for stale in folder.glob("*.md"):
+        if stale.name not in pages:
+            stale.unlink()
+    written = []
+    for name, text in pages.items():
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
 def render_marker(name: str, argument: str | None) -> str | None:
     """The Markdown that replaces ``<!-- voxelflow:NAME ARGUMENT -->``, or ``None`` when the
     marker belongs to another hook (``cli_reference.py``, ``niftynet_reference.py``)."""
@@ -362,6 +398,10 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-reference"]:
+        for written in write_reference_pages():
+            sys.stdout.write(f"{written}\n")
+        sys.exit(0)
     which = sys.argv[1] if len(sys.argv) > 1 else "config"
     generators = {
         "config": config_reference_markdown,

@@ -1,7 +1,9 @@
 """``voxelflow config``: schema, show, validate and convert experiment configurations.
 
 * ``voxelflow config schema`` prints the JSON schema of the experiment (editor autocompletion).
-* ``voxelflow config show -c exp.yaml [--set k=v]`` prints the resolved YAML, defaults included.
+* ``voxelflow config show -c exp.yaml [--set k=v] [--defaults]`` prints the resolved YAML,
+  defaults included; ``--defaults`` also fills in every component's options (network, loss,
+  optimiser, scheduler, sampler, augmentations, normalisers) with their defaults.
 * ``voxelflow config validate -c exp.yaml`` checks a file and reports every problem.
 * ``voxelflow config convert niftynet.ini > exp.yaml`` converts a NiftyNet INI; the per-key
   report of what did not map goes to stderr.
@@ -30,6 +32,11 @@ def add_parser(subparsers: Any) -> None:
     schema.set_defaults(config_func=run_schema)
     show = actions.add_parser("show", help="print the resolved configuration (defaults included)")
     add_config_args(show)
+    show.add_argument(
+        "--defaults",
+        action="store_true",
+        help="also write every component's options with their defaults (network, loss, ...)",
+    )
     show.set_defaults(config_func=run_show)
     validate = actions.add_parser("validate", help="check a configuration, listing every problem")
     add_config_args(validate)
@@ -73,10 +80,19 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Print the resolved configuration as YAML."""
+    """Print the resolved configuration as YAML (``--defaults``: components' defaults too)."""
     from voxelflow.config.load import experiment_to_yaml
 
-    sys.stdout.write(experiment_to_yaml(_load(args)))
+    experiment = _load(args)
+    if not getattr(args, "defaults", False):
+        sys.stdout.write(experiment_to_yaml(experiment))
+        return 0
+    import yaml
+
+    from voxelflow.config.options import with_component_defaults
+
+    text = yaml.safe_dump(with_component_defaults(experiment), sort_keys=False, allow_unicode=True)
+    sys.stdout.write(text)
     return 0
 
 

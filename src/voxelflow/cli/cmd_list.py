@@ -1,9 +1,16 @@
-"""``voxelflow list [KIND]``: the registered components, one line each with its description.
+"""``voxelflow list [KIND] [--options [NAME]]``: the registered components and their options.
 
 Kinds: networks, losses, optimizers, schedulers, samplers, transforms, metrics, readers,
-applications, or all (default). Networks also show their parameter count at default settings
-for a 3D network with 1 input and 2 output channels. Registries are imported only when listed;
-a kind whose module is not part of this installation is skipped with a note.
+writers, applications, or all (default). Networks also show their parameter count at default
+settings for a 3D network with 1 input and 2 output channels. Registries are imported only when
+listed; a kind whose module is not part of this installation is skipped with a note.
+
+``--options NAME`` prints every option of component NAME with its type, default and meaning
+(the text of the reference pages in ``docs/reference/``); ``--options`` alone, of every
+component of KIND.
+
+Example:
+    $ voxelflow list networks --options unet
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+from voxelflow.errors import RegistryError
+from voxelflow.registry import suggest
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +51,7 @@ KINDS: dict[str, tuple[RegistrySource, ...]] = {
     ),
     "metrics": (RegistrySource("metrics", "voxelflow.metrics", "METRICS"),),
     "readers": (RegistrySource("readers", "voxelflow.io.readers", "READERS"),),
+    "writers": (RegistrySource("writers", "voxelflow.io.writers", "WRITERS"),),
     "applications": (RegistrySource("applications", "voxelflow.applications", "APPLICATIONS"),),
 }
 
@@ -64,6 +75,15 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--no-params", action="store_true", help="do not build networks to count their parameters"
+    )
+    parser.add_argument(
+        "--options",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="NAME",
+        help="print each option of component NAME (type, default, meaning); without NAME, "
+        "of every component of KIND",
     )
     parser.set_defaults(func=run)
 
@@ -139,9 +159,39 @@ def list_kind(kind: str, *, count_params: bool, out: TextIO) -> None:
         out.writelines(line + "\n" for line in format_entries(entries, extras))
 
 
+def list_options(kinds: Sequence[str], name: str, *, out: TextIO) -> None:
+    """Write the options of component ``name`` (every component when empty) of ``kinds``.
+
+    Raises:
+        RegistryError: no registry of ``kinds`` has a component ``name`` (with suggestions).
+    """
+    from voxelflow.config.options import options_text
+
+    blocks, known, what = [], [], set()
+    for kind in kinds:
+        for source in KINDS[kind]:
+            registry, _ = load_registry(source)
+            if registry is None:
+                continue
+            known += registry.names()
+            what.add(registry.kind)
+            names = registry.names() if not name else [name] if name in registry else []
+            blocks += [options_text(source.title, n) for n in names]
+    if not blocks:
+        noun = what.pop() if len(what) == 1 else "component"
+        raise RegistryError(
+            f"--options: unknown {noun} {name!r}.{suggest(name, known)} "
+            f"Known: {', '.join(sorted(set(known)))}"
+        )
+    out.write("\n".join(blocks))
+
+
 def run(args: argparse.Namespace) -> int:
     """List the requested kind (or all kinds) on standard output; returns 0."""
     kinds = list(KINDS) if args.kind == "all" else [args.kind]
+    if args.options is not None:
+        list_options(kinds, args.options, out=sys.stdout)
+        return 0
     for index, kind in enumerate(kinds):
         if index:
             sys.stdout.write("\n")

@@ -88,7 +88,11 @@ def adam(
     weight_decay: float = 0.0,
     amsgrad: bool = False,
 ) -> Optimizer:
-    """``torch.optim.Adam`` (NiftyNet's defaults: β 0.9/0.999, ε 1e-8)."""
+    """``torch.optim.Adam`` (NiftyNet's defaults: β 0.9/0.999, ε 1e-8).
+
+    Args:
+        amsgrad: use the AMSGrad variant (the maximum of past squared-gradient averages).
+    """
     return torch.optim.Adam(
         params,
         lr=_check_positive(lr, key="optimizer.lr"),
@@ -109,7 +113,11 @@ def adamw(
     weight_decay: float = 1e-2,
     amsgrad: bool = False,
 ) -> Optimizer:
-    """``torch.optim.AdamW``: weight decay applied to the weights, not the gradient."""
+    """``torch.optim.AdamW``: weight decay applied to the weights, not the gradient.
+
+    Args:
+        amsgrad: use the AMSGrad variant (the maximum of past squared-gradient averages).
+    """
     return torch.optim.AdamW(
         params,
         lr=_check_positive(lr, key="optimizer.lr"),
@@ -131,7 +139,12 @@ def rmsprop(
     weight_decay: float = 0.0,
     centered: bool = False,
 ) -> Optimizer:
-    """``torch.optim.RMSprop`` (NiftyNet's TF default was ``alpha=0.9, eps=1e-10``)."""
+    """``torch.optim.RMSprop`` (NiftyNet's TF default was ``alpha=0.9, eps=1e-10``).
+
+    Args:
+        alpha: smoothing constant of the running average of squared gradients.
+        centered: divide by the variance of the gradient (its centred second moment).
+    """
     return torch.optim.RMSprop(
         params,
         lr=_check_positive(lr, key="optimizer.lr"),
@@ -152,7 +165,11 @@ def adagrad(
     eps: float = 1e-10,
     weight_decay: float = 0.0,
 ) -> Optimizer:
-    """``torch.optim.Adagrad`` (NiftyNet's TF default accumulator was 0.1)."""
+    """``torch.optim.Adagrad`` (NiftyNet's TF default accumulator was 0.1).
+
+    Args:
+        initial_accumulator_value: starting value of the accumulated squared gradients.
+    """
     return torch.optim.Adagrad(
         params,
         lr=_check_positive(lr, key="optimizer.lr"),
@@ -346,7 +363,11 @@ class StepSchedule(Schedule):
 @SCHEDULERS.register("poly", description="nnU-Net polynomial decay (1 - i/max)^0.9")
 @dataclass(frozen=True, kw_only=True)
 class PolySchedule(Schedule):
-    """``(1 - i / T) ** exponent`` (nnU-Net: exponent 0.9), 0 from ``i = T`` on."""
+    """``(1 - i / T) ** exponent`` (nnU-Net: exponent 0.9), 0 from ``i = T`` on.
+
+    Args:
+        exponent: power of the decay (larger decays faster early).
+    """
 
     exponent: float = 0.9
 
@@ -358,7 +379,11 @@ class PolySchedule(Schedule):
 @SCHEDULERS.register("cosine", description="cosine annealing to min_factor at max_iterations")
 @dataclass(frozen=True, kw_only=True)
 class CosineSchedule(Schedule):
-    """``m + (1 - m) · ½ (1 + cos(π i / T))``, m = ``min_factor``."""
+    """``m + (1 - m) · ½ (1 + cos(π i / T))``, m = ``min_factor``.
+
+    Args:
+        min_factor: m, the factor of the initial learning rate reached at the end.
+    """
 
     min_factor: float = 0.0
 
@@ -371,7 +396,11 @@ class CosineSchedule(Schedule):
 @SCHEDULERS.register("linear", description="linear decay to end_factor at max_iterations")
 @dataclass(frozen=True, kw_only=True)
 class LinearSchedule(Schedule):
-    """``1 + (e - 1) · i / T``, e = ``end_factor``."""
+    """``1 + (e - 1) · i / T``, e = ``end_factor``.
+
+    Args:
+        end_factor: e, the factor of the initial learning rate reached at the end.
+    """
 
     end_factor: float = 0.0
 

@@ -51,7 +51,12 @@ def gaussian_blur(tensor: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
 
 
 class RandomGaussianNoise(IntensityTransform):
-    """Add Gaussian noise: ``x + N(mean, std)``; ``std`` fixed or ``[low, high]``."""
+    """Add Gaussian noise: ``x + N(mean, std)``; ``std`` fixed or ``[low, high]``.
+
+    Args:
+        mean: mean of the noise, in image intensity units; fixed or ``[low, high]``.
+        std: standard deviation of the noise, in image intensity units; fixed or ``[low, high]``.
+    """
 
     def __init__(self, *, mean: Range = 0.0, std: Range = (0.0, 0.1), **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -163,7 +168,11 @@ class RandomContrastBrightness(IntensityTransform):
 
 
 class RandomGaussianBlur(IntensityTransform):
-    """Gaussian blur with ``sigma`` in voxels (fixed or ``[low, high]``, same for all axes)."""
+    """Gaussian blur with ``sigma`` in voxels (fixed or ``[low, high]``, same for all axes).
+
+    Args:
+        sigma: standard deviation of the Gaussian kernel in voxels; fixed or ``[low, high]``.
+    """
 
     def __init__(self, *, sigma: Range = (0.5, 1.0), **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -177,7 +186,12 @@ class RandomGaussianBlur(IntensityTransform):
 
 
 class RandomSharpen(RandomGaussianBlur):
-    """Unsharp masking: ``x + amount · (x - blur(x))``."""
+    """Unsharp masking: ``x + amount · (x - blur(x))``.
+
+    Args:
+        sigma: blur of the unsharp mask in voxels; fixed or ``[low, high]``.
+        amount: weight of the detail ``x - blur(x)`` added back; fixed or ``[low, high]``.
+    """
 
     def __init__(self, *, sigma: Range = 1.0, amount: Range = (0.5, 1.5), **kwargs: Any) -> None:
         super().__init__(sigma=sigma, **kwargs)
@@ -191,7 +205,11 @@ class RandomSharpen(RandomGaussianBlur):
 
 
 class RandomLowResolution(IntensityTransform):
-    """Simulate a coarser acquisition: downsample by ``factor`` (area) then upsample (linear)."""
+    """Simulate a coarser acquisition: downsample by ``factor`` (area) then upsample (linear).
+
+    Args:
+        factor: downsampling factor per axis (1 = unchanged); fixed or ``[low, high]``.
+    """
 
     def __init__(self, *, factor: Range = (1.0, 2.0), **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -209,7 +227,14 @@ class RandomLowResolution(IntensityTransform):
 
 
 class RandomGhosting(IntensityTransform):
-    """MRI ghosting: scale every ``num_ghosts``-th k-space plane along ``axis`` by ``1 - intensity``."""
+    """MRI ghosting: scale every ``num_ghosts``-th k-space plane along ``axis`` by ``1 - intensity``.
+
+    Args:
+        num_ghosts: spacing of the scaled k-space planes (every n-th plane).
+        intensity: how much those planes are attenuated (0 none, 1 removed); fixed or
+            ``[low, high]``.
+        axis: the spatial axis (0, 1 or 2) along which the planes are taken.
+    """
 
     def __init__(
         self, *, num_ghosts: int = 4, intensity: Range = (0.3, 0.7), axis: int = 0, **kwargs: Any
@@ -234,7 +259,12 @@ class RandomGhosting(IntensityTransform):
 
 
 class RandomSpike(IntensityTransform):
-    """MRI spike (herringbone): add a k-space spike at a random frequency."""
+    """MRI spike (herringbone): add a k-space spike at a random frequency.
+
+    Args:
+        intensity: height of the spike as a fraction of the spectrum's peak magnitude; fixed
+            or ``[low, high]``.
+    """
 
     def __init__(self, *, intensity: Range = (0.1, 0.3), **kwargs: Any) -> None:
         super().__init__(**kwargs)

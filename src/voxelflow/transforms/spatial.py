@@ -122,6 +122,7 @@ class RandomAffine(SpatialTransform):
         isotropic: one scaling factor for all axes (else drawn per axis).
         shear: shear factor (tangent); ``d`` → ``(-d, d)`` or ``[low, high]``, per axis pair.
         translation: mm; ``d`` → ``(-d, d)`` or ``[low, high]``, or per axis.
+        spatial_dims: 3 for volumes, 2 for 2D images (sets how many angles and axes are drawn).
         **kwargs: ``p``, ``interpolation``, ``include``, ``exclude``, ``seed``.
 
     A factor above 1 enlarges the content (zoom in).
@@ -194,6 +195,7 @@ class RandomElastic(SpatialTransform):
             ``"gaussian"`` (Gaussian noise smoothed with ``sigma`` control spacings, scaled so its
             largest value is ``max_displacement``).
         sigma: Gaussian smoothing in control spacings (``smoothing="gaussian"`` only).
+        spatial_dims: 3 for volumes, 2 for 2D images.
         **kwargs: ``p``, ``interpolation``, ``include``, ``exclude``, ``seed``.
     """
 
