@@ -44,7 +44,7 @@ def test_empty_both_subject_keeps_its_own_name(tmp_path: Path) -> None:
     assert sorted((r["subject"], r["label"]) for r in rows) == [("a", "1"), ("b", "1")]
     assert {row["subject"] for row in result.rows} == {"a", "b"}
     b = next(r for r in result.rows if r["subject"] == "b")
-    assert b["dice"] == 1.0 or math.isnan(float(b["dice"]))  # empty-mask convention
+    assert math.isnan(float(b["dice"]))  # empty-mask convention: nan (docs/metrics.md)
     assert math.isnan(float(b["nsd"]))
 
 

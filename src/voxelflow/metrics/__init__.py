@@ -31,6 +31,7 @@ from voxelflow.metrics.overlap import (
     ConfusionCounts,
     confusion_counts,
     dice,
+    generalized_dice_from_counts,
     jaccard,
     precision,
     sensitivity,
@@ -56,6 +57,7 @@ from voxelflow.metrics.regression import (
 from voxelflow.metrics.segmentation import (
     DEFAULT_METRICS,
     SEGMENTATION_METRIC_NAMES,
+    generalized_dice,
     segmentation_metrics,
 )
 from voxelflow.metrics.surface import (
@@ -85,6 +87,9 @@ _DESCRIPTIONS = {
     "fpr": "false positive rate FP/(FP+TN)",
     "informedness": "sensitivity + specificity - 1 (Youden's J)",
     "markedness": "precision + NPV - 1",
+    "fnr": "false negative rate (miss rate) FN/(FN+TP); nan if the reference is empty",
+    "fdr": "false discovery rate FP/(FP+TP); nan if the prediction is empty",
+    "mcc": "Matthews correlation (TP·TN-FP·FN)/sqrt(...); nan if a margin is 0",
     "tp": "true positive voxel count",
     "fp": "false positive voxel count",
     "fn": "false negative voxel count",
@@ -93,7 +98,11 @@ _DESCRIPTIONS = {
     "volume_pred_mm3": "prediction volume (mm3)",
     "abs_volume_diff_mm3": "|V_pred - V_ref| (mm3)",
     "rel_volume_diff": "(V_pred - V_ref)/V_ref; nan if the reference is empty",
-    "hd": "Hausdorff distance (mm); nan both empty, inf one empty",
+    "hd": "Hausdorff distance (mm), the larger direction; nan both empty, inf one empty",
+    "hd_pred_to_ref": "directed Hausdorff distance prediction -> reference (mm)",
+    "hd_ref_to_pred": "directed Hausdorff distance reference -> prediction (mm)",
+    "hd95_pred_to_ref": "95th percentile surface distance prediction -> reference (mm)",
+    "hd95_ref_to_pred": "95th percentile surface distance reference -> prediction (mm)",
     "hd95": "max of the two directed 95th percentile surface distances (mm)",
     "hd95_pooled": "95th percentile of both directed distance sets pooled (mm)",
     "assd": "average symmetric surface distance, both sets pooled (mm)",
@@ -106,6 +115,8 @@ _DESCRIPTIONS = {
     "lesion_precision": "predicted components touching the reference / predicted components",
     "lesion_f1": "harmonic mean of detection rate and lesion precision",
     "fp_components": "predicted components not touching the reference",
+    "generalized_dice": "generalized Dice of the subject's labels, weights 1/|R|^2 (one value "
+    "per subject)",
 }
 
 
@@ -148,6 +159,8 @@ __all__ = [
     "dice",
     "dice_batch",
     "expected_calibration_error",
+    "generalized_dice",
+    "generalized_dice_from_counts",
     "hausdorff_distance",
     "intensity_statistics",
     "iou_batch",

@@ -36,6 +36,7 @@ from voxelflow.metrics.evaluate_io import (
 from voxelflow.metrics.overlap import OVERLAP_COLUMNS
 from voxelflow.metrics.segmentation import (
     REGION_METRICS,
+    SUBJECT_METRICS,
     SURFACE_METRICS,
     absent_label_metrics,
     check_metric_names,
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 #: metrics written by ``voxelflow evaluate`` unless others are asked for.
-EVALUATE_METRICS = (*OVERLAP_COLUMNS, *SURFACE_METRICS, *REGION_METRICS)
+EVALUATE_METRICS = (*OVERLAP_COLUMNS, *SURFACE_METRICS, *REGION_METRICS, *SUBJECT_METRICS)
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,12 @@ def _fill_absent_labels(outcomes: list[tuple[str, CaseOutcome]], task: CaseTask)
         if outcome.error is not None:
             continue
         have = {row["label"] for row in outcome.rows}
+        # a label empty in both maps adds nothing to a subject-level metric: keep its value
+        subject_values = {
+            name: outcome.rows[0][name]
+            for name in SUBJECT_METRICS
+            if outcome.rows and name in outcome.rows[0]
+        }
         for label in (v for v in labels if v not in have):
             values = absent_label_metrics(
                 outcome.shape,
@@ -193,6 +200,7 @@ def _fill_absent_labels(outcomes: list[tuple[str, CaseOutcome]], task: CaseTask)
                 tolerance=task.tolerance,
                 surface=task.surface,  # type: ignore[arg-type]
             )
+            values.update(subject_values)
             outcome.rows.append({"subject": subject, "label": label, **values})
         outcome.rows.sort(key=lambda row: int(row["label"]))  # type: ignore[call-overload]
 

@@ -83,6 +83,27 @@ class ConfusionCounts:
         return self.precision + self.npv - 1.0
 
     @property
+    def false_negative_rate(self) -> float:
+        """FN / (FN + TP) = 1 − sensitivity (miss rate); ``nan`` when the reference is empty."""
+        return safe_ratio(self.fn, self.fn + self.tp)
+
+    @property
+    def false_discovery_rate(self) -> float:
+        """FP / (FP + TP) = 1 − precision; ``nan`` when the prediction is empty."""
+        return safe_ratio(self.fp, self.fp + self.tp)
+
+    @property
+    def matthews_correlation(self) -> float:
+        """MCC (TP·TN − FP·FN) / √((TP+FP)(TP+FN)(TN+FP)(TN+FN)); ``nan`` when a factor is 0.
+
+        Computed in floats: the product of four voxel counts overflows 64-bit integers on large
+        images.
+        """
+        tp, fp, fn, tn = (float(v) for v in (self.tp, self.fp, self.fn, self.tn))
+        denominator = np.sqrt(tp + fp) * np.sqrt(tp + fn) * np.sqrt(tn + fp) * np.sqrt(tn + fn)
+        return safe_ratio(tp * tn - fp * fn, float(denominator))
+
+    @property
     def volume_ref(self) -> float:
         """Reference volume in mm³ ((TP + FN) × voxel volume)."""
         return (self.tp + self.fn) * self.voxel_volume
@@ -119,6 +140,9 @@ OVERLAP_COLUMNS = {
     "fpr": "false_positive_rate",
     "informedness": "informedness",
     "markedness": "markedness",
+    "fnr": "false_negative_rate",
+    "fdr": "false_discovery_rate",
+    "mcc": "matthews_correlation",
     "tp": "tp",
     "fp": "fp",
     "fn": "fn",
@@ -209,3 +233,43 @@ def volume_difference(
 def _number(value: float | int) -> float:
     """Counts stay integers (readable CSV), everything else is a float."""
     return value if isinstance(value, int) else float(value)
+
+
+#: class weights of the generalized Dice: ``"square"`` 1/|R_c|² (Sudre et al. 2017, MONAI's
+#: default), ``"simple"`` 1/|R_c|, ``"uniform"`` 1.
+GENERALIZED_DICE_WEIGHTS = ("square", "simple", "uniform")
+
+
+def generalized_dice_from_counts(
+    counts: Sequence[tuple[int, int, int]], *, weighting: str = "square"
+) -> float:
+    """Generalized Dice 2 Σ w_c TP_c / Σ w_c (2TP_c + FP_c + FN_c) from per-label counts.
+
+    A label whose reference is empty has an infinite weight: it gets the largest finite weight
+    of the others (1 when there is none), as MONAI's ``GeneralizedDiceScore`` does.
+
+    Args:
+        counts: ``(TP, FP, FN)`` of every label scored.
+        weighting: one of :data:`GENERALIZED_DICE_WEIGHTS`.
+
+    Returns:
+        The score in [0, 1]; ``nan`` when every label is empty in both maps (MONAI gives 1).
+
+    Raises:
+        ConfigError: an unknown ``weighting``.
+    """
+    from voxelflow.errors import ConfigError
+
+    if weighting not in GENERALIZED_DICE_WEIGHTS:
+        raise ConfigError(
+            f"expected a generalized Dice weighting in {GENERALIZED_DICE_WEIGHTS}, got {weighting!r}"
+        )
+    table = np.asarray(counts, dtype=np.float64).reshape(-1, 3)
+    tp, fp, fn = table.T
+    ref = tp + fn
+    power = {"square": 2.0, "simple": 1.0, "uniform": 0.0}[weighting]
+    with np.errstate(divide="ignore"):
+        weights = np.where(ref > 0, 1.0 / np.where(ref > 0, ref, 1.0) ** power, np.inf)
+    finite = weights[np.isfinite(weights)]
+    weights[~np.isfinite(weights)] = finite.max() if finite.size and finite.max() > 0 else 1.0
+    return safe_ratio(float(2.0 * np.dot(weights, tp)), float(np.dot(weights, 2.0 * tp + fp + fn)))

@@ -16,7 +16,11 @@ from scipy import ndimage
 
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.metrics._arrays import as_spacing, check_pair, to_numpy, union_box
-from voxelflow.metrics.overlap import OVERLAP_COLUMNS, ConfusionCounts
+from voxelflow.metrics.overlap import (
+    OVERLAP_COLUMNS,
+    ConfusionCounts,
+    generalized_dice_from_counts,
+)
 from voxelflow.metrics.regions import region_counts
 from voxelflow.metrics.surface import (
     SurfaceDistances,
@@ -26,7 +30,10 @@ from voxelflow.metrics.surface import (
 )
 from voxelflow.types import ArrayLike
 
-SURFACE_METRICS = ("hd", "hd95", "hd95_pooled", "assd", "msd_pred_to_ref", "msd_ref_to_pred", "nsd")
+SURFACE_METRICS = (
+    "hd", "hd95", "hd95_pooled", "assd", "msd_pred_to_ref", "msd_ref_to_pred", "nsd",
+    "hd_pred_to_ref", "hd_ref_to_pred", "hd95_pred_to_ref", "hd95_ref_to_pred",
+)  # fmt: skip
 REGION_METRICS = (
     "num_ref_components",
     "num_pred_components",
@@ -35,8 +42,10 @@ REGION_METRICS = (
     "lesion_f1",
     "fp_components",
 )
+#: metrics of a whole subject (all its labels at once), repeated on each of its label rows.
+SUBJECT_METRICS = ("generalized_dice",)
 #: every metric name :func:`segmentation_metrics` accepts, in report order.
-SEGMENTATION_METRIC_NAMES = (*OVERLAP_COLUMNS, *SURFACE_METRICS, *REGION_METRICS)
+SEGMENTATION_METRIC_NAMES = (*OVERLAP_COLUMNS, *SURFACE_METRICS, *REGION_METRICS, *SUBJECT_METRICS)
 DEFAULT_METRICS = ("dice", "hd95", "assd", "nsd")
 
 
@@ -69,6 +78,10 @@ def _surface_values(distances: SurfaceDistances, tolerance: float) -> dict[str, 
         "msd_pred_to_ref": msd_pred,
         "msd_ref_to_pred": msd_ref,
         "nsd": distances.surface_dice(tolerance),
+        "hd_pred_to_ref": distances.hausdorff(mode="forward"),
+        "hd_ref_to_pred": distances.hausdorff(mode="backward"),
+        "hd95_pred_to_ref": distances.hausdorff(95, mode="forward"),
+        "hd95_ref_to_pred": distances.hausdorff(95, mode="backward"),
     }
 
 
@@ -112,7 +125,12 @@ def absent_label_metrics(
     total = int(np.prod(shape))
     voxel_size = tuple(float(s) for s in spacing)
     wanted = check_metric_names(metrics)
-    return _label_metrics(empty, empty, total, voxel_size, wanted, tolerance, surface)
+    per_label = tuple(name for name in wanted if name not in SUBJECT_METRICS)
+    values = _label_metrics(empty, empty, total, voxel_size, per_label, tolerance, surface)
+    # a label empty in both maps adds nothing to a subject metric: the caller copies the
+    # subject's value; alone (no label anywhere) it is undefined
+    values.update({name: float("nan") for name in wanted if name in SUBJECT_METRICS})
+    return {name: values[name] for name in wanted}
 
 
 def check_metric_names(metrics: Sequence[str]) -> tuple[str, ...]:
@@ -182,6 +200,9 @@ def segmentation_metrics(
     top = max([0, *labels])
     pred_boxes = ndimage.find_objects(pred_map, max_label=top) if top else []
     ref_boxes = ndimage.find_objects(ref_map, max_label=top) if top else []
+    per_label = tuple(name for name in wanted if name not in SUBJECT_METRICS)
+    if "generalized_dice" in wanted:  # from the per-label counts
+        per_label = tuple(dict.fromkeys([*per_label, "tp", "fp", "fn"]))
     results: dict[int, dict[str, float]] = {}
     for label in labels:
         label = int(label)
@@ -195,8 +216,46 @@ def segmentation_metrics(
             ref_map[box] == label,
             pred_map.size,
             voxel_size,
-            wanted,
+            per_label,
             tolerance,
             surface,
         )
-    return results
+    if "generalized_dice" in wanted:
+        counts = [(int(v["tp"]), int(v["fp"]), int(v["fn"])) for v in results.values()]
+        score = generalized_dice_from_counts(counts)
+        for values in results.values():
+            values["generalized_dice"] = score
+    return {label: {name: values[name] for name in wanted} for label, values in results.items()}
+
+
+def generalized_dice(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    labels: Sequence[int] | None = None,
+    weighting: str = "square",
+) -> float:
+    """Generalized Dice of two label maps over ``labels`` (default: every non-zero label).
+
+    Matches MONAI's ``GeneralizedDiceScore(include_background=False)`` on the one-hot maps,
+    except that it is ``nan`` (not 1) when every label is empty in both maps. ``weighting``:
+    ``"square"`` (default), ``"simple"`` or ``"uniform"``.
+
+    Shape:
+        pred, ref: integer label maps ``(X, Y)`` or ``(X, Y, Z)``.
+
+    Example:
+        >>> ref = np.array([[1, 1, 2, 0]]); pred = np.array([[1, 0, 2, 2]])
+        >>> round(generalized_dice(pred, ref), 4)  # w = 1/4 and 1: 2·(1/4 + 1) / (3/4 + 3)
+        0.6667
+    """
+    pred_map, ref_map = as_label_map(pred, name="prediction"), as_label_map(ref, name="reference")
+    check_pair(pred_map, ref_map)
+    if labels is None:
+        labels = sorted(set(present_labels(pred_map)) | set(present_labels(ref_map)))
+    counts = []
+    for label in labels:
+        p, r = pred_map == label, ref_map == label
+        tp = int(np.count_nonzero(p & r))
+        counts.append((tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(r)) - tp))
+    return generalized_dice_from_counts(counts, weighting=weighting)

@@ -29,6 +29,7 @@ to an empty set is infinite) and NSD is ``0`` (no boundary element is within tol
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,7 +42,32 @@ from voxelflow.metrics._arrays import as_mask, as_spacing, bounding_box, check_p
 from voxelflow.metrics.surfels import surfels
 from voxelflow.types import ArrayLike
 
-HD95Mode = Literal["directed", "pooled"]
+HD95Mode = Literal["symmetric", "forward", "backward", "pooled"]
+#: the Hausdorff modes, default first (``"directed"`` is an accepted, deprecated ``"symmetric"``).
+HAUSDORFF_MODES = ("symmetric", "forward", "backward", "pooled")
+
+
+def check_hausdorff_mode(mode: str) -> str:
+    """``mode`` checked; the deprecated ``"directed"`` (which meant the larger of the two
+    directions) is read as ``"symmetric"`` with a DeprecationWarning.
+
+    Raises:
+        ConfigError: an unknown mode, naming the known ones.
+    """
+    if mode == "directed":
+        warnings.warn(
+            "hausdorff mode='directed' is the larger of the two directed distances: it is now "
+            "called mode='symmetric'; use mode='forward' (prediction → reference) or "
+            "mode='backward' (reference → prediction) for one direction",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return "symmetric"
+    if mode not in HAUSDORFF_MODES:
+        raise ConfigError(f"expected a Hausdorff mode in {HAUSDORFF_MODES}, got {mode!r}")
+    return mode
+
+
 SurfaceKind = Literal["surfels", "voxels", "faces"]
 #: the surface definitions, default first.
 SURFACE_KINDS = ("surfels", "voxels", "faces")
@@ -86,20 +112,34 @@ class SurfaceDistances:
         """Exactly one of the masks is empty."""
         return self.pred_empty != self.ref_empty
 
-    def hausdorff(self, percentile: float | None = None, *, mode: HD95Mode = "directed") -> float:
+    def hausdorff(self, percentile: float | None = None, *, mode: str = "symmetric") -> float:
         """Hausdorff distance (``percentile=None``) or its percentile variant (HD95 at 95).
 
-        ``mode="directed"`` (default, MONAI and DeepMind): the larger of the two directed
-        percentiles. ``mode="pooled"``: the percentile of both distance sets pooled together.
-        Percentiles use numpy's linear interpolation.
+        Args:
+            percentile: ``None`` for the maximum, else a percentile in [0, 100] (numpy's linear
+                interpolation; area-weighted for the surfels and faces surfaces).
+            mode: ``"symmetric"`` (default, MONAI ``directed=False`` and DeepMind): the larger
+                of the two directed values; ``"forward"``: prediction → reference only (MONAI
+                ``directed=True``, scipy ``directed_hausdorff(pred, ref)``); ``"backward"``:
+                reference → prediction only; ``"pooled"``: the percentile of both distance sets
+                pooled together (medpy's ``hd95``). ``"directed"`` is a deprecated name of
+                ``"symmetric"``.
+
+        Returns:
+            mm; ``nan`` when both masks are empty, ``inf`` when exactly one is (in every mode).
         """
+        mode = check_hausdorff_mode(mode)
         if self.both_empty:
             return float("nan")
         if self.one_empty:
             return float("inf")
-        if percentile is None:
-            return float(max(self.pred_to_ref.max(), self.ref_to_pred.max()))
-        if mode == "pooled":
+        forward = (self.pred_to_ref, self.pred_areas)
+        backward = (self.ref_to_pred, self.ref_areas)
+        if mode == "forward":
+            return _directed_value(*forward, percentile)
+        if mode == "backward":
+            return _directed_value(*backward, percentile)
+        if mode == "pooled" and percentile is not None:
             pooled = np.concatenate([self.pred_to_ref, self.ref_to_pred])
             weights = (
                 None
@@ -107,10 +147,7 @@ class SurfaceDistances:
                 else np.concatenate([self.pred_areas, self.ref_areas])
             )
             return _percentile(pooled, weights, percentile)
-        return max(
-            _percentile(self.pred_to_ref, self.pred_areas, percentile),
-            _percentile(self.ref_to_pred, self.ref_areas, percentile),
-        )
+        return max(_directed_value(*forward, percentile), _directed_value(*backward, percentile))
 
     def average_symmetric(self) -> float:
         """ASSD: the mean of both directed distance sets pooled together."""
@@ -207,6 +244,15 @@ def boundary_faces(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarr
     return np.concatenate(centres), np.concatenate(areas)
 
 
+def _directed_value(
+    distances: np.ndarray, areas: np.ndarray | None, percentile: float | None
+) -> float:
+    """The maximum (``percentile=None``) or a percentile of one directed distance set."""
+    if percentile is None:
+        return float(distances.max())
+    return _percentile(distances, areas, percentile)
+
+
 def _directed(points_from: np.ndarray, points_to: np.ndarray) -> np.ndarray:
     """Distance of each row of ``points_from`` to the nearest row of ``points_to``."""
     distances, _ = cKDTree(points_to).query(points_from, k=1)
@@ -299,7 +345,7 @@ def hausdorff_distance(
     spacing: float | Sequence[float] | None = None,
     *,
     percentile: float | None = None,
-    mode: HD95Mode = "directed",
+    mode: str = "symmetric",
     surface: SurfaceKind = "surfels",
 ) -> float:
     """Hausdorff distance in mm, or its robust percentile variant (``percentile=95``: HD95).
@@ -309,8 +355,11 @@ def hausdorff_distance(
         ref: reference binary mask.
         spacing: voxel size in mm per axis.
         percentile: ``None`` for the maximum, else a percentile in [0, 100].
-        mode: ``"directed"`` (max of the two directed percentiles, MONAI/DeepMind) or
-            ``"pooled"`` (percentile of both distance sets together).
+        mode: ``"symmetric"`` (default: the larger of the two directed values, MONAI
+            ``directed=False``, DeepMind), ``"forward"`` (prediction → reference, MONAI
+            ``directed=True``), ``"backward"`` (reference → prediction) or ``"pooled"``
+            (percentile of both distance sets together). ``"directed"``: deprecated name of
+            ``"symmetric"`` (DeprecationWarning).
         surface: ``"surfels"``, ``"voxels"`` or ``"faces"`` (see :func:`surface_distances`).
 
     Returns:
