@@ -92,7 +92,12 @@ def default_out(app: str, *, cwd: Path | None = None, home: Path | None = None) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen application's demo into ``--out`` (or :func:`default_out`)."""
+    from voxelflow.engine.threads import apply_threads
+
     module = importlib.import_module(DEMOS[args.app])
     out = Path(args.out) if args.out else default_out(args.app)
+    # data generation before training: threads as training will choose them (1 data worker);
+    # training and inference set their own again
+    apply_threads(None, workers=1, what="demo")
     module.run_demo(out, quick=args.quick)
     return 0

@@ -25,6 +25,7 @@ from voxelflow.applications.base import InferenceContext, InferenceItem, Predict
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.data.dataset import load_fitted_state
 from voxelflow.engine.run import FITTED_STATE_FILE, build_application
+from voxelflow.engine.threads import apply_threads
 from voxelflow.errors import ConfigError
 from voxelflow.io.image import Subject, check_same_grid, grid_difference
 from voxelflow.io.table import SubjectRow
@@ -145,6 +146,7 @@ def predict_subjects(experiment: ExperimentConfig, app: Any, fitted_state: dict[
                      subjects: Iterable[Subject]) -> list[Prediction]:
     """In-memory inference (the Python API): subjects in, predictions in original geometry out."""
     check_mode(experiment, app)
+    apply_threads(experiment.system.threads, workers=0, what="inference")
     ctx = inference_context(experiment, app)
     items = prepare_items(experiment, fitted_state, subjects)
     with torch.no_grad():
@@ -155,6 +157,7 @@ def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str,
                  rows: Sequence[SubjectRow], *, out_dir: Path) -> Path:
     """Read, preprocess (saved state), predict and write every row; returns the table path."""
     check_mode(experiment, app)
+    apply_threads(experiment.system.threads, workers=0, what="inference")
     columns = [c for cols in experiment.dataset.inputs.values() for c in cols]
     _check_output_dir(out_dir, rows, columns)
     ctx = inference_context(experiment, app)

@@ -27,7 +27,6 @@ import copy
 import itertools
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,6 +38,7 @@ import torch
 
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.engine.hooks import Hook
+from voxelflow.engine.threads import ThreadChoice, available_cores, worker_init
 from voxelflow.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class PipelineSettings:
             windows_per_subject=experiment.sampling.windows_per_subject,
             augmentation=tuple(component.name for component in experiment.augmentation),
             device=device,
-            cpu_count=os.cpu_count() or 1,
+            cpu_count=available_cores().cores,
             cache_dir=str(cache_dir) if cache_dir else None,
         )
 
@@ -124,6 +124,7 @@ class ProfileReport:
     advice: list[str]
     data_without_augmentation: DataTiming | None = None
     notes: list[str] = field(default_factory=list)
+    threads: ThreadChoice | None = None
 
     @property
     def augmentation_share(self) -> float | None:
@@ -149,6 +150,8 @@ class ProfileReport:
             "(forward, backward, optimiser step, pre-made batch)"
         )
         lines.append(f"bottleneck: {_verdict(self)}")
+        if self.threads is not None:
+            lines.append(self.threads.describe())
         lines += [f"note: {note}" for note in self.notes]
         lines.append("advice:")
         lines += [f"  - {item}" for item in self.advice]
@@ -425,7 +428,7 @@ def profile_experiment(
     share = augmentation_share(data, bare)
     bottleneck, advice = diagnose(data, step, settings, share=share)
     notes = _notes(settings, prepared, temporary=run_dir is None)
-    return ProfileReport(data, step, settings, bottleneck, advice, bare, notes)
+    return ProfileReport(data, step, settings, bottleneck, advice, bare, notes, pipeline.threads)
 
 
 def _timed(
@@ -448,7 +451,7 @@ def _without_augmentation(loader: torch.utils.data.DataLoader) -> torch.utils.da
     queue.transform = None
     return torch.utils.data.DataLoader(
         queue, batch_size=loader.batch_size, num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
+        collate_fn=loader.collate_fn, worker_init_fn=worker_init,
     )  # fmt: skip
 
 

@@ -81,10 +81,9 @@ class ThreadChoice:
     reason: str
 
     def describe(self) -> str:
-        """``threads: 1 in the main process + 1 per worker (auto: 2 cores (affinity) - 1 worker)``."""
-        return (
-            f"threads: {self.threads} in the main process + 1 per DataLoader worker ({self.reason})"
-        )
+        """``threads: 1 in the main process + 1 in each of 1 DataLoader worker(s) (auto: ...)``."""
+        workers = f" + 1 in each of {self.workers} DataLoader worker(s)" if self.workers > 0 else ""
+        return f"threads: {self.threads} in the main process{workers} ({self.reason})"
 
 
 # --- cores ----------------------------------------------------------------------------------------
@@ -213,7 +212,7 @@ def available_cores(
     """
     count, limit = (affinity, "affinity") if affinity is not None else affinity_cores()
     quota = cgroup_quota(root, proc_cgroup)
-    if quota is not None and math.floor(quota[0]) < count:
+    if quota is not None and max(1, math.floor(quota[0])) < count:
         count, limit = math.floor(quota[0]), f"{quota[1]} {quota[0]:g} cores"
     return CoreCount(max(1, int(count)), limit)
 
