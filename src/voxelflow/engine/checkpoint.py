@@ -368,6 +368,13 @@ def find_checkpoint(run_dir: PathLike, *, which: str = "best") -> Path:
         raise CheckpointError(
             f"expected a checkpoint in {str(Path(run_dir) / 'checkpoints')!r}, found none"
         )
+    if which == "best" and not manager._best_records():
+        # said, not silent: without a validation metric "best" can only mean the most recent
+        logger.info(
+            "no checkpoint of %s has a validation metric (no validation subjects, or "
+            "training.keep_best 0): 'best' is the last checkpoint, step %d",
+            run_dir, manager.records[-1].step,
+        )  # fmt: skip
     return path
 
 
