@@ -163,7 +163,10 @@ def test_histogram_standardization_inside_mask_ignores_background():
 @pytest.mark.parametrize("name", NORMALIZERS.names())
 def test_every_registered_normalizer_contract(name):
     """Shape and dtype kept, finite output, state survives JSON, for every registered step."""
-    kwargs = {"low": -100.0, "high": 300.0} if name == "ct_window" else {}
+    kwargs = {
+        "ct_window": {"low": -100.0, "high": 300.0},
+        "ct": {"low": -100.0, "high": 300.0, "mean": 40.0, "std": 80.0},
+    }.get(name, {})
     image = two_channel_image()
     step = build_normalizer(name, kwargs)
     if step.requires_fit:
@@ -172,3 +175,60 @@ def test_every_registered_normalizer_contract(name):
     assert out.shape == image.shape and out.dtype == np.float32 and np.isfinite(out).all()
     state = json.loads(json.dumps(step.state_dict()))
     np.testing.assert_allclose(build_normalizer(name, kwargs, state=state)(image), out)
+
+
+def test_ct_clips_then_zscores_with_the_given_dataset_statistics():
+    image = np.array([[[-1024.0, -50.0], [40.0, 2000.0]]], dtype=np.float32)
+    out = build_normalizer("ct", {"low": -100.0, "high": 500.0, "mean": 40.0, "std": 20.0})(image)
+    np.testing.assert_allclose(
+        out[0].ravel(), [(-100 - 40) / 20, (-50 - 40) / 20, 0.0, (500 - 40) / 20]
+    )
+
+
+def test_zscore_in_body_maps_zero_and_noisy_backgrounds_to_the_same_values():
+    rng = np.random.default_rng(3)
+    body = np.zeros((24, 24, 24), dtype=bool)
+    body[6:18, 6:18, 6:18] = True
+    tissue = rng.normal(500.0, 50.0, body.shape).astype(np.float32)
+    zero_bg = np.where(body, tissue, 0.0)[None].astype(np.float32)
+    noisy_bg = np.where(body, tissue, np.abs(rng.normal(0.0, 20.0, body.shape)))[None].astype(
+        np.float32
+    )
+    step = build_normalizer("zscore", {"mask": "body", "outside": -2.0})
+    a, b = step(zero_bg), step(noisy_bg)
+    np.testing.assert_allclose(a[0][~body], -2.0)
+    np.testing.assert_allclose(b[0][~body], -2.0)
+    inside = (tissue[body] - tissue[body].mean()) / tissue[body].std()
+    np.testing.assert_allclose(a[0][body], inside, atol=1e-4)
+    np.testing.assert_allclose(b[0][body], inside, atol=1e-4)
+
+
+def test_channels_option_normalises_only_the_listed_channels():
+    image = np.stack([np.arange(8.0).reshape(2, 2, 2), np.arange(8.0).reshape(2, 2, 2) * 3]).astype(
+        np.float32
+    )
+    out = build_normalizer("zscore", {"channels": [1]})(image)
+    np.testing.assert_array_equal(out[0], image[0])
+    np.testing.assert_allclose(out[1], (image[1] - image[1].mean()) / image[1].std(), atol=1e-6)
+    with pytest.raises(DataError, match="channels \\[3\\]"):
+        build_normalizer("zscore", {"channels": [3]})(image)
+
+
+def test_body_mask_fills_dark_tissue_inside_and_drops_noise_outside():
+    from voxelflow.transforms.normalize import body_mask
+
+    image = np.zeros((20, 20, 20), dtype=np.float32)
+    image[4:16, 4:16, 4:16] = 100.0
+    image[8:12, 8:12, 8:12] = 5.0  # dark ventricle inside
+    image[0, 0, 0] = 100.0  # an isolated bright noise voxel outside
+    mask = body_mask(image)
+    expected = np.zeros_like(mask)
+    expected[4:16, 4:16, 4:16] = True
+    np.testing.assert_array_equal(mask, expected)
+    ct = np.full((10, 10, 10), -1000.0, dtype=np.float32)
+    ct[2:8, 2:8, 2:8] = 40.0
+    ct[4:6, 4:6, 4:6] = -850.0  # lung air inside the body
+    assert (
+        body_mask(ct, looks_ct=True)[2:8, 2:8, 2:8].all()
+        and not body_mask(ct, looks_ct=True)[0].any()
+    )

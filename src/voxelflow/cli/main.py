@@ -20,6 +20,7 @@ from voxelflow.errors import ConfigError, VoxelflowError
 #: sub-command name → module; the order is the order shown by ``--help``.
 COMMANDS = {
     "demo": "voxelflow.cli.cmd_demo",
+    "plan": "voxelflow.cli.cmd_plan",
     "train": "voxelflow.cli.cmd_train",
     "infer": "voxelflow.cli.cmd_infer",
     "evaluate": "voxelflow.cli.cmd_evaluate",

@@ -136,8 +136,9 @@ class PreprocessingConfig(Section):
     orientation: str | None = Field(
         "RAS", description="reorient to these axis codes; null keeps the file's"
     )
-    spacing: list[float] | None = Field(
-        None, description="resample to this spacing (mm); null keeps it"
+    spacing: list[float | None] | None = Field(
+        None,
+        description="resample to this spacing (mm); null keeps it; a null entry keeps that axis's",
     )
     image_interpolation: Literal["linear", "bspline", "nearest"] = Field(
         "linear", description="interpolation of image roles when resampling"
@@ -145,8 +146,10 @@ class PreprocessingConfig(Section):
     label_interpolation: Literal["nearest", "partial_volume"] = Field(
         "nearest", description="interpolation of label roles when resampling"
     )
-    crop_foreground: bool = Field(
-        False, description="crop to the bounding box of non-zero image voxels"
+    crop_foreground: bool | Literal["nonzero", "body"] = Field(
+        False,
+        description="crop to the bounding box of non-zero image voxels (true or 'nonzero'), or of "
+        "the body ('body': above Otsu's threshold or above air in CT, holes filled)",
     )
     crop_margin: int = Field(0, ge=0, description="voxels kept around the foreground box")
     normalization: list[Component] = Field(

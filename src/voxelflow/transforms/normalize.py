@@ -6,6 +6,7 @@ Registered in :data:`NORMALIZERS` (config: ``preprocessing.normalization: [{name
 ``zscore``                 (I - mean) / std, statistics inside the mask (NiftyNet whitening)
 ``percentile_rescale``     clip to the [lower, upper] percentiles, rescale to [out_min, out_max]
 ``ct_window``              fixed HU window [low, high] (or center/width) → [0, 1]
+``ct``                     clip to dataset [low, high] then (I - mean) / std (nnU-Net's CT scheme)
 ``histogram_standardization`` Nyúl et al. 2000 landmarks, fitted on the training images
 ========================== ============================================================
 
@@ -15,8 +16,11 @@ JSON next to the model and feeds the preprocessing cache key.
 
 Foreground masks (``mask=`` on every step): ``"none"``, ``"nonzero"``, ``"otsu"`` (Otsu
 threshold, numpy implementation), ``"threshold"`` (I > ``mask_threshold``), ``"mean"`` (I > the
-image mean, NiftyNet's ``mean_plus``); channels are combined with ``mask_combine`` = ``"and"``,
-``"or"`` or ``"per_channel"`` (NiftyNet's ``multi``).
+image mean, NiftyNet's ``mean_plus``), ``"body"`` (the body: above Otsu's threshold, or above
+air in CT, largest component, holes filled: see :func:`body_mask`); channels are combined with
+``mask_combine`` = ``"and"``, ``"or"`` or ``"per_channel"`` (NiftyNet's ``multi``). ``outside``
+sets every voxel outside the mask to one value after normalising (so an exactly-zero and a noisy
+background map alike), and ``channels`` limits a step to some channels (per-channel schemes).
 
 Example:
     >>> step = NORMALIZERS.get("zscore")(mask="nonzero")
@@ -40,7 +44,9 @@ from voxelflow.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-MaskMethod = Literal["none", "nonzero", "otsu", "threshold", "mean"]
+MaskMethod = Literal["none", "nonzero", "otsu", "threshold", "mean", "body"]
+#: HU below which a voxel is air in CT; a channel whose 0.5 percentile is below it looks like CT
+CT_AIR_HU = -800.0
 MaskCombine = Literal["and", "or", "per_channel"]
 
 #: Landmark percentile sets of histogram standardisation (percent; the ends are the cutoffs).
@@ -74,6 +80,39 @@ def otsu_threshold(values: np.ndarray, *, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
+def looks_like_ct(channel: np.ndarray) -> bool:
+    """True when a channel ``(*spatial)`` has air near -1000 HU and tissue above 0 (a CT in HU)."""
+    sample = np.asarray(channel).ravel()[:: max(1, np.asarray(channel).size // 500_000)]
+    low, high = np.percentile(sample, [0.5, 99.5])
+    return bool(low < CT_AIR_HU and high > 0.0)
+
+
+def body_mask(channel: np.ndarray, *, looks_ct: bool | None = None) -> np.ndarray:
+    """Boolean mask of the body (head, torso) in one channel ``(*spatial)``, same shape.
+
+    CT: voxels above -500 HU (air is -1000). Otherwise voxels above Otsu's threshold. The
+    largest connected component is kept and its holes are filled, so dark tissue inside the body
+    (CSF, lungs) stays in and background noise stays out.
+
+    Args:
+        channel: one channel.
+        looks_ct: whether it is a CT in HU; default decided by :func:`looks_like_ct`.
+    """
+    from scipy import ndimage
+
+    array = np.asarray(channel)
+    if array.size == 0 or np.all(array == array.flat[0]):
+        return np.ones(array.shape, dtype=bool)
+    ct = looks_like_ct(array) if looks_ct is None else looks_ct
+    mask = array > -500.0 if ct else array > otsu_threshold(array)
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(np.argmax(sizes))
+    return ndimage.binary_fill_holes(mask)
+
+
 def foreground_mask(
     data: np.ndarray,
     *,
@@ -85,8 +124,8 @@ def foreground_mask(
 
     Args:
         data: the image.
-        method: ``none`` (everything), ``nonzero``, ``otsu``, ``threshold`` (I > threshold) or
-            ``mean`` (I > the channel mean).
+        method: ``none`` (everything), ``nonzero``, ``otsu``, ``threshold`` (I > threshold),
+            ``mean`` (I > the channel mean) or ``body`` (:func:`body_mask`).
         threshold: used by ``method="threshold"``.
         combine: ``and``/``or`` give one mask shared by all channels; ``per_channel`` keeps each.
 
@@ -104,6 +143,7 @@ def foreground_mask(
         "otsu": lambda c: c > otsu_threshold(c),
         "threshold": lambda c: c > threshold,
         "mean": lambda c: c > c.mean(),
+        "body": body_mask,
     }
     if method not in rules:
         raise ConfigError(f"expected mask one of {['none', *rules]}, got {method!r}")
@@ -123,6 +163,8 @@ class Normalizer:
         mask: foreground mask method for the statistics (see :func:`foreground_mask`).
         mask_threshold: threshold of ``mask="threshold"``.
         mask_combine: how channel masks combine.
+        outside: value given to voxels outside the mask after normalising (None keeps them).
+        channels: channel indices this step normalises (None: all); the others pass unchanged.
     """
 
     requires_fit: ClassVar[bool] = False
@@ -134,10 +176,14 @@ class Normalizer:
         mask: MaskMethod = "none",
         mask_threshold: float = 0.0,
         mask_combine: MaskCombine = "and",
+        outside: float | None = None,
+        channels: Sequence[int] | None = None,
     ) -> None:
         self.mask = mask
         self.mask_threshold = mask_threshold
         self.mask_combine = mask_combine
+        self.outside = outside
+        self.channels = None if channels is None else [int(c) for c in channels]
 
     def masks(self, data: np.ndarray, *, path: str | Path | None = None) -> np.ndarray:
         """The foreground mask ``(C, *spatial)``; an empty channel mask falls back to all voxels."""
@@ -162,8 +208,22 @@ class Normalizer:
             raise DataError(
                 f"normalizer {self.name!r} is not fitted: call fit() on training images first"
             )
+        if self.channels is not None and max(self.channels, default=-1) >= len(array):
+            raise DataError(
+                f"normalizer {self.name!r}: channels {self.channels} requested, "
+                f"{path or 'the image'} has {len(array)}"
+            )
         masks = self.masks(array, path=path)
-        return np.stack([self.apply_channel(c, m, i) for i, (c, m) in enumerate(zip(array, masks))])
+        out = []
+        for index, (channel, mask) in enumerate(zip(array, masks)):
+            if self.channels is not None and index not in self.channels:
+                out.append(channel)
+                continue
+            result = self.apply_channel(channel, mask, index)
+            if self.outside is not None:
+                result = np.where(mask, result, np.float32(self.outside)).astype(np.float32)
+            out.append(result)
+        return np.stack(out)
 
     def apply_channel(self, channel: np.ndarray, mask: np.ndarray, index: int) -> np.ndarray:
         """Normalise one channel given its mask."""
@@ -296,6 +356,37 @@ class CTWindow(Normalizer):
 
     def apply_channel(self, channel: np.ndarray, mask: np.ndarray, index: int) -> np.ndarray:
         return _rescale(channel, self.low, self.high, self.out_min, self.out_max, True)
+
+
+@NORMALIZERS.register("ct")
+class CTNormalize(Normalizer):
+    """Clip to a dataset-wide HU range, then z-score with dataset-wide statistics (nnU-Net's CT).
+
+    The four numbers come from the foreground of the training set (``voxelflow plan`` writes
+    them: the 0.5 and 99.5 percentiles, the mean and the std), so every scan gets the same map.
+
+    Args:
+        low: lower clip (HU).
+        high: upper clip (HU).
+        mean: subtracted after clipping.
+        std: divided by after subtracting.
+    """
+
+    name = "ct"
+
+    def __init__(
+        self, low: float, high: float, mean: float, std: float, **mask_options: Any
+    ) -> None:
+        super().__init__(**mask_options)
+        if not low < high or not std > 0:
+            raise ConfigError(
+                f"ct: expected low < high and std > 0, got low={low}, high={high}, std={std}"
+            )
+        self.low, self.high, self.mean, self.std = float(low), float(high), float(mean), float(std)
+
+    def apply_channel(self, channel: np.ndarray, mask: np.ndarray, index: int) -> np.ndarray:
+        clipped = np.clip(channel, self.low, self.high)
+        return ((clipped - self.mean) / self.std).astype(np.float32)
 
 
 def _rescale(

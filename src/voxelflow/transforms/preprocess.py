@@ -7,7 +7,7 @@
 2. reorientation to ``orientation`` (axis permutations and flips only: exact);
 3. resampling to ``spacing`` (images: ``image_interpolation``; labels: nearest or
    ``partial_volume``; weights: linear) over the same field of view;
-4. cropping to the bounding box of non-zero ``image`` voxels plus ``crop_margin``;
+4. cropping to the bounding box of non-zero ``image`` voxels (or of the body) plus ``crop_margin``;
 5. intensity normalisation of the ``image`` role (``normalization`` steps, in order);
 6. label values → class indices 0..K-1 (``label_values`` or the fitted values).
 
@@ -42,7 +42,7 @@ from voxelflow.errors import DataError, ShapeError
 from voxelflow.io.image import Image, ImageKind, Subject
 from voxelflow.transforms import functional as F
 from voxelflow.transforms.label import LabelMapping
-from voxelflow.transforms.normalize import Normalizer, build_normalizer
+from voxelflow.transforms.normalize import Normalizer, body_mask, build_normalizer
 
 if TYPE_CHECKING:  # config sits beside transforms in the layers; only its type is needed
     from voxelflow.config.schema import PreprocessingConfig
@@ -211,7 +211,10 @@ class Preprocessor:
 
     def _resample(self, images: dict[str, Image], record: dict[str, Any]) -> dict[str, Image]:
         first = next(iter(images.values()))
-        spacing = list(self.config.spacing or [])[: first.spatial_dims]
+        wanted = list(self.config.spacing or [])[: first.spatial_dims]
+        # a null entry keeps the file's spacing on that axis (2D plans keep the slice thickness)
+        spacing = [s if s is not None else float(c) for s, c in zip(wanted, first.spacing)]
+        spacing = spacing if len(wanted) == first.spatial_dims else wanted
         shape, affine = F.spacing_grid(first.spatial_shape, first.affine, spacing)
         if shape == first.spatial_shape and np.allclose(affine, first.affine, atol=1e-6):
             return images
@@ -244,10 +247,13 @@ class Preprocessor:
         ]
         if not roles:
             return images
-        mask = np.any([images[r].numpy() != 0 for r in roles], axis=(0, 1))
+        if self.config.crop_foreground == "body":
+            mask = np.any([body_mask(c) for r in roles for c in images[r].numpy()], axis=0)
+        else:
+            mask = np.any([images[r].numpy() != 0 for r in roles], axis=(0, 1))
         box = F.foreground_bounding_box(mask, margin=self.config.crop_margin)
         if box is None:
-            logger.warning("subject %r: no non-zero voxels in %s; not cropping", name, roles)
+            logger.warning("subject %r: no foreground voxels in %s; not cropping", name, roles)
             return images
         first = next(iter(images.values()))
         start, stop = box
