@@ -25,6 +25,7 @@ COMMANDS = {
     "infer": "voxelflow.cli.cmd_infer",
     "evaluate": "voxelflow.cli.cmd_evaluate",
     "info": "voxelflow.cli.cmd_info",
+    "view": "voxelflow.cli.cmd_view",
     "config": "voxelflow.cli.cmd_config",
     "list": "voxelflow.cli.cmd_list",
     "profile": "voxelflow.cli.cmd_profile",

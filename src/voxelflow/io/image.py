@@ -130,6 +130,43 @@ class Image:
         """True when both images share shape and affine within the grid tolerance."""
         return grid_difference(self, other) is None
 
+    def plot(
+        self,
+        label: Image | None = None,
+        pred: Image | None = None,
+        *,
+        label_names: dict[int, str] | None = None,
+        path: str | Path | None = None,
+        centre: tuple[int, ...] | None = None,
+        channel: int = 0,
+    ) -> Any:
+        """Orthogonal slices through the foreground centre, with label / prediction overlays.
+
+        Args:
+            label: a label map on this image's grid (filled overlay, one row).
+            pred: a predicted label map on this image's grid (one more row).
+            label_names: label value → name, shown in the colour legend.
+            path: also write the picture here as PNG.
+            centre: voxel index the planes pass through (default: the foreground centre).
+            channel: the channel shown.
+
+        Returns:
+            the matplotlib ``Figure`` (see :func:`voxelflow.io.plot.plot_views`).
+
+        Example:
+            >>> image = Image(torch.rand(1, 8, 8, 8))
+            >>> len(image.plot().axes)  # sagittal, coronal, axial
+            3
+        """
+        from voxelflow.io.plot import plot_views, save_figure
+
+        figure = plot_views(
+            self, label=label, pred=pred, label_names=label_names, centre=centre, channel=channel
+        )
+        if path is not None:
+            save_figure(figure, path)
+        return figure
+
     def __repr__(self) -> str:
         src = f", path={str(self.path)!r}" if self.path else ""
         return (
@@ -224,6 +261,50 @@ class Subject:
         images = list(self.images.values())
         for other in images[1:]:
             check_same_grid(images[0], other, what=f"images of subject {self.name!r}")
+
+    def plot(
+        self,
+        image: str | None = None,
+        *,
+        label: str | None = "label",
+        pred: str | None = "pred",
+        label_names: dict[int, str] | None = None,
+        path: str | Path | None = None,
+        channel: int = 0,
+    ) -> Any:
+        """:meth:`Image.plot` of one intensity role with the subject's label maps as overlays.
+
+        Args:
+            image: the intensity role shown (default ``"image"``, else the first intensity one).
+            label: the role of the reference label map (skipped when absent).
+            pred: the role of a prediction (skipped when absent).
+            label_names: label value → name for the legend.
+            path: also write the picture here as PNG.
+            channel: the channel of the intensity image shown.
+
+        Returns:
+            the matplotlib ``Figure``.
+
+        Raises:
+            KeyError: ``image`` is not a role of this subject (roles listed).
+        """
+        if image is None:
+            intensity = [r for r, i in self.images.items() if i.kind == "intensity"]
+            image = "image" if "image" in self.images else (intensity or list(self.images))[0]
+        from voxelflow.io.plot import save_figure
+
+        figure = self[image].plot(
+            self.images.get(label) if label else None,
+            self.images.get(pred) if pred else None,
+            label_names=label_names,
+            channel=channel,
+        )
+        figure.suptitle(
+            f"{self.name} ({image}): {figure.get_suptitle().split(': ', 1)[-1]}", fontsize=10
+        )
+        if path is not None:
+            save_figure(figure, path)
+        return figure
 
     def with_images(self, images: dict[str, Image]) -> Subject:
         """A new Subject with other images, same name and fields."""
