@@ -40,6 +40,7 @@ from voxelflow.engine.checkpoint import (
     CheckpointDamagedError,
     CheckpointManager,
 )
+from voxelflow.engine.dead_workers import dead_worker_error, stop_workers
 from voxelflow.engine.device import (
     move_to_device,
     resolve_precision,
@@ -162,9 +163,25 @@ class Trainer(TrainerStateMixin):
         lock = RunLock(self.run_dir).acquire() if self.context.is_main else None
         try:
             return self._fit()
+        except RuntimeError as exc:  # PyTorch's SIGCHLD handler may raise again while closing
+            failure = self._dead_worker_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             if lock is not None:
                 lock.release()
+
+    def _dead_worker_failure(self, error: RuntimeError) -> DataError | None:
+        """A dead DataLoader worker as a DataError naming it (None for other errors); the
+        remaining workers are shut down so that PyTorch does not report it again."""
+        failure = dead_worker_error(
+            error, self.train_data, rank=self.context.rank,
+            world_size=self.context.world_size, step=self.step,
+        )  # fmt: skip
+        if failure is not None:
+            stop_workers(self.train_data)
+        return failure
 
     def _resume_from_latest_intact(self) -> None:
         """Load the newest checkpoint that reads; damaged newer ones are renamed ``*.damaged``."""
@@ -213,6 +230,11 @@ class Trainer(TrainerStateMixin):
         previous = self._install_stop_handlers()
         try:
             self._loop()
+        except RuntimeError as exc:  # a dead DataLoader worker: name it, no traceback
+            failure = self._dead_worker_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
             self._restore_handlers(previous)
             self.run_logger.close()
