@@ -14,7 +14,9 @@ dataset is built to the last batch, and the peaks are reported. Runs are interle
 A B C … A B C for ``--repeats`` rounds; medians and ratios to MONAI CacheDataset. Disk caches
 (voxelflow, PersistentDataset) are built by an untimed run first. TorchIO holds its subjects
 as in-memory tensors here, so its memory is not comparable (left out of memory runs).
-``baseline`` is a DataLoader of constant windows with the same workers: the memory of Python,
+``voxelflow`` resamples augmented windows with the fused numba kernel (the training default,
+compiled before the workers fork), ``voxelflow_torch`` with ``grid_sample``
+(``system.resample_kernel: torch``). ``baseline`` is a DataLoader of constant windows with the same workers: the memory of Python,
 torch and the worker processes before any data.
 
 Usage:
@@ -46,7 +48,7 @@ SHAPE = (160, 160, 128)
 SPACING = (1.0, 1.0, 1.5)
 NUM_VOLUMES = 8
 PIPELINES = (
-    "baseline", "voxelflow", "monai_cache", "monai_persistent", "monai_thread", "monai_dataset", "torchio",
+    "baseline", "voxelflow", "voxelflow_torch", "monai_cache", "monai_persistent", "monai_thread", "monai_dataset", "torchio",
 )  # fmt: skip
 DISK_CACHED = ("voxelflow", "monai_persistent")
 
@@ -161,11 +163,13 @@ def voxelflow_cache(folder: Path) -> LazyCachedSubjects:
     return LazyCachedSubjects(folder / "vf_cache", keys)
 
 
-def voxelflow_loader(folder: Path, size: int, workers: int):
+def voxelflow_loader(folder: Path, size: int, workers: int, kernel: str = "auto"):
+    """``kernel``: ``system.resample_kernel`` (``voxelflow_torch`` runs grid_sample)."""
     import torch
 
     from voxelflow.sampling import BalancedSampler, PatchQueue
     from voxelflow.transforms.compose import build_augmentation
+    from voxelflow.transforms.fused_resample import warm_up
 
     augmentation = build_augmentation(
         [
@@ -174,9 +178,11 @@ def voxelflow_loader(folder: Path, size: int, workers: int):
         ]
     )
     sampler = BalancedSampler((size,) * 3, windows_per_subject=2, class_ratios="foreground")
+    sampler.resample_kernel = kernel
     queue = PatchQueue(
         voxelflow_cache(folder), sampler, transform=augmentation, queue_length=4, seed=0
     )
+    warm_up(queue.subjects[0], kernel=kernel, augmentation=augmentation)  # as training does
     return torch.utils.data.DataLoader(
         queue, batch_size=2, num_workers=workers, persistent_workers=workers > 0
     )
@@ -316,8 +322,9 @@ def run_one(pipeline: str, folder: Path, size: int, workers: int, batches: int) 
 
     torch.set_num_threads(1)
     with PeakMemory() as memory:
-        if pipeline == "voxelflow":
-            loader = voxelflow_loader(folder, size, workers)
+        if pipeline in ("voxelflow", "voxelflow_torch"):
+            kernel = "torch" if pipeline == "voxelflow_torch" else "auto"
+            loader = voxelflow_loader(folder, size, workers, kernel)
         elif pipeline == "torchio":
             loader = torchio_loader(folder, size, workers)
         elif pipeline == "baseline":
