@@ -90,6 +90,9 @@ _EXPORTS: dict[str, str] = {
     "normalized_surface_dice": "voxelflow.metrics",
     "evaluate_folders": "voxelflow.metrics.evaluate",
     "evaluate_images": "voxelflow.metrics.evaluate",
+    # self-configuration
+    "plan": "voxelflow.planning.run",
+    "fingerprint_dataset": "voxelflow.planning.fingerprint",
     # model zoo and export
     "install_model": "voxelflow.zoo.store:install",
     "resolve_model": "voxelflow.zoo.store",
@@ -152,6 +155,8 @@ __all__ = [  # kept equal to the errors above plus _EXPORTS by tests/test_api.py
     "jaccard",
     "load_experiment",
     "load_table",
+    "plan",
+    "fingerprint_dataset",
     "make_phantom",
     "normalized_surface_dice",
     "pack_run",

@@ -89,7 +89,7 @@ def _modalities(values: list[str]) -> dict[int, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voxelflow.plan.run import plan
+    from voxelflow.planning.run import plan
 
     memory = (
         args.gpu_memory if args.gpu_memory is not None else (8.0 if args.device == "cuda" else 4.0)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from voxelflow.errors import ConfigError, DataError
-from voxelflow.plan import rules
-from voxelflow.plan.fingerprint import Fingerprint, IntensityStats
+from voxelflow.planning import rules
+from voxelflow.planning.fingerprint import Fingerprint, IntensityStats
 
 logger = logging.getLogger(__name__)
 
@@ -576,7 +576,7 @@ def plan_dataset(
     """Plan every configuration that applies to ``fingerprint``.
 
     Args:
-        fingerprint: from :func:`~voxelflow.plan.fingerprint.fingerprint_dataset`.
+        fingerprint: from :func:`~voxelflow.planning.fingerprint.fingerprint_dataset`.
         template: the experiment the plan starts from (the user's config as a plain dict, or one
             holding only the dataset section); the plan overwrites the sections it decides.
         options: application, device, memory budget, modalities, iterations.

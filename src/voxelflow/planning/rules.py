@@ -212,7 +212,7 @@ class MemoryModel:
 
 
 #: float32 on the CPU (measured: forward + backward of voxelflow's UNet)
-CPU_FP32 = MemoryModel(bytes_per_element=16.0, fixed_bytes=0.3e9)
+CPU_FP32 = MemoryModel(bytes_per_element=11.5, fixed_bytes=0.3e9)
 #: mixed precision on a CUDA GPU: half-precision activations (nnU-Net fits 560e6 elements
 #: at batch 2 in 8 GB: ~7 bytes per element)
 GPU_AMP = MemoryModel(bytes_per_element=6.6, fixed_bytes=0.6e9)

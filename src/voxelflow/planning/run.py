@@ -20,9 +20,9 @@ from voxelflow.config.schema import DatasetConfig, ExperimentConfig
 from voxelflow.errors import ConfigError, MissingFileError
 from voxelflow.io.folders import input_folders, refuse_inside_inputs
 from voxelflow.io.table import SubjectRow, load_table, read_dataset_json
-from voxelflow.plan.fingerprint import Fingerprint, fingerprint_dataset
-from voxelflow.plan.planner import Plan, PlanOptions, plan_dataset
-from voxelflow.plan.write import FINGERPRINT_FILE, write_plan
+from voxelflow.planning.fingerprint import Fingerprint, fingerprint_dataset
+from voxelflow.planning.planner import Plan, PlanOptions, plan_dataset
+from voxelflow.planning.write import FINGERPRINT_FILE, write_plan
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def plan(
         progress: show the fingerprint progress bar.
 
     Returns:
-        The :class:`~voxelflow.plan.planner.Plan` (also written to ``out``).
+        The :class:`~voxelflow.planning.planner.Plan` (also written to ``out``).
 
     Raises:
         ConfigError: neither or both of ``config`` and ``dataset``; an output folder inside the

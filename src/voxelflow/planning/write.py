@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from voxelflow.engine.checkpoint import atomic_write
-from voxelflow.plan.planner import Configuration, Plan
+from voxelflow.planning.planner import Configuration, Plan
 
 FINGERPRINT_FILE = "fingerprint.json"
 PLAN_FILE = "plan.json"
