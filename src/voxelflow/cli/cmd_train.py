@@ -19,6 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_config_args(parser)
     parser.add_argument("--force", action="store_true",
                         help="start afresh in a run folder holding a different config (old files move to superseded/)")
+    parser.add_argument("--fold", default=None, metavar="K|all",
+                        help="train fold K of the saved k-fold split (split.folds, default 5) into "
+                        "RUN_DIR/fold_K, or every unfinished fold with 'all' (see docs/cross-validation.md)")
     parser.set_defaults(func=run)
 
 
@@ -28,6 +31,17 @@ def run(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.fold is not None:
+        from voxelflow.cv.folds import train_folds
+
+        root = run_dir or Path(experiment.system.run_dir)
+        for fold, values in train_folds(experiment, root, args.fold, force=args.force).items():
+            log.info("fold %d: %s", fold, _describe(values))
+        return 0
     metrics = train_experiment(experiment, run_dir=run_dir, force=args.force)
-    log.info("finished: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    log.info("finished: %s", _describe(metrics))
     return 0
+
+
+def _describe(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
