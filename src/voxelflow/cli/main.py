@@ -24,6 +24,7 @@ COMMANDS = {
     "train": "voxelflow.cli.cmd_train",
     "infer": "voxelflow.cli.cmd_infer",
     "evaluate": "voxelflow.cli.cmd_evaluate",
+    "cv": "voxelflow.cli.cmd_cv",
     "info": "voxelflow.cli.cmd_info",
     "view": "voxelflow.cli.cmd_view",
     "config": "voxelflow.cli.cmd_config",

@@ -1,0 +1,206 @@
+"""Model selection: ``voxelflow cv --compare RUN_A RUN_B ...``.
+
+Runs (after ``voxelflow cv``) are ranked by their CV metric (``cv/cv_metric.json``). Every pair
+is tested across subjects with the two-sided Wilcoxon signed-rank test, exact p-values
+(``scipy.stats.wilcoxon(method="exact")``; subjects with equal values are left out, so ``n`` is
+the number of subjects that differ), and the p-values are Holm-corrected across pairs. With
+``n`` differing subjects no exact two-sided p below ``2 / 2**n`` exists (every difference of one
+sign): that bound is reported beside each p so that "not significant" can be told apart from
+"too few subjects to ever be significant".
+
+Runs made on different splits are refused (the paired test needs the same subjects in the same
+folds), naming both split files.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voxelflow.cv.oof import read_metric_file
+from voxelflow.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PairTest:
+    """One paired comparison of two runs.
+
+    Attributes:
+        a, b: the run folders (``a`` ranked higher).
+        n: subjects whose values differ (the test's sample size).
+        statistic: the Wilcoxon statistic (smaller signed-rank sum).
+        p: exact two-sided p-value; ``p_holm``: Holm-adjusted.
+        min_p: the smallest two-sided p attainable with ``n``.
+        mean_difference: mean of ``a − b`` over all common subjects (metric units).
+    """
+
+    a: str
+    b: str
+    n: int
+    statistic: float
+    p: float
+    p_holm: float
+    min_p: float
+    mean_difference: float
+
+
+def smallest_p(n: int) -> float:
+    """The smallest exact two-sided Wilcoxon signed-rank p-value with ``n`` non-zero differences."""
+    return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (same order as given).
+
+    Example:
+        >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
+        [0.03, 0.06, 0.06]
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> tuple[int, float, float]:
+    """``(n, statistic, p)`` of the exact two-sided Wilcoxon signed-rank test of ``a`` vs ``b``."""
+    from scipy.stats import wilcoxon
+
+    pairs = [(x, y) for x, y in zip(a, b) if not (math.isnan(x) or math.isnan(y))]
+    n = sum(1 for x, y in pairs if x != y)
+    if n == 0:
+        return 0, 0.0, 1.0
+    result = wilcoxon([x for x, _ in pairs], [y for _, y in pairs], method="exact",
+                      zero_method="wilcox")  # fmt: skip
+    return n, float(result.statistic), float(result.pvalue)
+
+
+def _split_assignment(path: Path) -> dict[str, tuple[str, str]]:
+    with open(path, newline="") as handle:
+        return {
+            r["subject"]: (r.get("split", ""), r.get("fold", "")) for r in csv.DictReader(handle)
+        }
+
+
+def check_same_split(runs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse runs whose split files assign subjects differently (both files named).
+
+    Raises:
+        ConfigError: ``runs on different splits: a/split.csv and b/split.csv differ ...``.
+    """
+    first_run, first = runs[0]
+    reference = _split_assignment(Path(first["split_file"]))
+    for run, data in runs[1:]:
+        other = _split_assignment(Path(data["split_file"]))
+        if other != reference:
+            differing = sorted(
+                s for s in set(reference) | set(other) if reference.get(s) != other.get(s)
+            )
+            raise ConfigError(
+                f"--compare: runs on different splits cannot be paired: {first['split_file']} "
+                f"({first_run}) and {data['split_file']} ({run}) differ for {len(differing)} "
+                f"subject(s), e.g. {differing[:5]}; train both on one split (split.file)"
+            )
+        if data["metric"] != first["metric"] or data["application"] != first["application"]:
+            raise ConfigError(
+                f"--compare: expected runs of one application and CV metric, got "
+                f"{first['application']}/{first['metric']} ({first_run}) and "
+                f"{data['application']}/{data['metric']} ({run})"
+            )
+
+
+@dataclass
+class Comparison:
+    """Ranking (best first: run, value) and the pairwise tests."""
+
+    metric: str
+    higher_is_better: bool
+    ranking: list[tuple[str, float]]
+    tests: list[PairTest]
+    n_subjects: int
+
+
+def compare_runs(run_dirs: Sequence[str | Path], *, out: Path | None = None) -> Comparison:
+    """Rank runs by their CV metric and test every pair (see the module docstring).
+
+    Args:
+        run_dirs: run folders holding ``cv/cv_metric.json`` (two or more).
+        out: folder for ``ranking.csv`` and ``pairs.csv`` (default: the first run's ``cv/compare``).
+
+    Raises:
+        ConfigError: fewer than two runs, a run without ``voxelflow cv``, different splits.
+    """
+    if len(run_dirs) < 2:
+        raise ConfigError(
+            f"--compare: expected two or more run folders, got {list(map(str, run_dirs))}"
+        )
+    runs = [(str(r), read_metric_file(Path(r))) for r in run_dirs]
+    check_same_split(runs)
+    first = runs[0][1]
+    higher = bool(first["higher_is_better"])
+    ranking = sorted(((run, float(d["value"])) for run, d in runs),
+                     key=lambda item: -item[1] if higher else item[1])  # fmt: skip
+    by_run = dict(runs)
+    subjects = sorted(set.intersection(*(set(d["per_subject"]) for _, d in runs)))
+    raw: list[tuple[str, str, int, float, float, float]] = []
+    for i, (a, _) in enumerate(ranking):
+        for b, _ in ranking[i + 1 :]:
+            values_a = [float(by_run[a]["per_subject"][s]) for s in subjects]
+            values_b = [float(by_run[b]["per_subject"][s]) for s in subjects]
+            n, statistic, p = paired_test(values_a, values_b)
+            diffs = [
+                x - y for x, y in zip(values_a, values_b) if not (math.isnan(x) or math.isnan(y))
+            ]
+            raw.append((a, b, n, statistic, p, sum(diffs) / len(diffs) if diffs else math.nan))
+    adjusted = holm([item[4] for item in raw])
+    tests = [
+        PairTest(a, b, n, statistic, p, q, smallest_p(n), diff)
+        for (a, b, n, statistic, p, diff), q in zip(raw, adjusted)
+    ]
+    comparison = Comparison(first["metric"], higher, ranking, tests, len(subjects))
+    write_comparison(comparison, Path(out) if out else Path(run_dirs[0]) / "cv" / "compare")
+    return comparison
+
+
+def write_comparison(comparison: Comparison, out: Path) -> None:
+    """``ranking.csv`` and ``pairs.csv`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "ranking.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "run", comparison.metric])
+        for rank, (run, value) in enumerate(comparison.ranking, start=1):
+            writer.writerow([rank, run, value])
+    with open(out / "pairs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "n", "statistic", "p", "p_holm", "min_p", "mean_difference"])
+        for t in comparison.tests:
+            writer.writerow([t.a, t.b, t.n, t.statistic, t.p, t.p_holm, t.min_p, t.mean_difference])
+
+
+def format_comparison(comparison: Comparison) -> str:
+    """The printed ranking and pair table."""
+    direction = "higher" if comparison.higher_is_better else "lower"
+    lines = [
+        f"ranking by {comparison.metric} ({direction} is better, {comparison.n_subjects} subjects):"
+    ]
+    lines += [
+        f"  {rank}. {run}: {value:.4f}" for rank, (run, value) in enumerate(comparison.ranking, 1)
+    ]
+    lines.append("paired Wilcoxon signed-rank (exact, two-sided), Holm-corrected:")
+    for t in comparison.tests:
+        lines.append(
+            f"  {t.a} vs {t.b}: mean difference {t.mean_difference:+.4f}, n={t.n}, p={t.p:.4g}, "
+            f"Holm p={t.p_holm:.4g} (smallest p possible with n={t.n}: {t.min_p:.3g})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,440 @@
+"""Out-of-fold evaluation: ``voxelflow cv -c X``.
+
+Every fold's validation subjects are inferred with that fold's checkpoint (``inference.checkpoint``,
+default the best) into ``<run_dir>/cv/predictions/fold_K/``; the fold tables are merged into
+``<run_dir>/cv/predictions/<table>`` (a ``fold`` column added) and scored by the application's
+own evaluation into ``<run_dir>/cv/``:
+
+* segmentation: ``voxelflow evaluate``'s ``per_case.csv`` / ``summary.csv`` / plots /
+  ``report.html``, each subject exactly once;
+* regression, classification, autoencoder: the application's files (``regression_metrics.csv``,
+  ``per_subject.csv`` ...), with ``per_case.csv`` (the application's per-subject table, same
+  columns) and ``summary.csv`` beside them and a short ``report.html``;
+* GAN: its distribution metrics need a set of real images, so each fold's generated samples are
+  scored against that fold's validation images (``per_case.csv``: one row per fold).
+
+Out-of-fold segmentations are inferred without connected-component postprocessing: that is
+decided afterwards from them (:mod:`voxelflow.cv.postprocess`).
+
+The application's default CV metric (:data:`CV_METRICS`) goes, with its per-subject values, into
+``cv/cv_metric.json``, which ``voxelflow cv --compare`` reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import logging
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxelflow.config.schema import ExperimentConfig
+from voxelflow.cv.folds import fold_count, fold_dir, fold_experiment, split_path, unfinished_reason
+from voxelflow.errors import ConfigError, DataError, VoxelflowError
+
+log = logging.getLogger(__name__)
+
+CV_DIR = "cv"
+METRIC_FILE = "cv_metric.json"
+
+
+@dataclass(frozen=True)
+class CVMetric:
+    """An application's default cross-validation metric.
+
+    Attributes:
+        name: the summary key (``dice``, ``mae``, ``balanced_accuracy`` ...).
+        higher_is_better: which way it improves.
+        per_subject: the per-subject column used for paired tests (``correct`` for balanced
+            accuracy: a subject is right or wrong).
+    """
+
+    name: str
+    higher_is_better: bool
+    per_subject: str
+
+
+#: application → its default CV metric (the issue's table).
+CV_METRICS: dict[str, CVMetric] = {
+    "segmentation": CVMetric("dice", True, "dice"),  # mean foreground Dice
+    "regression": CVMetric("mae", False, "mae"),
+    "classification": CVMetric("balanced_accuracy", True, "correct"),
+    "classification_value": CVMetric("mae", False, "abs_error"),
+    "autoencoder": CVMetric("mae", False, "mae"),  # reconstruction MAE
+    "gan": CVMetric("histogram_wasserstein", False, "histogram_wasserstein"),
+}
+
+#: the per-subject table each application's evaluation writes.
+_PER_SUBJECT_FILES = {
+    "regression": "regression_metrics.csv",
+    "classification": "per_subject.csv",
+    "autoencoder": "per_subject.csv",
+}
+
+
+@dataclass
+class CVResult:
+    """What ``voxelflow cv`` produced.
+
+    Attributes:
+        application: the application name.
+        metric: the CV metric.
+        value: its out-of-fold value (over all subjects; GAN: mean over folds).
+        per_subject: subject (GAN: ``fold_K``) → its value of ``metric.per_subject``.
+        fold_of: subject → the fold whose model predicted it.
+        out_dir: ``<run_dir>/cv``.
+        summary: the application's evaluation summary.
+    """
+
+    application: str
+    metric: CVMetric
+    value: float
+    per_subject: dict[str, float]
+    fold_of: dict[str, int]
+    out_dir: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    postprocessing: dict[str, Any] | None = None
+
+
+def cv_metric(experiment: ExperimentConfig) -> CVMetric:
+    """The default CV metric of the experiment's application.
+
+    Raises:
+        ConfigError: an application without one (a plugin).
+    """
+    name = experiment.application
+    if name == "classification" and str(experiment.task.get("kind", "class")) == "value":
+        name = "classification_value"
+    if name not in CV_METRICS:
+        raise ConfigError(
+            f"application: cross-validation knows the metrics of {sorted(CV_METRICS)}, "
+            f"got {experiment.application!r}"
+        )
+    return CV_METRICS[name]
+
+
+def check_folds_finished(
+    experiment: ExperimentConfig, root: Path, *, config: str = "CONFIG"
+) -> None:
+    """Raise when a fold is unfinished, naming it and the command that finishes it.
+
+    Raises:
+        VoxelflowError: ``fold 2: run/fold_2 holds no checkpoint; finish it with: voxelflow
+            train -c exp.yaml --fold 2``.
+    """
+    problems = []
+    for fold in range(fold_count(experiment)):
+        reason = unfinished_reason(experiment, root, fold)
+        if reason is not None:
+            problems.append((fold, reason))
+    if problems:
+        fold, reason = problems[0]
+        others = f" (unfinished folds: {[f for f, _ in problems]})" if len(problems) > 1 else ""
+        raise VoxelflowError(
+            f"fold {fold}: {reason}; finish it with: voxelflow train -c {config} --fold {fold}"
+            f"{others}"
+        )
+
+
+def validation_folds(
+    experiment: ExperimentConfig, root: Path, rows: Sequence[Any]
+) -> dict[str, int]:
+    """Subject → the fold whose validation set holds it (read from the shared split file).
+
+    Raises:
+        DataError: a subject in two folds' validation sets (impossible with a drawn split).
+    """
+    from voxelflow.io.splits import read_split
+
+    fold_of: dict[str, int] = {}
+    names = {row.name for row in rows}
+    for fold in range(fold_count(experiment)):
+        config = fold_experiment(experiment, root, fold).split
+        for subject, (split, _) in read_split(split_path(experiment, root), config).items():
+            if split != "validation" or subject not in names:
+                continue
+            if subject in fold_of:
+                raise DataError(
+                    f"{split_path(experiment, root)}: subject {subject!r} is in the validation "
+                    f"sets of folds {fold_of[subject]} and {fold}"
+                )
+            fold_of[subject] = fold
+    return fold_of
+
+
+def _oof_experiment(experiment: ExperimentConfig, root: Path, fold: int) -> ExperimentConfig:
+    """The fold's experiment with postprocessing off (decided later from these predictions)."""
+    config = fold_experiment(experiment, root, fold)
+    if config.application != "segmentation":
+        return config
+    inference = config.inference.model_copy(
+        update={"keep_largest_component": False, "min_component_volume_mm3": 0.0,
+                "fill_holes": False}
+    )  # fmt: skip
+    return config.model_copy(update={"inference": inference})
+
+
+def run_cv(
+    experiment: ExperimentConfig,
+    root: Path,
+    *,
+    config: str = "CONFIG",
+    postprocessing: bool = True,
+    report: bool = True,
+) -> CVResult:
+    """Infer every fold's validation subjects with its checkpoint and evaluate them together.
+
+    Args:
+        experiment: the experiment the folds were trained from.
+        root: its run folder (holding ``fold_K/`` and ``split.csv``).
+        config: the config path, for the message naming an unfinished fold's command.
+        postprocessing: decide segmentation postprocessing from the predictions.
+        report: write plots and ``report.html``.
+
+    Raises:
+        VoxelflowError: a fold is unfinished (named, with the command that finishes it).
+    """
+    from voxelflow.engine.inference import infer_rows
+    from voxelflow.engine.run import application_class
+    from voxelflow.io.table import load_table
+
+    root = Path(root)
+    metric = cv_metric(experiment)
+    check_folds_finished(experiment, root, config=config)
+    rows = load_table(experiment.dataset)
+    fold_of = validation_folds(experiment, root, rows)
+    out = root / CV_DIR
+    app_class = application_class(experiment)
+    tables: list[tuple[int, Path]] = []
+    for fold in range(fold_count(experiment)):
+        chosen = [r for r in rows if fold_of.get(r.name) == fold]
+        if not chosen:
+            log.warning("fold %d has no validation subject", fold)
+            continue
+        log.info("fold %d: inferring %d validation subjects", fold, len(chosen))
+        table = infer_rows(
+            _oof_experiment(experiment, root, fold), chosen, run_dir=fold_dir(root, fold),
+            out_dir=out / "predictions" / f"fold_{fold}", which=experiment.inference.checkpoint,
+        )  # fmt: skip
+        tables.append((fold, table))
+    if not tables:
+        raise DataError(f"{split_path(experiment, root)}: no fold has a validation subject")
+    if experiment.application == "gan":
+        return _evaluate_gan(experiment, root, rows, fold_of, tables, metric)
+    merged = merge_tables(tables, out / "predictions" / app_class.prediction_table)
+    if experiment.application == "segmentation":
+        summary, per_subject = _evaluate_segmentation(experiment, merged, rows, out, report=report)
+    else:
+        summary = app_class.evaluate(experiment, predictions=merged, rows=rows, out_dir=out)
+        per_subject = _application_tables(experiment, out, metric, summary, report=report)
+    value = _overall(metric, summary, per_subject)
+    result = CVResult(experiment.application, metric, value, per_subject, fold_of, out, summary)
+    if experiment.application == "segmentation" and postprocessing:
+        from voxelflow.cv.postprocess import decide_postprocessing
+
+        result.postprocessing = decide_postprocessing(experiment, root)
+    write_metric_file(result, split_file=split_path(experiment, root))
+    return result
+
+
+def merge_tables(tables: Sequence[tuple[int, Path]], path: Path) -> Path:
+    """Concatenate the fold tables (columns: the union) with a ``fold`` column; returns ``path``."""
+    from voxelflow.engine.inference import write_table
+
+    merged: list[dict[str, Any]] = []
+    for fold, table in tables:
+        with open(table, newline="") as handle:
+            merged += [{**row, "fold": fold} for row in csv.DictReader(handle)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_table(path, merged)
+
+
+def _evaluate_segmentation(
+    experiment: ExperimentConfig, merged: Path, rows: Sequence[Any], out: Path, *, report: bool
+) -> tuple[dict[str, Any], dict[str, float]]:
+    from voxelflow.metrics.evaluate import evaluate_files
+
+    with open(merged, newline="") as handle:
+        predicted = {row["subject"]: Path(row["prediction"]) for row in csv.DictReader(handle)}
+    column = experiment.dataset.inputs["label"][0]
+    by_name = {row.name: row for row in rows}
+    references = {s: by_name[s].path(column) for s in predicted}
+    metrics = list(experiment.evaluation.metrics)
+    if "dice" not in metrics:
+        metrics.insert(0, "dice")  # the CV metric is always scored
+    result = evaluate_files(
+        predicted, references, out, labels=experiment.evaluation.labels, metrics=metrics,
+        tolerance=experiment.evaluation.tolerance_mm, report=report, workers=1,
+    )  # fmt: skip
+    if not result.ok:
+        raise DataError(
+            f"out-of-fold evaluation failed: {result.problems[:3]} (see {out / 'problems.csv'})"
+        )
+    per_subject = subject_means(result.rows, "dice")
+    labels = sorted({int(r["label"]) for r in result.rows})  # type: ignore[call-overload]
+    summary: dict[str, Any] = {
+        f"dice/{label}": _mean([float(r["dice"]) for r in result.rows if r["label"] == label])  # type: ignore[arg-type]
+        for label in labels
+    }
+    return summary, per_subject
+
+
+def subject_means(rows: Sequence[dict[str, Any]], column: str) -> dict[str, float]:
+    """Subject → mean of ``column`` over its label rows (NaN rows left out)."""
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        values.setdefault(str(row["subject"]), []).append(float(row[column]))
+    return {subject: _mean(v) for subject, v in values.items()}
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _overall(metric: CVMetric, summary: dict[str, Any], per_subject: dict[str, float]) -> float:
+    if metric.name in summary and metric.name != "dice":
+        return float(summary[metric.name])  # balanced accuracy is not a mean over subjects
+    return _mean(list(per_subject.values()))
+
+
+def _application_tables(
+    experiment: ExperimentConfig,
+    out: Path,
+    metric: CVMetric,
+    summary: dict[str, Any],
+    *,
+    report: bool,
+) -> dict[str, float]:
+    """``per_case.csv`` / ``summary.csv`` beside the application's own files; per-subject values."""
+    source = out / _PER_SUBJECT_FILES[experiment.application]
+    if source.name != "per_case.csv":
+        shutil.copyfile(source, out / "per_case.csv")
+    if experiment.application == "regression":
+        shutil.copyfile(out / "regression_summary.csv", out / "summary.csv")
+    with open(source, newline="") as handle:
+        records = list(csv.DictReader(handle))
+    per_subject = {}
+    for record in records:
+        if metric.per_subject == "abs_error":
+            per_subject[record["subject"]] = abs(float(record["error"]))
+        else:
+            per_subject[record["subject"]] = float(record[metric.per_subject])
+    if report:
+        write_report(out / "report.html", experiment.application, metric, summary, records)
+    return per_subject
+
+
+def _evaluate_gan(
+    experiment: ExperimentConfig,
+    root: Path,
+    rows: Sequence[Any],
+    fold_of: dict[str, int],
+    tables: Sequence[tuple[int, Path]],
+    metric: CVMetric,
+) -> CVResult:
+    """Each fold's samples against that fold's validation images; one row per fold."""
+    from voxelflow.engine.run import application_class
+
+    out = root / CV_DIR
+    app_class = application_class(experiment)
+    per_fold: list[dict[str, Any]] = []
+    for fold, table in tables:
+        chosen = [r for r in rows if fold_of.get(r.name) == fold]
+        summary = app_class.evaluate(
+            experiment, predictions=table, rows=chosen, out_dir=out / f"fold_{fold}"
+        )
+        per_fold.append({"subject": f"fold_{fold}", "fold": fold, **summary})
+    _write_csv(out / "per_case.csv", per_fold)
+    names = [k for k in per_fold[0] if k not in ("subject", "fold")]
+    summary = {name: _mean([float(r[name]) for r in per_fold]) for name in names}
+    _write_csv(out / "summary.csv", [{"metric": k, "mean": v} for k, v in summary.items()])
+    write_report(out / "report.html", "gan", metric, summary, per_fold)
+    per_subject = {r["subject"]: float(r[metric.per_subject]) for r in per_fold}
+    result = CVResult("gan", metric, summary[metric.name], per_subject, fold_of, out, summary)
+    write_metric_file(result, split_file=split_path(experiment, root))
+    return result
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_report(
+    path: Path,
+    application: str,
+    metric: CVMetric,
+    summary: dict[str, Any],
+    records: Sequence[dict[str, Any]],
+) -> None:
+    """A self-contained ``report.html``: the CV metric, the summary and the per-subject table."""
+
+    def cell(value: Any) -> str:
+        try:
+            return f"{float(value):.4g}"
+        except (TypeError, ValueError):
+            return html.escape(str(value))
+
+    columns = list(records[0]) if records else []
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>"
+        for r in records
+    )
+    summary_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{cell(v)}</td></tr>" for k, v in summary.items()
+    )
+    direction = "higher" if metric.higher_is_better else "lower"
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{application} cross-validation"
+        f"</title></head><body><h1>{html.escape(application)}: out-of-fold evaluation</h1>"
+        f"<p>CV metric: <b>{metric.name}</b> ({direction} is better) = "
+        f"{cell(summary.get(metric.name, ''))}</p>"
+        f"<h2>Summary</h2><table border='1'>{summary_rows}</table>"
+        f"<h2>Per subject ({len(records)})</h2><table border='1'><tr>"
+        + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        + f"</tr>{body}</table></body></html>"
+    )
+    path.write_text(page, encoding="utf-8")
+
+
+def write_metric_file(result: CVResult, *, split_file: Path) -> Path:
+    """``cv/cv_metric.json``: metric, value, per-subject values, folds and the split file."""
+    path = result.out_dir / METRIC_FILE
+    data = {
+        "application": result.application,
+        "metric": result.metric.name,
+        "higher_is_better": result.metric.higher_is_better,
+        "per_subject_column": result.metric.per_subject,
+        "value": result.value,
+        "n": len(result.per_subject),
+        "per_subject": result.per_subject,
+        "fold_of": result.fold_of,
+        "split_file": str(Path(split_file).absolute()),
+    }
+    path.write_text(json.dumps(data, indent=1, allow_nan=True))
+    return path
+
+
+def read_metric_file(run_dir: Path) -> dict[str, Any]:
+    """The ``cv/cv_metric.json`` of a run folder.
+
+    Raises:
+        ConfigError: the folder has none (``voxelflow cv`` was not run on it).
+    """
+    path = Path(run_dir) / CV_DIR / METRIC_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir}: expected {path} from `voxelflow cv -c CONFIG --run-dir {run_dir}`, found none"
+        )
+    return json.loads(path.read_text())
