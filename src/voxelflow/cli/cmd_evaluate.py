@@ -148,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_folders(pred, args.ref, out, image_dir=args.image, **options)  # type: ignore[arg-type]
     subjects = len({row["subject"] for row in result.rows})
     logger.info("evaluated %d subjects; results in %s", subjects, out)
+    if args.config:  # logging.mlflow: the report goes into the run's MLflow run
+        from voxelflow.engine.logging import log_artifacts
+
+        log_artifacts(Path(str(settings["pred"])).parent, {"evaluation": Path(str(out))})
     if not result.ok:
         logger.error(
             "%d problem(s), listed in %s", len(result.problems), Path(out) / "problems.csv"

@@ -326,6 +326,31 @@ class TransferConfig(Section):
     )
 
 
+class MlflowConfig(Section):
+    """An MLflow tracking target (needs the optional extra: ``pip install voxelflow[mlflow]``)."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI: sqlite:///mlflow.db, file:./mlruns, http://server:5000; "
+        "null: MLflow's own default (MLFLOW_TRACKING_URI, else ./mlruns)",
+    )
+    experiment: str = Field("voxelflow", description="MLflow experiment name (created if absent)")
+    run_name: str | None = Field(None, description="MLflow run name; null: the run folder's name")
+    artifact_location: str | None = Field(
+        None,
+        description="where a newly created experiment stores artefacts; null: MLflow's default",
+    )
+
+
+class LoggingConfig(Section):
+    """Experiment trackers beside the run folder's own logs (TensorBoard, scalars.csv)."""
+
+    mlflow: MlflowConfig | None = Field(
+        None,
+        description="log params (the resolved config), metrics and artefacts to MLflow; null: off",
+    )
+
+
 class ExperimentConfig(Section):
     """A whole experiment: one YAML file, every section with defaults.
 
@@ -383,6 +408,9 @@ class ExperimentConfig(Section):
     system: SystemConfig = Field(default_factory=SystemConfig, description="devices and run folder")
     transfer: TransferConfig = Field(
         default_factory=TransferConfig, description="transfer learning: init_from and freeze"
+    )
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig, description="experiment tracking (MLflow)"
     )
     num_classes: int | None = Field(
         None, ge=1, description="output classes; null: from the label values"

@@ -1,11 +1,12 @@
-"""Training logs: console progress bar, log file, TensorBoard and a CSV of every scalar.
+"""Training logs: console progress bar, log file, TensorBoard, a CSV of every scalar, MLflow.
 
 Everything here writes on rank 0 only (``enabled=False`` elsewhere makes every method a no-op).
 In the run folder: ``logs/train.log`` (Python logging of the ``voxelflow`` logger),
 ``tensorboard/`` (scalars, image montages, the network graph when it can be traced) and
 ``scalars.csv`` with columns ``step,name,value``. On resume, rows and TensorBoard events after
 the resumed step are dropped, so a killed-and-resumed run logs the same curve as an
-uninterrupted one.
+uninterrupted one. With ``logging.mlflow`` set, :class:`MlflowLogger` also logs the resolved
+config as params and every scalar as a metric to MLflow (optional extra ``voxelflow[mlflow]``).
 
 Example:
     >>> run_logger = RunLogger("runs/x", total_iterations=100)  # doctest: +SKIP
@@ -17,6 +18,8 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import sys
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -110,6 +113,7 @@ class RunLogger:
         self.root = Path(run_dir)
         self.csv_path = self.root / "scalars.csv"
         self._writer: Any = None
+        self._mlflow: MlflowLogger | None = None
         self._bar: Any = None
         self._file_handler: logging.Handler | None = None
         if not enabled:
@@ -118,6 +122,7 @@ class RunLogger:
         self._csv_stream = self.csv_path.open("a", newline="")
         self._csv = csv.writer(self._csv_stream)
         self._attach_log_file(self.root / "logs" / "train.log")
+        self._mlflow = open_mlflow(self.root)  # logging.mlflow of the run's config.yaml
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -154,6 +159,8 @@ class RunLogger:
             if self._writer is not None and math.isfinite(value):
                 self._writer.add_scalar(name, value, step)
         self._csv_stream.flush()
+        if self._mlflow is not None:
+            self._mlflow.log_scalars(step, scalars)
 
     def log_images(self, step: int, images: Mapping[str, torch.Tensor]) -> None:
         """Montages of a few central slices of each volume, name → ``(C, *spatial)``."""
@@ -197,7 +204,226 @@ class RunLogger:
             self._writer = None
         if not self._csv_stream.closed:
             self._csv_stream.close()
+        if self._mlflow is not None:
+            # called from the trainer's ``finally``: an exception on its way out means failure
+            raised = sys.exc_info()[0]
+            status = "FINISHED" if raised is None else "FAILED"
+            if raised is not None and issubclass(raised, KeyboardInterrupt):
+                status = "KILLED"
+            self._mlflow.log_artifact(self.csv_path)
+            self._mlflow.close(status)
+            self._mlflow = None
         if self._file_handler is not None:
             logging.getLogger("voxelflow").removeHandler(self._file_handler)
             self._file_handler.close()
             self._file_handler = None
+
+
+# --------------------------------------------------------------------------------------- MLflow
+
+#: where a run folder remembers its MLflow run, so a resumed training logs into the same run
+MLFLOW_RUN_FILE = "mlflow.json"
+#: MLflow's limits on a parameter's key and value length
+_PARAM_KEY_LIMIT, _PARAM_VALUE_LIMIT = 250, 6000
+
+
+def mlflow_settings(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``logging.mlflow`` of a resolved config (plain mapping), or ``None`` when it is off."""
+    if not config:
+        return None
+    section = (config.get("logging") or {}).get("mlflow")
+    return dict(section) if section else None
+
+
+def _import_mlflow() -> Any:
+    try:
+        import mlflow
+    except ModuleNotFoundError:
+        from voxelflow.errors import ConfigError
+
+        raise ConfigError(
+            "logging.mlflow: MLflow is not installed; install the optional extra: "
+            "pip install 'voxelflow[mlflow]' (or set logging.mlflow: null)"
+        ) from None
+    return mlflow
+
+
+def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested config as MLflow params ``{"network.name": "unet", ...}``.
+
+    Lists become their YAML flow text (``[32, 64]``); a list of components (augmentation) is
+    one param per item (``augmentation.0.name``). Keys and values are cut to MLflow's limits.
+    """
+    params: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            params.update(flat_params(value, f"{name}."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for index, item in enumerate(value):
+                params.update(flat_params(item, f"{name}.{index}."))
+        else:
+            text = "null" if value is None else _flow_text(value)
+            params[name[:_PARAM_KEY_LIMIT]] = text[:_PARAM_VALUE_LIMIT]
+    return params
+
+
+def _flow_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        import json
+
+        return json.dumps(list(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class MlflowLogger:
+    """One MLflow run per run folder: params at the start, scalars as they are logged.
+
+    The MLflow run id is kept in ``<run_dir>/mlflow.json``: a resumed training, and later
+    :func:`log_artifacts` calls (evaluation report, zoo entry), go to the same MLflow run. A
+    tracking server that stops answering mid-run costs a warning, not the training.
+
+    Args:
+        run_dir: the run folder.
+        settings: ``logging.mlflow`` (``tracking_uri``, ``experiment``, ``run_name``,
+            ``artifact_location``).
+        config: the resolved config, logged as params on a new run.
+        training: a training (the run is marked running until :meth:`close`); false for
+            adding artefacts to a run that may be finished.
+
+    Raises:
+        ConfigError: MLflow is not installed (the extra is named).
+    """
+
+    def __init__(
+        self,
+        run_dir: PathLike,
+        settings: Mapping[str, Any],
+        config: Mapping[str, Any] | None,
+        *,
+        training: bool = True,
+    ) -> None:
+        self.mlflow = _import_mlflow()
+        self.root = Path(run_dir)
+        self.client = self._client(settings)
+        self.run_id, resumed = self._open_run(settings, training=training)
+        self.failed = False
+        if config and not resumed:
+            self._safely(self._log_params, config)
+        logger.info(
+            "MLflow: %s run %s (experiment %r, %s)",
+            "resumed" if resumed else "started", self.run_id, settings.get("experiment"),
+            self.client.tracking_uri,
+        )  # fmt: skip
+
+    def _client(self, settings: Mapping[str, Any]) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=settings.get("tracking_uri") or None)
+
+    def _open_run(self, settings: Mapping[str, Any], *, training: bool) -> tuple[str, bool]:
+        import json
+
+        record = self.root / MLFLOW_RUN_FILE
+        if record.is_file():
+            saved = json.loads(record.read_text(encoding="utf-8"))
+            if saved.get("tracking_uri") == self.client.tracking_uri:
+                run = self.client.get_run(saved["run_id"])
+                if run is not None:
+                    if training:  # adding artefacts later leaves a finished run finished
+                        self.client.update_run(run.info.run_id, status="RUNNING")
+                    return run.info.run_id, True
+        name = settings.get("experiment") or "voxelflow"
+        experiment = self.client.get_experiment_by_name(name)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(
+                name, artifact_location=settings.get("artifact_location") or None
+            )
+        )
+        run = self.client.create_run(
+            experiment_id,
+            run_name=settings.get("run_name") or self.root.resolve().name,
+            tags={"voxelflow.run_dir": str(self.root.resolve())},
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"run_id": run.info.run_id, "tracking_uri": self.client.tracking_uri})
+        record.write_text(text + "\n", encoding="utf-8")
+        return run.info.run_id, False
+
+    def _log_params(self, config: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(key, value) for key, value in flat_params(config).items()]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
+            self.client.log_batch(self.run_id, params=params[start : start + 100])
+
+    def _safely(self, action: Any, *args: Any) -> None:
+        if self.failed:
+            return
+        try:
+            action(*args)
+        except Exception as exc:  # a tracking outage must not end a training
+            self.failed = True
+            logger.warning(
+                "MLflow logging stopped (%s: %s); the run folder keeps every log",
+                type(exc).__name__, exc,
+            )  # fmt: skip
+
+    def log_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Log finite scalars at ``step`` (names as in ``scalars.csv``: ``train/loss`` ...)."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(name, float(value), stamp, int(step))
+            for name, value in scalars.items()
+            if math.isfinite(float(value))
+        ]
+        if metrics:
+            self._safely(lambda: self.client.log_batch(self.run_id, metrics=metrics))
+
+    def log_artifact(self, path: PathLike, artifact_path: str | None = None) -> None:
+        """Upload a file or a folder's files (under ``artifact_path`` in the run)."""
+        path = Path(path)
+        if path.is_dir():
+            self._safely(self.client.log_artifacts, self.run_id, str(path), artifact_path)
+        else:
+            self._safely(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Mark the MLflow run ended (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        self._safely(self.client.set_terminated, self.run_id, status)
+
+
+def open_mlflow(run_dir: PathLike, *, training: bool = True) -> MlflowLogger | None:
+    """The MLflow logger of a run folder whose ``config.yaml`` enables ``logging.mlflow``.
+
+    Reads the resolved config the run folder holds (written before training starts), so the
+    trainer and later steps (evaluation, zoo pack) find the same settings without passing them.
+    """
+    from voxelflow.config.load import read_yaml
+
+    path = Path(run_dir) / "config.yaml"
+    config = read_yaml(path) if path.is_file() else None
+    settings = mlflow_settings(config)
+    if settings is None:
+        return None
+    return MlflowLogger(run_dir, settings, config, training=training)
+
+
+def log_artifacts(run_dir: PathLike, paths: Mapping[str, PathLike]) -> bool:
+    """Upload ``{artifact folder: file or folder}`` to the run folder's MLflow run, if enabled.
+
+    Called after evaluation (the report) and zoo packing (the entry). Returns whether MLflow
+    is enabled for this run folder.
+    """
+    tracker = open_mlflow(run_dir, training=False)
+    if tracker is None:
+        return False
+    for artifact_path, path in paths.items():
+        tracker.log_artifact(path, artifact_path or None)
+    return True

@@ -28,7 +28,7 @@ RESUMABLE_KEYS = (
     "training.max_iterations", "training.validate_every", "training.log_every",
     "training.checkpoint_every", "training.keep_last", "training.keep_best",
     "training.early_stopping_patience", "training.num_workers", "training.amp",
-    "training.compile", "scheduler", "inference", "evaluation", "system",
+    "training.compile", "scheduler", "inference", "evaluation", "system", "logging",
 )  # fmt: skip
 #: keys whose change rebuilds the learning-rate schedule instead of restoring its saved state.
 SCHEDULE_KEYS = ("training.max_iterations", "scheduler")

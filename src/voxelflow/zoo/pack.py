@@ -106,6 +106,9 @@ def pack_run(
         run_dir, model_card.name, out, which,
         checkpoint_summary(checkpoint),
     )  # fmt: skip
+    from voxelflow.engine.logging import log_artifacts
+
+    log_artifacts(run_dir, {"zoo": out})  # logging.mlflow: the entry joins the run's MLflow run
     return out
 
 
