@@ -141,7 +141,7 @@ def test_worked_example_maps_every_key(ini: Path) -> None:
     assert experiment.loss.name == "wasserstein_dice"
     assert (experiment.optimizer.name, experiment.optimizer.kwargs) == (
         "adam",
-        {"lr": 0.01, "weight_decay": 0.0},
+        {"lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8},  # TensorFlow's Adam settings
     )
     assert experiment.training.batch_size == 1 and experiment.training.max_iterations == 10
     assert experiment.training.checkpoint_every == 100 and experiment.training.keep_last == 20
@@ -149,9 +149,8 @@ def test_worked_example_maps_every_key(ini: Path) -> None:
     assert experiment.num_classes == 5 and experiment.inference.save_probabilities is False
     assert experiment.inference.window == [64, 64, 64] and experiment.inference.blend == "crop"
     assert experiment.inference.overlap == pytest.approx(10 / 64, abs=1e-4)  # 2 · border / window
-    assert (
-        experiment.system.run_dir == ini.parent / "models" / "model_multimodal_toy"
-    )  # config-relative
+    # NiftyNet: a relative model_dir is relative to the working folder, not the config's
+    assert experiment.system.run_dir == Path("models/model_multimodal_toy")
     # one note per key of the file, none unknown
     assert len(notes) == sum(
         1
@@ -175,7 +174,7 @@ def test_unknown_and_unsupported_keys_get_notes(tmp_path: Path) -> None:
     path.write_text(
         "[img]\npath_to_search = .\nfilename_contains = a\nfilename_removefromid = _x\nspatial_windw = 8\n"
         "[SYSTEM]\nmax_iterr = 3\n[NETWORK]\nname = dense_vnet\nwindow_sampling = patch\n"
-        "[TRAINING]\noptimiser = nesterov\nloss_type = VolEnforcement\nmax_iter = 5\nvars_to_restore = ^conv\n"
+        "[TRAINING]\noptimiser = nesterov\nmax_iter = 5\nvars_to_restore = ^conv\n"
         "[SEGMENTATION]\nimage = img\n"
     )
     experiment, notes = convert_niftynet_ini(path)
@@ -185,7 +184,6 @@ def test_unknown_and_unsupported_keys_get_notes(tmp_path: Path) -> None:
     typo = note(notes, "SYSTEM", "max_iterr")
     assert typo.status == "unknown" and "'max_iter'" in typo.detail
     assert note(notes, "NETWORK", "window_sampling").status == "not supported"
-    assert note(notes, "TRAINING", "loss_type").status == "not supported"
     assert note(notes, "TRAINING", "vars_to_restore").status == "not supported"
     assert experiment.optimizer.name == "sgd" and experiment.optimizer.kwargs["nesterov"] is True
     assert experiment.loss.name == "dice" and experiment.loss.kwargs == {
@@ -215,12 +213,22 @@ def test_augmentation_and_regression_mapping(tmp_path: Path) -> None:
         and experiment.preprocessing.orientation == "ARS"
     )
     assert experiment.sampling.window == [32, 32, 1]  # NiftyNet pads 2-D windows with 1
-    assert experiment.network.kwargs == {"variant": "large", "dropout": pytest.approx(0.2)}
+    # a (32, 32) window is 2-D in NiftyNet: the regression network is wrapped over slices
+    assert experiment.network.name == "voxelflow.config.niftynet_slices:single_slice"
+    assert experiment.network.kwargs["network"] == {
+        "name": "highresnet",
+        "variant": "large",
+        "dropout": pytest.approx(0.2),
+    }
     assert experiment.preprocessing.normalization[0].name == "zscore"
     assert experiment.preprocessing.normalization[0].kwargs == {"mask": "mean"}
     augmentation = {c.name: c.kwargs for c in experiment.augmentation}
     assert augmentation["flip"] == {"axes": [0, 1], "flip_probability": 0.5}
-    assert augmentation["affine"] == {"rotation": [-10.0, 10.0], "scaling": [0.9, 1.2]}
+    assert augmentation["affine"] == {
+        "rotation": [-10.0, 10.0],
+        "scaling": [0.9, 1.2],
+        "isotropic": False,  # NiftyNet's isotropic_scaling default: per-axis factors
+    }
     assert augmentation["elastic"] == {"p": 0.3}
     assert [c.name for c in experiment.augmentation] == ["flip", "affine", "elastic"]
     assert experiment.split.validation == 0.1

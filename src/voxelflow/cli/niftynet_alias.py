@@ -1,164 +1,209 @@
-"""NiftyNet-style console scripts: ``net_segment train|inference|evaluation -c config.ini``.
+"""NiftyNet's console scripts: ``net_segment``, ``net_regress``, ``net_gan``, ``net_autoencoder``,
+``net_classify``, ``net_run`` and ``net_download``.
 
-The INI file is converted by :mod:`voxelflow.config.niftynet` (every key that did not map
-exactly is logged) and the action is dispatched to ``voxelflow train``, ``voxelflow infer`` or
-``voxelflow evaluate``. NiftyNet command-line overrides (``--max_iter 10``, ``--lr=0.001``)
-are applied to the INI before conversion; ``--set key.path=value`` overrides apply to the
-converted experiment; any other argument is passed on to the voxelflow command. A YAML
-config is passed through unchanged.
+``net_<app> train|inference|evaluation -c config.ini [--key value ...]`` converts the INI with
+:func:`voxelflow.config.niftynet.convert_niftynet` (the command's application, as NiftyNet) and
+runs it with NiftyNet's semantics (:mod:`voxelflow.cli.niftynet_actions`). ``--key value`` /
+``--key=value`` overrides any key of the system sections or the application section, as
+NiftyNet's command line did (``--lr 0.01``, ``--max_iter 10``); an unknown ``--key`` is refused,
+as NiftyNet refused it. ``--set a.b=value`` overrides the converted experiment. A voxelflow YAML
+given with ``-c`` is run by voxelflow's own command unchanged. Exit codes: 0, 1 (a run error),
+2 (a configuration error, one line naming the key).
 
 Example:
-    $ net_segment train -c config/default_multimodal_segmentation.ini --max_iter 100
+    $ net_segment train -c config/default_segmentation.ini --max_iter 100
+    $ net_run inference -a net_segment -c config/default_segmentation.ini
+    $ net_download highres3dnet_brain_parcellation   # refused: TensorFlow weights
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger("voxelflow.niftynet")
 
+#: NiftyNet's action names (niftynet/utilities/user_parameters_parser.py ACTIONS)
 ACTIONS = {
     "train": "train",
     "training": "train",
-    "inference": "infer",
-    "infer": "infer",
-    "evaluation": "evaluate",
-    "evaluate": "evaluate",
+    "inference": "inference",
+    "infer": "inference",
+    "evaluation": "evaluation",
+    "eval": "evaluation",
+    "evaluate": "evaluation",
+}
+#: NiftyNet's application names and class paths (application_factory.SUPPORTED_APP)
+APPLICATIONS = {
+    "net_segment": "segmentation",
+    "net_regress": "regression",
+    "net_classify": "classification",
+    "net_autoencoder": "autoencoder",
+    "net_gan": "gan",
+    "niftynet.application.segmentation_application.SegmentationApplication": "segmentation",
+    "niftynet.application.regression_application.RegressionApplication": "regression",
+    "niftynet.application.classification_application.ClassificationApplication": ("classification"),
+    "niftynet.application.autoencoder_application.AutoencoderApplication": "autoencoder",
+    "niftynet.application.gan_application.GANApplication": "gan",
 }
 USAGE = (
-    "usage: {prog} train|inference|evaluation -c CONFIG.ini|CONFIG.yaml "
-    "[--set key.path=value] [--niftynet_key value] [voxelflow options]"
+    "usage: {prog} train|inference|evaluation -c CONFIG.ini {app}[--NIFTYNET_KEY VALUE ...] "
+    "[--set key.path=value]"
 )
 
 
-def split_arguments(argv: Sequence[str]) -> tuple[str, str, list[str], dict[str, str], list[str]]:
-    """Split ``argv`` into (action, config, --set overrides, NiftyNet overrides, passed-on args).
+@dataclass
+class Invocation:
+    """A parsed NiftyNet command line."""
+
+    action: str
+    config: Path
+    application: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    sets: list[str] = field(default_factory=list)
+
+
+def parse_arguments(argv: Sequence[str], *, application: str | None) -> Invocation:
+    """NiftyNet's command line: ``ACTION -c CONFIG [-a APP] [--key value ...] [--set a.b=v]``.
 
     Raises:
-        ConfigError: no action, an unknown action, or no ``-c``.
+        ConfigError: no or an unknown action, no ``-c``, an unknown application or ``--key``.
     """
     from voxelflow.config.niftynet import APPLICATION_KEYS, SYSTEM_SECTIONS
     from voxelflow.errors import ConfigError
+    from voxelflow.registry import suggest
 
-    niftynet_keys = {k for table in SYSTEM_SECTIONS.values() for k in table} | APPLICATION_KEYS
+    known = {k for table in SYSTEM_SECTIONS.values() for k in table} | APPLICATION_KEYS
     args = list(argv)
     if not args or args[0] not in ACTIONS:
         got = args[0] if args else "nothing"
         raise ConfigError(f"expected an action train, inference or evaluation, got {got!r}")
-    action, rest = ACTIONS[args[0]], args[1:]
-    config, sets, overrides, passed = None, [], {}, []
-    index = 0
+    found = Invocation(action=ACTIONS[args[0]], config=Path(), application=application)
+    config: str | None = None
+    rest, index = args[1:], 0
     while index < len(rest):
         item = rest[index]
-        key, has_value, inline = item.lstrip("-").partition("=")
-        if item in ("-c", "--conf", "--config") and index + 1 < len(rest):
-            config, index = rest[index + 1], index + 2
-        elif item == "--set" and index + 1 < len(rest):
-            sets.append(rest[index + 1])
+        value = rest[index + 1] if index + 1 < len(rest) else None
+        if item in ("-c", "--conf", "--config"):
+            if value is None:
+                raise ConfigError(f"{item}: expected a configuration file")
+            config, index = value, index + 2
+        elif item in ("-a", "--application_name"):
+            if value is None:
+                raise ConfigError(f"{item}: expected an application name or class path")
+            found.application, index = _application(value), index + 2
+        elif item == "--set":
+            if value is None:
+                raise ConfigError("--set: expected key.path=value")
+            found.sets.append(value)
             index += 2
-        elif item.startswith("--") and key in niftynet_keys:
-            if has_value:
-                overrides[key], index = inline, index + 1
-            elif index + 1 < len(rest):
-                overrides[key], index = rest[index + 1], index + 2
+        elif item.startswith("--"):
+            key, has_inline, inline = item[2:].partition("=")
+            if key not in known:
+                hint = suggest(key, sorted(known))
+                raise ConfigError(f"--{key}: not a NiftyNet parameter (NiftyNet refused it).{hint}")
+            if has_inline:
+                found.overrides[key], index = inline, index + 1
+            elif value is not None:
+                found.overrides[key], index = value, index + 2
             else:
                 raise ConfigError(f"--{key}: expected a value")
         else:
-            passed.append(item)
-            index += 1
+            raise ConfigError(f"unexpected argument {item!r}")
     if config is None:
         raise ConfigError("expected -c CONFIG (a NiftyNet .ini or a voxelflow .yaml), got none")
-    return action, config, sets, overrides, passed
+    found.config = Path(config)
+    return found
 
 
-def run_alias(argv: Sequence[str] | None = None, *, application: str = "segmentation") -> int:
-    """Convert (when given an INI) and dispatch to ``voxelflow.cli.main.main``; returns the exit code."""
-    from voxelflow.cli.main import main
+def _application(name: str) -> str:
+    from voxelflow.errors import ConfigError
+
+    application = APPLICATIONS.get(name.strip())
+    if application is None:
+        raise ConfigError(
+            f"-a {name}: expected one of net_segment, net_regress, net_classify, "
+            "net_autoencoder, net_gan or a NiftyNet application class path such as "
+            "niftynet.application.segmentation_application.SegmentationApplication"
+        )
+    return application
+
+
+def run_niftynet(argv: Sequence[str] | None, *, program: str, application: str | None) -> int:
+    """Run one NiftyNet command line; returns the exit code (0, 1 or 2)."""
     from voxelflow.errors import ConfigError, VoxelflowError
 
-    prog = f"net_{_PROGRAMS.get(application, application)}"
     argv = list(sys.argv[1:] if argv is None else argv)
+    app_hint = "" if application else "-a APPLICATION "
+    usage = USAGE.format(prog=program, app=app_hint)
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(USAGE.format(prog=prog) + "\n" + (__doc__ or "") + "\n")
+        sys.stdout.write(usage + "\n\n" + (__doc__ or "") + "\n")
         return 0 if argv else 2
-    logging.basicConfig(level=logging.INFO, format="voxelflow: %(message)s")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="voxelflow: %(message)s")
     try:
-        action, config, sets, overrides, passed = split_arguments(argv)
-        with tempfile.TemporaryDirectory(prefix="voxelflow-niftynet-") as folder:
-            if Path(config).suffix.lower() == ".ini":
-                config = str(
-                    _convert(Path(config), overrides, Path(folder), application=application)
-                )
-            elif overrides:
-                raise ConfigError(
-                    f"NiftyNet overrides {sorted(overrides)} need a .ini config; use --set"
-                )
-            command = [action, "-c", config, *(a for s in sets for a in ("--set", s)), *passed]
-            logger.info("running: voxelflow %s", " ".join(command))
-            return main(command)
+        invocation = parse_arguments(argv, application=application)
+        if invocation.application is None and invocation.config.suffix.lower() == ".ini":
+            raise ConfigError(f"{program}: expected -a APPLICATION (net_segment, net_regress, ...)")
+        from voxelflow.cli.niftynet_actions import run_invocation
+
+        return run_invocation(invocation)
     except ConfigError as exc:
-        sys.stderr.write(f"{prog}: configuration error: {exc}\n{USAGE.format(prog=prog)}\n")
+        sys.stderr.write(f"{program}: configuration error: {_one_line(exc)}\n")
         return 2
     except VoxelflowError as exc:
-        sys.stderr.write(f"{prog}: error: {exc}\n")
+        sys.stderr.write(f"{program}: error: {_one_line(exc)}\n")
         return 1
 
 
-def _convert(ini: Path, overrides: dict[str, str], folder: Path, *, application: str) -> Path:
-    from voxelflow.config.load import dump_experiment
-    from voxelflow.config.niftynet import convert_niftynet_ini
-
-    experiment, notes = convert_niftynet_ini(ini, overrides=overrides)
-    for note in notes:
-        if note.status != "mapped":
-            logger.warning("%s", note)
-    if experiment.application != application:
-        logger.warning(
-            "%s describes a %s application, not %s; running it as %s",
-            ini,
-            experiment.application,
-            application,
-            experiment.application,
-        )
-    return dump_experiment(experiment, folder / f"{ini.stem}.yaml")
-
-
-_PROGRAMS = {
-    "segmentation": "segment",
-    "regression": "regress",
-    "classification": "classify",
-    "autoencoder": "autoencoder",
-    "gan": "gan",
-}
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def net_segment(argv: Sequence[str] | None = None) -> int:
     """``net_segment`` console script."""
-    return run_alias(argv, application="segmentation")
+    return run_niftynet(argv, program="net_segment", application="segmentation")
 
 
 def net_regress(argv: Sequence[str] | None = None) -> int:
     """``net_regress`` console script."""
-    return run_alias(argv, application="regression")
+    return run_niftynet(argv, program="net_regress", application="regression")
 
 
 def net_classify(argv: Sequence[str] | None = None) -> int:
     """``net_classify`` console script."""
-    return run_alias(argv, application="classification")
+    return run_niftynet(argv, program="net_classify", application="classification")
 
 
 def net_autoencoder(argv: Sequence[str] | None = None) -> int:
     """``net_autoencoder`` console script."""
-    return run_alias(argv, application="autoencoder")
+    return run_niftynet(argv, program="net_autoencoder", application="autoencoder")
 
 
 def net_gan(argv: Sequence[str] | None = None) -> int:
     """``net_gan`` console script."""
-    return run_alias(argv, application="gan")
+    return run_niftynet(argv, program="net_gan", application="gan")
+
+
+def net_run(argv: Sequence[str] | None = None) -> int:
+    """``net_run`` console script: the application comes from ``-a NAME|CLASS_PATH``."""
+    return run_niftynet(argv, program="net_run", application=None)
+
+
+def net_download(argv: Sequence[str] | None = None) -> int:
+    """``net_download NAME``: install a voxelflow zoo entry; NiftyNet zoo names are refused."""
+    from voxelflow.cli.niftynet_download import run_download
+
+    return run_download(list(sys.argv[1:] if argv is None else argv))
+
+
+def run_alias(argv: Sequence[str] | None = None, *, application: str = "segmentation") -> int:
+    """Former entry point (kept for scripts calling it): :func:`run_niftynet`."""
+    program = next((k for k, v in APPLICATIONS.items() if v == application), "net_run")
+    return run_niftynet(argv, program=program, application=application)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,16 +20,27 @@ Example:
 from __future__ import annotations
 
 import configparser
+import copy
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voxelflow.config import niftynet_keys as keys
 from voxelflow.config import niftynet_training as training
-from voxelflow.config.niftynet_keys import ROLES, Outcome, State, as_bool, as_int, as_ints, as_list
+from voxelflow.config.niftynet_defaults import NIFTYNET_DEFAULTS as TABLE
+from voxelflow.config.niftynet_keys import (
+    ROLES,
+    Outcome,
+    State,
+    as_bool,
+    as_int,
+    as_ints,
+    as_list,
+    as_number,
+)
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.errors import ConfigError, MissingFileError
 from voxelflow.registry import suggest
@@ -37,6 +48,9 @@ from voxelflow.registry import suggest
 __all__ = [
     "APPLICATION_SECTIONS",
     "ConversionNote",
+    "NiftyNetConversion",
+    "NiftyNetSettings",
+    "convert_niftynet",
     "convert_niftynet_ini",
     "convert_niftynet_parser",
 ]
@@ -55,20 +69,41 @@ SYSTEM_SECTIONS: dict[str, dict[str, Callable[[State, str], Outcome]]] = {
     "INFERENCE": training.INFERENCE_KEYS,
     "EVALUATION": training.EVALUATION_KEYS,
 }
-_INTERPOLATION = {0: "nearest", 1: "linear"}
-#: NiftyNet defaults that differ from voxelflow's (user_parameters_default.py).
-NIFTYNET_DEFAULTS: dict[str, Any] = {
-    "optimizer": {"name": "adam", "lr": 0.01},
-    "training.max_iterations": 10000,
-    "training.batch_size": 2,
-    "training.checkpoint_every": 500,
-    "training.log_every": 20,
-    "training.validate_every": 0,
-    "sampling.windows_per_subject": 1,
-    "sampling.queue_length": 5,
-    "preprocessing.orientation": None,
-    "split.validation": 0.0,
+#: the input roles each NiftyNet application reads (its SUPPORTED_INPUT)
+APPLICATION_ROLES = {
+    "segmentation": {"image", "label", "weight", "sampler", "inferred", "value"},
+    "regression": {"image", "output", "weight", "sampler", "inferred"},
+    "classification": {"image", "label", "sampler", "inferred"},
+    "autoencoder": {"image", "feature"},
+    "gan": {"image", "conditioning"},
 }
+_INTERPOLATION = {0: "nearest", 1: "linear"}
+_TRAINING = TABLE["TRAINING"]
+_NETWORK = TABLE["NETWORK"]
+#: NiftyNet 0.6 defaults (niftynet_defaults.py) a converted file relies on, as voxelflow keys.
+NIFTYNET_DEFAULTS: dict[str, Any] = {
+    "optimizer": {
+        "name": keys.OPTIMIZERS[_TRAINING["optimiser"]][0],
+        **keys.OPTIMIZERS[_TRAINING["optimiser"]][1],
+        "lr": _TRAINING["lr"],
+    },
+    "training.max_iterations": _TRAINING["max_iter"],
+    "training.batch_size": _NETWORK["batch_size"],
+    "training.checkpoint_every": _TRAINING["save_every_n"],
+    "training.log_every": _TRAINING["tensorboard_every_n"],
+    "training.keep_last": _TRAINING["max_checkpoints"],
+    "training.validate_every": max(_TRAINING["validation_every_n"], 0),
+    "training.num_workers": TABLE["SYSTEM"]["num_threads"],
+    "sampling.windows_per_subject": _TRAINING["sample_per_volume"],
+    "sampling.queue_length": _NETWORK["queue_length"],
+    "preprocessing.orientation": None,
+    "split.validation": _TRAINING["exclude_fraction_for_validation"],
+    "split.test": _TRAINING["exclude_fraction_for_inference"],
+    "inference.checkpoint": "last",  # inference_iter = -1: the latest checkpoint
+}
+_UNKNOWN = "not a NiftyNet 0.6 key (NiftyNet 0.6 refused the file)"
+#: keys of NiftyNet 0.1's single [settings] section; a file using them predates 0.2
+_PRE_0_2_KEYS = {"net_name", "application_type", "image_size", "label_size", "spatial_rank"}
 
 
 @dataclass(frozen=True)
@@ -85,22 +120,76 @@ class ConversionNote:
         return f"[{self.section}] {self.key} = {self.value}: {self.status}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class NiftyNetSettings:
+    """What NiftyNet's own commands did beyond the experiment (used by the ``net_*`` commands).
+
+    Paths are resolved as NiftyNet resolved them: ``model_dir`` against the working folder
+    (default ``<config folder>/model``), the others against ``model_dir``.
+    """
+
+    application: str
+    model_dir: Path
+    save_seg_dir: Path
+    save_csv_dir: Path
+    output_postfix: str = "_niftynet_out"
+    dataset_to_infer: str = ""
+    inference_iter: int = -1
+    cuda_devices: str | None = None
+    inferred_sections: tuple[str, ...] = ()
+    #: why the file can only evaluate (no image role), or None
+    cannot_run: str | None = None
+    #: NiftyNet's starting_iter: 0 = random weights, -1 = the latest checkpoint
+    starting_iter: int = 0
+    #: folder patterns of the ``inferred`` input sections (section → FolderInput fields)
+    inferred_folders: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NiftyNetConversion:
+    """A converted NiftyNet file: the experiment, one note per key, and the command settings."""
+
+    experiment: ExperimentConfig
+    notes: list[ConversionNote]
+    settings: NiftyNetSettings
+
+
 def convert_niftynet_ini(
-    path: str | os.PathLike[str], *, overrides: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    overrides: Mapping[str, str] | None = None,
+    application: str | None = None,
 ) -> tuple[ExperimentConfig, list[ConversionNote]]:
+    """Read a NiftyNet ``.ini`` file and convert it (see :func:`convert_niftynet`).
+
+    Returns:
+        The experiment and one note per key (plus notes on the whole file).
+    """
+    converted = convert_niftynet(path, overrides=overrides, application=application)
+    return converted.experiment, converted.notes
+
+
+def convert_niftynet(
+    path: str | os.PathLike[str],
+    *,
+    overrides: Mapping[str, str] | None = None,
+    application: str | None = None,
+) -> NiftyNetConversion:
     """Read a NiftyNet ``.ini`` file and convert it.
 
     Args:
         path: the INI file.
         overrides: NiftyNet command-line style ``{key: value}`` (``--max_iter 10``), put into the
-            section each key belongs to.
-
-    Returns:
-        The experiment and one note per key (plus notes on the whole file).
+            section each key belongs to (NiftyNet: system and application sections only).
+        application: the application of the command (``net_segment`` → ``segmentation``); the
+            file must then have its section (``[SEGMENTATION]``), as NiftyNet required. None: the
+            file's own application section.
 
     Raises:
         MissingFileError: the file does not exist.
-        ConfigError: an unreadable INI (file and line), a value of the wrong type, or a
+        ConfigError: an unreadable INI (file and line), a file NiftyNet 0.6 could not run either
+            (a model-zoo download manifest, a pre-0.2 layout, no application section), a value
+            of the wrong type, something voxelflow cannot run faithfully (naming the key), or a
             converted experiment that does not validate.
     """
     path = Path(path)
@@ -112,13 +201,13 @@ def convert_niftynet_ini(
     try:
         parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
     except configparser.Error as exc:
-        raise ConfigError(f"{path}: invalid INI file: {exc}") from None
+        raise ConfigError(f"{path}: invalid INI file: {' '.join(str(exc).split())}") from None
     for key, value in (overrides or {}).items():
-        section = _home_section(key, parser) or "SYSTEM"
+        section = _home_section(key, parser, application) or "SYSTEM"
         if not parser.has_section(section):
             parser.add_section(section)
         parser.set(section, key, str(value))
-    return convert_niftynet_parser(parser, origin=str(path), config_dir=path.parent)
+    return convert_parser(parser, origin=str(path), config_dir=path.parent, application=application)
 
 
 def convert_niftynet_parser(
@@ -126,54 +215,198 @@ def convert_niftynet_parser(
     *,
     origin: str = "<ini>",
     config_dir: str | os.PathLike[str] = ".",
+    application: str | None = None,
 ) -> tuple[ExperimentConfig, list[ConversionNote]]:
-    """Convert an already-read INI (see :func:`convert_niftynet_ini`); ``model_dir`` is resolved
-    against ``config_dir`` as NiftyNet did."""
+    """Convert an already-read INI (see :func:`convert_niftynet`); returns experiment and notes."""
+    converted = convert_parser(
+        parser, origin=origin, config_dir=config_dir, application=application
+    )
+    return converted.experiment, converted.notes
+
+
+def convert_parser(
+    parser: configparser.ConfigParser,
+    *,
+    origin: str = "<ini>",
+    config_dir: str | os.PathLike[str] = ".",
+    application: str | None = None,
+) -> NiftyNetConversion:
+    """Convert an already-read INI (see :func:`convert_niftynet`)."""
     from voxelflow.config.load import validate_experiment
 
-    sections = {re.sub(r"[^0-9a-zA-Z_\- ]", "", name): name for name in parser.sections()}
+    _refuse_what_niftynet_could_not_run(parser, origin)
+    sections = {_standardise(name): name for name in parser.sections()}
+    renamed = "APPLICATION" in sections and "SYSTEM" not in sections
+    if renamed:  # NiftyNet 0.2.0 called [SYSTEM] [APPLICATION]
+        sections = {("SYSTEM" if k == "APPLICATION" else k): v for k, v in sections.items()}
     state = State(config_dir=Path(config_dir))
-    for dotted, value in NIFTYNET_DEFAULTS.items():  # the file relies on NiftyNet's defaults
+    for dotted, value in copy.deepcopy(NIFTYNET_DEFAULTS).items():  # NiftyNet's defaults
         state.put(dotted, value)
     notes: list[ConversionNote] = []
-    applications = [s for s in sections if s.upper() in APPLICATION_SECTIONS]
-    roles: dict[str, str] = {}
-    if applications:
-        state.application = APPLICATION_SECTIONS[applications[0].upper()]
-        state.put("application", state.application)
-        roles = _application_section(
-            parser[sections[applications[0]]], applications[0], state, notes
-        )
-        for extra in applications[1:]:
-            notes.append(
-                ConversionNote(extra, "*", "", "ignored", f"only [{applications[0]}] is used")
-            )
-    else:
+    if renamed:
         notes.append(
             ConversionNote(
-                "*", "*", "", "approximated", "no application section; segmentation assumed"
+                "APPLICATION",
+                "*",
+                "",
+                "mapped",
+                "NiftyNet 0.2.0's name of [SYSTEM] (renamed in 0.2.1); read as [SYSTEM]",
             )
         )
+    app_section = _application_section_name(sections, application, origin, notes)
+    state.application = APPLICATION_SECTIONS[app_section]
+    state.put("application", state.application)
+    roles: dict[str, str] = {}
+    if app_section in sections:
+        roles = _application_section(parser[sections[app_section]], app_section, state, notes)
     for clean, name in sections.items():
-        upper = clean.upper()
-        if upper in SYSTEM_SECTIONS:
-            _system_section(parser[name], upper, state, notes)
-        elif upper == "REGISTRATION":
+        if clean in SYSTEM_SECTIONS:
+            _system_section(parser[name], clean, state, notes)
+        elif clean == app_section:
+            continue
+        elif clean in APPLICATION_SECTIONS or clean == "REGISTRATION":
             notes.append(
-                ConversionNote(clean, "*", "", "not supported", "registration is out of scope")
+                ConversionNote(
+                    clean, "*", "", "ignored", f"section of another application than {app_section}"
+                )
             )
-        elif upper not in APPLICATION_SECTIONS:
+        else:
             _input_section(parser[name], clean, roles.get(clean), state, notes)
+    _drop_missing_sections(roles, sections, app_section, state, notes)
     _finish(state, notes)
-    return validate_experiment(state.data, origin=origin), notes
+    experiment = validate_experiment(state.data, origin=origin)
+    return NiftyNetConversion(experiment, notes, _settings(state))
 
 
-def _home_section(key: str, parser: configparser.ConfigParser) -> str | None:
+def _drop_missing_sections(
+    roles: Mapping[str, str],
+    sections: Mapping[str, str],
+    app_section: str,
+    state: State,
+    notes: list[ConversionNote],
+) -> None:
+    """A role naming a section the file lacks: NiftyNet failed when it read that role (its
+    evaluation reads only image, label and inferred), so the role is dropped with a note;
+    without any image section nothing can run."""
+    inputs: dict[str, list[str]] = state.data.setdefault("dataset", {}).setdefault("inputs", {})
+    for section, role in roles.items():
+        if section in sections or role == "inferred":
+            continue
+        inputs[role] = [c for c in inputs.get(role, []) if c != section]
+        if not inputs[role]:
+            del inputs[role]
+        key = _role_key(role)
+        detail = (
+            f"no [{section}] section in the file: dropped from dataset.inputs.{role} "
+            "(NiftyNet failed wherever it read this role)"
+        )
+        for index, old in enumerate(notes):
+            if (old.section, old.key) == (app_section, key):
+                notes[index] = ConversionNote(app_section, key, old.value, "not supported", detail)
+    if not inputs.get("image"):
+        # an evaluation-only file (inferred + label): it trains and infers nothing
+        state.extras["cannot_run"] = (
+            f"[{app_section}] image: required to train or infer, naming an input section "
+            f"of the file (found: {', '.join(s for s in sections if s not in SYSTEM_SECTIONS)})"
+        )
+
+
+def _standardise(name: str) -> str:
+    """NiftyNet's section name: characters outside ``[0-9a-zA-Z_- ]`` dropped; case kept."""
+    return re.sub(r"[^0-9a-zA-Z_\- ]+", "", name.strip())
+
+
+def _role_key(role: str) -> str:
+    return next((k for k, v in ROLES.items() if v == role), role)
+
+
+def _refuse_what_niftynet_could_not_run(parser: configparser.ConfigParser, origin: str) -> None:
+    """Files that are not NiftyNet 0.2+ configurations are refused with the reason."""
+    names = {_standardise(s) for s in parser.sections()}
+    every_key = {k for s in parser.sections() for k in parser[s]}
+    downloads = [s for s in parser.sections() if {"url", "action"} <= set(parser[s])]
+    if downloads and not names & set(SYSTEM_SECTIONS):
+        raise ConfigError(
+            f"{origin}: a NiftyNet model-zoo download manifest (section [{downloads[0]}] has url "
+            "and action), not a configuration; its weights are TensorFlow checkpoints voxelflow "
+            "cannot load, and nothing is downloaded"
+        )
+    if not names & {"SYSTEM", "NETWORK"}:
+        old = sorted(every_key & _PRE_0_2_KEYS)
+        what = (
+            f"a NiftyNet 0.1 configuration ({', '.join(old)}; NiftyNet 0.2 replaced it)"
+            if old or "settings" in names
+            else "not a NiftyNet 0.2+ configuration"
+        )
+        raise ConfigError(
+            f"{origin}: {what}: no [SYSTEM] or [NETWORK] section; rewrite it with [SYSTEM], "
+            "[NETWORK], [TRAINING], [INFERENCE] and an application section such as [SEGMENTATION]"
+        )
+
+
+def _application_section_name(
+    sections: Mapping[str, str],
+    application: str | None,
+    origin: str,
+    notes: list[ConversionNote],
+) -> str:
+    """NiftyNet's application section: the command's (required), else the file's only one."""
+    by_app = {v: k for k, v in APPLICATION_SECTIONS.items()}
+    if application is not None:
+        if application not in by_app:
+            raise ConfigError(f"expected an application {', '.join(by_app)}, got {application!r}")
+        wanted = by_app[application]
+        if wanted not in sections:
+            found = [s for s in sections if s in APPLICATION_SECTIONS]
+            hint = f" (it has [{found[0]}]: use net_{_COMMANDS[found[0]]})" if found else ""
+            raise ConfigError(
+                f"{origin}: the {application} application requires a [{wanted}] section, "
+                f"as NiftyNet did{hint}"
+            )
+        return wanted
+    present = [s for s in sections if s in APPLICATION_SECTIONS]
+    if not present and "REGISTRATION" in sections:
+        raise ConfigError(
+            f"{origin}: [REGISTRATION]: label-driven registration is out of voxelflow's scope"
+        )
+    if not present:
+        notes.append(
+            ConversionNote(
+                "*",
+                "*",
+                "",
+                "approximated",
+                "no application section: segmentation assumed "
+                "(NiftyNet took the application from the command)",
+            )
+        )
+        return "SEGMENTATION"
+    for extra in present[1:]:
+        notes.append(ConversionNote(extra, "*", "", "ignored", f"only [{present[0]}] is used"))
+    return present[0]
+
+
+_COMMANDS = {
+    "SEGMENTATION": "segment",
+    "REGRESSION": "regress",
+    "CLASSIFICATION": "classify",
+    "AUTOENCODER": "autoencoder",
+    "GAN": "gan",
+}
+
+
+def _home_section(
+    key: str, parser: configparser.ConfigParser, application: str | None
+) -> str | None:
     for section, table in SYSTEM_SECTIONS.items():
         if key in table:
             return section
-    app = [s for s in parser.sections() if s.upper() in APPLICATION_SECTIONS]
-    return app[0] if app and key in APPLICATION_KEYS else None
+    if key not in APPLICATION_KEYS:
+        return None
+    if application is not None:
+        return {v: k for k, v in APPLICATION_SECTIONS.items()}.get(application)
+    app = [s for s in parser.sections() if _standardise(s) in APPLICATION_SECTIONS]
+    return app[0] if app else None
 
 
 def _system_section(
@@ -198,7 +431,13 @@ def _system_section(
                 or f" Keys of [{name}]: {', '.join(sorted(SYSTEM_SECTIONS[name]))}"
             )
             notes.append(
-                ConversionNote(name, key, value, "unknown", f"not a NiftyNet key; ignored.{hint}")
+                ConversionNote(
+                    name,
+                    key,
+                    value,
+                    "unknown",
+                    f"not a NiftyNet 0.6 key (NiftyNet 0.6 refused the file); ignored.{hint}",
+                )
             )
             continue
         status, detail = _run(handler, state, value, f"[{name}] {key}")
@@ -217,9 +456,9 @@ def _run(handler: Callable[[State, str], Outcome], state: State, value: str, whe
     try:
         return handler(state, value)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where} = {value.strip()}: {exc}") from None
     except ValueError as exc:
-        raise ConfigError(f"{where} = {value!r}: {exc}") from None
+        raise ConfigError(f"{where} = {value.strip()!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- application section
@@ -248,22 +487,48 @@ APPLICATION_KEYS = {
     "value",
     "feature",
 }
+#: NiftyNet's autoencoder inference_type → voxelflow's inference.mode
+AUTOENCODER_MODES = {
+    "encode": "encode",
+    "encode-decode": "reconstruct",
+    "sample": "sample",
+    "linear_interpolation": "interpolate",
+}
 
 
 def _application_section(
     section: configparser.SectionProxy, name: str, state: State, notes: list[ConversionNote]
 ) -> dict[str, str]:
+    """The application section's keys; returns ``{input section: role}``."""
     roles: dict[str, str] = {}
     inputs: dict[str, list[str]] = {}
+    allowed = APPLICATION_ROLES[state.application]
     for key, value in section.items():
-        if key in ROLES:
+        if key in ROLES or key in ("inferred", "value", "feature"):
             columns = as_list(value)
-            if columns:
-                inputs[ROLES[key]] = columns
-                roles.update({c: ROLES[key] for c in columns if c not in roles})
-            status, detail = "mapped", f"dataset.inputs.{ROLES[key]} = {columns}"
+            if key not in allowed:
+                status, detail = "ignored", f"not an input of NiftyNet's {state.application}"
+            elif key in ROLES:
+                if columns:
+                    inputs[ROLES[key]] = columns
+                    roles.update({c: ROLES[key] for c in columns if c not in roles})
+                status, detail = "mapped", f"dataset.inputs.{ROLES[key]} = {columns}"
+                if key == "conditioning" and columns:
+                    state.put("task.conditioning_role", "conditioning")
+                    detail += ", task.conditioning_role = conditioning"
+            elif key == "inferred":
+                roles.update({c: "inferred" for c in columns if c not in roles})
+                state.extras["inferred_sections"] = columns
+                status, detail = "mapped", "the inference outputs the net_* evaluation reads"
+            else:
+                status, detail = "not supported", f"{key} inputs: no voxelflow equivalent"
         else:
-            status, detail = _application_key(key, value, state, f"[{name}] {key}")
+            status, detail = _run(
+                lambda st, v, key=key: _application_key(key, v, st, f"[{name}] {key}"),
+                state,
+                value,
+                f"[{name}] {key}",
+            )
         notes.append(ConversionNote(name, key, value, status, detail))
     state.put("dataset.inputs", inputs)
     return roles
@@ -282,7 +547,10 @@ def _application_key(key: str, value: str, state: State, where: str) -> Outcome:
             "inference.save_probabilities", as_bool(value, key=where)
         ) + f" = {value}"
     if key == "label_normalisation":
-        return "mapped", "label values are always mapped to 0..K-1 for training and back on output"
+        return "approximated", (
+            "label values are always mapped to 0..K-1 for training and back on output "
+            "(NiftyNet did so only with label_normalisation = True)"
+        )
     if key == "softmax":
         return (
             ("mapped", "losses apply softmax inside")
@@ -294,14 +562,46 @@ def _application_key(key: str, value: str, state: State, where: str) -> Outcome:
         if units == "cc":
             return "not supported", "connected-component units; see the lesion-wise metrics"
         return "approximated", "metrics are computed per label (background excluded)"
-    if key in ("inferred", "value", "feature"):
-        return "ignored", "inference outputs are found by `voxelflow evaluate`"
     if key == "noise_size":
-        return "mapped", state.put("network.noise_size", as_int(value, key=where)) + f" = {value}"
+        size = as_int(value, key=where)
+        if size <= 0:
+            raise ConfigError("expected the generator's noise length > 0")
+        return "mapped", state.put("task.noise_size", size) + f" = {size}"
+    if key == "inference_type":
+        mode = AUTOENCODER_MODES.get(value.strip().strip("'\"").lower())
+        if mode is None:
+            raise ConfigError(f"expected one of {', '.join(AUTOENCODER_MODES)}")
+        return "mapped", state.put("inference.mode", mode) + f" = {mode}"
+    if key == "n_interpolations" and state.application == "gan":
+        count = as_int(value, key=where)
+        if count < 1:
+            raise ConfigError("expected at least 1")
+        return "approximated", state.put("inference.num_samples", count) + (
+            f" = {count}; approximated: random noise samples, where NiftyNet interpolated "
+            "between two noise vectors"
+        )
+    if key == "n_interpolations":
+        steps = as_int(value, key=where)
+        if steps < 2:
+            raise ConfigError("expected at least 2 (both ends are included)")
+        return "mapped", state.put("inference.steps", steps) + f" = {steps} (ends included)"
+    if key == "noise_stddev":
+        sigma = as_number(value, key=where)
+        if sigma == 1.0:
+            return "mapped", "samples are drawn from N(0, 1)"
+        return "approximated", f"samples are drawn from N(0, 1), not N(0, {sigma:g}²)"
+    if key == "error_map":
+        return "mapped", state.put("inference.error_maps", as_bool(value, key=where)) + (
+            f" = {as_bool(value, key=where)}"
+        )
+    if key == "loss_border":
+        if as_int(value, key=where) == 0:
+            return "mapped", "the loss covers the whole window"
+        return "not supported", "a loss ignoring the window border"
     if key in APPLICATION_KEYS:
         return "not supported", f"{key} has no voxelflow equivalent yet"
     hint = suggest(key, sorted(APPLICATION_KEYS))
-    return "unknown", f"not a NiftyNet key; ignored.{hint}"
+    return "unknown", f"{_UNKNOWN}; ignored.{hint}"
 
 
 # --------------------------------------------------------------------------- input sections
@@ -322,6 +622,14 @@ def _input_section(
     for key, value in section.items():
         status, detail = _input_key(key, value, name, role, folder, state)
         notes.append(ConversionNote(name, key, value, status, detail))
+    if role == "inferred":
+        state.extras.setdefault("inferred_folders", {})[name] = folder
+        return
+    if role is None:
+        return  # NiftyNet read no files of a section no role uses
+    paths = folder.pop("paths", [folder["path"]])
+    if len(paths) > 1:
+        state.extras.setdefault("multi_folder", {})[name] = paths
     state.put(f"dataset.folders.{name}", folder)
 
 
@@ -332,12 +640,17 @@ def _input_key(
     if key == "path_to_search":
         paths = as_list(value)
         folder["path"] = paths[0] if paths else "."
+        folder["paths"] = paths or ["."]
         if len(paths) > 1:
             return (
-                "approximated",
-                f"dataset.folders.{name}.path = {paths[0]} (only the first folder is searched)",
+                "mapped",
+                f"all {len(paths)} folders are searched (listed into dataset.csv, as NiftyNet "
+                "listed them into <model_dir>/<section>.csv)",
             )
-        return "mapped", f"dataset.folders.{name}.path = {folder['path']}"
+        return (
+            "mapped",
+            f"dataset.folders.{name}.path = {folder['path']} (relative: working folder)",
+        )
     if key in ("filename_contains", "filename_not_contains"):
         target = "contains" if key == "filename_contains" else "not_contains"
         folder[target] = as_list(value)
@@ -350,6 +663,9 @@ def _input_key(
             "per-section file lists: merge them into one CSV table (dataset.csv)",
         )
     if key == "filename_removefromid":
+        regex = value.strip().strip("'\"")
+        if not regex:
+            return "ignored", "empty: the id is the name minus the filename_contains strings"
         return (
             "not supported",
             f"set dataset.folders.{name}.subject_regex (a regex whose first group is the id)",
@@ -368,30 +684,28 @@ def _input_key(
         return "ignored", "empty: orientation kept"
     if key == "spatial_window_size":
         window = as_ints(value, key=where, pad_to=3, fill=1)
+        if not window:
+            return "ignored", "empty: the application's window"
         target = "sampling.label_window" if role in ("label", "target") else "sampling.window"
         if target == "sampling.label_window" and window == state.get("sampling.window"):
             return "mapped", "same as the image window"
+        if role in ("inferred", None):
+            return "ignored", "window of a section that is not sampled"
         return _shared(target, window, state)
     if key == "loader":
         return "ignored", "readers are chosen by file suffix"
     if key in ("csv_data_file", "to_ohe"):
+        if not value.strip().strip("'\"") or value.strip().lower() in ("false", "no", "0"):
+            return "ignored", "empty: not used"
         return "not supported", "contrib CSV reader: give values as columns of a dataset CSV"
-    known = [
-        "csv_file",
-        "path_to_search",
-        "filename_contains",
-        "filename_not_contains",
-        "filename_removefromid",
-        "interp_order",
-        "loader",
-        "pixdim",
-        "axcodes",
-        "spatial_window_size",
-    ]
+    known = sorted(TABLE["INPUT"])
     hint = suggest(key, known)
     if not hint and key in {k for t in SYSTEM_SECTIONS.values() for k in t}:
         hint = " It is a key of a system section, not of an input section."
-    return "unknown", f"not a NiftyNet input-section key; ignored.{hint}"
+    return (
+        "unknown",
+        f"not a NiftyNet input-section key (NiftyNet 0.6 refused the file); ignored.{hint}",
+    )
 
 
 def _shared(dotted: str, value: Any, state: State) -> Outcome:
@@ -415,15 +729,112 @@ def _interp_order(order: int, role: str | None, state: State) -> Outcome:
 # --------------------------------------------------------------------------- final assembly
 def _finish(state: State, notes: list[ConversionNote]) -> None:
     state.data.setdefault("dataset", {}).setdefault("inputs", {"image": ["image"]})
-    if state.application == "segmentation" and "loss" not in state.data:
-        state.put("loss", {"name": "dice", "squared": True})  # NiftyNet's default loss_type Dice
-    mask = (
-        {k: v for k, v in state.mask.items() if k != "enabled"} if state.mask.get("enabled") else {}
+    _default_loss(state)
+    _normalisation(state, notes)
+    _regularisation(state)
+    _augmentation(state)
+    if state.save_every_zero:
+        state.put(
+            "training.checkpoint_every", max(int(state.get("training.max_iterations", 1000)), 1)
+        )
+    if state.border is not None:
+        _border_to_overlap(state, notes)
+    _paths(state)
+    _two_d_windows(state)
+    for section, key, status, detail in state.notes_later:
+        for index, note in enumerate(notes):
+            if (note.section, note.key) == (section, key):
+                notes[index] = ConversionNote(section, key, note.value, status, detail)
+    if state.application == "gan" and state.get("task.noise_size") is None:
+        raise ConfigError("[GAN] noise_size: required (NiftyNet's default -1 is no noise length)")
+    if state.get("network.name") is None:
+        raise ConfigError("[NETWORK] name: required; NiftyNet has no default network")
+
+
+def _two_d_windows(state: State) -> None:
+    """NiftyNet's ``(h, w, 1)`` windows mean a 2-D network, in every application. voxelflow's
+    segmentation builds one itself (slice windows); the others get theirs wrapped."""
+    from voxelflow.config.niftynet_slices import PLUGIN
+
+    window = state.get("sampling.window") or state.get("inference.window") or []
+    if state.application == "segmentation" or len(window) != 3 or window[2] != 1:
+        return
+    network = dict(state.get("network", {}))
+    state.put("network", {"name": PLUGIN, "network": network})
+    if state.application == "gan":
+        discriminator = state.get("task.discriminator") or {"name": "discriminator"}
+        state.put("task.discriminator", {"name": PLUGIN, "network": discriminator})
+    state.notes_later.append(
+        (
+            "NETWORK",
+            "name",
+            "mapped",
+            f"network.name = {network.get('name')} as a 2-D network on (h, w, 1) slices "
+            "(NiftyNet's 2-D windows), wrapped by voxelflow.config.niftynet_slices",
+        )
     )
-    state.put(
-        "preprocessing.normalization",
-        [{"name": name, **options, **mask} for name, options in state.normalizers.items()],
-    )
+
+
+def _default_loss(state: State) -> None:
+    if "loss" in state.data:
+        return
+    if state.application != "segmentation":
+        # NiftyNet's default loss_type Dice is a segmentation loss: its other applications
+        # refused a file without loss_type
+        raise ConfigError(
+            f"[TRAINING] loss_type: required for {state.application}; NiftyNet's default "
+            "Dice is a segmentation loss"
+        )
+    state.put("loss", {"name": "dice", "squared": True})  # NiftyNet's default loss_type Dice
+
+
+def _normalisation(state: State, notes: list[ConversionNote]) -> None:
+    """Histogram standardisation (only with normalisation = True) then whitening, as NiftyNet."""
+    mask: dict[str, Any] = {}
+    if state.mask.get("enabled"):  # NiftyNet's defaults: otsu_plus foreground, "and" combined
+        mask = {"mask": "otsu", **{k: v for k, v in state.mask.items() if k != "enabled"}}
+    chain = []
+    if "histogram_standardization" in state.normalizers:
+        options = {"landmarks": "percentile", "cutoff": [1.0, 99.0], **state.histogram}
+        chain.append({"name": "histogram_standardization", **options, **mask})
+    if "zscore" in state.normalizers:
+        chain.append({"name": "zscore", **mask})
+    state.put("preprocessing.normalization", chain)
+    if "histogram_standardization" not in state.normalizers:
+        for index, note in enumerate(notes):
+            if note.section == "NETWORK" and note.key in (
+                "norm_type",
+                "cutoff",
+                "histogram_ref_file",
+            ):
+                notes[index] = ConversionNote(
+                    note.section,
+                    note.key,
+                    note.value,
+                    "ignored",
+                    "normalisation is off: NiftyNet used it only with normalisation = True",
+                )
+
+
+def _regularisation(state: State) -> None:
+    amount = float(state.regulariser.get("decay", 0.0))
+    if amount <= 0:
+        return
+    if state.regulariser.get("type", "L2") == "L2":
+        # tf l2_regularizer(decay) adds decay·Σw²/2 to the loss: its gradient decay·w is
+        # exactly the coupled weight_decay of torch's Adam and SGD
+        state.put("optimizer.weight_decay", amount)
+        return
+    base = dict(state.data.get("optimizer", {}))
+    name = base.pop("name", "adam")
+    state.put("optimizer", {"name": L1_OPTIMIZER, "base": name, "l1": amount, **base})
+
+
+#: the optimiser plugin adding NiftyNet's L1 penalty gradient (see niftynet_optim.py)
+L1_OPTIMIZER = "voxelflow.config.niftynet_optim:l1_regularised"
+
+
+def _augmentation(state: State) -> None:
     augmentation = []
     if "flip" in state.augment:
         augmentation.append({"name": "flip", **state.augment["flip"]})
@@ -431,18 +842,97 @@ def _finish(state: State, notes: list[ConversionNote]) -> None:
     per_axis = affine.pop("rotation_per_axis", None)
     if per_axis is not None and "rotation" not in affine:
         affine["rotation"] = per_axis
+    if "scaling" not in affine:
+        affine.pop("isotropic", None)  # isotropic_scaling alone changes nothing
     if affine:
         augmentation.append({"name": "affine", **affine})
     if "elastic" in state.augment:
         augmentation.append({"name": "elastic", **state.augment.get("elastic_options", {})})
     if augmentation:
         state.put("augmentation", augmentation)
-    if state.save_every_zero:
-        state.put(
-            "training.checkpoint_every", max(int(state.get("training.max_iterations", 1000)), 1)
+
+
+def _paths(state: State) -> None:
+    """NiftyNet's path rules: model_dir against the working folder (default
+    ``<config folder>/model``); split file, outputs and evaluation folder against model_dir."""
+    model = Path(state.extras.get("model_dir") or state.config_dir / "model")
+    state.put("system.run_dir", str(model))
+    split = _under(
+        model, state.extras.get("dataset_split_file", TABLE["SYSTEM"]["dataset_split_file"])
+    )
+    if split.is_file():
+        state.put("split.file", str(split))
+    multi = state.extras.get("multi_folder")
+    if multi and all(Path(p).expanduser().is_dir() for paths in multi.values() for p in paths):
+        _list_folders_into_csv(state, model)
+    elif multi:
+        state.notes_later.append(
+            (
+                next(iter(multi)),
+                "path_to_search",
+                "approximated",
+                "not every folder exists here: only the first is searched (the net_* commands "
+                "search all when they exist)",
+            )
         )
-    if state.border is not None:
-        _border_to_overlap(state, notes)
+
+
+def _under(model_dir: Path, path: str) -> Path:
+    given = Path(path).expanduser()
+    return given if given.is_absolute() else model_dir / given
+
+
+def _list_folders_into_csv(state: State, model_dir: Path) -> None:
+    """Sections searching several folders: every folder is searched (NiftyNet's rule), the
+    files found are written to one table ``<model_dir>/niftynet_subjects.csv``."""
+    import csv
+
+    from voxelflow.config.schema import FolderInput
+    from voxelflow.errors import VoxelflowError
+    from voxelflow.io.table import match_folder
+
+    folders: dict[str, Any] = state.data["dataset"].pop("folders")
+    multi: dict[str, list[str]] = state.extras["multi_folder"]
+    joined: dict[str, dict[str, str]] = {}
+    for column, spec in folders.items():
+        for path in multi.get(column, [spec["path"]]):
+            pattern = FolderInput(**{**spec, "path": path})
+            try:
+                found = match_folder(pattern, base_dir=Path.cwd(), column=column)
+            except VoxelflowError as exc:
+                raise ConfigError(f"[{column}] path_to_search = {path}: {exc}") from None
+            for subject, file in found.items():
+                joined.setdefault(subject, {})[column] = str(file.resolve())
+    table = model_dir / "niftynet_subjects.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with open(table, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["subject", *folders], restval="")
+        writer.writeheader()
+        writer.writerows({"subject": s, **joined[s]} for s in sorted(joined))
+    state.put("dataset.csv", str(table))
+
+
+def _settings(state: State) -> NiftyNetSettings:
+    model = Path(state.get("system.run_dir"))
+    extras = state.extras
+    return NiftyNetSettings(
+        application=state.application,
+        model_dir=model,
+        save_seg_dir=_under(
+            model, extras.get("save_seg_dir") or TABLE["INFERENCE"]["save_seg_dir"]
+        ),
+        save_csv_dir=_under(
+            model, extras.get("save_csv_dir") or TABLE["EVALUATION"]["save_csv_dir"]
+        ),
+        output_postfix=extras.get("output_postfix", TABLE["INFERENCE"]["output_postfix"]),
+        dataset_to_infer=extras.get("dataset_to_infer", ""),
+        inference_iter=int(extras.get("inference_iter", TABLE["INFERENCE"]["inference_iter"])),
+        cuda_devices=extras.get("cuda_devices"),
+        inferred_sections=tuple(extras.get("inferred_sections", ())),
+        cannot_run=extras.get("cannot_run"),
+        starting_iter=int(extras.get("starting_iter", TABLE["TRAINING"]["starting_iter"])),
+        inferred_folders=dict(extras.get("inferred_folders", {})),
+    )
 
 
 def _border_to_overlap(state: State, notes: list[ConversionNote]) -> None:
@@ -454,7 +944,10 @@ def _border_to_overlap(state: State, notes: list[ConversionNote]) -> None:
         state.put("inference.blend", "crop")
     for index, note in enumerate(notes):
         if (note.section.upper(), note.key) == ("INFERENCE", "border"):
-            detail = f"inference.overlap = {overlap:.4g} (2·{state.border}/{window}), inference.blend = crop"
+            detail = (
+                f"inference.overlap = {overlap:.4g} (2·{state.border}/{window}), "
+                "inference.blend = crop"
+            )
             notes[index] = ConversionNote(
                 note.section, note.key, note.value, "approximated", detail
             )

@@ -30,6 +30,14 @@ class State:
     augment: dict[str, dict[str, Any]] = field(default_factory=dict)
     border: list[int] | None = None
     save_every_zero: bool = False
+    #: histogram-standardisation options (norm_type, cutoff); used only with normalisation = True
+    histogram: dict[str, Any] = field(default_factory=dict)
+    #: [NETWORK] decay and reg_type, combined at the end (either may come first in the file)
+    regulariser: dict[str, Any] = field(default_factory=dict)
+    #: settings only the ``net_*`` commands use (save_seg_dir, dataset_to_infer, cuda_devices ...)
+    extras: dict[str, Any] = field(default_factory=dict)
+    #: (section, key, status, detail) replacing a key's note once the whole file is known
+    notes_later: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def put(self, dotted: str, value: Any) -> str:
         """Set ``a.b.c`` in the experiment dict; returns the dotted key (for the report)."""
@@ -115,6 +123,7 @@ NETWORKS: dict[str, tuple[str, dict[str, Any], str]] = {
     "deepmedic": ("deepmedic", {}, ""),
     "scalenet": ("scalenet", {}, ""),
     "holisticnet": ("holistic_net", {}, ""),
+    "holistic_scalenet": ("holistic_net", {}, ""),  # NiftyNet 0.2's name of HolisticNet
     "resnet": ("resnet", {}, ""),
     "se_resnet": ("se_resnet", {}, ""),
     "vae": ("vae", {}, ""),
@@ -124,6 +133,26 @@ NETWORKS: dict[str, tuple[str, dict[str, Any], str]] = {
         "the generator; the discriminator is built by the gan application",
     ),
     "simulator_gan": ("generator", {}, "image-conditioned generator"),
+}
+#: NiftyNet's network class paths (niftynet/engine/application_factory.py SUPPORTED_NETWORK)
+NETWORK_CLASSES: dict[str, str] = {
+    "niftynet.network.simulator_gan.SimulatorGAN": "simulator_gan",
+    "niftynet.network.simple_gan.SimpleGAN": "simple_gan",
+    "niftynet.network.highres3dnet.HighRes3DNet": "highres3dnet",
+    "niftynet.network.highres3dnet_small.HighRes3DNetSmall": "highres3dnet_small",
+    "niftynet.network.highres3dnet_large.HighRes3DNetLarge": "highres3dnet_large",
+    "niftynet.network.toynet.ToyNet": "toynet",
+    "niftynet.network.unet.UNet3D": "unet",
+    "niftynet.network.no_new_net.UNet3D": "nonewnet",
+    "niftynet.network.vnet.VNet": "vnet",
+    "niftynet.network.dense_vnet.DenseVNet": "dense_vnet",
+    "niftynet.network.deepmedic.DeepMedic": "deepmedic",
+    "niftynet.network.scalenet.ScaleNet": "scalenet",
+    "niftynet.network.holistic_net.HolisticNet": "holisticnet",
+    "niftynet.network.unet_2d.UNet2D": "unet_2d",
+    "niftynet.network.resnet.ResNet": "resnet",
+    "niftynet.network.se_resnet.SE_ResNet": "se_resnet",
+    "niftynet.network.vae.VAE": "vae",
 }
 SEGMENTATION_LOSSES: dict[str, tuple[str, dict[str, Any], str]] = {
     "dice": ("dice", {"squared": True}, ""),
@@ -149,18 +178,29 @@ SEGMENTATION_LOSSES: dict[str, tuple[str, dict[str, Any], str]] = {
 REGRESSION_LOSSES: dict[str, tuple[str, dict[str, Any], str]] = {
     "l1loss": ("l1", {}, ""),
     "mae": ("l1", {}, ""),
+    "mse": ("l2", {}, ""),  # NiftyNet 0.2's mean squared error; voxelflow's l2 is that mean
     "l2loss": ("l2", {}, "NiftyNet's L2Loss is a sum/2; voxelflow's l2 is a mean (rescale lr)"),
     "rmse": ("rmse", {}, ""),
     "huber": ("huber", {}, ""),
     "smoothl1": ("smooth_l1", {}, "threshold definitions differ slightly"),
 }
-OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "adam": ("adam", {}),
-    "gradientdescent": ("sgd", {"momentum": 0.0}),
-    "momentum": ("sgd", {"momentum": 0.9}),
-    "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True}),
-    "adagrad": ("adagrad", {}),
-    "rmsprop": ("rmsprop", {}),
+#: NiftyNet optimiser → (voxelflow optimiser, options, what still differs); the options are the
+#: TensorFlow settings of niftynet/engine/application_optimiser.py.
+OPTIMIZERS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "adam": ("adam", {"betas": [0.9, 0.999], "eps": 1e-8}, ""),
+    "gradientdescent": ("sgd", {"momentum": 0.0}, ""),
+    "momentum": ("sgd", {"momentum": 0.9}, ""),
+    "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True}, ""),
+    "adagrad": (
+        "adagrad",
+        {"initial_accumulator_value": 0.1},
+        "torch adds eps 1e-10 to the root; TensorFlow did not",
+    ),
+    "rmsprop": (
+        "rmsprop",
+        {"alpha": 0.9, "eps": 1e-10},
+        "TensorFlow added eps inside the square root, torch outside",
+    ),
 }
 ACTIVATIONS = {
     "relu": "relu",
@@ -214,15 +254,35 @@ def _component(
 
 # --------------------------------------------------------------------------- [NETWORK]
 def network_name(state: State, value: str) -> Outcome:
-    try:
-        name, options, remark = _component(NETWORKS, value, key="name", what="network")
-    except LookupError as exc:
-        return "not supported", f"{exc}; a voxelflow plugin 'package.module:Class' can replace it"
+    """A NiftyNet network name (``highres3dnet``), class path
+    (``niftynet.network.toynet.ToyNet``) or a voxelflow plugin ``package.module:Class``.
+
+    Raises:
+        ConfigError: a network voxelflow cannot build (no silent fallback to another network).
+    """
+    given = value.strip().strip("'\"")
+    if ":" in given:  # a voxelflow plugin path: built as given
+        return "mapped", state.put("network.name", given) + f" = {given} (voxelflow plugin)"
+    short = NETWORK_CLASSES.get(given, given)
+    entry = NETWORKS.get(short.lower())
+    if entry is None:
+        what = (
+            "a TensorFlow network class, which voxelflow cannot run"
+            if "." in given
+            else "not a NiftyNet network name"
+        )
+        raise ConfigError(
+            f"{given!r} is {what}; expected one of {', '.join(sorted(NETWORKS))}, a NiftyNet "
+            "class path such as niftynet.network.toynet.ToyNet, or a voxelflow plugin "
+            "'package.module:Class'"
+        )
+    name, options, remark = entry
     state.put("network.name", name)
     for option, option_value in options.items():
         state.put(f"network.{option}", option_value)
-    return ("approximated" if remark else "mapped"), f"network.name = {name}" + (
-        f" ({remark})" if remark else ""
+    via = f" (NiftyNet class {given} = {short})" if short != given else ""
+    return ("approximated" if remark else "mapped"), f"network.name = {name}{via}" + (
+        f"; approximated: {remark}" if remark else ""
     )
 
 
@@ -249,15 +309,18 @@ def keep_prob(state: State, value: str) -> Outcome:
 
 def decay(state: State, value: str) -> Outcome:
     amount = as_number(value, key="decay")
-    return "mapped", state.put(
-        "optimizer.weight_decay", amount
-    ) + f" = {amount:g} (L2, as NiftyNet's reg_type L2)"
+    if amount < 0:
+        raise ConfigError(f"expected decay >= 0, got {value!r}")
+    state.regulariser["decay"] = amount
+    return "mapped", f"regularisation strength {amount:g} (see reg_type)"
 
 
 def reg_type(state: State, value: str) -> Outcome:
-    if value.strip().upper() == "L2":
-        return "mapped", "optimizer.weight_decay is an L2 penalty"
-    return "not supported", "only L2 weight decay (optimizer.weight_decay)"
+    kind = value.strip().strip("'\"").upper()
+    if kind not in ("L1", "L2"):
+        raise ConfigError(f"expected reg_type L1 or L2, got {value!r}")
+    state.regulariser["type"] = kind
+    return "mapped", f"{kind} penalty decay·{'Σ|w|' if kind == 'L1' else 'Σw²/2'} (see decay)"
 
 
 def window_sampling(state: State, value: str) -> Outcome:
@@ -274,6 +337,7 @@ def normalisation(state: State, value: str) -> Outcome:
     if as_bool(value, key="normalisation"):
         state.normalizers.setdefault("histogram_standardization", {})
         return "mapped", "preprocessing.normalization += histogram_standardization (Nyúl)"
+    state.normalizers.pop("histogram_standardization", None)
     return "mapped", "no histogram standardisation"
 
 
@@ -281,24 +345,30 @@ def whitening(state: State, value: str) -> Outcome:
     if as_bool(value, key="whitening"):
         state.normalizers.setdefault("zscore", {})
         return "mapped", "preprocessing.normalization += zscore"
+    state.normalizers.pop("zscore", None)
     return "mapped", "no whitening"
 
 
 def norm_type(state: State, value: str) -> Outcome:
-    landmarks = value.strip().lower()
+    landmarks = value.strip().strip("'\"").lower()
     if landmarks not in ("percentile", "quartile", "median"):
-        return "not supported", f"norm_type {landmarks!r}"
-    state.normalizers.setdefault("histogram_standardization", {})["landmarks"] = landmarks
-    return (
-        "mapped",
-        f"histogram_standardization.landmarks = {landmarks} (used only with normalisation = True)",
-    )
+        raise ConfigError(f"expected norm_type percentile, quartile or median, got {value!r}")
+    state.histogram["landmarks"] = landmarks
+    return "mapped", f"histogram_standardization.landmarks = {landmarks}"
 
 
 def cutoff(state: State, value: str) -> Outcome:
-    low, high = (as_number(v, key="cutoff") * 100.0 for v in as_list(value))
-    state.normalizers.setdefault("histogram_standardization", {})["cutoff"] = [low, high]
-    return "mapped", f"histogram_standardization.cutoff = [{low:g}, {high:g}] (percent)"
+    bounds = [as_number(v, key="cutoff") * 100.0 for v in as_list(value)]
+    if len(bounds) != 2:
+        raise ConfigError(f"expected two fractions (low, high), got {value!r}")
+    state.histogram["cutoff"] = bounds
+    return "mapped", f"histogram_standardization.cutoff = [{bounds[0]:g}, {bounds[1]:g}] (percent)"
+
+
+def rgb_normalisation(state: State, value: str) -> Outcome:
+    if as_bool(value, key="rgb_normalisation"):
+        raise ConfigError("True: RGB histogram equalisation has no voxelflow equivalent")
+    return "mapped", "no RGB histogram equalisation"
 
 
 def foreground_only(state: State, value: str) -> Outcome:
@@ -380,7 +450,7 @@ NETWORK_KEYS: dict[str, Callable[[State, str], Outcome]] = {
     "queue_length": queue_length,
     "normalisation": normalisation,
     "whitening": whitening,
-    "rgb_normalisation": _fixed("not supported", "RGB histogram equalisation"),
+    "rgb_normalisation": rgb_normalisation,
     "histogram_ref_file": _fixed(
         "ignored", "landmarks are fitted on the training split and cached in the run"
     ),

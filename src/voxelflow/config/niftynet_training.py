@@ -21,45 +21,47 @@ from voxelflow.config.niftynet_keys import (
     as_number,
     queue_length,
 )
+from voxelflow.errors import ConfigError
 
 Handler = Callable[[State, str], Outcome]
 
 
 # --------------------------------------------------------------------------- [SYSTEM]
 def cuda_devices(state: State, value: str) -> Outcome:
-    devices = as_list(value)
+    devices = ",".join(as_list(value))
     if not devices:
-        return "ignored", "empty: the default device (system.device = auto)"
-    if len(devices) == 1:
-        return "mapped", state.put("system.device", f"cuda:{devices[0]}") + f" = cuda:{devices[0]}"
-    return "not supported", "several GPUs: run `torchrun --nproc_per_node=N voxelflow train ...`"
+        return "ignored", "empty: the system's visible devices (system.device = auto)"
+    state.extras["cuda_devices"] = devices
+    # NiftyNet only set CUDA_VISIBLE_DEVICES: on a machine without that GPU it ran on the CPU
+    return "mapped", (
+        f"system.device = auto with CUDA_VISIBLE_DEVICES={devices} (set by the net_* commands; "
+        "the CPU when no such GPU exists, as in NiftyNet)"
+    )
 
 
 def num_gpus(state: State, value: str) -> Outcome:
     if as_int(value, key="num_gpus") <= 1:
-        return "ignored", "one device is the default"
+        return "mapped", "one device"
     return (
-        "not supported",
-        "data parallelism: run `torchrun --nproc_per_node=N voxelflow train ...`",
+        "approximated",
+        "trains on one device; for data parallelism run "
+        "`torchrun --nproc_per_node=N voxelflow train ...`",
     )
 
 
 def model_dir(state: State, value: str) -> Outcome:
-    path = Path(value.strip().strip("'\""))
-    resolved = path if path.is_absolute() else state.config_dir / path  # NiftyNet: config-relative
-    return "mapped", state.put("system.run_dir", str(resolved)) + f" = {resolved}"
+    path = Path(value.strip().strip("'\"")).expanduser()
+    # NiftyNet made a relative model_dir absolute against the working folder (os.path.abspath)
+    state.extras["model_dir"] = str(path)
+    return "mapped", state.put(
+        "system.run_dir", str(path)
+    ) + f" = {path} (relative to the working folder)"
 
 
 def split_file(state: State, value: str) -> Outcome:
-    path = Path(value.strip().strip("'\""))
-    run_dir = Path(state.get("system.run_dir", "."))
-    resolved = path if path.is_absolute() else run_dir / path
-    if resolved.is_file():
-        return "mapped", state.put("split.file", str(resolved)) + f" = {resolved}"
-    return (
-        "ignored",
-        f"{resolved} does not exist; voxelflow draws the split and saves it in the run folder",
-    )
+    # resolved against model_dir at the end: model_dir may come later in the file
+    state.extras["dataset_split_file"] = value.strip().strip("'\"")
+    return "mapped", "split.file (resolved against model_dir; used when it exists)"
 
 
 SYSTEM_KEYS: dict[str, Handler] = {
@@ -79,20 +81,24 @@ SYSTEM_KEYS: dict[str, Handler] = {
 
 # --------------------------------------------------------------------------- [TRAINING]
 def optimiser(state: State, value: str) -> Outcome:
-    entry = OPTIMIZERS.get(value.strip().lower())
+    entry = OPTIMIZERS.get(value.strip().strip("'\"").lower())
     if entry is None:
-        return "not supported", f"optimiser {value.strip()!r} (known: {', '.join(OPTIMIZERS)})"
-    name, options = entry
-    state.put("optimizer.name", name)
-    for option, option_value in options.items():
-        state.put(f"optimizer.{option}", option_value)
-    return "mapped", f"optimizer.name = {name}" + "".join(
-        f", {k} = {v}" for k, v in options.items()
-    )
+        raise ConfigError(f"expected one of {', '.join(OPTIMIZERS)}, got {value.strip()!r}")
+    name, options, remark = entry
+    kept = {k: v for k, v in state.get("optimizer", {}).items() if k in ("lr", "weight_decay")}
+    state.put("optimizer", {"name": name, **options, **kept})
+    detail = f"optimizer.name = {name}" + "".join(f", {k} = {v}" for k, v in options.items())
+    return ("approximated", f"{detail}; approximated: {remark}") if remark else ("mapped", detail)
 
 
 def loss_type(state: State, value: str) -> Outcome:
+    """NiftyNet's ``loss_type`` for the application being converted.
+
+    Raises:
+        ConfigError: a loss voxelflow does not have for this application (no fallback).
+    """
     name = value.strip().strip("'\"")
+    state.extras["loss_type"] = name
     if state.application == "regression":
         table = REGRESSION_LOSSES
     elif state.application in ("classification", "gan") and name.lower() == "crossentropy":
@@ -100,28 +106,38 @@ def loss_type(state: State, value: str) -> Outcome:
             "classification_ce" if state.application == "classification" else "gan_nonsaturating"
         )
         return "mapped", state.put("loss", {"name": mapped}) + f".name = {mapped}"
-    elif state.application == "autoencoder" and name.lower() == "variationallowerbound":
-        return "approximated", state.put(
-            "loss", {"name": "vae"}
-        ) + ".name = vae (reconstruction + KL)"
+    elif state.application == "autoencoder":
+        if name.lower() != "variationallowerbound":
+            raise ConfigError(f"expected VariationalLowerBound for autoencoder, got {name!r}")
+        return "approximated", state.put("loss", {"name": "vae"}) + (
+            ".name = vae; approximated: reconstruction + KL, weighting as voxelflow's vae loss"
+        )
+    elif state.application in ("classification", "gan"):
+        raise ConfigError(f"expected CrossEntropy for {state.application}, got {name!r}")
     else:
         table = SEGMENTATION_LOSSES
     entry = table.get(name.lower())
     if entry is None:
-        return (
-            "not supported",
-            f"loss {name!r} for {state.application} (known: {', '.join(sorted(table))})",
+        raise ConfigError(
+            f"no voxelflow {state.application} loss for {name!r} "
+            f"(known: {', '.join(sorted(table))})"
         )
     mapped, options, remark = entry
     state.put("loss", {"name": mapped, **options})
     detail = f"loss.name = {mapped}" + "".join(f", {k} = {v}" for k, v in options.items())
-    return ("approximated" if remark else "mapped"), detail + (f" ({remark})" if remark else "")
+    return ("approximated", f"{detail}; approximated: {remark}") if remark else ("mapped", detail)
 
 
 def starting_iter(state: State, value: str) -> Outcome:
-    if as_int(value, key="starting_iter") == 0:
-        return "ignored", "0 = start from random weights (the default)"
-    return "not supported", "resume with `voxelflow train --resume`, or start from a zoo model"
+    step = as_int(value, key="starting_iter")
+    state.extras["starting_iter"] = step
+    if step == 0:
+        return "mapped", "random weights (the net_* commands move earlier checkpoints aside)"
+    if step < 0:
+        return "mapped", "resume from the latest checkpoint of model_dir"
+    return "approximated", (
+        f"resumes from the latest checkpoint of model_dir, not necessarily step {step}"
+    )
 
 
 def save_every(state: State, value: str) -> Outcome:
@@ -182,16 +198,21 @@ def scaling(state: State, value: str) -> Outcome:
     if not bounds:
         return "ignored", "empty: no scaling"
     factors = [1.0 + bounds[0] / 100.0, 1.0 + bounds[1] / 100.0]
-    state.augment.setdefault("affine", {})["scaling"] = factors
+    affine = state.augment.setdefault("affine", {})
+    affine["scaling"] = factors
+    affine.setdefault("isotropic", False)  # NiftyNet's isotropic_scaling defaults to False
     return (
-        "mapped",
-        f"augmentation affine scaling {factors} (factor; NiftyNet zoomed the whole volume)",
+        "approximated",
+        f"augmentation affine scaling {factors} (per axis unless isotropic_scaling); "
+        "approximated: NiftyNet zoomed the whole volume before sampling, voxelflow scales "
+        "the sampled region",
     )
 
 
 def isotropic_scaling(state: State, value: str) -> Outcome:
-    state.augment.setdefault("affine", {})["isotropic"] = as_bool(value, key="isotropic_scaling")
-    return "mapped", f"augmentation affine isotropic = {value.strip()}"
+    isotropic = as_bool(value, key="isotropic_scaling")
+    state.augment.setdefault("affine", {})["isotropic"] = isotropic
+    return "mapped", f"augmentation affine isotropic = {isotropic}"
 
 
 def flipping_axes(state: State, value: str) -> Outcome:
@@ -290,9 +311,36 @@ def border(state: State, value: str) -> Outcome:
 
 
 def inference_iter(state: State, value: str) -> Outcome:
-    if as_int(value, key="inference_iter") < 0:
-        return "mapped", state.put("inference.checkpoint", "last") + " = last"
-    return "not supported", "a numbered checkpoint: voxelflow infers with 'best' or 'last'"
+    step = as_int(value, key="inference_iter")
+    state.extras["inference_iter"] = step
+    if step < 0:
+        return "mapped", state.put("inference.checkpoint", "last") + " = last (-1: the latest)"
+    state.put("inference.checkpoint", "last")
+    return "mapped", (
+        f"the net_* commands infer with the checkpoint of step {step} "
+        "(`voxelflow infer` takes best or last)"
+    )
+
+
+PHASES = {"training": "train", "validation": "validation", "inference": "test"}
+
+
+def dataset_to_infer(state: State, value: str) -> Outcome:
+    phase = value.strip().strip("'\"").lower()
+    if phase and phase not in PHASES:
+        raise ConfigError(f"expected training, validation, inference or empty, got {value!r}")
+    state.extras["dataset_to_infer"] = phase
+    if not phase:
+        return "mapped", "the inference split if it is not empty, else every subject (NiftyNet)"
+    return "mapped", f"the net_* commands infer the {PHASES[phase]} split"
+
+
+def _extra(name: str, detail: str) -> Handler:
+    def handler(state: State, value: str) -> Outcome:
+        state.extras[name] = value.strip().strip("'\"")
+        return "mapped", detail
+
+    return handler
 
 
 def output_interp(state: State, value: str) -> Outcome:
@@ -314,11 +362,13 @@ INFERENCE_KEYS: dict[str, Handler] = {
     "spatial_window_size": inference_window,
     "border": border,
     "inference_iter": inference_iter,
-    "dataset_to_infer": _fixed(
-        "ignored", "choose the subjects on the `voxelflow infer` command line"
+    "dataset_to_infer": dataset_to_infer,
+    "save_seg_dir": _extra(
+        "save_seg_dir", "the net_* commands' output folder (relative: inside model_dir)"
     ),
-    "save_seg_dir": _fixed("ignored", "give the output folder to `voxelflow infer -o`"),
-    "output_postfix": _fixed("ignored", "voxelflow names outputs after the subject"),
+    "output_postfix": _extra(
+        "output_postfix", "the net_* commands write <subject><output_postfix>.nii.gz"
+    ),
     "output_interp_order": output_interp,
     "fill_constant": fill_constant,
 }
@@ -344,5 +394,7 @@ def evaluations(state: State, value: str) -> Outcome:
 
 EVALUATION_KEYS: dict[str, Handler] = {
     "evaluations": evaluations,
-    "save_csv_dir": _fixed("ignored", "give the output folder to `voxelflow evaluate`"),
+    "save_csv_dir": _extra(
+        "save_csv_dir", "the net_* evaluation's output folder (relative: inside model_dir)"
+    ),
 }
