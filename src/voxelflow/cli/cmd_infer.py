@@ -24,6 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the test split, else the validation split)")
     parser.add_argument("--out", help="output folder (default: <run_dir>/predictions)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default=None)
+    parser.add_argument("--folds", default=None, metavar="all|K,K,...",
+                        help="ensemble the fold models of RUN_DIR/fold_K (after `voxelflow train --fold`): "
+                        "probabilities averaged before the argmax (default input: the test split; "
+                        "default output: RUN_DIR/predictions_ensemble)")
     parser.set_defaults(func=run)
 
 
@@ -37,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("expected -c CONFIG (a trained run's config) or --model NAME")
     experiment = load_experiment(args.config, args.overrides)
     run_dir = Path(args.run_dir or experiment.system.run_dir)
+    if args.folds is not None:
+        return _run_folds(args, experiment, run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"--run-dir: expected a trained run folder with config.yaml, got {str(run_dir)!r}")
     rows = _input_rows(args.input, experiment, run_dir)
@@ -72,3 +78,42 @@ def _run_model(args: argparse.Namespace) -> int:
     table = infer_with_model(args.model, rows, out_dir=Path(args.out), trust_code=args.trust_code)
     print(f"predictions: {table}")
     return 0
+
+
+def _run_folds(args: argparse.Namespace, experiment, root: Path) -> int:
+    """``--folds``: the fold models of ``root`` as one ensemble."""
+    from voxelflow.cv.ensemble import ensemble_rows, fold_members
+    from voxelflow.cv.postprocess import read_decision
+
+    members = fold_members(experiment, root, args.folds, which=args.checkpoint)
+    if args.input is None:
+        rows = _test_rows(experiment, root)
+    else:
+        from voxelflow.io.table import rows_from_input
+
+        rows = rows_from_input(args.input, image_columns=experiment.dataset.inputs["image"],
+                               subject_column=experiment.dataset.subject_column)
+    out = Path(args.out) if args.out else root / "predictions_ensemble"
+    decision = read_decision(root) if experiment.application == "segmentation" else None
+    if decision is not None:
+        log.info("postprocessing decided by voxelflow cv: %s", root / "cv" / "postprocessing.json")
+    table = ensemble_rows(members, rows, out_dir=out, options=experiment.inference,
+                          postprocessing=decision)
+    print(f"predictions ({len(members)}-member ensemble): {table}")
+    return 0
+
+
+def _test_rows(experiment, root: Path):
+    """The test subjects of the folds' shared split (no fold trained or validated on them)."""
+    from voxelflow.cv.folds import fold_experiment, split_path
+    from voxelflow.io.splits import make_split
+    from voxelflow.io.table import load_table
+
+    rows = load_table(experiment.dataset, required=experiment.dataset.inputs["image"])
+    path = split_path(experiment, root)
+    if not path.is_file():
+        raise ConfigError(f"--folds: expected the folds' split {path}; train the folds first, or pass --input")
+    test = set(make_split(rows, fold_experiment(experiment, root, 0).split, path=path)["test"])
+    if not test:
+        raise ConfigError(f"--folds: the split {path} has no test subject (split.test = 0); pass --input")
+    return [r for r in rows if r.name in test]

@@ -1,0 +1,302 @@
+"""Ensembles of fold models: ``voxelflow infer -c X --folds all``.
+
+Each member is a fold run (its own fitted preprocessing and best checkpoint). For every subject
+the members run one after another and their outputs are *accumulated* in the input's original
+geometry, so memory holds one running sum and one member's output at a time, never all members'
+outputs:
+
+* segmentation: class probabilities ``(K, *original)`` (after each member's flip-TTA /
+  Monte-Carlo averaging when the config asks) are averaged **before** the argmax; the label
+  values are the members' (checked equal); then the postprocessing decided by ``voxelflow cv``
+  (``cv/postprocessing.json``) or, without it, the config's ``inference`` postprocessing;
+* regression (incl. super-resolution): the outputs in target units are averaged;
+* classification: class probabilities are averaged (values: the decoded values are averaged).
+
+Autoencoders and GANs are refused: their outputs (reconstructions through one model's latent
+space, samples from one generator) are not estimates of one quantity that averaging improves.
+Members of different applications or label sets are refused, naming both members.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxelflow.config.schema import ExperimentConfig
+from voxelflow.cv.folds import fold_count, fold_dir, fold_experiment, parse_folds
+from voxelflow.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE_APPLICATIONS = ("segmentation", "regression", "classification")
+_REFUSED = {
+    "autoencoder": "a reconstruction passes through one model's own latent space, and averaging "
+    "models whose latent spaces differ estimates nothing",
+    "gan": "generated samples come from one generator's distribution; averaging samples of "
+    "several generators blurs them instead of estimating one output",
+}
+
+
+@dataclass
+class Member:
+    """One ensemble member: a trained fold (or run) ready for inference.
+
+    Attributes:
+        name: ``fold_K`` or the run folder.
+        experiment: the member's experiment (its run folder and split).
+        application: the built application with its weights, in eval mode on its device.
+        fitted_state: the member's fitted preprocessing state.
+        context: device and precision.
+    """
+
+    name: str
+    experiment: ExperimentConfig
+    application: Any
+    fitted_state: dict[str, Any]
+    context: Any
+
+
+def refuse_application(application: str) -> None:
+    """Refuse ensembling for applications where averaging is undefined.
+
+    Raises:
+        ConfigError: ``--folds: ensembling is not defined for autoencoder (reason)``.
+    """
+    if application in _REFUSED:
+        raise ConfigError(
+            f"--folds: ensembling is not defined for application {application!r}: "
+            f"{_REFUSED[application]}; infer with one fold's config instead "
+            "(-c RUN_DIR/fold_K/config.yaml)"
+        )
+    if application not in ENSEMBLE_APPLICATIONS:
+        raise ConfigError(
+            f"--folds: expected an application among {list(ENSEMBLE_APPLICATIONS)}, got {application!r}"
+        )
+
+
+def load_member(
+    name: str, experiment: ExperimentConfig, run_dir: Path, *, which: str = "best"
+) -> Member:
+    """Build a member from a run folder (its ``preprocessing.json`` and checkpoint)."""
+    from voxelflow.data.dataset import load_fitted_state
+    from voxelflow.engine.checkpoint import find_checkpoint, load_checkpoint
+    from voxelflow.engine.inference import (
+        check_mode,
+        describe_checkpoint,
+        inference_context,
+        load_application_state,
+    )
+    from voxelflow.engine.run import FITTED_STATE_FILE, build_application
+
+    state_path = Path(run_dir) / FITTED_STATE_FILE
+    if not state_path.is_file():
+        raise ConfigError(f"{name}: expected a trained run folder with {state_path}, found none")
+    state = load_fitted_state(state_path)
+    app = build_application(
+        experiment, in_channels=len(experiment.dataset.inputs["image"]),
+        label_values=state.get("label_values"), task_state=state.get("task") or {},
+    )  # fmt: skip
+    path = find_checkpoint(run_dir, which=which)
+    checkpoint = load_checkpoint(path)
+    load_application_state(app, checkpoint, source=str(path))
+    check_mode(experiment, app)
+    log.info("ensemble member %s: %s", name, describe_checkpoint(path, checkpoint))
+    return Member(name, experiment, app, state, inference_context(experiment, app))
+
+
+def fold_members(
+    experiment: ExperimentConfig, root: Path, folds: str = "all", *, which: str | None = None
+) -> list[Member]:
+    """The trained folds of ``root`` as members (``folds``: ``all`` or ``0,2,3``).
+
+    Raises:
+        ConfigError: an autoencoder/GAN, a fold without checkpoint, members that differ.
+    """
+    refuse_application(experiment.application)
+    count = fold_count(experiment)
+    chosen: list[int] = []
+    for part in str(folds).split(","):
+        chosen += parse_folds(part, count, option="--folds")
+    members = []
+    for fold in sorted(set(chosen)):
+        run = fold_dir(root, fold)
+        config = _saved_config(run, fold_experiment(experiment, root, fold))
+        members.append(
+            load_member(f"fold_{fold}", config, run, which=which or experiment.inference.checkpoint)
+        )
+    check_compatible(members)
+    return members
+
+
+def _saved_config(run: Path, fallback: ExperimentConfig) -> ExperimentConfig:
+    """The member's own saved config (its application, label set), the inference options of
+    ``fallback`` (this invocation's ``--set inference.*``)."""
+    from voxelflow.config.load import load_experiment
+
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(
+            f"{run}: expected a trained fold run folder with config.yaml; train it with "
+            f"voxelflow train -c CONFIG --fold {run.name.removeprefix('fold_')}"
+        )
+    saved = load_experiment(run / "config.yaml")
+    return saved.model_copy(update={"inference": fallback.inference, "system": fallback.system})
+
+
+def _signature(member: Member) -> tuple[str, Any]:
+    app = member.application
+    if member.experiment.application == "segmentation":
+        return "label values", [int(v) for v in app.label_values]
+    if member.experiment.application == "classification":
+        return "classes", (app.encoding.kind, list(app.encoding.classes))
+    return "outputs", getattr(app, "out_channels", None)
+
+
+def check_compatible(members: Sequence[Member]) -> None:
+    """Refuse members of different applications or label sets, naming both members.
+
+    Raises:
+        ConfigError: ``--folds: fold_0 is a segmentation with label values [0, 1], fold_2 ...``.
+    """
+    if not members:
+        raise ConfigError("--folds: expected at least one member")
+    first = members[0]
+    for other in members[1:]:
+        if other.experiment.application != first.experiment.application:
+            raise ConfigError(
+                f"--folds: members of one application expected, got {first.name} "
+                f"({first.experiment.application}) and {other.name} ({other.experiment.application})"
+            )
+        what, mine = _signature(first)
+        _, theirs = _signature(other)
+        if mine != theirs:
+            raise ConfigError(
+                f"--folds: members with one label set expected, got {what} {mine} ({first.name}) "
+                f"and {theirs} ({other.name})"
+            )
+
+
+def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Tensor, Any]:
+    """One member's output of one subject, in the original geometry (or a class vector).
+
+    Returns:
+        ``(tensor, template)``: probabilities ``(K, *original)`` / values ``(C, *original)`` /
+        class probabilities ``(K,)`` (or a decoded value ``(1,)``), and the Image (or None) whose
+        grid the tensor is on.
+    """
+    from voxelflow.engine.inference import prepare_items
+
+    item = next(prepare_items(member.experiment, member.fitted_state, [subject]))
+    app, ctx, kind = member.application, member.context, member.experiment.application
+    with torch.no_grad():
+        if kind == "segmentation":
+            plain = options.model_copy(
+                update={"save_probabilities": True, "uncertainty": "none",
+                        "keep_largest_component": False, "min_component_volume_mm3": 0.0,
+                        "fill_holes": False}
+            )  # fmt: skip
+            prob = app.predict(item, ctx, plain).images["prob"]
+            return prob.data.float(), prob
+        if kind == "regression":
+            image = app.predict(item, ctx, options).images["pred"]
+            return image.data.float(), image
+        output = app.predict_output(item.processed["image"].data.float(), ctx)
+        if app.encoding.kind == "value":
+            return torch.tensor([app.encoding.decode_value(float(output[0]))]), None
+        return output.float(), None
+
+
+def ensemble_predict(
+    members: Sequence[Member],
+    subjects: Iterable[Any],
+    options: Any,
+    *,
+    postprocessing: dict[str, Any] | None = None,
+) -> Iterator[Any]:
+    """Average the members subject by subject (one running sum at a time).
+
+    Args:
+        members: compatible members (:func:`check_compatible`).
+        subjects: :class:`~voxelflow.io.image.Subject` s as read (original geometry).
+        options: the inference config (TTA, ``save_probabilities``, postprocessing).
+        postprocessing: a ``cv/postprocessing.json`` decision, applied to segmentations.
+
+    Yields:
+        one :class:`~voxelflow.applications.base.Prediction` per subject.
+    """
+    from voxelflow.applications.base import Prediction
+
+    kind = members[0].experiment.application
+    for subject in subjects:
+        total, template = None, None
+        for member in members:  # one after another: bounded memory
+            output, image = _member_output(member, subject, options)
+            total = output if total is None else total.add_(output)
+            if template is None:
+                template = image
+            del output
+        assert total is not None
+        mean = total / len(members)
+        if kind == "segmentation":
+            yield _segmentation(members[0], subject, mean, template, options, postprocessing)
+        elif kind == "regression":
+            yield Prediction(subject.name, {"pred": template.with_data(mean)})
+        else:
+            encoding = members[0].application.encoding
+            if encoding.kind == "value":
+                yield Prediction(subject.name, values={"prediction": float(mean[0])})
+                continue
+            values: dict[str, Any] = {"prediction": encoding.classes[int(mean.argmax())]}
+            values.update({f"prob_{c}": round(float(p), 6) for c, p in zip(encoding.classes, mean)})
+            yield Prediction(subject.name, values=values)
+
+
+def _segmentation(
+    first: Member, subject: Any, mean: torch.Tensor, template: Any, options: Any,
+    decision: dict[str, Any] | None,
+) -> Any:  # fmt: skip
+    from voxelflow.applications.base import Prediction
+    from voxelflow.applications.postprocess import postprocess_labels
+    from voxelflow.cv.postprocess import apply_postprocessing
+    from voxelflow.io.image import Image
+
+    source = subject["image"]
+    label = first.application.decode(mean[None])[0].to(torch.int16).numpy()
+    if decision is not None:
+        label = apply_postprocessing(label, decision, source.spacing)
+    elif options.keep_largest_component or options.min_component_volume_mm3 or options.fill_holes:
+        label = postprocess_labels(
+            label, keep_largest=options.keep_largest_component,
+            min_volume_mm3=options.min_component_volume_mm3, fill_holes=options.fill_holes,
+            spacing=source.spacing,
+        )  # fmt: skip
+    seg = Image(torch.from_numpy(label), source.affine.copy(), kind="label", meta=dict(source.meta))
+    images = {"seg": seg}
+    if options.save_probabilities:
+        images["prob"] = template.with_data(mean)
+    return Prediction(subject.name, images)
+
+
+def ensemble_rows(
+    members: Sequence[Member],
+    rows: Sequence[Any],
+    *,
+    out_dir: Path,
+    options: Any,
+    postprocessing: dict[str, Any] | None = None,
+) -> Path:
+    """Read each row, ensemble, write ``<subject>_<suffix>.nii.gz`` and the prediction table."""
+    from voxelflow.engine.inference import read_subject, write_prediction, write_table
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    experiment = members[0].experiment
+    subjects = (read_subject(row, experiment) for row in rows)
+    written = []
+    for prediction in ensemble_predict(members, subjects, options, postprocessing=postprocessing):
+        written.append(write_prediction(prediction, out_dir))
+        log.info("%s → %s (%d members)", prediction.name, out_dir, len(members))
+    return write_table(out_dir / members[0].application.prediction_table, written)
