@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -85,6 +86,32 @@ def montage(volume: torch.Tensor) -> torch.Tensor:
     height = max(s.shape[0] for s in slices)
     padded = [torch.nn.functional.pad(s, (0, 0, 0, height - s.shape[0])) for s in slices]
     return _normalise(torch.cat(padded, dim=1))[None]
+
+
+def overlay_montage(images: Mapping[str, torch.Tensor]) -> np.ndarray | None:
+    """The ``voxelflow view`` montage of a training window, or ``None`` without label maps.
+
+    Args:
+        images: ``input`` ``(C, *spatial)`` and ``label`` / ``prediction`` ``(1, *spatial)``
+            label maps (integer values stored as floats) of one window, on the window's grid.
+
+    Returns:
+        ``(H, W, 3)`` uint8 picture.
+    """
+    from voxelflow.io.image import Image
+    from voxelflow.io.plot import figure_rgb, plot_views
+
+    if "input" not in images or not ({"label", "prediction"} & set(images)):
+        return None
+    image = Image(images["input"].detach().float().cpu())
+    maps = {
+        role: Image(images[role].detach().cpu().round().to(torch.int16), kind="label")
+        for role in ("label", "prediction")
+        if role in images
+    }
+    figure = plot_views(image, label=maps.get("label"), pred=maps.get("prediction"),
+                        title="training window")  # fmt: skip
+    return figure_rgb(figure)
 
 
 class RunLogger:
@@ -163,11 +190,19 @@ class RunLogger:
             self._mlflow.log_scalars(step, scalars)
 
     def log_images(self, step: int, images: Mapping[str, torch.Tensor]) -> None:
-        """Montages of a few central slices of each volume, name → ``(C, *spatial)``."""
+        """Montages of a few central slices of each volume, name → ``(C, *spatial)``.
+
+        When the volumes hold an ``input`` and a ``label`` and/or ``prediction`` label map
+        (segmentation), ``images/overlay`` also shows the montage of ``voxelflow view``:
+        orthogonal slices through the label's centre with the label maps as coloured overlays.
+        """
         if not self.enabled or self._writer is None:
             return
         for name, volume in images.items():
             self._writer.add_image(f"images/{name}", montage(volume), step)
+        overlay = overlay_montage(images)
+        if overlay is not None:
+            self._writer.add_image("images/overlay", overlay, step, dataformats="HWC")
 
     def log_graph(self, module: nn.Module, example: torch.Tensor) -> None:
         """The network graph, traced on an example input; skipped with a note when tracing fails."""

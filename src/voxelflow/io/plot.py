@@ -258,6 +258,15 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     return path
 
 
+def figure_rgb(figure: Figure) -> np.ndarray:
+    """The rendered figure as an ``(H, W, 3)`` uint8 array (for TensorBoard image summaries)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def parse_label_names(text: str | None) -> dict[int, str]:
     """``"1=grey_matter,2=white_matter"``, or a YAML/JSON file of ``{value: name}``.
 
