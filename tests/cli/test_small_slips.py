@@ -120,7 +120,7 @@ def test_training_a_finished_run_says_so_in_one_line(
     }  # fmt: skip
     first = vf.Experiment.from_dict(config).train()
     capsys.readouterr()
-    with caplog.at_level(logging.INFO, logger="voxelflow.api.experiment"):
+    with caplog.at_level(logging.INFO, logger="voxelflow"):
         again = vf.Experiment.from_dict(config).train()
     notes = [r.getMessage() for r in caplog.records if "already finished" in r.getMessage()]
     assert len(notes) == 1 and "at step 2" in notes[0] and "max_iterations" in notes[0]

@@ -144,47 +144,13 @@ class Experiment:
         if run_dir is not None:
             self._run_dir = Path(run_dir)
         self._model = None  # new weights: load them again on the next infer
-        finished = None if force else self._finished_run()
-        if finished is not None:
-            return finished
+        if not force:
+            from voxelflow.engine.run_dir import finished_run_summary
+
+            finished = finished_run_summary(self.run_dir, self.config)
+            if finished is not None:
+                return finished
         return train_experiment(self.config, run_dir=self.run_dir, force=force)
-
-    def _finished_run(self) -> dict[str, float] | None:
-        """The summary of a run in :attr:`run_dir` that already reached ``max_iterations``.
-
-        ``None`` when there is nothing finished to report: no checkpoint, fewer steps than
-        ``training.max_iterations``, or a saved config this one cannot resume (training then
-        raises its own error naming the changed keys). Said in one line, instead of the empty
-        progress bars a resumed-but-finished run would print.
-        """
-        from voxelflow.config.load import read_yaml
-        from voxelflow.engine.checkpoint import CheckpointManager, load_checkpoint
-        from voxelflow.engine.run_dir import RunDir, config_changes
-        from voxelflow.errors import CheckpointError
-
-        run = RunDir(self.run_dir)
-        if not run.config.is_file() or not run.checkpoints.is_dir():
-            return None
-        manager = CheckpointManager(run.checkpoints)
-        last = manager.last_path()
-        if last is None or manager.records[-1].step < self.config.training.max_iterations:
-            return None
-        try:
-            config_changes(read_yaml(run.config), self.config, source=str(run.config))
-        except CheckpointError:
-            return None
-        checkpoint = load_checkpoint(last)
-        step = int(checkpoint.get("step", manager.records[-1].step))
-        summary = {**checkpoint.get("metrics", {}), "step": float(step)}
-        best = checkpoint.get("trainer_state", {}).get("best_value")
-        if best is not None:
-            summary["best"] = best
-        log.info(
-            "%s: already finished at step %d (training.max_iterations %d); nothing to train "
-            "(raise training.max_iterations to continue, or force=True to start afresh)",
-            self.run_dir, step, self.config.training.max_iterations,
-        )  # fmt: skip
-        return summary
 
     def infer(self, images: Any, *, checkpoint: str | None = None) -> list[Prediction]:
         """Predict in memory; nothing is written.

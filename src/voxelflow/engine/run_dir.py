@@ -309,3 +309,42 @@ def _supersede(run: RunDir) -> None:
         if path.exists():
             os.replace(path, target / path.name)
     logger.warning("--force: previous run contents moved to %s", target)
+
+
+def finished_run_summary(run_dir: PathLike, config: Any) -> dict[str, float] | None:
+    """The summary of a run folder that already reached ``training.max_iterations``, said once.
+
+    ``None`` when there is nothing finished to report: no checkpoint, fewer steps than
+    ``training.max_iterations``, or a saved config this one cannot resume (training then raises
+    its own error naming the changed keys). Otherwise one line is logged ("already finished at
+    step N") instead of the empty progress bars a resumed-but-finished run would print, and
+    the last checkpoint's validation metrics plus ``step`` and ``best`` are returned, as
+    ``Trainer.fit`` returns them.
+    """
+    from voxelflow.config.load import read_yaml
+    from voxelflow.engine.checkpoint import load_checkpoint
+
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file() or not run.checkpoints.is_dir():
+        return None
+    manager = CheckpointManager(run.checkpoints)
+    last = manager.last_path()
+    max_iterations = int(config_as_dict(config)["training"]["max_iterations"])
+    if last is None or manager.records[-1].step < max_iterations:
+        return None
+    try:
+        config_changes(read_yaml(run.config), config, source=str(run.config))
+    except CheckpointError:
+        return None
+    checkpoint = load_checkpoint(last)
+    step = int(checkpoint.get("step", manager.records[-1].step))
+    summary = {**checkpoint.get("metrics", {}), "step": float(step)}
+    best = checkpoint.get("trainer_state", {}).get("best_value")
+    if best is not None:
+        summary["best"] = best
+    logger.info(
+        "%s: already finished at step %d (training.max_iterations %d); nothing to train "
+        "(raise training.max_iterations to continue, or --force / force=True to start afresh)",
+        run.root, step, max_iterations,
+    )  # fmt: skip
+    return summary
