@@ -100,6 +100,16 @@ def test_regression_cv_and_ensemble(tmp_path: Path) -> None:
     ensemble = nib.load(out / "s1_pred.nii.gz")
     np.testing.assert_allclose(ensemble.get_fdata(), np.mean(singles, axis=0), rtol=1e-5, atol=1e-4)
     assert ensemble.shape == nib.load(tmp_path / "data" / "s1_mr.nii.gz").shape
+    summary = json.loads((out / "ensemble_vs_members.json").read_text())
+    errors = [
+        np.abs(nib.load(out / f"s{i}_pred.nii.gz").get_fdata()
+               - nib.load(tmp_path / "data" / f"s{i}_ct.nii.gz").get_fdata()).mean()
+        for i in range(4)
+    ]  # fmt: skip
+    assert summary["metric"] == "mae" and summary["ensemble"] == pytest.approx(
+        np.mean(errors), rel=1e-4
+    )
+    assert summary["best"] == min(summary["members"].values())
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ def test_ensemble_equals_the_mean_of_the_members_probabilities(
         split = {row["subject"]: row["split"] for row in csv.DictReader(handle)}
     assert sorted(subjects) == sorted(s for s, v in split.items() if v == "test") and subjects
     # independent reference: each fold through the ordinary single-model inference
-    probabilities = []
+    probabilities, singles = [], {}
     for k in range(3):
         fold_out = tmp_path / f"single_{k}"
         assert (
@@ -75,6 +75,7 @@ def test_ensemble_equals_the_mean_of_the_members_probabilities(
             == 0
         )
         probabilities.append({s: _load(fold_out / f"{s}_prob.nii.gz") for s in subjects})
+        singles[f"fold_{k}"] = {s: _load(fold_out / f"{s}_seg.nii.gz") for s in subjects}
     for subject in subjects:
         mean = np.mean([p[subject] for p in probabilities], axis=0)
         np.testing.assert_allclose(_load(out / f"{subject}_prob.nii.gz"), mean, atol=1e-5)
@@ -154,3 +155,23 @@ def test_members_with_other_label_sets_or_applications_are_refused() -> None:
 def test_fold_out_of_range_in_folds(trained: Path, capsys) -> None:
     assert main(["infer", "-c", str(trained), "--folds", "0,5"]) == 2
     assert "--folds" in capsys.readouterr().err
+
+
+def _mean_dice(seg: np.ndarray, ref: np.ndarray) -> float:
+    values = []
+    for label in (2, 4):
+        total = (seg == label).sum() + (ref == label).sum()
+        if total:
+            values.append(2.0 * ((seg == label) & (ref == label)).sum() / total)
+    return float(np.mean(values))
+
+
+def _check_scores(out: Path, singles: dict, data: Path) -> None:
+    summary = json.loads((out / "ensemble_vs_members.json").read_text())
+    refs = {s: _load(data / f"{s}_seg.nii.gz") for s in next(iter(singles.values()))}
+    for name, segs in singles.items():
+        expected = np.mean([_mean_dice(segs[s], refs[s]) for s in refs])
+        assert summary["members"][name] == pytest.approx(expected)
+    ensemble = np.mean([_mean_dice(_load(out / f"{s}_seg.nii.gz"), refs[s]) for s in refs])
+    assert summary["ensemble"] == pytest.approx(ensemble)
+    assert summary["best"] == max(summary["members"].values())
