@@ -242,9 +242,13 @@ def test_under_ddp_a_signal_to_one_rank_stops_every_rank_and_rank_0_saves(tmp_pa
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         ))  # fmt: skip
     try:
-        _wait_for_losses(run_dir, ranks[0], seconds=90)
+        deadline = time.monotonic() + 120
+        while not (run_dir / "scalars.csv").is_file() or not _losses(run_dir):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in ranks):
+                pytest.fail(f"training did not start: {[p.poll() for p in ranks]}")
+            time.sleep(0.05)
         ranks[1].send_signal(signal.SIGTERM)  # the signal reaches rank 1 only
-        outputs = [process.communicate(timeout=60) for process in ranks]
+        outputs = [process.communicate(timeout=120) for process in ranks]
     finally:
         for process in ranks:
             if process.poll() is None:

@@ -329,8 +329,11 @@ class Trainer(TrainerStateMixin):
                 first = False
             self.hooks.on_step_end(self, batch, losses)
             self._after_iteration(batch, losses, ctx)
-            self.stop_signal = self._agreed_stop_signal()
-            if self.stop_signal is not None:
+            # only the agreed value stops (every rank together); a signal arriving during the
+            # agreement stays set locally and is agreed on after the next step
+            agreed = self._agreed_stop_signal()
+            if agreed is not None:
+                self.stop_signal = agreed
                 return
         self.hooks.on_train_end(self)
 
