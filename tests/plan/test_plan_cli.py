@@ -54,7 +54,7 @@ def test_plan_writes_plan_json_and_commented_configs_that_validate(make_dataset,
 
 def test_ct_named_in_dataset_json_or_guessed_with_a_warning(tmp_path, make_dataset, capsys, caplog):
     table = make_dataset(2, ct=True)
-    code, stdout, _ = _plan(capsys, "--dataset", str(table), "--out", str(tmp_path / "guess"))
+    code, _, _ = _plan(capsys, "--dataset", str(table), "--out", str(tmp_path / "guess"))
     assert code == 0
     plan = json.loads((tmp_path / "guess" / "plan.json").read_text())
     assert plan["configurations"][1]["normalization"] == [{"channel": 0, "scheme": "ct"}]

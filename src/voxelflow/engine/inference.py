@@ -134,10 +134,12 @@ def check_mode(experiment: ExperimentConfig, app: Any) -> None:
 def prepare_items(experiment: ExperimentConfig, fitted_state: dict[str, Any],
                   subjects: Iterable[Subject]) -> Iterator[InferenceItem]:
     """Preprocess in-memory subjects with the saved state, lazily."""
-    from voxelflow.transforms.preprocess import Preprocessor
+    from voxelflow.transforms.preprocess import Preprocessor, input_assumption_warnings
 
     preprocessor = Preprocessor(experiment.preprocessing, fitted_state=fitted_state)
     for subject in subjects:
+        for warning in input_assumption_warnings(subject, experiment.preprocessing):
+            log.warning("%s", warning)
         processed, record = preprocessor(subject)
         yield InferenceItem(subject.name, subject, processed, record, dict(subject.fields))
 

@@ -15,7 +15,7 @@ import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +291,12 @@ class _Builder:
                     "plan: no foreground label in any subject (every label file is all 0): "
                     "check the label column"
                 )
-        self.model = rules.GPU_AMP if options.device == "cuda" else rules.CPU_FP32
+        self.base_features = rules.BASE_FEATURES if options.device == "cuda" else rules.CPU_FEATURES
+        self.model = (
+            rules.GPU_AMP
+            if options.device == "cuda"
+            else replace(rules.CPU_FP32, base_features=self.base_features)
+        )
         self.budget = options.memory_gb * 1e9
         self.in_channels = fingerprint.num_channels
         self.out_channels = len(self.labels) if options.application == "segmentation" else 1
@@ -415,7 +420,7 @@ class _Builder:
                 "split equally between the foreground classes"
             )
         config["sampling"] = sampling
-        features = rules.features_per_level(topo.levels, dims)
+        features = rules.features_per_level(topo.levels, dims, self.base_features)
         network = {
             "name": "unet",
             "channels": features,
@@ -427,6 +432,11 @@ class _Builder:
             f"U-Net of {topo.levels} levels: bottleneck {list(topo.bottleneck)} voxels; strides per "
             f"level follow the spacing (an axis is halved only while its spacing is within 2× of "
             f"the finest), kernels 1 along axes still too coarse"
+            + (
+                f"; features from {self.base_features} (a CPU run is limited by compute)"
+                if self.base_features != rules.BASE_FEATURES
+                else ""
+            )
         )
         training = config["training"]
         training["batch_size"] = window_plan.batch_size

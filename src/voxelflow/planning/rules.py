@@ -162,21 +162,26 @@ def _pad_to_multiple(size: int, multiple: int) -> int:
     return padded - multiple if size % multiple == 0 else padded
 
 
-def features_per_level(levels: int, dims: int) -> list[int]:
-    """32, 64, 128 ... capped at 320 (3D) or 512 (2D)."""
-    cap = MAX_FEATURES_3D if dims == 3 else MAX_FEATURES_2D
-    return [min(cap, BASE_FEATURES * 2**i) for i in range(levels)]
+def features_per_level(levels: int, dims: int, base: int = BASE_FEATURES) -> list[int]:
+    """32, 64, 128 ... capped at 320 (3D) or 512 (2D); scaled by ``base / 32``."""
+    cap = (MAX_FEATURES_3D if dims == 3 else MAX_FEATURES_2D) * base // BASE_FEATURES
+    return [min(cap, base * 2**i) for i in range(levels)]
 
 
 def feature_map_elements(
-    topo: Topology, in_channels: int, out_channels: int, *, num_convs: int = 2
+    topo: Topology,
+    in_channels: int,
+    out_channels: int,
+    *,
+    num_convs: int = 2,
+    base_features: int = BASE_FEATURES,
 ) -> int:
     """Elements of every convolution output of the U-Net for one window (batch 1).
 
     Encoder: ``num_convs`` outputs per level at that level's resolution; decoder: the
     upsampled map plus ``num_convs`` outputs per level; the 1×1 head at full resolution.
     """
-    features = features_per_level(topo.levels, len(topo.window))
+    features = features_per_level(topo.levels, len(topo.window), base_features)
     size = [float(w) for w in topo.window]
     sizes = []
     total = 0.0
@@ -202,17 +207,22 @@ class MemoryModel:
 
     bytes_per_element: float
     fixed_bytes: float
+    base_features: int = BASE_FEATURES
 
     def estimate(
         self, topo: Topology, batch_size: int, in_channels: int, out_channels: int
     ) -> float:
         """Estimated peak bytes of one training step."""
-        elements = feature_map_elements(topo, in_channels, out_channels)
+        elements = feature_map_elements(
+            topo, in_channels, out_channels, base_features=self.base_features
+        )
         return batch_size * elements * self.bytes_per_element + self.fixed_bytes
 
 
 #: float32 on the CPU (measured: forward + backward of voxelflow's UNet)
 CPU_FP32 = MemoryModel(bytes_per_element=11.5, fixed_bytes=0.3e9)
+#: a CPU run is limited by compute, not memory: half the features (16, 32 ... 160)
+CPU_FEATURES = 16
 #: mixed precision on a CUDA GPU: half-precision activations (nnU-Net fits 560e6 elements
 #: at batch 2 in 8 GB: ~7 bytes per element)
 GPU_AMP = MemoryModel(bytes_per_element=6.6, fixed_bytes=0.6e9)

@@ -77,6 +77,55 @@ def replace_non_finite(image: Image, *, policy: str = "warn", role: str = "") ->
     return image.with_data(torch.where(bad, torch.zeros((), dtype=image.dtype), image.data))
 
 
+#: an input whose spacing differs from the training spacing by more than this factor is warned about
+SPACING_WARNING_RATIO = 3.0
+
+
+def input_assumption_warnings(subject: Subject, config: PreprocessingConfig) -> list[str]:
+    """What about an input is far from what the model was trained on (one sentence each).
+
+    Checks the spacing against ``config.spacing`` (ratio above :data:`SPACING_WARNING_RATIO` on
+    any axis: the input is still resampled to the training spacing, but detail or context the
+    model never saw is lost or invented) and the modality against the normalisation (a ``ct``
+    step on an image that does not look like CT, or an MR-style body-mask z-score on one that
+    does).
+    """
+    from voxelflow.transforms.normalize import looks_like_ct
+
+    image = subject.images.get("image") or next(iter(subject.images.values()))
+    where = f"subject {subject.name!r}" + (f" ({image.path})" if image.path else "")
+    warnings = []
+    wanted = list(config.spacing or [])[: image.spatial_dims]
+    if len(wanted) == image.spatial_dims:
+        for axis, (have, want) in enumerate(zip(image.spacing, wanted)):
+            if want is None or have <= 0:
+                continue
+            ratio = max(have / want, want / have)
+            if ratio > SPACING_WARNING_RATIO:
+                warnings.append(
+                    f"{where}: spacing {have:.3g} mm on axis {axis} is {ratio:.1f}× "
+                    f"{'finer' if have < want else 'coarser'} than the training spacing "
+                    f"{want:.3g} mm; resampled to it, but the model never saw such data"
+                )
+    for step in config.normalization:
+        channels = step.kwargs.get("channels") or range(image.num_channels)
+        for index in channels:
+            if index >= image.num_channels:
+                continue
+            ct = looks_like_ct(image.data[index].numpy())
+            if step.name == "ct" and not ct:
+                warnings.append(
+                    f"{where}: channel {index} does not look like CT (no air at -1000 HU) but the "
+                    "model was trained on CT (normalisation 'ct')"
+                )
+            elif step.name == "zscore" and step.kwargs.get("mask") == "body" and ct:
+                warnings.append(
+                    f"{where}: channel {index} looks like CT (air at -1000 HU) but the model was "
+                    "trained on MR-like images (body-mask z-score)"
+                )
+    return warnings
+
+
 class Preprocessor:
     """Apply :class:`PreprocessingConfig` to subjects; fit its data-dependent parts.
 
