@@ -50,6 +50,7 @@ class Experiment:
         self.config = config
         self._run_dir = Path(run_dir) if run_dir is not None else None
         self._model: _LoadedModel | None = None
+        self._members: tuple[tuple[str, str | None], list[Any]] | None = None
 
     # --- building -----------------------------------------------------------------------------
     @classmethod
@@ -152,7 +153,9 @@ class Experiment:
                 return finished
         return train_experiment(self.config, run_dir=self.run_dir, force=force)
 
-    def infer(self, images: Any, *, checkpoint: str | None = None) -> list[Prediction]:
+    def infer(
+        self, images: Any, *, checkpoint: str | None = None, folds: str | None = None
+    ) -> list[Prediction]:
         """Predict in memory; nothing is written.
 
         Args:
@@ -161,6 +164,9 @@ class Experiment:
                 ``(array, affine)`` pair: a numpy array or torch tensor of shape
                 ``(X, Y, Z)`` or ``(C, X, Y, Z)`` and its 4×4 voxel-to-world matrix.
             checkpoint: ``"best"`` or ``"last"`` (default ``inference.checkpoint``).
+            folds: ``"all"`` (or ``"0,2"``): the ensemble of the fold runs ``run_dir/fold_K``
+                (see :meth:`cross_validate`), probabilities averaged before the argmax and the
+                postprocessing of ``run_dir/cv/postprocessing.json`` applied.
 
         Returns:
             one :class:`Prediction` per input (named after the subject, the image file or
@@ -179,6 +185,8 @@ class Experiment:
         from voxelflow.engine.inference import predict_subjects
 
         subjects = as_subjects(images, channels=len(self.config.dataset.inputs["image"]))
+        if folds is not None:
+            return self._infer_folds(subjects, folds, checkpoint)
         model = self._loaded(checkpoint)
         return predict_subjects(self.config, model.application, model.fitted_state, subjects)
 
@@ -244,6 +252,69 @@ class Experiment:
             tolerance_mm=tolerance_mm,
             out_dir=out_dir,
             as_dataframe=as_dataframe,
+        )
+
+    def train_folds(
+        self, folds: str | int = "all", *, force: bool = False
+    ) -> dict[int, dict[str, float]]:
+        """Train fold ``folds`` (a number or ``"all"``) of the k-fold split into
+        ``run_dir/fold_K``, like ``voxelflow train --fold``; finished folds are skipped.
+
+        Returns:
+            fold → its last validation metrics.
+
+        Raises:
+            ConfigError: a fold outside ``0..split.folds-1``.
+        """
+        from voxelflow.cv.folds import train_folds
+
+        self._members = None
+        return train_folds(self.config, self.run_dir, folds, force=force)
+
+    def cross_validate(
+        self, *, train: bool = True, postprocessing: bool = True, report: bool = True
+    ) -> Any:
+        """The whole k-fold experiment, like ``voxelflow train --fold all`` then ``voxelflow cv``.
+
+        Args:
+            train: train the unfinished folds first (else an unfinished fold is an error).
+            postprocessing: decide segmentation postprocessing from the out-of-fold predictions.
+            report: write plots and ``report.html`` into ``run_dir/cv``.
+
+        Returns:
+            a :class:`voxelflow.cv.oof.CVResult`: ``metric``, ``value``, ``per_subject``,
+            ``out_dir`` (``run_dir/cv``: ``per_case.csv``, ``summary.csv``, ``report.html``) and
+            the ``postprocessing`` decision.
+
+        Raises:
+            VoxelflowError: a fold is unfinished and ``train`` is false (named, with the command).
+
+        Example:
+            >>> result = Experiment.from_yaml("exp.yaml").cross_validate()  # doctest: +SKIP
+            >>> result.metric.name, round(result.value, 3)  # doctest: +SKIP
+            ('dice', 0.874)
+        """
+        from voxelflow.cv.oof import run_cv
+
+        if train:
+            self.train_folds("all")
+        return run_cv(self.config, self.run_dir, postprocessing=postprocessing, report=report)
+
+    def _infer_folds(self, subjects: Any, folds: str, checkpoint: str | None) -> list[Prediction]:
+        """In-memory ensemble of the fold runs (members loaded once and kept)."""
+        from voxelflow.cv.ensemble import ensemble_predict, fold_members
+        from voxelflow.cv.postprocess import read_decision
+
+        key = (str(folds), checkpoint)
+        cached = self._members
+        if cached is None or cached[0] != key:
+            cached = (key, fold_members(self.config, self.run_dir, str(folds), which=checkpoint))
+            self._members = cached
+        decision = (
+            read_decision(self.run_dir) if self.config.application == "segmentation" else None
+        )
+        return list(
+            ensemble_predict(cached[1], subjects, self.config.inference, postprocessing=decision)
         )
 
     # --- model loading --------------------------------------------------------------------------
