@@ -129,7 +129,7 @@ def test_blocks_are_parsed() -> None:
     assert {b.language for b in parsed} == {"python", "bash", "yaml"}
 
 
-TESTED = ["segmentation-folder.md", "python-api.md", "custom-loss.md", "fine-tuning.md"]
+TESTED = ["plan.md", "segmentation-folder.md", "python-api.md", "custom-loss.md", "fine-tuning.md"]
 
 
 @pytest.mark.slow
