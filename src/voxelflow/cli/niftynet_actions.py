@@ -44,7 +44,7 @@ PHASES = {"training": "train", "validation": "validation", "inference": "test"}
 
 def run_invocation(invocation: Invocation) -> int:
     """Convert and run one parsed NiftyNet command line; returns the exit code."""
-    from voxelflow.cli.main import main
+    from voxelflow.cli import main as cli
 
     if invocation.config.suffix.lower() != ".ini":
         if invocation.overrides:
@@ -53,7 +53,7 @@ def run_invocation(invocation: Invocation) -> int:
             )
         sets = [a for s in invocation.sets for a in ("--set", s)]
         command = _VOXELFLOW_COMMANDS[invocation.action]
-        return main([command, "-c", str(invocation.config), *sets])
+        return cli.main([command, "-c", str(invocation.config), *sets])
     conversion = convert_niftynet(
         invocation.config, overrides=invocation.overrides, application=invocation.application
     )
@@ -68,7 +68,12 @@ def run_invocation(invocation: Invocation) -> int:
     if settings.cannot_run and invocation.action != "evaluation":
         raise ConfigError(settings.cannot_run)
     if invocation.action == "train":
-        return train(fit_windows_to_images(experiment), settings, stem=invocation.config.stem)
+        return train(
+            fit_windows_to_images(conversion.experiment, overrides=invocation.sets),
+            settings,
+            stem=invocation.config.stem,
+            sets=invocation.sets,
+        )
     if invocation.action == "inference":
         table = infer(fit_windows_to_images(experiment), settings)
         print(f"inferred: {table}")
@@ -116,20 +121,42 @@ def _visible_devices(settings: NiftyNetSettings) -> None:
 
 
 # --------------------------------------------------------------------------- 2-D windows
-def fit_windows_to_images(experiment: ExperimentConfig) -> ExperimentConfig:
+def fit_windows_to_images(
+    experiment: ExperimentConfig, *, overrides: Sequence[str] = ()
+) -> ExperimentConfig:
     """NiftyNet wrote 2-D windows ``(h, w, 1)``; on 2-D images they become ``[h, w]``.
 
     On 3-D images ``(h, w, 1)`` stays a one-slice window, as in NiftyNet. Only the first
-    subject's first image is read (its header and array).
+    subject's first image is read. ``overrides`` (``--set``) are used to find the data only.
     """
+    if not _has_slice_window(experiment):
+        return experiment
+    probe = experiment
+    if overrides:
+        from voxelflow.config.load import load_experiment
+
+        probe = load_experiment(experiment, overrides)
+    if _first_image_dims(probe) != 2:
+        return experiment
+    return _without_slice_axis(experiment)
+
+
+def _has_slice_window(experiment: ExperimentConfig) -> bool:
+    windows = (
+        experiment.sampling.window,
+        experiment.sampling.label_window,
+        experiment.inference.window,
+    )
+    return any(w is not None and len(w) == 3 and w[2] == 1 for w in windows)
+
+
+def _without_slice_axis(experiment: ExperimentConfig) -> ExperimentConfig:
     windows = {
         "sampling.window": experiment.sampling.window,
         "sampling.label_window": experiment.sampling.label_window,
         "inference.window": experiment.inference.window,
     }
-    if not any(w is not None and len(w) == 3 and w[2] == 1 for w in windows.values()):
-        return experiment
-    if _first_image_dims(experiment) != 2:
+    if not _has_slice_window(experiment):
         return experiment
     from voxelflow.config.load import load_experiment
 
@@ -160,12 +187,19 @@ def _first_image_dims(experiment: ExperimentConfig) -> int | None:
 
 
 # --------------------------------------------------------------------------- train
-def train(experiment: ExperimentConfig, settings: NiftyNetSettings, *, stem: str) -> int:
-    """``voxelflow train`` on the converted experiment (NiftyNet's starting_iter rules)."""
-    from voxelflow.cli.main import main
+def train(
+    experiment: ExperimentConfig,
+    settings: NiftyNetSettings,
+    *,
+    stem: str,
+    sets: Sequence[str] = (),
+) -> int:
+    """``voxelflow train`` on the converted experiment (NiftyNet's starting_iter rules); the
+    ``--set`` overrides are passed on to it."""
+    from voxelflow.cli import main as cli
     from voxelflow.config.load import dump_experiment
 
-    run_dir = Path(experiment.system.run_dir)
+    run_dir = settings.model_dir
     if settings.starting_iter == 0 and (run_dir / "config.yaml").is_file():
         # NiftyNet started from random weights whatever model_dir held; the earlier run is
         # kept, moved to superseded/ as `voxelflow train --force` does
@@ -174,7 +208,7 @@ def train(experiment: ExperimentConfig, settings: NiftyNetSettings, *, stem: str
         _supersede(RunDir(run_dir))
     with tempfile.TemporaryDirectory(prefix="voxelflow-niftynet-") as folder:
         config = dump_experiment(experiment, Path(folder) / f"{stem}.yaml")
-        return main(["train", "-c", str(config)])
+        return cli.main(["train", "-c", str(config), *(a for s in sets for a in ("--set", s))])
 
 
 # --------------------------------------------------------------------------- inference

@@ -119,6 +119,47 @@ def parse_arguments(argv: Sequence[str], *, application: str | None) -> Invocati
     return found
 
 
+def split_arguments(argv: Sequence[str]) -> tuple[str, str, list[str], dict[str, str], list[str]]:
+    """Former parser, kept for callers of its tuple: (voxelflow command, config, --set values,
+    NiftyNet overrides, other arguments passed on).
+
+    Raises:
+        ConfigError: no action, an unknown action, or no ``-c``.
+    """
+    from voxelflow.config.niftynet import APPLICATION_KEYS, SYSTEM_SECTIONS
+    from voxelflow.errors import ConfigError
+
+    known = {k for table in SYSTEM_SECTIONS.values() for k in table} | APPLICATION_KEYS
+    args = list(argv)
+    if not args or args[0] not in ACTIONS:
+        got = args[0] if args else "nothing"
+        raise ConfigError(f"expected an action train, inference or evaluation, got {got!r}")
+    command = {"train": "train", "inference": "infer", "evaluation": "evaluate"}[ACTIONS[args[0]]]
+    config, sets, overrides, passed = None, [], {}, []
+    rest, index = args[1:], 0
+    while index < len(rest):
+        item = rest[index]
+        key, has_inline, inline = item.lstrip("-").partition("=")
+        if item in ("-c", "--conf", "--config") and index + 1 < len(rest):
+            config, index = rest[index + 1], index + 2
+        elif item == "--set" and index + 1 < len(rest):
+            sets.append(rest[index + 1])
+            index += 2
+        elif item.startswith("--") and key in known:
+            if has_inline:
+                overrides[key], index = inline, index + 1
+            elif index + 1 < len(rest):
+                overrides[key], index = rest[index + 1], index + 2
+            else:
+                raise ConfigError(f"--{key}: expected a value")
+        else:
+            passed.append(item)
+            index += 1
+    if config is None:
+        raise ConfigError("expected -c CONFIG (a NiftyNet .ini or a voxelflow .yaml), got none")
+    return command, config, sets, overrides, passed
+
+
 def _application(name: str) -> str:
     from voxelflow.errors import ConfigError
 

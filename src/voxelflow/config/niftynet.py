@@ -888,21 +888,31 @@ def _list_folders_into_csv(state: State, model_dir: Path) -> None:
     import csv
 
     from voxelflow.config.schema import FolderInput
-    from voxelflow.errors import VoxelflowError
+    from voxelflow.errors import DataError, VoxelflowError
     from voxelflow.io.table import match_folder
 
     folders: dict[str, Any] = state.data["dataset"].pop("folders")
     multi: dict[str, list[str]] = state.extras["multi_folder"]
     joined: dict[str, dict[str, str]] = {}
     for column, spec in folders.items():
-        for path in multi.get(column, [spec["path"]]):
+        paths = multi.get(column, [spec["path"]])
+        found: dict[str, Path] = {}
+        for path in paths:
             pattern = FolderInput(**{**spec, "path": path})
             try:
-                found = match_folder(pattern, base_dir=Path.cwd(), column=column)
+                found.update(match_folder(pattern, base_dir=Path.cwd(), column=column))
+            except DataError as exc:
+                if "matches" not in str(exc):  # NiftyNet failed only when no folder matched
+                    raise ConfigError(f"[{column}] path_to_search = {path}: {exc}") from None
             except VoxelflowError as exc:
                 raise ConfigError(f"[{column}] path_to_search = {path}: {exc}") from None
-            for subject, file in found.items():
-                joined.setdefault(subject, {})[column] = str(file.resolve())
+        if not found:
+            raise ConfigError(
+                f"[{column}] path_to_search = {', '.join(paths)}: no file matches "
+                f"filename_contains {spec.get('contains', [])} in any folder"
+            )
+        for subject, file in found.items():
+            joined.setdefault(subject, {})[column] = str(file.resolve())
     table = model_dir / "niftynet_subjects.csv"
     table.parent.mkdir(parents=True, exist_ok=True)
     with open(table, "w", newline="", encoding="utf-8") as handle:
