@@ -335,7 +335,7 @@ def reference_pages() -> dict[str, str]:
     exec(compile(cli_hook.read_text(encoding="utf-8"), str(cli_hook), "exec"), namespace)
     pages["cli.md"] = f"# Command line\n\n{notice}\n\n{namespace['cli_reference_markdown']()}"
     for kind in REGISTRIES:
-        if kind == "applications" or load_registry(kind) is None:
+        if load_registry(kind) is None:
             continue
         pages[f"{kind}.md"] = reference_markdown(kind)
     index = [

@@ -85,3 +85,15 @@ def test_plain_show_keeps_only_what_was_given(
 )
 def test_component_kind_of_a_key(key: str, kind: str | None) -> None:
     assert component_kind(key) == kind
+
+
+def test_show_defaults_fills_the_task_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cls.yaml"
+    path.write_text("application: classification\ntask: {target_column: grade}\n")
+    assert main(["config", "show", "-c", str(path), "--defaults"]) == 0
+    task = yaml.safe_load(capsys.readouterr().out)["task"]
+    assert task == {
+        "target_column": "grade", "kind": "class", "class_balanced": False, "classes": None,
+    }  # fmt: skip

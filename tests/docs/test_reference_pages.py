@@ -66,7 +66,7 @@ def test_pages_have_no_unexpanded_markers_and_pipes_stay_inside_cells(
                 assert len(re.findall(r"(?<!\\)\|", line)) == 5, (name, line)
 
 
-@pytest.mark.parametrize("kind", sorted(k for k in REGISTRY_KINDS if k != "applications"))
+@pytest.mark.parametrize("kind", sorted(REGISTRY_KINDS))
 def test_every_option_has_a_type_default_and_meaning(kind: str) -> None:
     registry = load_registry(kind)
     missing = [
@@ -147,3 +147,12 @@ def test_unknown_kind_and_name_suggest() -> None:
         load_registry("netwroks")
     with pytest.raises(RegistryError, match="Did you mean: 'unet'"):
         options_text("networks", "unte")
+
+
+def test_applications_list_their_task_options() -> None:
+    options = {o.name: o for o in component_options("applications", "classification")}
+    # hand-checked against ClassificationTask
+    assert options["target_column"].required
+    assert options["kind"].default == "class" and options["class_balanced"].default == "false"
+    assert "table column" in options["target_column"].meaning
+    assert component_options("applications", "segmentation") == []  # takes no task options

@@ -80,7 +80,15 @@ CONFIG_KEYS: dict[str, str] = {
     "metrics": "evaluation.metrics (names only)",
     "readers": "chosen by file suffix (voxelflow info --reader)",
     "writers": "chosen by output suffix",
-    "applications": "application",
+    "applications": "application (its options under task)",
+}
+
+#: application → the pydantic model of its ``task:`` options (``module``, ``class``)
+TASK_MODELS: dict[str, tuple[str, str]] = {
+    "classification": ("voxelflow.applications.classification", "ClassificationTask"),
+    "regression": ("voxelflow.applications.regression_task", "RegressionTask"),
+    "autoencoder": ("voxelflow.applications.autoencoder_config", "AutoencoderTask"),
+    "gan": ("voxelflow.applications.gan_task", "GanTask"),
 }
 
 #: meanings of the optimiser options every torch optimiser shares, where a docstring says nothing
@@ -93,7 +101,7 @@ COMMON_MEANINGS: dict[str, str] = {
     "eps": "term added to the denominator for numerical stability",
 }
 
-_ARGS_HEADER = re.compile(r"^(Args|Arguments|Parameters|Options):\s*$")
+_ARGS_HEADER = re.compile(r"^(Args|Arguments|Parameters|Options|Attributes):\s*$")
 _ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(?:\([^)]*\))?:\s*(.*)$")
 
 
@@ -274,11 +282,61 @@ def signature_options(obj: Callable[..., Any], skip: frozenset[str]) -> list[Opt
 def component_options(kind: str, name: str) -> list[Option]:
     """The options a config may set for component ``name`` of ``kind``.
 
+    For an application these are its ``task:`` options (the constructor's arguments are built
+    by voxelflow); an application without a task model (segmentation, a plugin) has none.
+
     Raises:
         RegistryError: unknown kind or name (with suggestions).
     """
     registry = load_registry(kind)
-    return signature_options(registry.get(name), REGISTRY_KINDS[kind].fixed)
+    factory = registry.get(name)
+    if kind == "applications":
+        return task_options(name)
+    return signature_options(factory, REGISTRY_KINDS[kind].fixed)
+
+
+def task_model(application: str) -> Any | None:
+    """The pydantic model of an application's ``task:`` section, or ``None``."""
+    if application not in TASK_MODELS:
+        return None
+    module, attribute = TASK_MODELS[application]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def task_options(application: str) -> list[Option]:
+    """The ``task:`` options of an application: type, default and meaning of each field."""
+    model = task_model(application)
+    if model is None:
+        return []
+    meanings = docstring_arguments(model)
+    options = []
+    for name, field in model.model_fields.items():
+        default = (
+            "required"
+            if field.is_required()
+            else yaml_value(_plain_model(field.get_default(call_default_factory=True)))
+        )
+        meaning = meanings.get(name) or field.description or ""
+        options.append(Option(name, _annotation_text(field.annotation), default, meaning))
+    return options
+
+
+def _plain_model(value: Any) -> Any:
+    from pydantic import BaseModel
+
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def task_defaults(application: str) -> dict[str, Any]:
+    """``option → default`` of an application's ``task:`` section (required ones left out)."""
+    model = task_model(application)
+    if model is None:
+        return {}
+    return {
+        name: _plain(_plain_model(field.get_default(call_default_factory=True)))
+        for name, field in model.model_fields.items()
+        if not field.is_required()
+    }
 
 
 def component_defaults(kind: str, name: str) -> dict[str, Any]:
@@ -287,6 +345,9 @@ def component_defaults(kind: str, name: str) -> dict[str, Any]:
     Raises:
         RegistryError: unknown kind or name.
     """
+    if kind == "applications":
+        load_registry(kind).get(name)  # unknown names still raise
+        return task_defaults(name)
     registry = load_registry(kind)
     skip = REGISTRY_KINDS[kind].fixed
     return {
@@ -310,6 +371,8 @@ def _plain(value: Any) -> Any:
 def fixed_arguments(kind: str, name: str) -> list[str]:
     """The arguments of component ``name`` that voxelflow supplies (not settable)."""
     registry = load_registry(kind)
+    if kind == "applications":
+        return []
     parameters = accepted_parameters(registry.get(name))
     return [p.name for p in parameters if p.name in REGISTRY_KINDS[kind].fixed]
 
@@ -486,6 +549,8 @@ def with_component_defaults(experiment: Any) -> dict[str, Any]:
         except RegistryError:
             continue
         _set_key(data, key, {"name": component.name, **defaults, **component.kwargs})
+    if isinstance(experiment.application, str) and experiment.application in TASK_MODELS:
+        data["task"] = {**task_defaults(experiment.application), **data.get("task", {})}
     return data
 
 
