@@ -172,9 +172,8 @@ def _parse_args_section(doc: str) -> dict[str, str]:
         current: str | None = None
         while index < len(lines):
             line = lines[index]
-            if not line.strip():
+            if not line.strip():  # a blank line inside the section: keep reading
                 index += 1
-                current = None if base_indent is None else current
                 continue
             indent = len(line) - len(line.lstrip())
             if base_indent is None:
