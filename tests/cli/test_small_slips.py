@@ -38,7 +38,14 @@ def test_info_on_an_unknown_suffix_names_the_cli_option(
     table.write_text("subject,image\ns1,a.nii.gz\n")
     assert main(["info", str(table)]) == 1
     err = capsys.readouterr().err
-    assert "--reader NAME" in err and "subjects.csv" in err and "nibabel" in err
+    assert "is a table, not an image" in err and "--reader NAME" in err
+    assert "config validate" in err and "subjects.csv" in err
+    other = tmp_path / "scan.xyz"
+    other.write_text("?")
+    assert main(["info", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "--reader NAME on the command line" in err and "nibabel" in err
+    assert "pass reader=" not in err
 
 
 def _fake_checkout(root: Path) -> Path:

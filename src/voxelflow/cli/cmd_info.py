@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxelflow.errors import VoxelflowError
+from voxelflow.errors import DataError, VoxelflowError
 from voxelflow.io.dicom import list_series
 from voxelflow.io.image import Image
 from voxelflow.io.readers import read_image
@@ -58,7 +58,17 @@ def run(args: argparse.Namespace) -> int:
 def describe(
     path: str, *, kind: str = "intensity", reader: str | None = None, series_uid: str | None = None
 ) -> str:
-    """The text block ``voxelflow info`` prints for one path."""
+    """The text block ``voxelflow info`` prints for one path.
+
+    Raises:
+        DataError: ``path`` is a table (``.csv``/``.tsv``), not an image; or cannot be read.
+    """
+    if reader is None and Path(path).suffix.lower() in (".csv", ".tsv"):
+        raise DataError(
+            f"{path!r} is a table, not an image: voxelflow info describes image files (run it "
+            "on the files the table lists); voxelflow config validate -c EXPERIMENT checks a "
+            "dataset table, and --reader NAME reads a file whose suffix says nothing"
+        )
     lines = [f"{path}"]
     if Path(path).is_dir() and series_uid is None and (reader in (None, "dicom")):
         series = list_series(path)
