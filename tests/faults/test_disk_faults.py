@@ -160,3 +160,22 @@ def test_a_second_training_does_not_touch_the_first_ones_config(
     assert "in use by another training" in err and f"pid {holder.pid}" in err
     assert (run / "config.yaml").read_text() == first
     assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml"]
+
+
+def test_disk_full_at_any_other_write_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voxelflow.engine.logging import RunLogger
+
+    config = _train_config(tmp_path)
+    scalars = tmp_path / "run" / "scalars.csv"
+
+    def full(self: object, *args: object, **kwargs: object) -> None:
+        raise _os_error(errno.ENOSPC, scalars)
+
+    monkeypatch.setattr(RunLogger, "log_scalars", full)
+    code = main(["train", "-c", str(config)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"cannot write {str(scalars)!r}: no space left on device; free space and rerun" in err
+    assert "Traceback" not in err

@@ -76,6 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"voxelflow: error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
+    except OSError as exc:  # a full or read-only disk met by a write no writer wrapped
+        from voxelflow.io.disk import disk_error_message
+
+        message = disk_error_message(exc)
+        if args.debug or message is None:
+            raise
+        print(f"voxelflow: error: {message}", file=sys.stderr)
+        return EXIT_RUNTIME
     except KeyboardInterrupt:
         print("voxelflow: interrupted", file=sys.stderr)
         return EXIT_RUNTIME

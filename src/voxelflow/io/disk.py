@@ -73,6 +73,18 @@ def writing(path: str | os.PathLike, *, what: str = "file", keeps: str = "") -> 
         ) from exc
 
 
+def disk_error_message(exc: OSError) -> str | None:
+    """One line for an ``OSError`` of a failing disk that no writer wrapped, or None for others.
+
+    The CLI's safety net: every write voxelflow makes on purpose goes through :func:`writing`;
+    this covers the rest (a log line, a CSV row) so that a full disk is never a traceback.
+    """
+    if exc.errno not in REASONS:
+        return None
+    where = f" {str(exc.filename)!r}" if exc.filename else ""
+    return f"cannot write{where}: {reason(exc)}; {_advice(exc)}"
+
+
 def make_folder(path: str | os.PathLike, *, key: str) -> Path:
     """Create ``path`` (and its parents) or raise one line naming the config ``key``.
 
