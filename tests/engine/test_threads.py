@@ -102,6 +102,15 @@ def test_automatic_choice_leaves_a_core_per_worker():
     assert "4 cores (affinity) - 6 DataLoader workers" in choice.reason
 
 
+def test_torchrun_ranks_on_one_machine_share_its_cores():
+    eight = CoreCount(8, "affinity")
+    choice = choose_threads(None, workers=2, cores=eight, environ={"LOCAL_WORLD_SIZE": "2"})
+    assert choice.threads == 2 and "/ 2 local ranks" in choice.reason  # 8 / 2 ranks - 2 workers
+    assert (
+        choose_threads(None, workers=3, cores=eight, environ={"LOCAL_WORLD_SIZE": "4"}).threads == 1
+    )
+
+
 def test_precedence_config_over_env_over_auto(caplog):
     four = CoreCount(4, "affinity")
     env = choose_threads(None, workers=1, cores=four, environ={"OMP_NUM_THREADS": "1"})

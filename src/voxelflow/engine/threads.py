@@ -9,10 +9,11 @@ The rule (:func:`choose_threads`), in order of precedence:
 
 1. ``system.threads`` in the config: used as given (a warning when above the available cores);
 2. ``OMP_NUM_THREADS`` in the environment: used as given (the user's own choice);
-3. automatic: ``max(1, cores - workers)`` where ``cores`` is the smallest of the affinity mask,
-   the cgroup v2 ``cpu.max`` quota and the cgroup v1 CFS quota (floored: a thread beyond a
-   fractional quota is throttled, and a throttled thread stalls every other thread of a
-   parallel op at its barrier). Each DataLoader worker is one busy process, so it gets a core
+3. automatic: ``max(1, cores - workers)`` (``cores // LOCAL_WORLD_SIZE - workers`` under
+   ``torchrun``, whose ranks on one machine share its cores) where ``cores`` is the smallest of
+   the affinity mask, the cgroup v2 ``cpu.max`` quota and the cgroup v1 CFS quota (floored: a
+   thread beyond a fractional quota is throttled, and a throttled thread stalls every other
+   thread of a parallel op at its barrier). Each DataLoader worker is one busy process, so it gets a core
    and one thread (:func:`worker_init`); the training process gets the rest.
 
 :func:`worker_init` is the DataLoader ``worker_init_fn``: one intra-op thread per worker and
@@ -265,10 +266,26 @@ def choose_threads(
         if value >= 1:
             return ThreadChoice(value, workers, cores, "env", f"OMP_NUM_THREADS={omp}")
         logger.warning("OMP_NUM_THREADS=%r is not a number of threads; choosing automatically", omp)
-    threads = max(1, cores.cores - workers)
+    # torchrun starts LOCAL_WORLD_SIZE training processes on this machine: they share the cores
+    processes = _local_processes(environ)
+    share = max(1, cores.cores // processes)
+    threads = max(1, share - workers)
     plural = "worker" if workers == 1 else "workers"
     reason = f"auto: {cores.cores} cores ({cores.limit}) - {workers} DataLoader {plural}"
+    if processes > 1:
+        reason = (
+            f"auto: {cores.cores} cores ({cores.limit}) / {processes} local ranks - "
+            f"{workers} DataLoader {plural}"
+        )
     return ThreadChoice(threads, workers, cores, "auto", reason)
+
+
+def _local_processes(environ: Mapping[str, str]) -> int:
+    """Training processes on this machine: ``LOCAL_WORLD_SIZE`` under torchrun, else 1."""
+    try:
+        return max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def apply_threads(configured: int | None, *, workers: int, what: str = "training") -> ThreadChoice:
