@@ -70,7 +70,7 @@ def test_compare_ranks_and_tests_every_pair(tmp_path: Path, capsys) -> None:
         holm([t.p for t in comparison.tests])
     )
     assert (tmp_path / "base" / "cv" / "compare" / "pairs.csv").exists()
-    assert main(["cv", "--compare", *map(str, runs)]) == 0
+    assert main(["cv", "--compare", *map(str, runs), "--no-ensembles"]) == 0
     out = capsys.readouterr().out
     assert "smallest p possible with n=6" in out and "1. " in out
 
@@ -137,3 +137,46 @@ def test_postprocessing_nothing_switched_when_nothing_helps() -> None:
     rule = decision["classes"]["1"]
     assert not rule["keep_largest_component"] and rule["min_component_volume_mm3"] == 0.0
     assert decision["before"] == decision["after"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_compare_two_real_configurations_and_their_ensemble(tmp_path: Path, capsys) -> None:
+    """Two configurations on one split file: ranked with their pair ensemble, whose per-subject
+    Dice is recomputed here from the two runs' out-of-fold probabilities."""
+    import csv
+
+    import nibabel as nib
+    from cv_data import segmentation_config, write_config, write_phantoms
+
+    table = write_phantoms(tmp_path / "data", 6)
+    runs = []
+    for name, channels in (("small", [4, 8]), ("wide", [8, 8])):
+        config = segmentation_config(table, tmp_path / name, network={"channels": channels})
+        if runs:  # the second configuration reuses the first one's split file
+            config["split"]["file"] = str(tmp_path / "small" / "split.csv")
+        path = write_config(tmp_path / f"{name}.yaml", config)
+        assert main(["train", "-c", str(path), "--fold", "all"]) == 0
+        assert main(["cv", "-c", str(path), "--no-report", "--no-postprocessing"]) == 0
+        runs.append(tmp_path / name)
+    (tmp_path / "wide" / "split.csv").write_text((tmp_path / "small" / "split.csv").read_text())
+    comparison = compare_runs(runs)
+    names = [run for run, _ in comparison.ranking]
+    pair = f"{runs[0]} + {runs[1]}"
+    assert pair in names and len(comparison.tests) == 3
+    values = dict(comparison.ranking)
+    dice = []
+    for subject in [f"s{i}" for i in range(6)]:
+        probs = []
+        for run in runs:
+            with open(run / "cv" / "predictions" / "inferred.csv", newline="") as handle:
+                row = next(r for r in csv.DictReader(handle) if r["subject"] == subject)
+            probs.append(np.asarray(nib.load(row["prob"]).dataobj))
+        labels = np.array([0, 2, 4])[np.argmax((probs[0] + probs[1]) / 2, axis=-1)]
+        ref = np.asarray(nib.load(tmp_path / "data" / f"{subject}_seg.nii.gz").dataobj)
+        scores = []
+        for v in (2, 4):
+            total = (labels == v).sum() + (ref == v).sum()
+            if total:
+                scores.append(2 * ((labels == v) & (ref == v)).sum() / total)
+        dice.append(np.mean(scores))
+    assert values[pair] == pytest.approx(np.mean(dice))

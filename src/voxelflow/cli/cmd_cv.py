@@ -34,6 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out", default=None, help="--compare: output folder (default RUN_A/cv/compare)"
     )
     parser.add_argument(
+        "--no-ensembles", action="store_true",
+        help="--compare: do not evaluate the ensemble of every two runs",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-report", action="store_true", help="write the CSVs only (no plots/HTML)"
     )
     parser.add_argument(
@@ -48,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         from voxelflow.cv.compare import compare_runs, format_comparison
 
-        comparison = compare_runs(args.compare, out=Path(args.out) if args.out else None)
+        comparison = compare_runs(
+            args.compare, out=Path(args.out) if args.out else None, ensembles=not args.no_ensembles
+        )
         print(format_comparison(comparison))
         return 0
     if not args.config:

@@ -8,6 +8,10 @@ the number of subjects that differ), and the p-values are Holm-corrected across 
 sign): that bound is reported beside each p so that "not significant" can be told apart from
 "too few subjects to ever be significant".
 
+The ensemble of every two runs (``A + B``: their out-of-fold class probabilities, outputs or
+class probabilities averaged, as ``infer --folds`` averages members) is scored on the same
+subjects and ranked and tested with the runs (segmentation, regression, classification).
+
 Runs made on different splits are refused (the paired test needs the same subjects in the same
 folds), naming both split files.
 """
@@ -131,12 +135,115 @@ class Comparison:
     n_subjects: int
 
 
-def compare_runs(run_dirs: Sequence[str | Path], *, out: Path | None = None) -> Comparison:
+_TABLES = {"segmentation": "inferred.csv", "regression": "inferred.csv",
+           "classification": "predictions.csv"}  # fmt: skip
+
+
+def _read_table(run: Path, application: str) -> dict[str, dict[str, str]]:
+    with open(run / "cv" / "predictions" / _TABLES[application], newline="") as handle:
+        return {row["subject"]: row for row in csv.DictReader(handle)}
+
+
+def _run_config(run: Path) -> Any:
+    from voxelflow.config.load import load_experiment
+
+    return load_experiment(run / "fold_0" / "config.yaml")
+
+
+def pair_ensemble(a: Path, b: Path, application: str) -> tuple[float, dict[str, float]] | None:
+    """CV metric and per-subject values of the two-run ensemble ``a + b`` (None: not defined)."""
+    import numpy as np
+
+    from voxelflow.io.table import load_table
+
+    if application not in _TABLES:
+        return None
+    missing = [
+        r for r in (a, b) if not (Path(r) / "cv" / "predictions" / _TABLES[application]).is_file()
+    ]
+    if missing:
+        log.warning(
+            "ensemble %s + %s not evaluated: no out-of-fold predictions in %s", a, b, missing
+        )
+        return None
+    tables = [_read_table(Path(a), application), _read_table(Path(b), application)]
+    subjects = sorted(set(tables[0]) & set(tables[1]))
+    experiment = _run_config(Path(a))
+    rows = {row.name: row for row in load_table(experiment.dataset)}
+    if application == "classification":
+        return _classification_pair(tables, subjects, experiment, rows)
+    from voxelflow.io.readers import read_image
+
+    per_subject: dict[str, float] = {}
+    for subject in subjects:
+        column = "prob" if application == "segmentation" else "pred"
+        if not all(t[subject].get(column) for t in tables):
+            return None  # a run inferred without probabilities (before they were kept)
+        images = [read_image(Path(t[subject][column])) for t in tables]
+        if images[0].data.shape != images[1].data.shape:
+            return None
+        mean = (images[0].numpy() + images[1].numpy()) / 2.0
+        if application == "regression":
+            target = read_image(rows[subject].path(experiment.dataset.inputs["target"][0])).numpy()
+            per_subject[subject] = float(np.abs(mean - target).mean())
+            continue
+        reference = read_image(
+            rows[subject].path(experiment.dataset.inputs["label"][0]), kind="label"
+        )
+        per_subject[subject] = _mean_dice(mean, reference.numpy()[0], _label_values(Path(a)))
+    values = [v for v in per_subject.values() if not math.isnan(v)]
+    return (sum(values) / len(values) if values else math.nan), per_subject
+
+
+def _label_values(run: Path) -> list[int]:
+    import json
+
+    state = json.loads((run / "fold_0" / "preprocessing.json").read_text())
+    return [int(v) for v in state["label_values"]]
+
+
+def _mean_dice(probabilities: Any, reference: Any, label_values: Sequence[int]) -> float:
+    """Mean foreground Dice of the argmax of ``(K, *spatial)`` probabilities (label values)."""
+    import numpy as np
+
+    from voxelflow.metrics.overlap import dice
+
+    labels = np.asarray(label_values)[np.argmax(probabilities, axis=0)]
+    scores = [dice(labels == v, reference == v) for v in label_values if v != 0]
+    finite = [x for x in scores if not math.isnan(x)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _classification_pair(
+    tables: Sequence[dict[str, dict[str, str]]], subjects: Sequence[str], experiment: Any, rows: Any
+) -> tuple[float, dict[str, float]] | None:
+    from voxelflow.metrics.classification import balanced_accuracy
+
+    header = list(next(iter(tables[0].values())))
+    classes = [c.removeprefix("prob_") for c in header if c.startswith("prob_")]
+    if not classes:
+        return None  # value targets: mean of the two predictions
+    column = experiment.task["target_column"]
+    per_subject, predicted, reference = {}, [], []
+    for subject in subjects:
+        mean = [sum(float(t[subject][f"prob_{c}"]) for t in tables) / 2 for c in classes]
+        guess = max(range(len(classes)), key=lambda i: mean[i])
+        truth = classes.index(rows[subject].columns[column])
+        per_subject[subject] = float(guess == truth)
+        predicted.append(guess)
+        reference.append(truth)
+    return balanced_accuracy(predicted, reference, num_classes=len(classes)), per_subject
+
+
+def compare_runs(
+    run_dirs: Sequence[str | Path], *, out: Path | None = None, ensembles: bool = True
+) -> Comparison:
     """Rank runs by their CV metric and test every pair (see the module docstring).
 
     Args:
         run_dirs: run folders holding ``cv/cv_metric.json`` (two or more).
         out: folder for ``ranking.csv`` and ``pairs.csv`` (default: the first run's ``cv/compare``).
+        ensembles: also rank and test the ensemble of every two runs.
 
     Raises:
         ConfigError: fewer than two runs, a run without ``voxelflow cv``, different splits.
@@ -149,10 +256,17 @@ def compare_runs(run_dirs: Sequence[str | Path], *, out: Path | None = None) -> 
     check_same_split(runs)
     first = runs[0][1]
     higher = bool(first["higher_is_better"])
-    ranking = sorted(((run, float(d["value"])) for run, d in runs),
+    entries = list(runs)
+    if ensembles:
+        for i, (a, _) in enumerate(runs):
+            for b, _ in runs[i + 1 :]:
+                scored = pair_ensemble(Path(a), Path(b), first["application"])
+                if scored is not None:
+                    entries.append((f"{a} + {b}", {"value": scored[0], "per_subject": scored[1]}))
+    ranking = sorted(((run, float(d["value"])) for run, d in entries),
                      key=lambda item: -item[1] if higher else item[1])  # fmt: skip
-    by_run = dict(runs)
-    subjects = sorted(set.intersection(*(set(d["per_subject"]) for _, d in runs)))
+    by_run = dict(entries)
+    subjects = sorted(set.intersection(*(set(d["per_subject"]) for _, d in entries)))
     raw: list[tuple[str, str, int, float, float, float]] = []
     for i, (a, _) in enumerate(ranking):
         for b, _ in ranking[i + 1 :]:

@@ -14,7 +14,8 @@ own evaluation into ``<run_dir>/cv/``:
   scored against that fold's validation images (``per_case.csv``: one row per fold).
 
 Out-of-fold segmentations are inferred without connected-component postprocessing: that is
-decided afterwards from them (:mod:`voxelflow.cv.postprocess`).
+decided afterwards from them (:mod:`voxelflow.cv.postprocess`); their class probabilities are
+kept (``<subject>_prob.nii.gz``) for the two-configuration ensembles of ``--compare``.
 
 The application's default CV metric (:data:`CV_METRICS`) goes, with its per-subject values, into
 ``cv/cv_metric.json``, which ``voxelflow cv --compare`` reads.
@@ -168,13 +169,14 @@ def validation_folds(
 
 
 def _oof_experiment(experiment: ExperimentConfig, root: Path, fold: int) -> ExperimentConfig:
-    """The fold's experiment with postprocessing off (decided later from these predictions)."""
+    """The fold's experiment with postprocessing off (decided later from these predictions) and
+    probabilities kept (``--compare`` evaluates ensembles of two configurations from them)."""
     config = fold_experiment(experiment, root, fold)
     if config.application != "segmentation":
         return config
     inference = config.inference.model_copy(
         update={"keep_largest_component": False, "min_component_volume_mm3": 0.0,
-                "fill_holes": False}
+                "fill_holes": False, "save_probabilities": True}
     )  # fmt: skip
     return config.model_copy(update={"inference": inference})
 
