@@ -16,7 +16,13 @@
    ensemble of 5 members, and another with 1 member (the same code path), each reporting its
    peak resident set size (``ru_maxrss``). Reported: both and their ratio (target ≤ 1.5).
 
-Run: ``.venv/bin/python benchmarks/cv.py --json`` (``--repeats``, ``--subjects``, ``--skip-rss``).
+3. **Real data** (``--real DIR``): the whole experiment, ``train --fold all`` → ``cv`` →
+   ``cv --compare`` (two U-Net widths on one split) → ``infer --folds all`` through the CLI, on
+   subjects made from nilearn's real MNI152 template (:mod:`voxelflow.demo.data`; one anatomy,
+   varied scans: not evidence of generalisation), with the wall time of each step.
+
+Run: ``.venv/bin/python benchmarks/cv.py --json`` (``--repeats``, ``--subjects``, ``--skip-rss``,
+``--real DIR --iterations N``).
 """
 
 from __future__ import annotations
@@ -162,12 +168,91 @@ def measure_rss(folder: Path) -> dict[str, Any]:
             "target_ratio": 1.5}  # fmt: skip
 
 
+def real_experiment(folder: Path, iterations: int) -> dict[str, Any]:
+    """plan-free hand-written config on MNI152-derived subjects: folds → cv → compare → ensemble."""
+    import contextlib
+    import csv
+    import io
+
+    import yaml
+
+    from voxelflow.cli.main import main as cli
+    from voxelflow.demo.data import make_demo_dataset
+
+    data = make_demo_dataset(folder / "data", num_train=12, num_test=4, spacing=4.0, seed=0)
+    rows = []
+    for table in (data.train_csv, data.test_csv):
+        with open(table, newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    table = folder / "data" / "all.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    figures: dict[str, Any] = {"source": data.source, "subjects": len(rows), "spacing_mm": 4.0,
+                               "iterations_per_fold": iterations, "seconds": {}}  # fmt: skip
+    runs = []
+    for name, channels in (("unet_8", [8, 16, 32]), ("unet_4", [4, 8, 16])):
+        run = folder / name
+        config = {
+            "dataset": {"csv": str(table)},
+            "split": {"folds": 5, "test": 0.25, "seed": 0,
+                      **({"file": str(folder / "unet_8" / "split.csv")} if runs else {})},
+            "sampling": {"sampler": {"name": "balanced"}, "window": [32, 32, 32],
+                         "windows_per_subject": 4, "queue_length": 16},
+            "network": {"name": "unet", "channels": channels},
+            "optimizer": {"name": "adam", "lr": 0.003},
+            "training": {"max_iterations": iterations, "batch_size": 2, "num_workers": 0,
+                         "validate_every": iterations, "checkpoint_every": iterations},
+            "inference": {"window": [32, 32, 32], "overlap": 0.25, "batch_size": 2},
+            "evaluation": {"metrics": ["dice"]},
+            "system": {"run_dir": str(run), "device": "cpu"},
+        }  # fmt: skip
+        path = folder / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        for step, argv in (("train_folds", ["train", "-c", str(path), "--fold", "all"]),
+                           ("cv", ["cv", "-c", str(path)]),
+                           ("infer_folds", ["infer", "-c", str(path), "--folds", "all"])):  # fmt: skip
+            start = time.perf_counter()
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = cli(["-q", *argv])
+            if code != 0:
+                raise SystemExit(f"{' '.join(argv)} exited with {code}")
+            figures["seconds"][f"{name}/{step}"] = round(time.perf_counter() - start, 1)
+            figures.setdefault("printed", {})[f"{name}/{step}"] = printed.getvalue().strip()
+        metric = json.loads((run / "cv" / "cv_metric.json").read_text())
+        ensemble = json.loads(
+            (run / "predictions_ensemble" / "ensemble_vs_members.json").read_text()
+        )
+        ensemble.pop("per_subject")
+        decision = json.loads((run / "cv" / "postprocessing.json").read_text())
+        figures[name] = {"cv_dice": metric["value"], "cv_subjects": metric["n"],
+                         "postprocessing_before": decision["before"],
+                         "postprocessing_after": decision["after"], "test_ensemble": ensemble}  # fmt: skip
+        runs.append(str(run))
+    from voxelflow.cv.compare import compare_runs, format_comparison
+
+    start = time.perf_counter()
+    comparison = compare_runs(runs)
+    figures["seconds"]["compare"] = round(time.perf_counter() - start, 1)
+    figures["compare"] = format_comparison(comparison)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--subjects", type=int, default=10)
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument(
+        "--real",
+        metavar="DIR",
+        default=None,
+        help="run the whole experiment on MNI152-derived subjects in DIR",
+    )
+    parser.add_argument("--iterations", type=int, default=150, help="--real: iterations per fold")
     parser.add_argument("--rss-child", nargs=4, metavar=("ROOT", "MEMBERS", "IMAGE", "OUT"))
     args = parser.parse_args()
     if args.rss_child:
@@ -177,6 +262,10 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.real:
+        figures = real_experiment(Path(args.real), args.iterations)
+        print(json.dumps(figures, indent=1))
+        return
     with tempfile.TemporaryDirectory() as temp:
         figures: dict[str, Any] = {
             "cv_time": time_cv(Path(temp) / "time", args.subjects, args.repeats)
