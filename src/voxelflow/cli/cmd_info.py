@@ -15,13 +15,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voxelflow.errors import DataError, VoxelflowError
-from voxelflow.io.dicom import list_series
-from voxelflow.io.image import Image
-from voxelflow.io.readers import read_image
+
+if TYPE_CHECKING:
+    from voxelflow.io.image import Image
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ def describe(
             "on the files the table lists); voxelflow config validate -c EXPERIMENT checks a "
             "dataset table, and --reader NAME reads a file whose suffix says nothing"
         )
+    from voxelflow.io.dicom import list_series  # torch loads only when an image is read
+    from voxelflow.io.readers import read_image
+
     lines = [f"{path}"]
     if Path(path).is_dir() and series_uid is None and (reader in (None, "dicom")):
         series = list_series(path)
