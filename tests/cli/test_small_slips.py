@@ -91,17 +91,16 @@ def test_demo_config_yaml_has_no_anchors() -> None:
 
 
 def test_the_segmentation_demo_config_written_has_no_anchors(tmp_path: Path) -> None:
-    from voxelflow.demo.data import DemoData
-    from voxelflow.demo.run import QUICK, demo_config
+    """The demo trains a planned config; the plan's YAML writer never writes anchors."""
+    from voxelflow.planning.planner import Configuration
+    from voxelflow.planning.write import configuration_yaml
 
-    data = DemoData(
-        train_csv=tmp_path / "train.csv",
-        test_csv=tmp_path / "test.csv",
-        label_names={1: "grey", 2: "white"},
-        source="phantom",
-    )
-    text = config_yaml(demo_config(data, tmp_path / "run", QUICK))
+    window = [32, 32, 32]
+    config = {"sampling": {"window": window}, "inference": {"window": window}}
+    configuration = Configuration("3d_fullres", [1.0] * 3, window, 2, [], [], config, {})
+    text = configuration_yaml(configuration)
     assert "&id" not in text and "*id" not in text
+    assert yaml.safe_load(text) == config
 
 
 def test_training_a_finished_run_says_so_in_one_line(

@@ -26,6 +26,11 @@ def test_quick_demo_on_real_mri(tmp_path: Path, capsys, monkeypatch) -> None:
     assert set(figures["network"]) == {1, 2} and all(0.0 <= v <= 1.0 for v in figures["network"].values())
     out = capsys.readouterr().out
     assert "ONE anatomy" in out and "baseline" in out
+    # the demo goes through the plan and trains its 3d_fullres configuration unedited
+    plan_dir = tmp_path / "demo" / "plan-quick"
+    assert "the plan" in out and (plan_dir / "plan.json").is_file()
+    assert figures["config"] == plan_dir / "3d_fullres.yaml"
+    assert "# median spacing" in figures["config"].read_text()
     # the demo's model is an installable zoo entry that segments new images
     assert main(["zoo", "install", str(figures["entry"])]) == 0
     test_image = next((tmp_path / "demo" / "data-quick" / "images").glob("test*_t1.nii.gz"))

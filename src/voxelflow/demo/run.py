@@ -1,8 +1,12 @@
-"""``voxelflow demo``: generate data, train, infer, evaluate, compare with a baseline.
+"""``voxelflow demo``: make data, plan, train the planned config, infer, evaluate, pack.
 
-The demo writes everything under one folder: ``data/`` (generated subjects, tables),
-``demo.yaml`` (the config it trained with: rerun it with ``voxelflow train -c``), ``run/``
-(checkpoints, TensorBoard logs, predictions, evaluation report).
+The demo writes everything under one folder: ``data/`` (generated subjects, tables), ``plan/``
+(``voxelflow plan``'s fingerprint, ``plan.json`` and commented configs; the demo trains
+``plan/3d_fullres.yaml``: rerun it with ``voxelflow train -c``), ``run/`` (checkpoints,
+TensorBoard logs, predictions, evaluation report) and the packed zoo entry.
+
+It plans for this machine: a CPU run with a small memory budget (``DemoSettings.memory_gb``),
+so that the whole demo takes about 5 minutes on an idle 2-core CPU (``--quick``: under a minute).
 """
 
 from __future__ import annotations
@@ -17,57 +21,61 @@ from typing import Any
 import numpy as np
 
 from voxelflow.demo.baseline import IntensityLookupBaseline
-from voxelflow.demo.data import DemoData, make_demo_dataset, write_config_and_train
+from voxelflow.demo.data import DemoData, make_demo_dataset
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Size of the demo: the full one takes a few minutes on a 2-core CPU, ``quick`` seconds."""
+    """Size of the demo: the full one takes a few minutes on a 2-core CPU, ``quick`` seconds.
+
+    ``memory_gb`` is the plan's memory budget of one training step (``--device cpu``): it sets the
+    window and so the time per iteration; ``iterations`` is the one option the demo gives the plan.
+    """
 
     num_train: int
     num_test: int
     spacing: float
-    window: int
-    channels: list[int]
+    memory_gb: float
     iterations: int
-    validate_every: int
 
 
-FULL = DemoSettings(num_train=8, num_test=4, spacing=3.0, window=48, channels=[16, 32, 64],
-                    iterations=400, validate_every=100)
-QUICK = DemoSettings(num_train=3, num_test=2, spacing=4.0, window=32, channels=[8, 16, 32],
-                     iterations=12, validate_every=6)
+FULL = DemoSettings(num_train=12, num_test=4, spacing=3.0, memory_gb=0.5, iterations=300)
+QUICK = DemoSettings(num_train=3, num_test=2, spacing=4.0, memory_gb=0.4, iterations=12)
+#: the planned configuration the demo trains
+CONFIGURATION = "3d_fullres"
 
 
-def demo_config(data: DemoData, run_dir: Path, settings: DemoSettings) -> dict[str, Any]:
-    """The experiment the demo trains (plain YAML-able dict)."""
-    window = [settings.window] * 3
-    return {
-        "application": "segmentation",
-        "dataset": {"csv": str(data.train_csv)},
-        "split": {"validation": 0.25, "seed": 0},
-        "preprocessing": {"orientation": "RAS", "normalization": [{"name": "zscore", "mask": "nonzero"}]},
-        "sampling": {"sampler": {"name": "balanced"}, "window": window, "windows_per_subject": 4,
-                     "queue_length": 16},
-        "augmentation": [{"name": "affine", "rotation": 10, "scaling": 0.1, "p": 0.5}],
-        "network": {"name": "unet", "channels": settings.channels},
-        "loss": {"name": "dice_ce"},
-        "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 1e-4},
-        "scheduler": {"name": "poly"},
-        "training": {"max_iterations": settings.iterations, "batch_size": 2, "num_workers": 1,
-                     "validate_every": settings.validate_every, "checkpoint_every": settings.validate_every,
-                     "log_every": 5, "seed": 0},
-        "inference": {"window": window, "overlap": 0.25, "batch_size": 2},
-        "evaluation": {"metrics": ["dice", "hd95", "assd", "nsd"], "tolerance_mm": settings.spacing},
-        "system": {"run_dir": str(run_dir), "device": "auto"},
-    }
+def plan_demo(data: DemoData, plan_dir: Path, run_dir: Path, settings: DemoSettings) -> Any:
+    """Plan the demo's data for a CPU run; returns the plan (written to ``plan_dir``)."""
+    from voxelflow.planning.run import plan
+
+    overrides = [
+        f"system.run_dir={run_dir.parent / 'runs'}",
+        "split.validation=0.25",
+        f"evaluation.tolerance_mm={settings.spacing}",
+    ]
+    return plan(dataset=data.train_csv, out=plan_dir, device="cpu", gpu_memory=settings.memory_gb,
+                iterations=settings.iterations, overrides=overrides, progress=False)
+
+
+def _print_plan(planned: Any, plan_dir: Path) -> None:
+    lines = [f"voxelflow demo: the plan ({plan_dir / 'plan.json'}):"]
+    for c in planned.configurations:
+        spacing = "×".join("native" if v is None else f"{v:.3g}" for v in c.spacing)
+        schemes = ", ".join(n["scheme"] for n in c.normalization)
+        lines.append(f"  {c.name:<11} spacing {spacing} mm, window {c.window}, batch {c.batch_size}, "
+                     f"{len(c.strides)} levels, normalisation {schemes}")
+    lines.append(f"  training {CONFIGURATION} ({plan_dir / (CONFIGURATION + '.yaml')}: every decision is a comment)")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     """Run the whole demo; returns the figures it prints."""
+    from voxelflow.config.load import load_experiment
     from voxelflow.engine.inference import infer_rows
+    from voxelflow.engine.run import train_experiment
     from voxelflow.io.table import read_csv_table
 
     settings = QUICK if quick else FULL
@@ -77,8 +85,12 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     data = make_demo_dataset(data_dir, num_train=settings.num_train, num_test=settings.num_test,
                              spacing=settings.spacing)
     run_dir = out / ("run-quick" if quick else "run")
-    config_path = out / ("demo-quick.yaml" if quick else "demo.yaml")
-    experiment = write_config_and_train(demo_config(data, run_dir, settings), config_path, run_dir)
+    plan_dir = out / ("plan-quick" if quick else "plan")
+    planned = plan_demo(data, plan_dir, run_dir, settings)
+    _print_plan(planned, plan_dir)
+    config_path = plan_dir / planned.configuration(CONFIGURATION).file_name
+    experiment = load_experiment(config_path, [f"system.run_dir={run_dir}"])
+    train_experiment(experiment, run_dir=run_dir, force=True)
     test_rows = read_csv_table(data.test_csv, required=["image", "label"])
     infer_rows(experiment, test_rows, run_dir=run_dir, out_dir=run_dir / "predictions")
     network = _evaluate(run_dir, test_rows, settings)

@@ -1,0 +1,70 @@
+"""The demo's scan variation: synthetic head layers, acquisition blur, zero backgrounds, labels kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from voxelflow.demo.variation import (
+    HEAD_LAYER_INTENSITY,
+    HEAD_LAYERS_MM,
+    ScanVariant,
+    add_head,
+    blur_to_acquired,
+    distance_from_brain,
+    rotation_matrix,
+)
+
+
+def _ball(shape=(64, 64, 64), radius=10.0) -> np.ndarray:
+    grid = np.indices(shape) - (np.array(shape) - 1)[:, None, None, None] / 2
+    return (grid**2).sum(axis=0) <= radius**2
+
+
+def test_head_layers_sit_at_their_distances_from_the_brain():
+    brain = _ball()
+    t1 = np.where(brain, 1.0, 0.0).astype(np.float32)
+    distance = distance_from_brain(brain)
+    np.testing.assert_allclose(
+        distance[32, 32, 44], ndimage.distance_transform_edt(~brain)[32, 32, 44]
+    )
+    image, head = add_head(t1, brain, distance, np.random.default_rng(0))
+    assert head[brain].all() and not head[0, 0, 0]
+    # along one ray: brain, then dark rim/bone, then the bright scalp, then air
+    ray = image[32, 32, 32:]
+    assert ray[0] > 0.9 and ray[-1] == 0.0
+    scalp = ray[int(10 + HEAD_LAYERS_MM[1] + 3)]
+    bone = ray[int(10 + HEAD_LAYERS_MM[0] + 2)]
+    assert scalp > 0.5 * HEAD_LAYER_INTENSITY[2] and bone < 0.3
+
+
+def test_blur_matches_the_acquired_resolution():
+    image = np.zeros((31, 31, 31), np.float32)
+    image[15, 15, 15] = 1.0
+    blurred = blur_to_acquired(image, (1.0, 1.0, 5.0), 1.0)
+    np.testing.assert_allclose(
+        blurred[15, 15], ndimage.gaussian_filter1d(image[15, 15], (24**0.5) / 2.355), atol=1e-6
+    )
+    assert blur_to_acquired(image, (1.0, 1.0, 1.0), 1.0) is image  # nothing to blur
+
+
+def test_rotation_is_orthonormal_and_variants_are_seeded():
+    rotation = rotation_matrix((10.0, -5.0, 30.0))
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    assert ScanVariant.draw(np.random.default_rng(4)) == ScanVariant.draw(np.random.default_rng(4))
+
+
+def test_varied_subject_zero_background_and_labels():
+    pytest.importorskip("nilearn")
+    from voxelflow.demo.data import coarse_template, load_template, make_varied_subject
+
+    template = coarse_template(load_template(), factor=4)
+    distance = distance_from_brain(template[0] > 0.05, 4.0)
+    variant = ScanVariant(True, True, 10.0, 1.0, (0.0, 0.0, 15.0), (0.0, 0.0, 0.0), (4.0, 4.0, 4.0))
+    image, label, affine = make_varied_subject(
+        template, distance, np.random.default_rng(0), 4.0, variant
+    )
+    assert image.shape == label.shape and set(np.unique(label)) == {0, 1, 2}
+    assert (image == 0).mean() > 0.1  # exactly-zero background outside the head
+    assert np.allclose(np.linalg.norm(affine[:3, :3], axis=0), 4.0)  # rotated 4 mm grid
