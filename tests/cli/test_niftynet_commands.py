@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from voxelflow.cli import main as cli_main
 from voxelflow.cli.niftynet_alias import (
@@ -133,3 +134,47 @@ def test_console_scripts_are_registered() -> None:
             [str(script), "dense_vnet_abdominal_ct"], capture_output=True, text=True
         )
         assert done.returncode == 2 and "NiftyNet model-zoo entry" in done.stderr
+
+
+def test_niftynet_inference_subjects() -> None:
+    from types import SimpleNamespace
+
+    from voxelflow.cli.niftynet_actions import inference_subjects
+
+    rows = [SimpleNamespace(name=n) for n in ("a", "b", "c")]
+    split = {"train": ["a", "b"], "validation": ["c"], "test": []}
+
+    def names(chosen: list[SimpleNamespace]) -> list[str]:
+        return [r.name for r in chosen]
+
+    assert names(inference_subjects(rows, split, "")) == ["a", "b", "c"]  # empty inference set
+    assert names(inference_subjects(rows, {**split, "test": ["b"]}, "")) == ["b"]
+    assert names(inference_subjects(rows, split, "training")) == ["a", "b"]
+    assert names(inference_subjects(rows, split, "validation")) == ["c"]
+    assert names(inference_subjects(rows, split, "inference")) == []
+
+
+def test_2d_image_files_turn_h_w_1_windows_into_2d(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from voxelflow.cli.niftynet_actions import fit_windows_to_images
+    from voxelflow.config.niftynet import convert_niftynet
+
+    (tmp_path / "slices").mkdir()
+    for i in range(2):
+        for kind in ("img", "coordX"):
+            image = sitk.GetImageFromArray(np.zeros((16, 16), np.float32))
+            sitk.WriteImage(image, str(tmp_path / "slices" / f"frame{i}_{kind}.nrrd"))
+    monkeypatch.chdir(tmp_path)
+    experiment = convert_niftynet(INIS / "gan_2d.ini").experiment
+    assert experiment.sampling.window == [16, 16, 1]
+    fitted = fit_windows_to_images(experiment)
+    assert fitted.sampling.window == [16, 16]  # 2-D files: NiftyNet's (h, w, 1) is [h, w]
+    from voxelflow.networks import build_network
+
+    generator = build_network(fitted.network, spatial_dims=2, in_channels=1, out_channels=1,
+                              noise_size=100, image_size=[16, 16], features=[8, 4])  # fmt: skip
+    assert generator(torch.zeros(2, 100)).shape == (2, 1, 16, 16)
