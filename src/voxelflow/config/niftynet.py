@@ -547,9 +547,11 @@ def _application_key(key: str, value: str, state: State, where: str) -> Outcome:
             "inference.save_probabilities", as_bool(value, key=where)
         ) + f" = {value}"
     if key == "label_normalisation":
+        if as_bool(value, key=where):
+            return "mapped", "label values are mapped to 0..K-1 for training and back on output"
         return "approximated", (
-            "label values are always mapped to 0..K-1 for training and back on output "
-            "(NiftyNet did so only with label_normalisation = True)"
+            "label values are still mapped to 0..K-1 and back on output; NiftyNet used them "
+            "as class indices (the same when they already are 0..K-1)"
         )
     if key == "softmax":
         return (
