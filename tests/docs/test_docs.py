@@ -115,7 +115,7 @@ def test_constraints_and_types_are_shown(config_hook: ModuleType) -> None:
     assert rows["split.validation"][0] == "`float`"
     assert "≥ 0.0, &lt; 1.0" in rows["split.validation"][2]  # HTML-escaped in the cell
     assert rows["training.amp"][0] == '`"auto" | "off" | "fp16" | "bf16"`'
-    assert rows["preprocessing.spacing"][0] == "`list[float] | null`"
+    assert rows["preprocessing.spacing"][0] == "`list[float | null] | null`"
     assert rows["optimizer"][1] == "`{name: adamw, lr: 0.001}`"
 
 

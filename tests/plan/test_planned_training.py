@@ -89,3 +89,31 @@ def test_inputs_far_from_the_training_assumptions_are_named():
         spacing=[2.0, 2.0, 2.0], normalization=[{"name": "zscore", "mask": "body"}]
     )
     assert input_assumption_warnings(subject, near) == []
+
+
+def test_what_inference_adapts_is_said_per_subject_and_at_install():
+    from voxelflow.transforms.preprocess import adaptation_note
+    from voxelflow.zoo.entry import InputAssumptions
+    from voxelflow.zoo.store import describe_assumptions
+
+    image = Image(torch.zeros((1, 8, 8, 8)), np.diag([-1.0, 1.0, 1.0, 1.0]))  # LAS, 1 mm
+    note = adaptation_note(
+        Subject("s1", {"image": image}), PreprocessingConfig(spacing=[3.0, 3.0, None])
+    )
+    assert note == (
+        "subject 's1': resampled 1×1×1 → 3×3×1 mm (the model's spacing), reoriented LAS → RAS; "
+        "outputs mapped back to its grid"
+    )
+    assert (
+        adaptation_note(Subject("s1", {"image": image}), PreprocessingConfig(orientation=None))
+        is None
+    )
+    inputs = InputAssumptions(
+        spacing=[3.0, 3.0, 3.0],
+        orientation="RAS",
+        intensity="CT in Hounsfield units (air at -1000)",
+    )
+    assert describe_assumptions(inputs) == (
+        "inputs are resampled to 3×3×3 mm; reoriented to RAS; expected to be CT in Hounsfield units "
+        "(air at -1000); outputs are mapped back onto each input's own grid"
+    )

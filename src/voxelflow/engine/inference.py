@@ -134,10 +134,17 @@ def check_mode(experiment: ExperimentConfig, app: Any) -> None:
 def prepare_items(experiment: ExperimentConfig, fitted_state: dict[str, Any],
                   subjects: Iterable[Subject]) -> Iterator[InferenceItem]:
     """Preprocess in-memory subjects with the saved state, lazily."""
-    from voxelflow.transforms.preprocess import Preprocessor, input_assumption_warnings
+    from voxelflow.transforms.preprocess import (
+        Preprocessor,
+        adaptation_note,
+        input_assumption_warnings,
+    )
 
     preprocessor = Preprocessor(experiment.preprocessing, fitted_state=fitted_state)
     for subject in subjects:
+        note = adaptation_note(subject, experiment.preprocessing)
+        if note:
+            log.info("%s", note)
         for warning in input_assumption_warnings(subject, experiment.preprocessing):
             log.warning("%s", warning)
         processed, record = preprocessor(subject)

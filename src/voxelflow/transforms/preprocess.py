@@ -126,6 +126,28 @@ def input_assumption_warnings(subject: Subject, config: PreprocessingConfig) -> 
     return warnings
 
 
+def adaptation_note(subject: Subject, config: PreprocessingConfig) -> str | None:
+    """What preprocessing changes about this input's grid, in one sentence (None: nothing)."""
+    image = subject.images.get("image") or next(iter(subject.images.values()))
+    wanted = list(config.spacing or [])[: image.spatial_dims]
+    changes = []
+    if len(wanted) == image.spatial_dims:
+        target = [w if w is not None else h for w, h in zip(wanted, image.spacing)]
+        if any(abs(h - t) > 1e-3 for h, t in zip(image.spacing, target)):
+            changes.append(
+                "resampled "
+                + "×".join(f"{v:.3g}" for v in image.spacing)
+                + " → "
+                + "×".join(f"{v:.3g}" for v in target)
+                + " mm (the model's spacing)"
+            )
+    if config.orientation and image.orientation != config.orientation[: image.spatial_dims]:
+        changes.append(f"reoriented {image.orientation} → {config.orientation}")
+    if not changes:
+        return None
+    return f"subject {subject.name!r}: " + ", ".join(changes) + "; outputs mapped back to its grid"
+
+
 class Preprocessor:
     """Apply :class:`PreprocessingConfig` to subjects; fit its data-dependent parts.
 

@@ -53,8 +53,13 @@ class InputAssumptions(_Strict):
 
     modalities: list[str] = Field(default_factory=list, description="input channels, in order")
     orientation: str | None = Field(None, description="axis codes images are reoriented to")
-    spacing: list[float] | None = Field(None, description="spacing images are resampled to (mm)")
+    spacing: list[float | None] | None = Field(
+        None, description="spacing images are resampled to (mm; a null axis keeps the input's)"
+    )
     normalization: list[str] = Field(default_factory=list, description="normalisation steps")
+    intensity: str | None = Field(
+        None, description="what the intensities must be: 'CT in HU', 'MR-like' ... (from the plan)"
+    )
     spatial_dims: int = Field(3, ge=2, le=3, description="2 or 3")
     window: list[int] | None = Field(None, description="training window size")
 

@@ -263,6 +263,7 @@ def _generated_card(
             "orientation": preprocessing.orientation,
             "spacing": preprocessing.spacing,
             "normalization": [step.name for step in preprocessing.normalization],
+            "intensity": intensity_assumption(preprocessing.normalization),
             "spatial_dims": shape.spatial_dims,
             "window": list(experiment.sampling.window),
         },
@@ -279,6 +280,16 @@ def _generated_card(
         },
         "metrics": _best_metric(checkpoint, experiment),
     }
+
+
+def intensity_assumption(steps: Sequence[Any]) -> str | None:
+    """What the normalisation says about the input intensities, in words (None: nothing)."""
+    names = [step.name for step in steps]
+    if "ct" in names or "ct_window" in names:
+        return "CT in Hounsfield units (air at -1000)"
+    if any(step.name == "zscore" and step.kwargs.get("mask") == "body" for step in steps):
+        return "MR-like (any scale: z-scored inside the body; zero and noisy backgrounds alike)"
+    return None
 
 
 def _output_labels(

@@ -35,7 +35,14 @@ from voxelflow.errors import DataError, RegistryError, SecurityError
 from voxelflow.registry import suggest
 from voxelflow.types import PathLike
 from voxelflow.zoo.archive import archive_kind, relative_files, safe_copy_tree, safe_extract
-from voxelflow.zoo.entry import CARD_NAME, ModelCard, load_card, sha256_of, version_tuple
+from voxelflow.zoo.entry import (
+    CARD_NAME,
+    InputAssumptions,
+    ModelCard,
+    load_card,
+    sha256_of,
+    version_tuple,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +174,21 @@ def _check_versions(card: ModelCard) -> None:
             )
 
 
+def describe_assumptions(inputs: InputAssumptions) -> str:
+    """One line: what every input is adapted to before the network sees it."""
+    spacing = (
+        "×".join("native" if v is None else f"{v:g}" for v in inputs.spacing) + " mm"
+        if inputs.spacing
+        else "the input's own spacing (the entry records none)"
+    )
+    parts = [f"inputs are resampled to {spacing}"]
+    if inputs.orientation:
+        parts.append(f"reoriented to {inputs.orientation}")
+    if inputs.intensity:
+        parts.append(f"expected to be {inputs.intensity}")
+    return "; ".join(parts) + "; outputs are mapped back onto each input's own grid"
+
+
 def install(
     source: PathLike, *, home: PathLike | None = None, force: bool = False
 ) -> InstalledModel:
@@ -196,6 +218,7 @@ def install(
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
     logger.info("installed zoo entry %s %s in %s", model.card.name, model.card.version, target)
+    logger.info("%s", describe_assumptions(model.card.inputs))
     return verify_entry(target)
 
 
