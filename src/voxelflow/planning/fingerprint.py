@@ -68,8 +68,9 @@ class IntensityStats:
         flat = np.asarray(values, dtype=np.float64).ravel()
         if flat.size == 0:
             return None
-        q = np.percentile(flat, POOL_QUANTILES)
-        low, mid, high = np.percentile(flat, [0.5, 50.0, 99.5])
+        # one partition pass for the pooled quantiles and the three reported percentiles
+        values = np.percentile(flat, [*POOL_QUANTILES, 0.5, 50.0, 99.5])
+        q, (low, mid, high) = values[:-3], values[-3:]
         return cls(
             count=int(flat.size),
             mean=float(flat.mean()),
@@ -213,13 +214,21 @@ def _channel_fingerprint(
 
 
 def _class_fingerprints(label: np.ndarray) -> list[ClassFingerprint]:
-    values, counts = np.unique(label, return_counts=True)
+    if label.dtype.kind in "ub":
+        counts_all = np.bincount(label.ravel())
+        values = np.flatnonzero(counts_all)
+        counts = counts_all[values]
+    else:
+        values, counts = np.unique(label, return_counts=True)
     result = []
+    box = F.foreground_bounding_box(label != 0)
+    # components are counted inside the labels' bounding box: the rest is background
+    inside = label[tuple(slice(a, b) for a, b in zip(*box))] if box is not None else label
     for value, count in zip(values.tolist(), counts.tolist()):
         if value == 0:
             result.append(ClassFingerprint(int(value), int(count), 0, []))
             continue
-        components, number = ndimage.label(label == value)
+        components, number = ndimage.label(inside == value)
         sizes = np.bincount(components.ravel())[1:]
         sizes = sorted((int(s) for s in sizes), reverse=True)
         result.append(
