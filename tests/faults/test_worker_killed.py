@@ -18,10 +18,12 @@ from voxelflow.errors import DataError
 sys.path.insert(0, str(Path(__file__).parent))
 from test_config_faults_cli import _config, _dataset
 
-# fills the page cache (a file written and read again and again) and keeps one core busy
+# fills the page cache (a file written and read again and again) and keeps one core busy;
+# niced, so that on a small shared machine it slows the training down without starving it
 LOAD = textwrap.dedent(
     """
     import os, sys, time
+    os.nice(10)
     path = sys.argv[1]
     block = os.urandom(1 << 20)
     with open(path, "wb") as handle:
