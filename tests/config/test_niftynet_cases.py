@@ -392,3 +392,19 @@ def test_every_test_ini_converts_in_under_a_second() -> None:
         assert time.perf_counter() - start < 1.0, path.name
         assert {n.status for n in converted.notes} <= {
             "mapped", "approximated", "ignored", "misplaced", "not supported"}  # fmt: skip
+
+
+def test_unet_label_window_of_valid_convolutions_is_dropped(tmp_path: Path) -> None:
+    text = MINIMAL.format(network="", training="").replace("toynet", "unet_2d")
+    text = text.replace(
+        "filename_contains = T1", "filename_contains = T1\nspatial_window_size = (572, 572, 1)"
+    )
+    text = text.replace(
+        "filename_contains = Label",
+        "filename_contains = Label\nspatial_window_size = (388, 388, 1)",
+    )
+    converted = convert_niftynet(write(tmp_path, text))
+    assert converted.experiment.sampling.window == [572, 572, 1]
+    assert converted.experiment.sampling.label_window is None
+    found = note(converted.notes, "lab", "spatial_window_size")
+    assert found.status == "approximated" and "[388, 388, 1]" in found.detail

@@ -272,6 +272,7 @@ def convert_parser(
             )
         else:
             _input_section(parser[name], clean, roles.get(clean), state, notes)
+    state.extras["roles"] = dict(roles)
     _drop_missing_sections(roles, sections, app_section, state, notes)
     _finish(state, notes)
     experiment = validate_experiment(state.data, origin=origin)
@@ -746,6 +747,7 @@ def _finish(state: State, notes: list[ConversionNote]) -> None:
     if state.border is not None:
         _border_to_overlap(state, notes)
     _paths(state)
+    _same_size_label_window(state)
     _two_d_windows(state)
     for section, key, status, detail in state.notes_later:
         for index, note in enumerate(notes):
@@ -755,6 +757,27 @@ def _finish(state: State, notes: list[ConversionNote]) -> None:
         raise ConfigError("[GAN] noise_size: required (NiftyNet's default -1 is no noise length)")
     if state.get("network.name") is None:
         raise ConfigError("[NETWORK] name: required; NiftyNet has no default network")
+
+
+def _same_size_label_window(state: State) -> None:
+    """NiftyNet's U-Nets used valid convolutions, so their label windows were smaller than the
+    image windows; voxelflow's U-Net keeps the size, so labels are sampled at the image window."""
+    label_window = state.get("sampling.label_window")
+    if label_window is None or state.get("network.name") != "unet":
+        return
+    state.data["sampling"].pop("label_window")
+    for section, role in state.extras.get("roles", {}).items():
+        if role == "label":
+            state.notes_later.append(
+                (
+                    section,
+                    "spatial_window_size",
+                    "approximated",
+                    f"labels use the image window {state.get('sampling.window')}: voxelflow's "
+                    f"U-Net output has the input's size (NiftyNet's valid convolutions gave "
+                    f"{label_window})",
+                )
+            )
 
 
 def _two_d_windows(state: State) -> None:
