@@ -1,7 +1,12 @@
 """Demo wall time with the threads voxelflow chooses vs PyTorch's default vs ``OMP_NUM_THREADS=1``,
 on an idle machine and with a second copy of the demo running at the same time.
 
-Modes (environment of ``voxelflow demo --quick`` and, when loaded, of its twin):
+Workload (``--workload``): ``train`` (default) is ``voxelflow train`` on the quick demo's config
+and data (made once, untimed, by ``voxelflow demo --quick``): the part of the demo whose speed
+depends on threads, and independent of the demo's later steps (evaluation, zoo packing);
+``demo`` times the whole ``voxelflow demo --quick``.
+
+Modes (environment of the workload and, when loaded, of its twin):
 
 * ``chosen``: ``OMP_NUM_THREADS`` unset: voxelflow picks ``cores - workers`` (engine/threads.py);
 * ``torch_default``: ``OMP_NUM_THREADS`` = PyTorch's own default thread count (what voxelflow
@@ -15,6 +20,7 @@ before each round (other processes on the machine change every figure).
 
 Usage:
     .venv/bin/python benchmarks/threads.py --repeats 2 --json
+    .venv/bin/python benchmarks/threads.py --workload demo --repeats 2
 """
 
 from __future__ import annotations
@@ -53,22 +59,41 @@ def demo_command(out: Path) -> list[str]:
     return [sys.executable, "-m", "voxelflow", "demo", "--quick", "--out", str(out)]
 
 
-def run_demos(mode: str, copies: int, root: Path, default_threads: int) -> list[float]:
-    """Start ``copies`` demos together; their wall times in seconds."""
+def prepare(root: Path) -> Path:
+    """The quick demo's config and data, made once by ``voxelflow demo --quick`` (untimed)."""
+    out = root / "base"
+    subprocess.run(demo_command(out), capture_output=True, check=False)
+    config = out / "run-quick" / "config.yaml"  # the resolved experiment the demo trained
+    if not config.exists():
+        raise SystemExit(f"voxelflow demo --quick wrote no {config}")
+    return config
+
+
+def command(workload: str, out: Path, config: Path, iterations: int) -> list[str]:
+    if workload == "demo":
+        return demo_command(out)
+    return [sys.executable, "-m", "voxelflow", "train", "-c", str(config), "--run-dir",
+            str(out / "run"), "--set", f"training.max_iterations={iterations}"]  # fmt: skip
+
+
+def run_demos(
+    mode: str, copies: int, root: Path, default_threads: int, workload: tuple[str, Path, int]
+) -> list[float]:
+    """Start ``copies`` runs of the workload together; their wall times in seconds."""
     env = environment(mode, default_threads)
     started = []
     for copy in range(copies):
         out = Path(tempfile.mkdtemp(prefix=f"{mode}-{copy}-", dir=root))
         process = subprocess.Popen(
-            demo_command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True,
+            command(workload[0], out, workload[1], workload[2]), env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         started.append((process, time.perf_counter()))
     times = []
     for process, start in started:
         _, stderr = process.communicate()
         if process.returncode != 0:
-            raise SystemExit(f"demo ({mode}) failed: {stderr[-800:]}")
+            raise SystemExit(f"{workload[0]} ({mode}) failed: {stderr[-800:]}")
         times.append(time.perf_counter() - start)
     return times
 
@@ -77,6 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--workload", choices=("train", "demo"), default="train")
+    parser.add_argument("--iterations", type=int, default=12, help="train: max_iterations")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
     default_threads = torch_default_threads()
@@ -84,19 +111,17 @@ def main() -> None:
     loads = []
     with tempfile.TemporaryDirectory(prefix="vf-threads-") as scratch:
         root = Path(scratch)
-        run_demos("omp1", 1, root, default_threads)  # untimed: numba cache, template, imports
+        workload = (args.workload, prepare(root), args.iterations)  # also warms caches
         for _ in range(args.repeats):
             loads.append(os.getloadavg()[0])
             for mode in args.modes:
-                runs.setdefault(f"{mode}_idle", []).extend(
-                    run_demos(mode, 1, root, default_threads)
-                )
-                runs.setdefault(f"{mode}_loaded", []).extend(
-                    run_demos(mode, 2, root, default_threads)
-                )
+                idle = run_demos(mode, 1, root, default_threads, workload)
+                runs.setdefault(f"{mode}_idle", []).extend(idle)
+                loaded = run_demos(mode, 2, root, default_threads, workload)
+                runs.setdefault(f"{mode}_loaded", []).extend(loaded)
     medians = {key: statistics.median(values) for key, values in runs.items()}
     report: dict = {
-        "cores": os.cpu_count(), "torch_default_threads": default_threads,
+        "workload": args.workload, "cores": os.cpu_count(), "torch_default_threads": default_threads,
         "load_average_before_rounds": loads, "seconds": runs, "median_s": medians,
     }  # fmt: skip
     ratios = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from voxelflow.engine.threads import apply_threads
 from voxelflow.errors import ConfigError
 from voxelflow.io.image import Subject, check_same_grid, grid_difference
 from voxelflow.io.table import SubjectRow
+from voxelflow.sampling.progress import set_window_label, window_progress
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +154,17 @@ def prepare_items(experiment: ExperimentConfig, fitted_state: dict[str, Any],
 
 
 def predict_subjects(experiment: ExperimentConfig, app: Any, fitted_state: dict[str, Any],
-                     subjects: Iterable[Subject]) -> list[Prediction]:
-    """In-memory inference (the Python API): subjects in, predictions in original geometry out."""
+                     subjects: Iterable[Subject], *, progress: bool = False) -> list[Prediction]:
+    """In-memory inference (the Python API): subjects in, predictions in original geometry out.
+
+    ``progress=True`` draws a sliding-window bar per subject (windows/s, time left); the API's
+    other inference calls can be wrapped in :func:`voxelflow.sampling.progress.window_progress`.
+    """
     check_mode(experiment, app)
     apply_threads(experiment.system.threads, workers=0, what="inference")
     ctx = inference_context(experiment, app)
-    items = prepare_items(experiment, fitted_state, subjects)
-    with torch.no_grad():
+    items = _named_bars(prepare_items(experiment, fitted_state, subjects))
+    with torch.no_grad(), window_progress(progress):
         return list(app.run_inference(items, ctx, experiment.inference))
 
 
@@ -172,14 +178,25 @@ def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str,
     ctx = inference_context(experiment, app)
     out_dir.mkdir(parents=True, exist_ok=True)
     subjects = (read_subject(row, experiment) for row in rows)
-    items = prepare_items(experiment, fitted_state, subjects)
+    items = _named_bars(prepare_items(experiment, fitted_state, subjects))
     written: list[dict[str, Any]] = []
-    with torch.no_grad():
+    # a bar with windows/s and the time left per subject, on a terminal (logs get one line each)
+    with torch.no_grad(), window_progress(None):
+        start = time.perf_counter()
         for prediction in app.run_inference(items, ctx, experiment.inference):
             written.append(write_prediction(prediction, out_dir))
-            log.info("%s → %s", prediction.name, out_dir)
+            seconds, start = time.perf_counter() - start, time.perf_counter()
+            log.info("%s → %s (%.1f s: read, preprocess, predict, write)", prediction.name,
+                     out_dir, seconds)
     app.write_extras(out_dir, written)
     return write_table(out_dir / app.prediction_table, written)
+
+
+def _named_bars(items: Iterable[InferenceItem]) -> Iterator[InferenceItem]:
+    """The items, each naming the sliding-window bars drawn while it is predicted."""
+    for item in items:
+        set_window_label(item.name)
+        yield item
 
 
 def read_subject(row: SubjectRow, experiment: ExperimentConfig) -> Subject:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from voxelflow.errors import ConfigError, ShapeError
+from voxelflow.sampling.progress import window_bar
 from voxelflow.sampling.window import read_window, resolve_window
 
 BLENDS = ("gaussian", "mean", "crop")
@@ -355,14 +356,16 @@ def sliding_window(
         sigma_scale=sigma_scale,
     )
     per_call = max(1, batch_size // image.shape[0])
-    for first in range(0, len(starts), per_call):
-        chunk = starts[first : first + per_call]
-        windows = [
-            padded[(..., *[slice(s, s + w) for s, w in zip(start, window)])] for start in chunk
-        ]
-        batch = torch.cat(windows).to(device)
-        outputs = run(batch)
-        outputs = outputs.reshape(len(chunk), image.shape[0], *outputs.shape[1:])
-        aggregator.add(outputs, chunk)
+    with window_bar(len(starts)) as bar:  # drawn only under window_progress (CLI, zoo, demo)
+        for first in range(0, len(starts), per_call):
+            chunk = starts[first : first + per_call]
+            windows = [
+                padded[(..., *[slice(s, s + w) for s, w in zip(start, window)])] for start in chunk
+            ]
+            batch = torch.cat(windows).to(device)
+            outputs = run(batch)
+            outputs = outputs.reshape(len(chunk), image.shape[0], *outputs.shape[1:])
+            aggregator.add(outputs, chunk)
+            bar.update(len(chunk))
     result = aggregator.result()
     return result[(..., *[slice(0, s) for s in spatial])]
