@@ -408,3 +408,39 @@ def test_unet_label_window_of_valid_convolutions_is_dropped(tmp_path: Path) -> N
     assert converted.experiment.sampling.label_window is None
     found = note(converted.notes, "lab", "spatial_window_size")
     assert found.status == "approximated" and "[388, 388, 1]" in found.detail
+
+
+def test_csv_file_lists_are_used_when_they_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "img.csv").write_text("s1,/data/s1_T1.nii.gz\ns2,/data/s2_T1.nii.gz\n")
+    text = MINIMAL.format(network="", training="").replace(
+        "[img]\npath_to_search = .", "[img]\ncsv_file = img.csv\npath_to_search = ."
+    )
+    (tmp_path / "s1_Label.nii.gz").write_text("")
+    converted = convert_niftynet(write(tmp_path, text))
+    table = converted.experiment.dataset.csv.read_text().splitlines()
+    assert table[0] == "subject,img,lab" and table[1] == "s1,/data/s1_T1.nii.gz," + str(
+        (tmp_path / "s1_Label.nii.gz").resolve()
+    )
+    assert note(converted.notes, "img", "csv_file").status == "mapped"
+    # a csv_file that does not exist: NiftyNet searched the folder (and wrote the list there)
+    converted = convert_niftynet(write(tmp_path, text.replace("img.csv", "missing.csv")))
+    assert converted.experiment.dataset.folders["img"].contains == ["T1"]
+    assert note(converted.notes, "img", "csv_file").status == "ignored"
+
+
+def test_sections_without_files_are_refused_naming_the_key(tmp_path: Path) -> None:
+    text = MINIMAL.format(network="", training="")
+    with pytest.raises(
+        ConfigError, match=r"\[lab\] csv_data_file = labels.csv: NiftyNet's contrib"
+    ):
+        convert_niftynet(
+            write(
+                tmp_path,
+                text.replace("[lab]\npath_to_search = .", "[lab]\ncsv_data_file = labels.csv"),
+            )
+        )
+    with pytest.raises(ConfigError, match=r"\[lab\] path_to_search: required for the label role"):
+        convert_niftynet(write(tmp_path, text.replace("[lab]\npath_to_search = .", "[lab]")))

@@ -630,8 +630,21 @@ def _input_section(
         return
     if role is None:
         return  # NiftyNet read no files of a section no role uses
+    listed = folder.pop("csv_file", None)
+    if listed is None and "paths" not in folder:
+        data_file = section.get("csv_data_file", "").strip().strip("'\"")
+        if data_file:
+            raise ConfigError(
+                f"[{name}] csv_data_file = {data_file}: NiftyNet's contrib CSV reader (values "
+                "from a CSV) has no voxelflow equivalent; give them as a column of a dataset CSV"
+            )
+        raise ConfigError(
+            f"[{name}] path_to_search: required for the {role} role (or an existing csv_file)"
+        )
     paths = folder.pop("paths", [folder["path"]])
-    if len(paths) > 1:
+    if listed is not None:
+        state.extras.setdefault("csv_files", {})[name] = listed
+    elif len(paths) > 1:
         state.extras.setdefault("multi_folder", {})[name] = paths
     state.put(f"dataset.folders.{name}", folder)
 
@@ -659,11 +672,16 @@ def _input_key(
         folder[target] = as_list(value)
         return "mapped", f"dataset.folders.{name}.{target} = {folder[target]}"
     if key == "csv_file":
-        if not value.strip().strip("'\""):
+        listed = value.strip().strip("'\"")
+        if not listed:
             return "ignored", "empty: the files are found by the folder pattern"
-        return (
-            "not supported",
-            "per-section file lists: merge them into one CSV table (dataset.csv)",
+        # NiftyNet: the list is used when it resolves (working folder, then the config's)
+        for candidate in (Path(listed).expanduser(), state.config_dir / listed):
+            if candidate.is_file():
+                folder["csv_file"] = str(candidate)
+                return "mapped", f"the files listed in {candidate} (subject,path lines)"
+        return "ignored", (
+            f"{listed} does not exist: the folder pattern is used (NiftyNet then wrote the list)"
         )
     if key == "filename_removefromid":
         regex = value.strip().strip("'\"")
@@ -891,10 +909,12 @@ def _paths(state: State) -> None:
     )
     if split.is_file():
         state.put("split.file", str(split))
-    multi = state.extras.get("multi_folder")
-    if multi and all(Path(p).expanduser().is_dir() for paths in multi.values() for p in paths):
+    multi = state.extras.get("multi_folder") or {}
+    listed = state.extras.get("csv_files") or {}
+    folders_exist = all(Path(p).expanduser().is_dir() for paths in multi.values() for p in paths)
+    if listed or (multi and folders_exist):
         _list_folders_into_csv(state, model)
-    elif multi:
+    if multi and not folders_exist:
         state.notes_later.append(
             (
                 next(iter(multi)),
@@ -921,9 +941,14 @@ def _list_folders_into_csv(state: State, model_dir: Path) -> None:
     from voxelflow.io.table import match_folder
 
     folders: dict[str, Any] = state.data["dataset"].pop("folders")
-    multi: dict[str, list[str]] = state.extras["multi_folder"]
+    multi: dict[str, list[str]] = state.extras.get("multi_folder") or {}
+    listed: dict[str, str] = state.extras.get("csv_files") or {}
     joined: dict[str, dict[str, str]] = {}
     for column, spec in folders.items():
+        if column in listed:
+            for subject, file in _read_file_list(Path(listed[column]), column).items():
+                joined.setdefault(subject, {})[column] = file
+            continue
         paths = multi.get(column, [spec["path"]])
         found: dict[str, Path] = {}
         for path in paths:
@@ -949,6 +974,30 @@ def _list_folders_into_csv(state: State, model_dir: Path) -> None:
         writer.writeheader()
         writer.writerows({"subject": s, **joined[s]} for s in sorted(joined))
     state.put("dataset.csv", str(table))
+
+
+def _read_file_list(path: Path, section: str) -> dict[str, str]:
+    """NiftyNet's per-section ``csv_file``: ``subject_id,path`` lines (no header).
+
+    Raises:
+        ConfigError: a line without two columns.
+    """
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = [line for line in csv.reader(handle) if line]
+    bad = [number for number, line in enumerate(lines, 1) if len(line) < 2]
+    if bad:
+        raise ConfigError(f"[{section}] csv_file = {path}: line {bad[0]}: expected subject,path")
+    base = path.parent
+    return {
+        line[0].strip(): str(
+            Path(line[1].strip())
+            if Path(line[1].strip()).is_absolute() or Path(line[1].strip()).exists()
+            else base / line[1].strip()
+        )
+        for line in lines
+    }
 
 
 def _settings(state: State) -> NiftyNetSettings:
