@@ -71,6 +71,8 @@ EXAMPLES: dict[str, str] = {
     "inference_type": "sample",
     "noise_stddev": "1",
     "loss_type": "Dice",
+    "csv_file": "T1_list.csv",
+    "csv_data_file": "labels.csv",
 }
 _BASE_INI = {
     "T1": {"path_to_search": "./data", "filename_contains": "T1"},
