@@ -136,3 +136,40 @@ def test_training_a_finished_run_says_so_in_one_line(
     # more iterations: training continues rather than reporting a finished run
     longer = vf.Experiment.from_dict(config, ["training.max_iterations=3"]).train()
     assert longer["step"] == 3.0
+
+
+def test_cli_train_on_a_finished_run_and_training_without_validation_say_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voxelflow.cli.main import main
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = ["subject,image,label"]
+    for i in range(2):
+        image, label = vf.make_phantom((12, 12, 8), num_classes=2, seed=i)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"s{i}_img.nii.gz")
+        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
+        lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
+    (folder / "table.csv").write_text("\n".join(lines) + "\n")
+    config = {
+        "dataset": {"csv": str(folder / "table.csv")},
+        "split": {"validation": 0.0},
+        "sampling": {"window": [8, 8, 8], "queue_length": 2},
+        "network": {"name": "unet", "channels": [2, 4]},
+        "training": {"max_iterations": 4, "batch_size": 1, "num_workers": 0,
+                     "validate_every": 1, "checkpoint_every": 2},
+        "system": {"run_dir": str(tmp_path / "run"), "device": "cpu"},
+    }  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with caplog.at_level(logging.INFO, logger="voxelflow"):
+        assert main(["train", "-c", str(path)]) == 0
+    said = [r.getMessage() for r in caplog.records if "no validation subjects" in r.getMessage()]
+    assert len(said) == 1 and not any("validation on 0" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="voxelflow"):
+        assert main(["train", "-c", str(path)]) == 0
+    assert any("already finished" in r.getMessage() for r in caplog.records)
+    assert "it/s" not in capsys.readouterr().err

@@ -280,9 +280,13 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
     the end; ranks shard the training subjects and rank 0 alone writes.
     """
     from voxelflow.applications.base import OptimizationSettings
-    from voxelflow.engine.run_dir import prepare_run_dir
+    from voxelflow.engine.run_dir import finished_run_summary, prepare_run_dir
     from voxelflow.engine.trainer import Trainer, TrainerOptions
 
+    if not force:  # a finished run says so in one line instead of printing empty progress bars
+        finished = finished_run_summary(Path(run_dir or experiment.system.run_dir), experiment)
+        if finished is not None:
+            return finished
     joined_before = distributed.current_context().is_distributed
     distributed.init_distributed()  # torchrun: join the process group (no-op in one process)
     run = None

@@ -445,7 +445,19 @@ class Trainer(TrainerStateMixin):
 
     # --- validation ---------------------------------------------------------------------------
     def validate(self) -> float | None:
-        """Validate on every subject (sharded over ranks); returns the ``best_metric`` value or None."""
+        """Validate on every subject (sharded over ranks); returns the ``best_metric`` value or None.
+
+        Without validation subjects it says so once and returns None ('best' is then the last
+        checkpoint, as :func:`~voxelflow.engine.checkpoint.find_checkpoint` reports).
+        """
+        if len(self.validation_data) == 0:
+            if not getattr(self, "_said_no_validation", False):
+                logger.info(
+                    "no validation subjects (split.validation is 0): training without validation; "
+                    "'best' will be the last checkpoint"
+                )
+                self._said_no_validation = True
+            return None
         ctx = StepContext(self)
         ctx.iteration = self.step
         mine = distributed.shard(
