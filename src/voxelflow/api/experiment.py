@@ -332,7 +332,7 @@ class Experiment:
         """The trained application of :attr:`run_dir` (loaded once, kept until :meth:`train`)."""
         from voxelflow.data.dataset import load_fitted_state
         from voxelflow.engine.checkpoint import find_checkpoint, load_checkpoint
-        from voxelflow.engine.inference import load_application_state
+        from voxelflow.engine.inference import describe_checkpoint, load_application_state
         from voxelflow.engine.run import FITTED_STATE_FILE
 
         which = checkpoint or self.config.inference.checkpoint
@@ -347,9 +347,10 @@ class Experiment:
             )
         state = load_fitted_state(state_path)
         application = self._build_application(state)
-        load_application_state(
-            application, load_checkpoint(find_checkpoint(self.run_dir, which=which))
-        )
+        path = find_checkpoint(self.run_dir, which=which)
+        loaded = load_checkpoint(path)
+        load_application_state(application, loaded)
+        log.info("inference with the %s checkpoint: %s", which, describe_checkpoint(path, loaded))
         self._model = _LoadedModel(application, state, str(self.run_dir), which)
         return self._model
 
