@@ -17,6 +17,8 @@ from voxelflow.config.load import load_experiment
 from voxelflow.cv.ensemble import check_compatible, refuse_application
 from voxelflow.errors import ConfigError
 
+TTA = ["--set", "inference.flip_tta=true"]  # flip-TTA runs inside each member
+
 
 @pytest.fixture
 def trained(tmp_path: Path) -> Path:
@@ -45,6 +47,7 @@ def test_ensemble_equals_the_mean_of_the_members_probabilities(
                 "all",
                 "--set",
                 "inference.save_probabilities=true",
+                *TTA,
             ]
         )
         == 0
@@ -70,6 +73,7 @@ def test_ensemble_equals_the_mean_of_the_members_probabilities(
                     str(fold_out),
                     "--set",
                     "inference.save_probabilities=true",
+                    *TTA,
                 ]
             )
             == 0
