@@ -214,4 +214,5 @@ def test_profile_prints_the_thread_choice(tmp_path: Path, capsys, restore_thread
         "threads: 1 in the main process + 1 in each of 1 DataLoader worker(s) (system.threads: 1)"
     )
     assert expected in out.splitlines()
+    assert "note: augmented windows are resampled by the fused numba kernel" in out
     assert torch.get_num_threads() == 1

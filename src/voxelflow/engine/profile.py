@@ -428,6 +428,7 @@ def profile_experiment(
     share = augmentation_share(data, bare)
     bottleneck, advice = diagnose(data, step, settings, share=share)
     notes = _notes(settings, prepared, temporary=run_dir is None)
+    notes.append(_kernel_note(experiment))
     return ProfileReport(data, step, settings, bottleneck, advice, bare, notes, pipeline.threads)
 
 
@@ -461,6 +462,18 @@ def _release(loader: torch.utils.data.DataLoader) -> None:
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
         loader._iterator = None
+
+
+def _kernel_note(experiment: ExperimentConfig) -> str:
+    """Which code resamples augmented windows (``system.resample_kernel``)."""
+    from voxelflow.transforms.fused_resample import _kernel_module
+
+    kernel = experiment.system.resample_kernel
+    if kernel != "torch" and _kernel_module() is not None:
+        used = "the fused numba kernel"
+    else:
+        used = "torch grid_sample"
+    return f"augmented windows are resampled by {used} (system.resample_kernel: {kernel})"
 
 
 def _notes(settings: PipelineSettings, prepared_seconds: float, *, temporary: bool) -> list[str]:
