@@ -119,13 +119,15 @@ def fused_resample_3d(
                     fx, fy, fz = math.floor(px), math.floor(py), math.floor(pz)
                     x0, y0, z0 = int(fx), int(fy), int(fz)
                     wx, wy, wz = px - fx, py - fy, pz - fz
+                    # a 2D image lifted to 3D has one z plane and wz == 0: still the fast path
+                    flat_z = wz == 0.0 and z0 + 1 == ext_z
                     inside = (
                         x0 >= 0
                         and y0 >= 0
                         and z0 >= 0
                         and x0 + 1 < ext_x
                         and y0 + 1 < ext_y
-                        and z0 + 1 < ext_z
+                        and (z0 + 1 < ext_z or flat_z)
                     )
                     if inside:  # fast path: the 8 corners in the image, no per-corner test
                         ux, uy, uz = 1.0 - wx, 1.0 - wy, 1.0 - wz
@@ -133,7 +135,7 @@ def fused_resample_3d(
                         w010, w011 = ux * wy * uz, ux * wy * wz
                         w100, w101 = wx * uy * uz, wx * uy * wz
                         w110, w111 = wx * wy * uz, wx * wy * wz
-                        x1, y1, z1 = x0 + 1, y0 + 1, z0 + 1
+                        x1, y1, z1 = x0 + 1, y0 + 1, z0 if flat_z else z0 + 1
                         for c in range(n_linear):
                             linear_out[c, i, j, k] = (
                                 w000 * linear_source[c, x0, y0, z0]
