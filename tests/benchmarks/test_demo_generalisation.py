@@ -1,0 +1,138 @@
+"""The pure pieces of ``benchmarks/demo_generalisation.py`` on tiny hand-made volumes.
+
+No real subject, no ANTs and no model: Dice counted inside the brain mask only, the tissue
+volume predicted outside the mask in mL, the resampling of images, labels and masks, the
+brain-normalised baseline and the table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_generalisation.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("demo_generalisation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_dice_counts_only_voxels_inside_the_mask(bench) -> None:
+    reference = np.zeros((4, 4, 1), dtype=np.uint8)
+    reference[:2] = 1  # 8 GM voxels
+    prediction = reference.copy()
+    prediction[2, 0, 0] = 1  # a wrong GM voxel inside the mask
+    prediction[3, :, 0] = 1  # 4 GM voxels outside the mask: do not count
+    mask = np.ones_like(reference, dtype=bool)
+    mask[3] = False
+    # inside the mask: prediction 9 GM, reference 8, overlap 8
+    assert bench.dice_inside(prediction, reference, mask, 1) == pytest.approx(16 / 17)
+    assert bench.dice_inside(prediction, reference, mask, 2) == 1.0  # absent from both
+    prediction[0, 0, 0] = 2
+    assert bench.dice_inside(prediction, reference, mask, 2) == 0.0
+
+
+def test_outside_volume_in_ml(bench) -> None:
+    prediction = np.zeros((10, 10, 10), dtype=np.uint8)
+    mask = np.zeros_like(prediction, dtype=bool)
+    mask[:5] = True
+    prediction[:5] = 1  # inside: not counted
+    prediction[5:7] = 2  # 200 voxels outside
+    prediction[7, 0, 0] = 1  # one more
+    affine_3mm = np.diag([3.0, 3.0, 3.0, 1.0])  # 27 mm³ a voxel
+    assert bench.voxel_volume_ml(affine_3mm) == pytest.approx(0.027)
+    assert bench.outside_volume_ml(prediction, mask, affine_3mm) == pytest.approx(201 * 0.027)
+    # an oblique, flipped 1 mm grid: still 1 mm³ a voxel
+    angle = np.deg2rad(20)
+    rotation = np.array(
+        [[-np.cos(angle), -np.sin(angle), 0], [np.sin(angle), -np.cos(angle), 0], [0, 0, 1]]
+    )
+    oblique = np.eye(4)
+    oblique[:3, :3] = rotation
+    assert bench.outside_volume_ml(prediction, mask, oblique) == pytest.approx(0.201)
+
+
+def test_resampling_keeps_extent_and_axes(bench) -> None:
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-10.0, 20.0, 5.0)
+    shape, new_affine, step = bench.resampled_grid((12, 9, 6), affine, 3.0)
+    assert shape == (4, 3, 2) and np.allclose(step, 3.0)
+    assert np.allclose(np.diag(new_affine)[:3], 3.0)
+    # the first 3 mm voxel's centre is the centre of the first three 1 mm voxels
+    assert np.allclose(new_affine[:3, 3], (-9.0, 21.0, 6.0))
+
+    labels = np.zeros((12, 9, 6), dtype=np.uint8)
+    labels[:6] = 1
+    labels[6:] = 2
+    coarse, _ = bench.resample_labels(labels, affine, 3.0)
+    assert coarse.shape == (4, 3, 2)
+    assert (coarse[:2] == 1).all() and (coarse[2:] == 2).all()
+    image, _ = bench.resample_image(labels.astype(np.float32), affine, 3.0)
+    assert image[0].mean() == pytest.approx(1.0) and image[-1].mean() == pytest.approx(2.0)
+    mask, _ = bench.resample_mask(labels == 1, affine, 3.0)
+    assert mask[:2].all() and not mask[2:].any()
+    same, same_affine = bench.resample_labels(labels, affine, 1.0)  # no-op at the same spacing
+    assert (same == labels).all() and np.allclose(same_affine, affine)
+
+
+def test_case_figures_and_table(bench) -> None:
+    reference = np.zeros((6, 6, 6), dtype=np.uint8)
+    reference[1:5, 1:5, 1:5] = 1
+    reference[2:4, 2:4, 2:4] = 2
+    mask = np.zeros_like(reference, dtype=bool)
+    mask[1:5, 1:5, 1:5] = True
+    prediction = reference.copy()
+    prediction[0] = 1  # 36 voxels of "grey matter" in the skull
+    figures = bench.case_figures(prediction, reference, mask, np.eye(4), baseline=reference)
+    assert figures["dice_grey_matter"] == 1.0 and figures["dice_white_matter"] == 1.0
+    assert figures["outside_ml"] == pytest.approx(0.036)
+    assert figures["baseline_grey_matter"] == 1.0
+    rows = [
+        {"subject": s, "input": "skull", "spacing": 1.0, "seconds": 1.0, **figures}
+        for s in ("a", "b")
+    ]
+    rows[1]["dice_white_matter"] = 0.5  # below the baseline
+    table = bench.format_table(rows)
+    assert "mean" in table and "0.750" in table
+    assert table.splitlines()[-1].endswith("1 ['b']")
+
+
+def test_brain_normalised_baseline_ignores_what_lies_outside_the_brain(bench) -> None:
+    rng = np.random.default_rng(0)
+    label = np.zeros((16, 16, 16), dtype=np.uint8)
+    label[3:13, 3:13, 3:13] = 1
+    label[6:10, 6:10, 6:10] = 2
+    image = np.choose(label, [10.0, 60.0, 100.0]) + rng.normal(0, 2, label.shape)
+    baseline = bench.fit_brain_baseline([image], [label])
+    mask = bench.training_brain_mask(label)
+    assert mask[3:13, 3:13, 3:13].all() and not mask[0].any()
+    # the same brain at another scale, with a bright "skull" outside the mask: same labels inside
+    scaled = image * 7.0
+    scaled[0] = 5000.0
+    predicted = bench.baseline_predict(baseline, scaled, mask)
+    assert (predicted[~mask] == 0).all()
+    assert bench.dice_inside(predicted, label, mask, 1) > 0.95
+    assert bench.dice_inside(predicted, label, mask, 2) > 0.95
+
+
+def test_sources_are_pinned(bench) -> None:
+    for source in bench.SOURCES:
+        assert source.version and len(source.sha256) == 64
+        assert source.registry in ("debian", "pypi")
+    assert any(s.mask_member for s in bench.SOURCES)  # the atlas for the other masks
+
+
+def test_missing_subjects_are_skipped_with_the_fetch_command(bench, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit, match="--fetch"):
+        bench.run_benchmark("voxelflow-demo-tissue", tmp_path, tmp_path / "work", [3.0])
+    assert "skipped colin27: not fetched" in capsys.readouterr().err
