@@ -123,8 +123,9 @@ def test_run_dir_refuses_model_changes_and_allows_schedule_changes(tmp_path: Pat
     assert (
         not resume and yaml.safe_load(run.config.read_text())["training"]["max_iterations"] == 1000
     )
-    with pytest.raises(CheckpointError, match="holds a different config"):
-        prepare_run_dir(tmp_path, _experiment(**{"training.max_iterations": 5}))
+    # nothing trained yet (a failed start): a different config is no trap, the old one is kept
+    _, resume = prepare_run_dir(tmp_path, _experiment(**{"training.max_iterations": 5}))
+    assert not resume and (tmp_path / "superseded" / "0" / "config.yaml").is_file()
     CheckpointManager(run.checkpoints).save({"step": 1}, step=1)
     _, resume = prepare_run_dir(
         tmp_path, _experiment(**{"training.max_iterations": 5, "scheduler.name": "cosine"})
@@ -136,5 +137,5 @@ def test_run_dir_refuses_model_changes_and_allows_schedule_changes(tmp_path: Pat
         )
     run, resume = prepare_run_dir(tmp_path, _experiment(**{"network.name": "vnet"}), force=True)
     assert not resume and not run.has_checkpoints()
-    assert (tmp_path / "superseded" / "0" / "checkpoints" / "step_00000001.pt").is_file()
+    assert (tmp_path / "superseded" / "1" / "checkpoints" / "step_00000001.pt").is_file()
     assert yaml.safe_load(run.config.read_text())["network"]["name"] == "vnet"

@@ -231,8 +231,9 @@ def prepare_run_dir(
     (``train_experiment`` holds the lock across the whole run).
 
     Raises:
-        CheckpointError: the folder holds a different config whose changes are not resumable
-            (or holds no checkpoint to resume), and ``force`` is off.
+        CheckpointError: the folder holds checkpoints of a different config whose changes are
+            not resumable, and ``force`` is off (a folder without checkpoints is never refused:
+            its old config moves to ``superseded/<n>/``).
         RunFolderBusyError: another process trains in this folder.
         DiskWriteError: the folder or ``config.yaml`` cannot be written (read-only, full ...).
     """
@@ -265,7 +266,11 @@ def prepare_run_dir(
 
 def _prepare_on_main(run: RunDir, current: dict[str, Any], *, force: bool) -> bool:
     resume = run.has_checkpoints()
-    if run.config.is_file():
+    if run.config.is_file() and not resume:
+        # a start that failed before its first checkpoint trained nothing: it does not lock the
+        # folder; its config (the only thing it wrote) is kept under superseded/
+        _supersede(run, why="the previous start stopped before its first checkpoint")
+    elif run.config.is_file():
         try:
             _check_saved_config(run, current)
         except CheckpointError:
@@ -284,11 +289,6 @@ def _check_saved_config(run: RunDir, current: Mapping[str, Any]) -> None:
     from voxelflow.config.load import read_yaml
 
     changed = config_changes(read_yaml(run.config), current, source=str(run.config))
-    if changed and not run.has_checkpoints():
-        raise CheckpointError(
-            f"{run.config}: the run folder holds a different config (changed: {', '.join(changed)}) "
-            "and no checkpoint to resume; use --force to start afresh"
-        )
     if changed:
         logger.info("resuming with changed settings: %s", ", ".join(changed))
 
@@ -299,7 +299,7 @@ def _yaml_text(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True)
 
 
-def _supersede(run: RunDir) -> None:
+def _supersede(run: RunDir, *, why: str = "--force") -> None:
     number = 0
     while (run.root / "superseded" / str(number)).exists():
         number += 1
@@ -308,7 +308,7 @@ def _supersede(run: RunDir) -> None:
     for path in (run.config, run.checkpoints, run.log_file.parent, run.tensorboard, run.scalars):
         if path.exists():
             os.replace(path, target / path.name)
-    logger.warning("--force: previous run contents moved to %s", target)
+    logger.warning("%s: previous run contents moved to %s", why, target)
 
 
 def finished_run_summary(run_dir: PathLike, config: Any) -> dict[str, float] | None:

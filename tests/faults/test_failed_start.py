@@ -1,0 +1,48 @@
+"""A start that failed before its first checkpoint leaves no trap: the corrected config trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import yaml
+
+import voxelflow as vf
+from voxelflow.cli.main import main
+
+
+def test_corrected_config_after_a_failed_start_trains_and_keeps_the_old_config(
+    tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = ["subject,image,label"]
+    for i in range(2):
+        image, label = vf.make_phantom((16, 16, 8), num_classes=2, seed=i)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"s{i}_img.nii.gz")
+        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
+        lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
+    (folder / "table.csv").write_text("\n".join(lines) + "\n")
+    config = {
+        "dataset": {"csv": str(folder / "table.csv")},
+        "split": {"validation": 0.5},
+        "sampling": {"window": [16, 16, 8], "queue_length": 2},
+        "network": {
+            "name": "unet",
+            "channels": [2, 4],
+            "strides": [1, 3],
+        },  # 16 is not a multiple of 3
+        "training": {"max_iterations": 2, "batch_size": 1, "num_workers": 0, "checkpoint_every": 2},
+        "system": {"run_dir": str(tmp_path / "run"), "device": "cpu"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "-c", str(path)]) != 0
+    capsys.readouterr()
+    config["network"]["strides"] = [1, 2]
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "-c", str(path)]) == 0, capsys.readouterr().err
+    saved = yaml.safe_load((tmp_path / "run" / "superseded" / "0" / "config.yaml").read_text())
+    assert saved["network"]["strides"] == [1, 3]  # the failed start's config is kept, not lost
+    assert list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
