@@ -135,3 +135,18 @@ def test_2d_gan_with_conditioning(workdir: Path) -> None:
     rows = _inferred(workdir / "models" / "gan" / "output" / "gan" / "inferred.csv")
     assert len(rows) == 4 * 3  # n_interpolations = 3 images per conditioning subject
     assert nib.load(rows[0][1]).shape == (16, 16, 1)
+
+
+@pytest.mark.slow
+def test_deepmedic_valid_convolutions_infer_whole_images(workdir: Path) -> None:
+    text = (workdir / "segmentation_default.ini").read_text()
+    text = text.replace("niftynet.network.toynet.ToyNet", "deepmedic")
+    text = text.replace("spatial_window_size = (16, 16, 16)", "spatial_window_size = (57, 57, 57)")
+    text = text.replace("border = (2, 2, 2)", "border = (0, 0, 0)")
+    (workdir / "deepmedic.ini").write_text(text)
+    # DeepMedic's valid convolutions: a 57³ window gives 9³ outputs (NiftyNet's label window)
+    experiment_checks = ["--set", "sampling.label_window=[9,9,9]", *FAST]
+    assert net_segment(["train", "-c", "deepmedic.ini", *experiment_checks]) == 0
+    assert net_segment(["inference", "-c", "deepmedic.ini", *experiment_checks]) == 0
+    rows = _inferred(workdir / "model" / "output" / "toy" / "inferred.csv")
+    assert len(rows) == 4 and nib.load(rows[0][1]).shape == (16, 16, 16)

@@ -280,6 +280,9 @@ class SegmentationApplication(Application):
                 logits = self.forward(windows).float()
             return torch.flip(logits, flip) if flip else logits
 
+        network = self.modules["network"]
+        if self.slice_axis is None and hasattr(network, "output_size"):
+            run.output_size = network.output_size  # type: ignore[attr-defined]  # valid convs
         return sliding_window(
             run,
             image.to(ctx.device),

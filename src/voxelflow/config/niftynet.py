@@ -758,10 +758,6 @@ def _finish(state: State, notes: list[ConversionNote]) -> None:
         state.put(
             "training.checkpoint_every", max(int(state.get("training.max_iterations", 1000)), 1)
         )
-    dynamic = state.extras.get("dynamic_inference_window")
-    if dynamic:
-        training = state.get("sampling.window") or [s if s > 0 else 1 for s in dynamic]
-        state.put("inference.window", [s if s > 0 else t for s, t in zip(dynamic, training)])
     if state.border is not None:
         _border_to_overlap(state, notes)
     _paths(state)

@@ -301,13 +301,9 @@ def inference_window(state: State, value: str) -> Outcome:
     window = as_ints(value, key="spatial_window_size", pad_to=3, fill=1)
     if not window:
         return "ignored", "empty: the training window"
-    if all(size > 0 for size in window):
-        return "mapped", state.put("inference.window", window) + f" = {window}"
-    # NiftyNet: a size <= 0 is "the whole image along this axis" (a dynamic window)
-    state.extras["dynamic_inference_window"] = window
-    return "approximated", (
-        f"inference.window = {window} with the training window's size where NiftyNet's is "
-        "<= 0 (NiftyNet took the whole image along those axes)"
+    # NiftyNet: a size <= 0 is the whole image along that axis, as voxelflow's 0 / -1
+    return "mapped", state.put("inference.window", window) + f" = {window}" + (
+        " (<= 0: the whole image along that axis)" if any(size <= 0 for size in window) else ""
     )
 
 
