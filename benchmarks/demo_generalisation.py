@@ -265,6 +265,39 @@ def case_figures(
     return row
 
 
+def save_picture(
+    path: Path,
+    image: np.ndarray,
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    mask: np.ndarray,
+    title: str = "",
+) -> None:
+    """A PNG of the middle axial and coronal slices: input (mask outlined), prediction, reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, z = image.shape[1] // 2, image.shape[2] // 2
+    fig, axes = plt.subplots(2, 3, figsize=(9, 6))
+    for row, cut in enumerate((np.s_[:, :, z], np.s_[:, y, :])):
+        axes[row, 0].imshow(image[cut].T, origin="lower", cmap="gray")
+        axes[row, 0].contour(
+            np.asarray(mask[cut], dtype=float).T, [0.5], colors="r", origin="lower"
+        )
+        for col, labels in ((1, prediction), (2, reference)):
+            axes[row, col].imshow(labels[cut].T, origin="lower", vmin=0, vmax=2, cmap="viridis")
+    for col, name in enumerate(("input (brain mask in red)", "prediction", "Atropos reference")):
+        axes[0, col].set_title(name, fontsize=9)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """One line per case plus the mean per input kind."""
     head = (
@@ -531,6 +564,7 @@ def run_benchmark(
     work: Path,
     spacings: Sequence[float],
     baseline_table: Path | None = None,
+    pictures: Path | None = None,
 ) -> list[dict[str, Any]]:
     import nibabel as nib
 
@@ -581,6 +615,12 @@ def run_benchmark(
         row = {"subject": subject, "input": kind, "spacing": spacing, "seconds": seconds}
         row.update(case_figures(prediction, ref, mask, affine, base))
         rows.append(row)
+        if pictures is not None:
+            pictures.mkdir(parents=True, exist_ok=True)
+            image = np.asarray(nib.load(cases_dir / f"{name}.nii.gz").dataobj)
+            save_picture(pictures / f"{name}.png", image, prediction, ref, mask, title=(
+                f"{name}: Dice GM {row['dice_grey_matter']:.3f} WM {row['dice_white_matter']:.3f}, "
+                f"{row['outside_ml']:.0f} mL outside the brain"))  # fmt: skip
         print(f"{name}: GM {row['dice_grey_matter']:.3f} WM {row['dice_white_matter']:.3f} "
               f"outside {row['outside_ml']:.1f} mL ({seconds:.0f} s)", file=sys.stderr)  # fmt: skip
     return rows
@@ -600,6 +640,9 @@ def main() -> None:
         default=None,
         help="the demo train.csv the baseline is fitted on (default: the run's, else a new demo dataset)",
     )
+    parser.add_argument(
+        "--pictures", type=Path, default=None, help="write one PNG per case into this folder"
+    )
     parser.add_argument("--spacings", default="1,3", help="input grids in mm (default 1,3)")
     parser.add_argument(
         "--json", action="store_true", help="print the rows as JSON instead of the table"
@@ -611,10 +654,14 @@ def main() -> None:
     spacings = [float(s) for s in args.spacings.split(",")]
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
-        rows = run_benchmark(args.model, args.cache, args.work, spacings, args.baseline_table)
+        rows = run_benchmark(
+            args.model, args.cache, args.work, spacings, args.baseline_table, args.pictures
+        )
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = run_benchmark(args.model, args.cache, Path(tmp), spacings, args.baseline_table)
+            rows = run_benchmark(
+                args.model, args.cache, Path(tmp), spacings, args.baseline_table, args.pictures
+            )
     if args.json:
         print(
             json.dumps(

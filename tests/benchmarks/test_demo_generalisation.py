@@ -136,3 +136,12 @@ def test_missing_subjects_are_skipped_with_the_fetch_command(bench, tmp_path: Pa
     with pytest.raises(SystemExit, match="--fetch"):
         bench.run_benchmark("voxelflow-demo-tissue", tmp_path, tmp_path / "work", [3.0])
     assert "skipped colin27: not fetched" in capsys.readouterr().err
+
+
+def test_picture_is_written(bench, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    labels = np.zeros((8, 8, 8), dtype=np.uint8)
+    labels[2:6, 2:6, 2:6] = 1
+    path = tmp_path / "case.png"
+    bench.save_picture(path, labels * 100.0, labels, labels, labels > 0, title="case")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
