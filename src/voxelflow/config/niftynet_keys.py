@@ -18,6 +18,20 @@ from voxelflow.errors import ConfigError
 Outcome = tuple[str, str]
 
 
+@dataclass(frozen=True)
+class ConversionNote:
+    """What became of one ``[SECTION] key = value`` of the NiftyNet file."""
+
+    section: str
+    key: str
+    value: str
+    status: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.section}] {self.key} = {self.value}: {self.status}: {self.detail}"
+
+
 @dataclass
 class State:
     """What the conversion has built so far."""
