@@ -112,6 +112,21 @@ def test_ensemble_applies_the_cv_postprocessing(trained: Path) -> None:
         for value in (2, 4):
             count = ndimage.label(seg == value, structure=np.ones((3, 3, 3)))[1]
             assert count <= 1
+    # members are scored with the same postprocessing: fold 0 alone with keep-largest (the
+    # ordinary single-model inference and postprocess_labels) gives the recorded member score
+    single = root / "single_pp"
+    keep = ["--set", "inference.keep_largest_component=true"]
+    assert (
+        main(["infer", "-c", str(root / "fold_0" / "config.yaml"), "--out", str(single), *keep])
+        == 0
+    )
+    summary = json.loads((root / "pp" / "ensemble_vs_members.json").read_text())
+    data = root.parent / "data"
+    expected = np.mean([
+        _mean_dice(_load(single / f"{s}_seg.nii.gz"), _load(data / f"{s}_seg.nii.gz"))
+        for s in summary["per_subject"]
+    ])  # fmt: skip
+    assert summary["members"]["fold_0"] == pytest.approx(expected)
 
 
 def test_autoencoder_and_gan_are_refused_with_the_reason(tmp_path: Path, capsys) -> None:

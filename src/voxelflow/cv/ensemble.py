@@ -243,7 +243,14 @@ def ensemble_predict(
         for member in members:  # one after another: bounded memory
             output, image = _member_output(member, subject, options)
             if reference is not None:
-                row[member.name] = _score(member, output, reference)
+                # each member is scored as it would be used alone: argmax + the same postprocessing
+                row[member.name] = _score(
+                    member,
+                    output,
+                    reference,
+                    postprocessing=postprocessing,
+                    spacing=subject["image"].spacing,
+                )
             total = output if total is None else total.add_(output)
             if template is None:
                 template = image
@@ -289,9 +296,19 @@ def _reference(member: Member, subject: Any) -> torch.Tensor | None:
 
 
 def _score(
-    member: Member, output: torch.Tensor, reference: torch.Tensor, *, decoded: bool = False
+    member: Member,
+    output: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    decoded: bool = False,
+    postprocessing: dict[str, Any] | None = None,
+    spacing: Sequence[float] = (),
 ) -> float:
-    """Mean foreground Dice of a probability map's argmax (or of label values), or the MAE."""
+    """Mean foreground Dice of a probability map's argmax (or of label values), or the MAE.
+
+    A member's probabilities ``(K, *spatial)`` are decoded and, when given, the ``postprocessing``
+    decision is applied, as for the ensemble.
+    """
     import math
 
     from voxelflow.metrics.overlap import dice
@@ -299,6 +316,10 @@ def _score(
     if member.experiment.application == "regression":
         return float((output.float() - reference.float()).abs().mean())
     labels = output if decoded else member.application.decode(output[None])[0]
+    if not decoded and postprocessing is not None:
+        from voxelflow.cv.postprocess import apply_postprocessing
+
+        labels = torch.from_numpy(apply_postprocessing(labels.numpy(), postprocessing, spacing))
     values = [int(v) for v in member.application.label_values if int(v) != 0]
     scores = [dice((labels[0] == v).numpy(), (reference[0] == v).numpy()) for v in values]
     finite = [x for x in scores if not math.isnan(x)]
