@@ -444,3 +444,21 @@ def test_sections_without_files_are_refused_naming_the_key(tmp_path: Path) -> No
         )
     with pytest.raises(ConfigError, match=r"\[lab\] path_to_search: required for the label role"):
         convert_niftynet(write(tmp_path, text.replace("[lab]\npath_to_search = .", "[lab]")))
+
+
+def test_filename_removefromid_is_niftynets_id_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for case in ("p01", "p02"):
+        (tmp_path / f"{case}_T1_brain.nii.gz").write_text("")
+        (tmp_path / f"{case}_Label.nii.gz").write_text("")
+    text = MINIMAL.format(network="", training="").replace(
+        "filename_contains = T1", "filename_contains = T1\nfilename_removefromid = _T1.*"
+    )
+    converted = convert_niftynet(write(tmp_path, text))
+    lines = converted.experiment.dataset.csv.read_text().splitlines()
+    # re.sub("_T1.*", "", "p01_T1_brain") == "p01", the label's id by filename_contains: "p01"
+    assert [line.split(",")[0] for line in lines] == ["subject", "p01", "p02"]
+    assert all(line.count(",") == 2 and not line.endswith(",") for line in lines[1:])
+    assert note(converted.notes, "img", "filename_removefromid").status == "mapped"

@@ -172,7 +172,8 @@ def test_report_explains_what_did_not_map(ini: Path) -> None:
 def test_unknown_and_unsupported_keys_get_notes(tmp_path: Path) -> None:
     path = tmp_path / "x.ini"
     path.write_text(
-        "[img]\npath_to_search = .\nfilename_contains = a\nfilename_removefromid = _x\nspatial_windw = 8\n"
+        "[img]\npath_to_search = ./nowhere\nfilename_contains = a\nfilename_removefromid = _x\n"
+        "spatial_windw = 8\n"
         "[SYSTEM]\nmax_iterr = 3\n[NETWORK]\nname = dense_vnet\nwindow_sampling = patch\n"
         "[TRAINING]\noptimiser = nesterov\nmax_iter = 5\nvars_to_restore = ^conv\n"
         "[SEGMENTATION]\nimage = img\n"
@@ -180,7 +181,8 @@ def test_unknown_and_unsupported_keys_get_notes(tmp_path: Path) -> None:
     experiment, notes = convert_niftynet_ini(path)
     assert note(notes, "img", "spatial_windw").status == "unknown"
     assert "spatial_window_size" in note(notes, "img", "spatial_windw").detail
-    assert note(notes, "img", "filename_removefromid").status == "not supported"
+    # the folder is not here: NiftyNet's id rule cannot be applied yet, said so
+    assert note(notes, "img", "filename_removefromid").status == "approximated"
     typo = note(notes, "SYSTEM", "max_iterr")
     assert typo.status == "unknown" and "'max_iter'" in typo.detail
     assert note(notes, "NETWORK", "window_sampling").status == "not supported"

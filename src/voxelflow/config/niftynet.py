@@ -676,9 +676,14 @@ def _input_key(
         regex = value.strip().strip("'\"")
         if not regex:
             return "ignored", "empty: the id is the name minus the filename_contains strings"
-        return (
-            "not supported",
-            f"set dataset.folders.{name}.subject_regex (a regex whose first group is the id)",
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise ConfigError(f"not a regular expression: {exc}") from None
+        state.extras.setdefault("remove_from_id", {})[name] = regex
+        return "mapped", (
+            f"subject id = file name with matches of {regex!r} removed (NiftyNet's rule; the "
+            "files are listed into dataset.csv)"
         )
     if key == "interp_order":
         return _interp_order(as_int(value, key=where), role, state)

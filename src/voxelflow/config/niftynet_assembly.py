@@ -10,6 +10,7 @@ the whole file (no network name, no loss, no GAN noise size).
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +186,25 @@ def _paths(state: State) -> None:
         state.put("split.file", str(split))
     multi = state.extras.get("multi_folder") or {}
     listed = state.extras.get("csv_files") or {}
-    folders_exist = all(Path(p).expanduser().is_dir() for paths in multi.values() for p in paths)
-    if listed or (multi and folders_exist):
+    remove = state.extras.get("remove_from_id") or {}
+    folders = state.get("dataset.folders") or {}
+    searched = [p for paths in multi.values() for p in paths] + [
+        folders[name]["path"] for name in remove if name in folders and name not in multi
+    ]
+    folders_exist = all(Path(p).expanduser().is_dir() for p in searched)
+    if listed or ((multi or remove) and folders_exist):
         _list_folders_into_csv(state, model)
+    for name, regex in remove.items():
+        if not folders_exist and name in folders:
+            state.notes_later.append(
+                (
+                    name,
+                    "filename_removefromid",
+                    "approximated",
+                    f"the folder does not exist here: ids are the names minus filename_contains "
+                    f"(the net_* commands remove {regex!r} when it exists)",
+                )
+            )
     if multi and not folders_exist:
         state.notes_later.append(
             (
@@ -215,6 +232,7 @@ def _list_folders_into_csv(state: State, model_dir: Path) -> None:
 
     folders: dict[str, Any] = state.data["dataset"].pop("folders")
     multi: dict[str, list[str]] = state.extras.get("multi_folder") or {}
+    remove: dict[str, str] = state.extras.get("remove_from_id") or {}
     listed: dict[str, str] = state.extras.get("csv_files") or {}
     joined: dict[str, dict[str, str]] = {}
     for column, spec in folders.items():
@@ -233,6 +251,10 @@ def _list_folders_into_csv(state: State, model_dir: Path) -> None:
                     raise ConfigError(f"[{column}] path_to_search = {path}: {exc}") from None
             except VoxelflowError as exc:
                 raise ConfigError(f"[{column}] path_to_search = {path}: {exc}") from None
+        if column in remove:  # NiftyNet: the id is the name with the regex's matches removed
+            from voxelflow.io.readers import split_suffix
+
+            found = {re.sub(remove[column], "", split_suffix(f)[0]): f for f in found.values()}
         if not found:
             raise ConfigError(
                 f"[{column}] path_to_search = {', '.join(paths)}: no file matches "
