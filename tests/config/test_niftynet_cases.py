@@ -462,3 +462,15 @@ def test_filename_removefromid_is_niftynets_id_rule(
     assert [line.split(",")[0] for line in lines] == ["subject", "p01", "p02"]
     assert all(line.count(",") == 2 and not line.endswith(",") for line in lines[1:])
     assert note(converted.notes, "img", "filename_removefromid").status == "mapped"
+
+
+def test_an_existing_histogram_reference_file_is_flagged(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "hist.txt").write_text("T1 0 1 2\n")
+    network = "normalisation = True\nhistogram_ref_file = hist.txt"
+    converted = convert_niftynet(minimal(tmp_path, network=network))
+    found = note(converted.notes, "NETWORK", "histogram_ref_file")
+    assert found.status == "approximated" and "NiftyNet reused its landmarks" in found.detail
+    (tmp_path / "model" / "hist.txt").unlink()  # absent: NiftyNet fitted them too
+    converted = convert_niftynet(minimal(tmp_path, network=network))
+    assert note(converted.notes, "NETWORK", "histogram_ref_file").status == "mapped"

@@ -184,6 +184,19 @@ def _paths(state: State) -> None:
     )
     if split.is_file():
         state.put("split.file", str(split))
+    reference = state.extras.get("histogram_ref_file")
+    if reference and "histogram_standardization" in state.normalizers:
+        landmarks = under(model, reference)
+        if landmarks.is_file():  # NiftyNet reused an existing landmark file
+            state.notes_later.append(
+                (
+                    "NETWORK",
+                    "histogram_ref_file",
+                    "approximated",
+                    f"{landmarks} exists: NiftyNet reused its landmarks, voxelflow fits them "
+                    "again on the training split",
+                )
+            )
     multi = state.extras.get("multi_folder") or {}
     listed = state.extras.get("csv_files") or {}
     remove = state.extras.get("remove_from_id") or {}

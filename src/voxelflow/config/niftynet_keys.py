@@ -379,6 +379,12 @@ def cutoff(state: State, value: str) -> Outcome:
     return "mapped", f"histogram_standardization.cutoff = [{bounds[0]:g}, {bounds[1]:g}] (percent)"
 
 
+def histogram_ref_file(state: State, value: str) -> Outcome:
+    # resolved against model_dir once the whole file is read (niftynet_assembly)
+    state.extras["histogram_ref_file"] = value.strip().strip("'\"")
+    return "mapped", "landmarks fitted on the training subjects, kept in the run folder"
+
+
 def rgb_normalisation(state: State, value: str) -> Outcome:
     if as_bool(value, key="rgb_normalisation"):
         raise ConfigError("True: RGB histogram equalisation has no voxelflow equivalent")
@@ -465,9 +471,7 @@ NETWORK_KEYS: dict[str, Callable[[State, str], Outcome]] = {
     "normalisation": normalisation,
     "whitening": whitening,
     "rgb_normalisation": rgb_normalisation,
-    "histogram_ref_file": _fixed(
-        "ignored", "landmarks are fitted on the training split and cached in the run"
-    ),
+    "histogram_ref_file": histogram_ref_file,
     "norm_type": norm_type,
     "cutoff": cutoff,
     "normalise_foreground_only": foreground_only,
