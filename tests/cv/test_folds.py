@@ -121,3 +121,21 @@ def test_second_process_on_a_busy_fold_is_refused(seg_config: Path, capsys) -> N
         holder.wait()
     assert "in use" in capsys.readouterr().err
     assert not (root / "fold_1" / "checkpoints").exists()
+
+
+def test_grouped_folds_keep_each_patient_in_one_fold(tmp_path: Path) -> None:
+    from cv_data import segmentation_config, write_config, write_phantoms
+
+    table = write_phantoms(tmp_path / "data", 8)  # patients p0..p3, two subjects each
+    config = segmentation_config(
+        table, tmp_path / "run", split={"group_column": "group", "folds": 4}
+    )
+    experiment = load_experiment(write_config(tmp_path / "g.yaml", config))
+    path = ensure_split(experiment, tmp_path / "run")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    folds_of_group: dict[str, set[str]] = {}
+    for row in rows:
+        folds_of_group.setdefault(row["group"], set()).add(row["fold"])
+    assert set(folds_of_group) == {"p0", "p1", "p2", "p3"}
+    assert all(len(folds) == 1 for folds in folds_of_group.values())  # a patient in one fold only
