@@ -1,9 +1,7 @@
 """A planned config trains without edits and infers back onto the input grid; inference warns on
 inputs far from the training assumptions.
 
-Not yet shown here: beating the demo's intensity-bin baseline (0.90 / 0.85 Dice on the quick data)
-takes more iterations than a CI test affords with the planned SGD schedule (20 iterations give
-~0.67); see the plan issue's closing note."""
+Beating each demo's own baseline with the planned config: tests/plan/test_planned_applications.py."""
 
 from __future__ import annotations
 
