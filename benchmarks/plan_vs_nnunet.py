@@ -701,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.workdir = tempfile.mkdtemp(prefix="plan_vs_nnunet_")
     work = Path(args.workdir)
     kinds = ["timing"] if args.timing_only else [k.strip() for k in args.datasets.split(",")]
-    unknown = [k for k in kinds if k not in DATASET_IDS or k == "timing"]
+    unknown = [k for k in kinds if k not in DATASET_IDS or (k == "timing") != args.timing_only]
     if unknown:
         parser.error(f"--datasets: expected mr, mr0, ct, 2d; got {unknown}")
     results = []
