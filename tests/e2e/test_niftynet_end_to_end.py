@@ -15,7 +15,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from voxelflow.cli.niftynet_alias import net_autoencoder, net_gan, net_regress, net_segment
+from voxelflow.cli.niftynet_alias import (
+    net_autoencoder,
+    net_classify,
+    net_gan,
+    net_regress,
+    net_segment,
+)
 from voxelflow.synthetic import make_phantom
 
 INIS = Path(__file__).resolve().parents[1] / "config" / "test_niftynet_inis"
@@ -48,6 +54,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         image, _ = make_phantom((16, 16), num_classes=2, seed=20 + i)
         _save(image.astype(np.float32), tmp_path / "slices" / f"frame{i}_img.nii.gz")
         _save((image * 0.5).astype(np.float32), tmp_path / "slices" / f"frame{i}_coordX.nii.gz")
+    (tmp_path / "classes").mkdir()  # NiftyNet's classification labels: one value per image
+    for i in range(4):
+        _save(np.full((1, 1, 1), i % 2, np.int16), tmp_path / "classes" / f"sub{i}_class.nii.gz")
     for ini in INIS.glob("*.ini"):
         shutil.copy(ini, tmp_path / ini.name)
     monkeypatch.chdir(tmp_path)
@@ -150,3 +159,16 @@ def test_deepmedic_valid_convolutions_infer_whole_images(workdir: Path) -> None:
     assert net_segment(["inference", "-c", "deepmedic.ini", *experiment_checks]) == 0
     rows = _inferred(workdir / "model" / "output" / "toy" / "inferred.csv")
     assert len(rows) == 4 and nib.load(rows[0][1]).shape == (16, 16, 16)
+
+
+@pytest.mark.slow
+def test_classification_label_images_become_classes(workdir: Path) -> None:
+    assert net_classify(["train", "-c", "classification.ini", *FAST]) == 0
+    table = (workdir / "models" / "classification" / "niftynet_subjects.csv").read_text()
+    assert table.splitlines()[1].endswith(",0") and table.splitlines()[2].endswith(",1")
+    assert net_classify(["inference", "-c", "classification.ini", *FAST]) == 0
+    out = workdir / "models" / "classification" / "output" / "classification"
+    rows = _inferred(out / "inferred.csv")
+    assert [Path(r[1]).name for r in rows] == [f"sub{i}_niftynet_out.csv" for i in range(4)]
+    assert net_classify(["evaluation", "-c", "classification.ini"]) == 0
+    assert (workdir / "models" / "classification" / "evaluation" / "summary.csv").is_file()

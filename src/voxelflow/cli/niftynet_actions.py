@@ -290,7 +290,13 @@ def _niftynet_outputs(table: Path, out: Path, postfix: str) -> Path:
         column = next(
             (c for c in row if c != "subject" and str(row[c]).endswith((".nii.gz", ".nii"))), None
         )
-        if column is None:
+        if column is None:  # values only (classification): one CSV per subject, as NiftyNet
+            target = out / f"{subject}{postfix}.csv"
+            with open(target, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(row))
+                writer.writeheader()
+                writer.writerow(row)
+            lines.append((subject, str(target.resolve())))
             continue
         source = Path(row[column])
         target = out / f"{subject}{postfix}.nii.gz" if subject else source
@@ -369,7 +375,10 @@ def evaluate(experiment: ExperimentConfig, settings: NiftyNetSettings) -> int:
         )
 
     predicted = predictions(experiment, settings)
-    role = "label" if settings.application in ("segmentation", "classification") else "target"
+    if settings.application == "classification":
+        rows = load_table(experiment.dataset, required=[])
+        return _evaluate_application(experiment, predicted, rows, settings.save_csv_dir)
+    role = "label" if settings.application == "segmentation" else "target"
     columns = experiment.dataset.inputs.get(role)
     if not columns:
         key = "label" if role == "label" else "output"
@@ -396,6 +405,21 @@ def evaluate(experiment: ExperimentConfig, settings: NiftyNetSettings) -> int:
     return _evaluate_application(experiment, predicted, rows, out)
 
 
+def _join_tables(target: Path, tables: Sequence[Path]) -> None:
+    """One table from the per-subject CSVs the inference action wrote (same columns)."""
+    rows: list[dict[str, str]] = []
+    for path in tables:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows += list(csv.DictReader(handle))
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(target, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns or ["subject"], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _evaluate_application(
     experiment: ExperimentConfig, predicted: Mapping[str, Path], rows: Sequence[Any], out: Path
 ) -> int:
@@ -405,12 +429,14 @@ def _evaluate_application(
     application = application_class(experiment)
     with tempfile.TemporaryDirectory(prefix="voxelflow-niftynet-") as folder:
         table = Path(folder) / application.prediction_table
-        with open(table, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(
-                ["subject", _PREDICTION_COLUMNS.get(experiment.application, "prediction")]
-            )
-            writer.writerows((s, str(p)) for s, p in predicted.items())
+        if all(p.suffix == ".csv" for p in predicted.values()):
+            _join_tables(table, list(predicted.values()))  # per-subject value tables
+        else:
+            column = _PREDICTION_COLUMNS.get(experiment.application, "prediction")
+            with open(table, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["subject", column])
+                writer.writerows((s, str(p)) for s, p in predicted.items())
         summary = application.evaluate(experiment, predictions=table, rows=rows, out_dir=out)
     for name, value in summary.items():
         print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")

@@ -205,8 +205,26 @@ def _paths(state: State) -> None:
         folders[name]["path"] for name in remove if name in folders and name not in multi
     ]
     folders_exist = all(Path(p).expanduser().is_dir() for p in searched)
-    if listed or ((multi or remove) and folders_exist):
+    classes = state.application == "classification" and bool(state.get("dataset.inputs.label"))
+    if classes:
+        label_folders = [
+            folders[c]["path"] for c in state.get("dataset.inputs.label") if c in folders
+        ]
+        folders_exist = folders_exist and all(Path(p).expanduser().is_dir() for p in label_folders)
+    if listed or ((multi or remove or classes) and folders_exist):
         _list_folders_into_csv(state, model)
+    if classes and folders_exist:
+        _label_images_to_classes(state)
+    elif classes:
+        state.notes_later.append(
+            (
+                state.application.upper(),
+                "label",
+                "approximated",
+                "the label folder is not here: voxelflow's classification needs each image's "
+                "class in a table column (the net_* commands read them from the label images)",
+            )
+        )
     for name, regex in remove.items():
         if not folders_exist and name in folders:
             state.notes_later.append(
@@ -282,6 +300,42 @@ def _list_folders_into_csv(state: State, model_dir: Path) -> None:
         writer.writeheader()
         writer.writerows({"subject": s, **joined[s]} for s in sorted(joined))
     state.put("dataset.csv", str(table))
+
+
+def _label_images_to_classes(state: State) -> None:
+    """NiftyNet's classification read each subject's class from a label image; voxelflow's reads
+    it from a table column (``task.target_column``): the values are written into the table."""
+    from voxelflow.io.readers import read_image
+
+    table = Path(state.get("dataset.csv"))
+    (column,) = state.get("dataset.inputs.label")[:1]
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if not row.get(column):
+            continue
+        values = read_image(row[column], kind="label").data.unique().tolist()
+        if len(values) != 1:
+            raise ConfigError(
+                f"[{column}] {row[column]}: expected one class value per label image "
+                f"(NiftyNet's classification labels), got {values[:5]}"
+            )
+        row[column] = str(int(values[0]))
+    with open(table, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["subject"])
+        writer.writeheader()
+        writer.writerows(rows)
+    state.data["dataset"]["inputs"].pop("label")
+    state.put("task.target_column", column)
+    state.notes_later.append(
+        (
+            state.application.upper(),
+            "label",
+            "mapped",
+            f"each label image's class value is written to column {column!r} of "
+            f"{table.name}; task.target_column = {column}",
+        )
+    )
 
 
 def _read_file_list(path: Path, section: str) -> dict[str, str]:
