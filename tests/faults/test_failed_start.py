@@ -24,25 +24,26 @@ def test_corrected_config_after_a_failed_start_trains_and_keeps_the_old_config(
         nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
         lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
     (folder / "table.csv").write_text("\n".join(lines) + "\n")
+    label = folder / "s1_seg.nii.gz"
+    good = label.read_bytes()
+    label.write_bytes(good[: len(good) // 2])  # a truncated label: found only when voxels are read
     config = {
         "dataset": {"csv": str(folder / "table.csv")},
         "split": {"validation": 0.5},
         "sampling": {"window": [16, 16, 8], "queue_length": 2},
-        "network": {
-            "name": "unet",
-            "channels": [2, 4],
-            "strides": [1, 3],
-        },  # 16 is not a multiple of 3
+        "network": {"name": "unet", "channels": [2, 4]},
         "training": {"max_iterations": 2, "batch_size": 1, "num_workers": 0, "checkpoint_every": 2},
         "system": {"run_dir": str(tmp_path / "run"), "device": "cpu"},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["train", "-c", str(path)]) != 0
+    assert (tmp_path / "run" / "config.yaml").is_file()  # the failed start wrote its config
     capsys.readouterr()
-    config["network"]["strides"] = [1, 2]
+    label.write_bytes(good)  # the user fixes the file and changes the config
+    config["sampling"]["window"] = [8, 8, 8]
     path.write_text(yaml.safe_dump(config))
     assert main(["train", "-c", str(path)]) == 0, capsys.readouterr().err
     saved = yaml.safe_load((tmp_path / "run" / "superseded" / "0" / "config.yaml").read_text())
-    assert saved["network"]["strides"] == [1, 3]  # the failed start's config is kept, not lost
+    assert saved["sampling"]["window"] == [16, 16, 8]  # the failed start's config is kept, not lost
     assert list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))

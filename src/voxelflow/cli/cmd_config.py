@@ -40,6 +40,11 @@ def add_parser(subparsers: Any) -> None:
     show.set_defaults(config_func=run_show)
     validate = actions.add_parser("validate", help="check a configuration, listing every problem")
     add_config_args(validate)
+    validate.add_argument(
+        "--no-data",
+        action="store_true",
+        help="check the config only, not the dataset table, its files and their headers",
+    )
     validate.set_defaults(config_func=run_validate)
     convert = actions.add_parser(
         "convert", help="convert a NiftyNet .ini to YAML (report on stderr)"
@@ -98,7 +103,10 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_validate(args: argparse.Namespace) -> int:
     """Validate; errors are raised as ConfigError (exit code 2, one message listing all)."""
+    from voxelflow.config.check import check_experiment, raise_if_problems
+
     experiment = _load(args)
+    raise_if_problems(check_experiment(experiment, data=not args.no_data), source=str(args.config))
     sys.stdout.write(f"{args.config}: valid ({experiment.application})\n")
     return 0
 

@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from voxelflow.engine.run import train_experiment
 
     experiment = load_experiment(args.config, args.overrides)
+    # the same one-pass check as `voxelflow config validate`: every problem at once, before training
+    from voxelflow.config.check import check_experiment, raise_if_problems
+
+    raise_if_problems(check_experiment(experiment), source=str(args.config))
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.fold is not None:
         from voxelflow.cv.folds import train_folds

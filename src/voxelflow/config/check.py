@@ -1,0 +1,311 @@
+"""Check a whole experiment in one pass and list every problem, before anything runs.
+
+:func:`check_experiment` is what ``voxelflow config validate`` reports and what ``voxelflow
+train`` runs first: every named component goes through the one build path
+(:mod:`voxelflow.config.build`: name, options against the signature, then construction where
+it is cheap: optimiser and schedule on a dummy parameter, every augmentation and normalisation
+step, the sampler, the network on PyTorch's ``meta`` device with the window's size rules), and
+the data are checked without reading voxels: the table, every file named in it, the channel
+count and dimensionality of each image from its header, the window's dimensionality against
+the images. Each problem is one line that names the key, file or value at fault.
+
+Example:
+    >>> from voxelflow.config.schema import ExperimentConfig
+    >>> config = ExperimentConfig(optimizer={"name": "sgdd"}, augmentation=[{"name": "flip", "axis": 0}])
+    >>> for problem in check_experiment(config, data=False):
+    ...     print(problem)  # doctest: +ELLIPSIS
+    optimizer.name: unknown optimizer 'sgdd'. Did you mean: 'sgd'? ...
+    augmentation[0].axis: unknown option
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from voxelflow.config.build import build_component, check_component
+from voxelflow.config.schema import ExperimentConfig
+from voxelflow.errors import VoxelflowError
+
+#: at most this many missing or unreadable files are listed one by one
+MAX_FILES_LISTED = 10
+#: problems that are about the data (files, headers), not the config
+DATA_PREFIXES = ("dataset (", "dataset: ", "dataset.inputs.image: ")
+_INDEX_KEY = re.compile(r"^(augmentation|preprocessing\.normalization)\.(\d+)")
+
+
+_UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def _keyed(key: str, exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc).strip()
+    unexpected = _UNEXPECTED.search(text)
+    if isinstance(exc, TypeError) and unexpected:
+        text = f"{key}.{unexpected.group(1)}: unknown option"
+    text = _INDEX_KEY.sub(lambda m: f"{m.group(1)}[{m.group(2)}]", text)
+    bare = _INDEX_KEY.sub(lambda m: f"{m.group(1)}[{m.group(2)}]", key)
+    return text if text.startswith(bare) else f"{bare}: {text}"
+
+
+def _attempt(problems: list[str], key: str, check: Callable[[], Any]) -> Any:
+    try:
+        return check()
+    except (VoxelflowError, TypeError, ValueError, KeyError) as exc:
+        problems.append(_keyed(key, exc))
+        return None
+
+
+def check_components(experiment: ExperimentConfig, *, in_channels: int | None = None) -> list[str]:
+    """Every component of ``experiment`` through the build path; one line per problem."""
+    import torch
+
+    from voxelflow.config import build
+    from voxelflow.losses import LOSSES
+    from voxelflow.sampling import SAMPLERS
+    from voxelflow.transforms.compose import AUGMENTATIONS
+    from voxelflow.transforms.normalize import NORMALIZERS
+
+    problems: list[str] = []
+    skip: set[str] = set()
+    for key, component, module, name in (
+        ("optimizer", experiment.optimizer, "voxelflow.engine.optim", "OPTIMIZERS"),
+        ("loss", experiment.loss, "voxelflow.losses", "LOSSES"),
+        ("sampling.sampler", experiment.sampling.sampler, "voxelflow.sampling", "SAMPLERS"),
+        ("network", experiment.network, "voxelflow.networks", "NETWORKS"),
+    ):
+        typed = _number_problems(module, name, component, key)
+        if typed:
+            problems += typed
+            skip.add(key)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = None
+    if "optimizer" not in skip:
+        optimizer = _attempt(
+            problems, "optimizer", lambda: build.build_optimizer(experiment, [parameter])
+        )
+    if optimizer is not None:
+        _attempt(problems, "scheduler", lambda: build.build_scheduler(experiment, optimizer))
+    if "loss" not in skip:
+        _attempt(problems, "loss", lambda: check_component(LOSSES, experiment.loss, key="loss"))
+    sampling = experiment.sampling
+    _attempt(
+        problems if "sampling.sampler" not in skip else [],
+        "sampling.sampler",
+        lambda: build_component(
+            SAMPLERS,
+            sampling.sampler,
+            key="sampling.sampler",
+            window=sampling.window,
+            windows_per_subject=sampling.windows_per_subject,
+            label_window=sampling.label_window,
+            pad_value=sampling.pad_value,
+        ),
+    )
+    for index, component in enumerate(experiment.augmentation):
+        key = f"augmentation[{index}]"
+        _attempt(problems, key, lambda c=component, k=key: build_component(AUGMENTATIONS, c, key=k))
+    for index, component in enumerate(experiment.preprocessing.normalization):
+        key = f"preprocessing.normalization[{index}]"
+        _attempt(problems, key, lambda c=component, k=key: build_component(NORMALIZERS, c, key=k))
+    if experiment.application == "segmentation" and "network" not in skip:
+        problems += _check_network(
+            experiment, in_channels or len(experiment.dataset.inputs.get("image", [1]))
+        )
+    return problems
+
+
+def _number_problems(module: str, registry: str, component: Any, key: str) -> list[str]:
+    """Options given as text where the component's default is a number (``lr: abc``)."""
+    import importlib
+    import inspect
+
+    try:
+        factory = getattr(importlib.import_module(module), registry).get(component.name)
+        parameters = inspect.signature(factory).parameters
+    except (VoxelflowError, TypeError, ValueError):
+        return []  # an unknown name is reported by the build path
+    found = []
+    for option, value in component.kwargs.items():
+        default = parameters[option].default if option in parameters else None
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and isinstance(value, str):
+            found.append(f"{key}.{option}: expected a number, got {value!r} (text in YAML)")
+    return found
+
+
+def _check_network(experiment: ExperimentConfig, in_channels: int) -> list[str]:
+    """Build the segmentation network on the meta device and check the window against it."""
+    import torch
+
+    from voxelflow.applications.segmentation import slice_axis_of
+    from voxelflow.config.build import build_network
+
+    problems: list[str] = []
+    window = list(experiment.sampling.window)
+    axis = _attempt(problems, "sampling.window", lambda: slice_axis_of(window))
+    if problems:
+        return problems
+    net_window = [w for a, w in enumerate(window) if a != axis]
+    classes = experiment.num_classes or len(experiment.preprocessing.label_values or []) or 2
+    with torch.device("meta"):
+        network = _attempt(
+            problems,
+            "network",
+            lambda: build_network(
+                experiment,
+                in_channels=in_channels,
+                out_channels=classes,
+                spatial_dims=len(net_window),
+            ),
+        )
+    check = getattr(network, "check_input_size", None)
+    if check is not None and all(w > 0 for w in net_window):
+        _attempt(problems, "sampling.window", lambda: check(net_window))
+    return problems
+
+
+def _image_header(path: Path) -> tuple[int, int] | str:
+    """``(spatial_dims, channels)`` from a file's header (no voxels read), or what went wrong."""
+    name = path.name.lower()
+    try:
+        if name.endswith((".nii", ".nii.gz", ".img", ".hdr", ".mgz", ".mgh")):
+            import nibabel as nib
+
+            shape = nib.load(str(path)).shape
+        elif path.is_dir():
+            return (3, 1)  # a DICOM series: one channel, a volume
+        else:
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            size = list(reader.GetSize())
+            channels = reader.GetNumberOfComponents()
+            if len(size) == 3 and size[2] == 1:
+                size = size[:2]
+            return (len(size), channels) if len(size) in (2, 3) else (3, size[3])
+    except Exception as exc:  # any reader failure is a problem to report, not a crash
+        return f"{path}: unreadable image header ({type(exc).__name__}: {exc})"
+    spatial = [s for s in shape[:3]]
+    if len(shape) == 3 and shape[2] == 1:
+        spatial = spatial[:2]
+    channels = int(shape[3]) if len(shape) > 3 else 1
+    return (len(spatial), channels)
+
+
+def check_data(
+    experiment: ExperimentConfig, *, base_dir: str | os.PathLike[str] | None = None
+) -> tuple[list[str], int | None]:
+    """The table, its files and their headers; returns the problems and the image channels."""
+    from voxelflow.io.table import load_table
+
+    problems: list[str] = []
+    rows = _attempt(problems, "dataset", lambda: load_table(experiment.dataset, base_dir=base_dir))
+    if rows is None:
+        return problems, None
+    inputs = experiment.dataset.inputs
+    missing: list[str] = []
+    headers: dict[str, list[tuple[str, int, int]]] = {}
+    for row in rows:
+        for role, columns in inputs.items():
+            for column in columns:
+                if not row.columns.get(column):
+                    continue
+                path = row.path(column)
+                if not path.exists():
+                    missing.append(f"{row.name}/{column}: {path}")
+                    continue
+                if role in ("image", "label", "target", "weight", "sampling_map"):
+                    header = _image_header(path)
+                    if isinstance(header, str):
+                        problems.append(f"dataset ({row.name}, {column}): {header}")
+                    else:
+                        headers.setdefault(role, []).append((row.name, *header))
+    if missing:
+        shown = "; ".join(missing[:MAX_FILES_LISTED])
+        more = (
+            f" and {len(missing) - MAX_FILES_LISTED} more"
+            if len(missing) > MAX_FILES_LISTED
+            else ""
+        )
+        problems.append(
+            f"dataset: {len(missing)} file(s) named in the table do not exist: {shown}{more}"
+        )
+    channels = None
+    images = headers.get("image", [])
+    if images:
+        per_subject: dict[str, int] = {}
+        for name, _, count in images:
+            per_subject[name] = per_subject.get(name, 0) + count
+        counts = sorted(set(per_subject.values()))
+        usual = max(counts, key=list(per_subject.values()).count)
+        for name, dims, count in images:
+            if count > 1 and usual != per_subject[name]:
+                column_files = [
+                    row.path(c) for row in rows if row.name == name for c in inputs["image"]
+                ]
+                problems.append(
+                    f"dataset ({name}): {', '.join(str(f) for f in column_files)}: got {count} "
+                    f"channels (a {dims + 1}D file); the other subjects have {usual}"
+                )
+        if len(counts) > 1:
+            by_count = {c: [n for n, v in per_subject.items() if v == c][:3] for c in counts}
+            problems.append(
+                "dataset.inputs.image: subjects have different channel counts: "
+                + ", ".join(f"{c} ({', '.join(names)}...)" for c, names in by_count.items())
+            )
+        channels = counts[-1]
+        dims = sorted({d for _, d, _ in images})
+        window = list(experiment.sampling.window)
+        dense = experiment.application in ("segmentation", "regression", "autoencoder")
+        if len(dims) == 1 and dense and len(window) != dims[0]:
+            hint = " (a 2D window on 3D images is written [h, w, 1])" if dims[0] == 3 else ""
+            problems.append(
+                f"sampling.window: expected {dims[0]} sizes, got {window} ({dims[0]}D images){hint}"
+            )
+    return problems, channels
+
+
+def check_experiment(
+    experiment: ExperimentConfig,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    data: bool = True,
+) -> list[str]:
+    """Every problem of ``experiment``: components, then (with ``data``) the dataset.
+
+    Returns:
+        One line per problem, in config order; empty when the experiment can run.
+    """
+    problems: list[str] = []
+    channels = None
+    if data:
+        data_problems, channels = check_data(experiment, base_dir=base_dir)
+    else:
+        data_problems = []
+    problems += check_components(experiment, in_channels=channels)
+    seen: set[str] = set()
+    unique = []
+    for line in [*problems, *data_problems]:
+        if line not in seen:
+            seen.add(line)
+            unique.append(line)
+    return unique
+
+
+def raise_if_problems(problems: Sequence[str], *, source: str) -> None:
+    """One error listing every problem: a :class:`~voxelflow.errors.ConfigError` (exit code 2),
+    or a :class:`~voxelflow.errors.DataError` (exit code 1) when only the data are at fault."""
+    from voxelflow.errors import ConfigError, DataError
+
+    if not problems:
+        return
+    listed = "\n".join(f"  - {p}" for p in problems)
+    message = f"{source}: {len(problems)} problem(s):\n{listed}"
+    if all(p.startswith(DATA_PREFIXES) for p in problems):
+        raise DataError(message)
+    raise ConfigError(message)
