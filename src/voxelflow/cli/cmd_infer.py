@@ -22,6 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trust-code", action="store_true", help="allow the zoo entry's plugin code to be imported")
     parser.add_argument("--input", help="an image file, a folder of images or a CSV table "
                         "(default: the test split, else the validation split)")
+    parser.add_argument("--glob", default=None, help="with a folder --input: files to take (default: the "
+                        "dataset's folder pattern when it has one, else every file)")
+    parser.add_argument("--contains", action="append", default=None, metavar="TEXT",
+                        help="with a folder --input: a string every file name must hold (repeatable)")
+    parser.add_argument("--not-contains", action="append", default=None, metavar="TEXT",
+                        help="with a folder --input: a string no file name may hold, e.g. _seg (repeatable)")
+    parser.add_argument("--subject-regex", default=None,
+                        help="with a folder --input: regex whose first group is the subject id")
     parser.add_argument("--out", help="output folder (default: <run_dir>/predictions)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default=None)
     parser.add_argument("--folds", default=None, metavar="all|K,K,...",
@@ -45,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_folds(args, experiment, run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"--run-dir: expected a trained run folder with config.yaml, got {str(run_dir)!r}")
-    rows = _input_rows(args.input, experiment, run_dir)
+    rows = _input_rows(args.input, experiment, run_dir, args)
     out = Path(args.out) if args.out else run_dir / "predictions"
     which = args.checkpoint or experiment.inference.checkpoint
     table = infer_rows(experiment, rows, run_dir=run_dir, out_dir=out, which=which)
@@ -53,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_rows(source: str | None, experiment, run_dir: Path):
+def _input_rows(source: str | None, experiment, run_dir: Path, args: argparse.Namespace | None = None):
     from voxelflow.io.splits import make_split
     from voxelflow.io.table import load_table, rows_from_input
 
@@ -63,7 +71,27 @@ def _input_rows(source: str | None, experiment, run_dir: Path):
         wanted = split.get("test") or split.get("validation") or []
         return [r for r in rows if r.name in set(wanted)]
     return rows_from_input(source, image_columns=experiment.dataset.inputs["image"],
-                           subject_column=experiment.dataset.subject_column)
+                           subject_column=experiment.dataset.subject_column,
+                           pattern=_folder_pattern(experiment, args))
+
+
+def _folder_pattern(experiment, args: argparse.Namespace | None):
+    """How a folder --input is searched: the options given, else the dataset's own folder rule."""
+    from voxelflow.config.schema import FolderInput
+
+    column = experiment.dataset.inputs["image"][0]
+    base = (experiment.dataset.folders or {}).get(column)
+    given = {
+        "glob": getattr(args, "glob", None),
+        "contains": getattr(args, "contains", None),
+        "not_contains": getattr(args, "not_contains", None),
+        "subject_regex": getattr(args, "subject_regex", None),
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if base is None and not given:
+        return None
+    start = base.model_dump() if base is not None else {"path": "."}
+    return FolderInput.model_validate({**start, **given})
 
 
 def _run_model(args: argparse.Namespace) -> int:
@@ -74,7 +102,7 @@ def _run_model(args: argparse.Namespace) -> int:
     if not args.input or not args.out:
         raise ConfigError("--model needs --input FILE|FOLDER|TABLE and --out DIR")
     experiment = load_experiment(resolve_model(args.model).config_path)
-    rows = _input_rows(args.input, experiment, Path(args.out))
+    rows = _input_rows(args.input, experiment, Path(args.out), args)
     table = infer_with_model(args.model, rows, out_dir=Path(args.out), trust_code=args.trust_code)
     print(f"predictions: {table}")
     return 0

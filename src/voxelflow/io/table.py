@@ -446,12 +446,19 @@ def _rebased(row: SubjectRow, column: str, target_dir: Path) -> str:
 
 
 def rows_from_input(
-    path: str | os.PathLike[str], *, image_columns: Sequence[str], subject_column: str = "subject"
+    path: str | os.PathLike[str],
+    *,
+    image_columns: Sequence[str],
+    subject_column: str = "subject",
+    pattern: FolderInput | None = None,
 ) -> list[SubjectRow]:
     """Rows of new data for inference: an image file, a folder of images or a CSV table.
 
     A file or a folder gives one row per image (subject id: the file name without its suffix)
-    in the single image column; several image columns need a CSV table naming them.
+    in the single image column; several image columns need a CSV table naming them. With
+    ``pattern`` (its ``path`` is ignored) a folder is searched like a dataset folder: ``glob``,
+    ``contains``/``not_contains`` and the subject-id rule, so label maps beside the images are
+    left out and ids match the training table's.
 
     Raises:
         ConfigError: several image columns but no table. DataError: an empty folder.
@@ -459,6 +466,10 @@ def rows_from_input(
     from voxelflow.io.readers import split_suffix
 
     path = Path(path)
+    if pattern is not None and path.is_dir() and len(image_columns) == 1:
+        spec = pattern.model_copy(update={"path": path})
+        found = match_folder(spec, base_dir=path, column=image_columns[0])
+        return [SubjectRow(name, {image_columns[0]: str(f.resolve())}) for name, f in sorted(found.items())]
     if path.suffix == ".csv":
         return read_csv_table(path, subject_column=subject_column, required=list(image_columns))
     if len(image_columns) > 1:

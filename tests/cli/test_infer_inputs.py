@@ -1,0 +1,72 @@
+"""`voxelflow infer --input FOLDER` searches like a dataset folder and names subjects alike."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import yaml
+
+import voxelflow as vf
+from voxelflow.cli.main import main
+
+
+def _trained(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(3):
+        image, label = vf.make_phantom((12, 12, 8), num_classes=2, seed=i)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"case{i}_t1.nii.gz")
+        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"case{i}_seg.nii.gz")
+    config = {
+        "dataset": {
+            "folders": {
+                "image": {"path": str(folder), "contains": ["_t1"]},
+                "label": {"path": str(folder), "contains": ["_seg"]},
+            }
+        },
+        "split": {"validation": 0.34},
+        "sampling": {"window": [8, 8, 8], "queue_length": 2},
+        "network": {"name": "unet", "channels": [2, 4]},
+        "training": {"max_iterations": 1, "batch_size": 1, "num_workers": 0, "checkpoint_every": 1},
+        "inference": {"window": [8, 8, 8]},
+        "system": {"run_dir": str(tmp_path / "run"), "device": "cpu"},
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "-c", str(path)]) == 0
+    return path, folder
+
+
+def _subjects(table: Path) -> list[str]:
+    with table.open() as stream:
+        return sorted(row["subject"] for row in csv.DictReader(stream))
+
+
+def test_a_folder_input_follows_the_datasets_folder_rule(tmp_path: Path) -> None:
+    config, folder = _trained(tmp_path)
+    out = tmp_path / "pred"
+    assert main(["infer", "-c", str(config), "--input", str(folder), "--out", str(out)]) == 0
+    # label maps in the same folder are not "segmented"; ids are the training table's ids
+    assert _subjects(out / "inferred.csv") == ["case0", "case1", "case2"]
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [
+        f"case{i}_seg.nii.gz" for i in range(3)
+    ]
+
+
+def test_folder_options_on_the_command_line(tmp_path: Path) -> None:
+    config, folder = _trained(tmp_path)
+    out = tmp_path / "pred2"
+    assert main(["infer", "-c", str(config), "--input", str(folder), "--out", str(out),
+                 "--glob", "case1*"]) == 0  # fmt: skip
+    assert _subjects(out / "inferred.csv") == ["case1"]  # the dataset's rule still names it
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path in folder.glob("case2*"):
+        (plain / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "pred3"
+    assert main(["infer", "-c", str(config), "--input", str(plain), "--out", str(out),
+                 "--not-contains", "_seg", "--contains", "_t1"]) == 0  # fmt: skip
+    assert _subjects(out / "inferred.csv") == ["case2"]
