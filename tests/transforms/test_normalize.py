@@ -232,3 +232,18 @@ def test_body_mask_fills_dark_tissue_inside_and_drops_noise_outside():
         body_mask(ct, looks_ct=True)[2:8, 2:8, 2:8].all()
         and not body_mask(ct, looks_ct=True)[0].any()
     )
+
+
+def test_a_mask_covering_every_voxel_warns_about_the_ct_trap(caplog):
+    ct = np.full((1, 12, 12, 12), -1024.0, dtype=np.float32)
+    ct[0, 3:9, 3:9, 3:9] = 40.0
+    with caplog.at_level(logging.WARNING):
+        build_normalizer("zscore", {"mask": "nonzero"})(ct, path="lung.nrrd")
+    assert any(
+        "covers 100.0 %" in r.getMessage() and "mask: body" in r.getMessage()
+        for r in caplog.records
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build_normalizer("zscore", {"mask": "body"})(ct, path="lung.nrrd")
+    assert not any("covers" in r.getMessage() for r in caplog.records)

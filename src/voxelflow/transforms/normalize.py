@@ -191,6 +191,17 @@ class Normalizer:
             data, method=self.mask, threshold=self.mask_threshold, combine=self.mask_combine
         )
         for index, channel_mask in enumerate(masks):
+            if self.mask != "none" and channel_mask.size > 1000 and channel_mask.mean() > 0.995:
+                # the CT trap: air is -1000, so 'nonzero' (or 'threshold' at 0) is every voxel
+                logger.warning(
+                    "%s: the %r mask covers %.1f %% of channel %d of %s, so the statistics are the "
+                    "whole image's; on CT use mask: body (or the plan's 'ct' scheme)",
+                    self.name or "normalisation",
+                    self.mask,
+                    100.0 * float(channel_mask.mean()),
+                    index,
+                    path or "an image",
+                )
             if not channel_mask.any():
                 logger.warning(
                     "empty %s foreground mask in channel %d of %s; using all voxels",
