@@ -212,9 +212,13 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
         resume: the run resumes (``transfer.init_from`` is then not applied).
     """
     from voxelflow.config.build import build_sampler
+    from voxelflow.engine.threads import apply_threads, worker_init
     from voxelflow.sampling.queue import PatchQueue, collate_windows
     from voxelflow.transforms.compose import build_augmentation
+    from voxelflow.transforms.fused_resample import warm_up
 
+    # before preprocessing too: building the cache is threaded work on the same cores
+    threads = apply_threads(experiment.system.threads, workers=experiment.training.num_workers)
     context = distributed.current_context()
     data = _prepare_data_main_rank_first(experiment, run_dir, base_dir=base_dir)
     from voxelflow.engine.device import seed_everything
@@ -236,13 +240,9 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
         rank=context.rank, world_size=context.world_size, window_fields=app.window_fields(),
         subject_weights=app.subject_weights([data.dataset.fields(i) for i in data.train]),
     )
-    from voxelflow.engine.threads import apply_threads, worker_init
-    from voxelflow.transforms.fused_resample import warm_up
-
     # before the workers fork: they inherit the compiled kernel instead of compiling it each
     warm_up(data.dataset[data.train[0]], kernel=experiment.system.resample_kernel,
             augmentation=queue.transform)
-    threads = apply_threads(experiment.system.threads, workers=training.num_workers)
     loader = torch.utils.data.DataLoader(
         queue, batch_size=training.batch_size, num_workers=training.num_workers,
         collate_fn=collate_windows, persistent_workers=training.num_workers > 0,

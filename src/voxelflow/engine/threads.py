@@ -299,8 +299,19 @@ def apply_threads(configured: int | None, *, workers: int, what: str = "training
     choice = choose_threads(configured, workers=workers)
     if torch.get_num_threads() != choice.threads:
         torch.set_num_threads(choice.threads)
+    _limit_native_pools(choice.threads)
     logger.info("%s %s", what, choice.describe())
     return choice
+
+
+def _limit_native_pools(threads: int) -> None:
+    """Also cap the BLAS/OpenMP pools numpy and scipy loaded (their size was fixed at import,
+    from ``OMP_NUM_THREADS`` or the core count), when ``threadpoolctl`` is installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: torch's own pool is the one that matters most
+        return
+    threadpool_limits(limits=threads)
 
 
 def worker_init(worker_id: int) -> None:
@@ -308,5 +319,6 @@ def worker_init(worker_id: int) -> None:
 
     Picklable (a module-level function), so it also works with the ``spawn`` start method.
     """
-    torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    _limit_native_pools(1)
