@@ -474,3 +474,23 @@ def test_an_existing_histogram_reference_file_is_flagged(tmp_path: Path) -> None
     (tmp_path / "model" / "hist.txt").unlink()  # absent: NiftyNet fitted them too
     converted = convert_niftynet(minimal(tmp_path, network=network))
     assert note(converted.notes, "NETWORK", "histogram_ref_file").status == "mapped"
+
+
+def test_converting_imports_no_torch_and_is_fast_in_a_fresh_process() -> None:
+    import subprocess
+    import sys
+
+    from voxelflow.config.niftynet_assembly import SLICE_PLUGIN
+    from voxelflow.config.niftynet_slices import PLUGIN
+
+    assert SLICE_PLUGIN == PLUGIN
+    code = (
+        "import sys, time; start = time.perf_counter()\n"
+        "from voxelflow.config.niftynet import convert_niftynet\n"
+        f"convert_niftynet({str(INIS / 'gan_2d.ini')!r})\n"
+        "print('torch' in sys.modules, time.perf_counter() - start)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported, seconds = done.stdout.split()
+    assert imported == "False"  # a conversion (import included) does not pay for torch
+    assert float(seconds) < 5.0  # generous: shared CI machines; the benchmark measures < 1 s

@@ -18,7 +18,10 @@ from voxelflow.config.niftynet_defaults import NIFTYNET_DEFAULTS as TABLE
 from voxelflow.config.niftynet_keys import ConversionNote, State
 from voxelflow.errors import ConfigError
 
-__all__ = ["L1_OPTIMIZER", "finish", "under"]
+__all__ = ["L1_OPTIMIZER", "SLICE_PLUGIN", "finish", "under"]
+
+#: niftynet_slices.PLUGIN, named here so that converting never imports torch
+SLICE_PLUGIN = "voxelflow.config.niftynet_slices:single_slice"
 
 
 def finish(state: State, notes: list[ConversionNote]) -> None:
@@ -76,16 +79,14 @@ def _same_size_label_window(state: State) -> None:
 def _two_d_windows(state: State) -> None:
     """NiftyNet's ``(h, w, 1)`` windows mean a 2-D network, in every application. voxelflow's
     segmentation builds one itself (slice windows); the others get theirs wrapped."""
-    from voxelflow.config.niftynet_slices import PLUGIN
-
     window = state.get("sampling.window") or state.get("inference.window") or []
     if state.application == "segmentation" or len(window) != 3 or window[2] != 1:
         return
     network = dict(state.get("network", {}))
-    state.put("network", {"name": PLUGIN, "network": network})
+    state.put("network", {"name": SLICE_PLUGIN, "network": network})
     if state.application == "gan":
         discriminator = state.get("task.discriminator") or {"name": "discriminator"}
-        state.put("task.discriminator", {"name": PLUGIN, "network": discriminator})
+        state.put("task.discriminator", {"name": SLICE_PLUGIN, "network": discriminator})
     state.notes_later.append(
         (
             "NETWORK",
