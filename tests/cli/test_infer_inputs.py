@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import yaml
 
 import voxelflow as vf
@@ -70,3 +71,50 @@ def test_folder_options_on_the_command_line(tmp_path: Path) -> None:
     assert main(["infer", "-c", str(config), "--input", str(plain), "--out", str(out),
                  "--not-contains", "_seg", "--contains", "_t1"]) == 0  # fmt: skip
     assert _subjects(out / "inferred.csv") == ["case2"]
+
+
+def test_outputs_keep_the_inputs_format_unless_told(tmp_path: Path, capsys) -> None:
+    config, folder = _trained(tmp_path)
+    nrrd = tmp_path / "nrrd"
+    nrrd.mkdir()
+    image = vf.read_image(folder / "case0_t1.nii.gz")
+    vf.write_image(image, nrrd / "case0_t1.nrrd")
+    out = tmp_path / "as_nrrd"
+    assert main(["infer", "-c", str(config), "--input", str(nrrd), "--out", str(out)]) == 0
+    assert [p.name for p in out.glob("*_seg.*")] == ["case0_seg.nrrd"]  # .nrrd in, .nrrd out
+    written = vf.read_image(out / "case0_seg.nrrd", kind="label")
+    assert written.spatial_shape == image.spatial_shape and np.allclose(
+        written.affine, image.affine
+    )
+    out = tmp_path / "as_nifti"
+    assert main(["infer", "-c", str(config), "--input", str(nrrd), "--out", str(out),
+                 "--set", "inference.output_format=.nii.gz"]) == 0  # fmt: skip
+    assert [p.name for p in out.glob("*_seg.*")] == ["case0_seg.nii.gz"]
+    capsys.readouterr()
+    assert main(["infer", "-c", str(config), "--input", str(nrrd), "--out", str(tmp_path / "bad"),
+                 "--set", "inference.output_format=.jpg2"]) == 2  # fmt: skip
+    assert "inference.output_format: expected auto or one of" in capsys.readouterr().err
+
+
+def test_set_works_with_model_and_refuses_changing_the_model(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("VOXELFLOW_ZOO_HOME", str(tmp_path / "zoo"))
+    _, folder = _trained(tmp_path)
+    entry = tmp_path / "entry.zip"
+    assert main(["zoo", "pack", str(tmp_path / "run"), "--out", str(entry), "--name", "tiny"]) == 0
+    assert main(["zoo", "install", str(entry)]) == 0
+    image = str(folder / "case0_t1.nii.gz")
+    out = tmp_path / "model_pred"
+    assert main(["infer", "--model", "tiny", "--input", image, "--out", str(out),
+                 "--set", "inference.output_format=.nrrd"]) == 0  # fmt: skip
+    assert [p.name for p in out.glob("*_seg.*")] == ["case0_t1_seg.nrrd"]  # the override applied
+    capsys.readouterr()
+    assert main(["infer", "--model", "tiny", "--input", image, "--out", str(tmp_path / "x"),
+                 "--set", "network.name=vnet"]) == 2  # fmt: skip
+    assert "a zoo entry's model settings are fixed" in capsys.readouterr().err
+    with pytest.raises(vf.ConfigError, match="changes the model"):
+        vf.Experiment.from_model("tiny", ["preprocessing.spacing=[1,1,1]"])
+    assert (
+        vf.Experiment.from_model("tiny", ["inference.overlap=0.1"]).config.inference.overlap == 0.1
+    )

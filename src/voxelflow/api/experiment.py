@@ -98,20 +98,40 @@ class Experiment:
         return cls(load_experiment(run_dir / "config.yaml"), run_dir=run_dir)
 
     @classmethod
-    def from_model(cls, name_or_path: str | os.PathLike, *, trust_code: bool = False) -> Experiment:
+    def from_model(
+        cls,
+        name_or_path: str | os.PathLike,
+        overrides: Sequence[str] = (),
+        *,
+        trust_code: bool = False,
+    ) -> Experiment:
         """An installed zoo entry (name or entry folder), ready for :meth:`infer`.
+
+        Args:
+            name_or_path: the entry.
+            overrides: ``key=value`` changes of ``inference.*``, ``system.*`` or
+                ``evaluation.*`` (the model's own settings are fixed), as ``--set`` with
+                ``voxelflow infer --model``.
+            trust_code: allow the entry's plugin code to be imported.
 
         Raises:
             RegistryError: no such entry. SecurityError: the entry has plugin code and
-                ``trust_code`` is false.
+                ``trust_code`` is false. ConfigError: an override of a fixed setting.
         """
         from voxelflow.config.load import load_experiment
+        from voxelflow.engine.inference import MODEL_OVERRIDABLE
         from voxelflow.zoo.network import load_entry_modules
         from voxelflow.zoo.store import resolve_model, trusted_plugins
 
+        fixed = [o for o in overrides if not o.strip().startswith(MODEL_OVERRIDABLE)]
+        if fixed:
+            raise ConfigError(
+                f"overrides: {fixed[0]!r} changes the model; only "
+                f"{', '.join(k + '*' for k in MODEL_OVERRIDABLE)} can change for a zoo entry"
+            )
         entry = resolve_model(name_or_path)
         trusted_plugins(entry, trust_code)
-        experiment = cls(load_experiment(entry.config_path))
+        experiment = cls(load_experiment(entry.config_path, overrides))
         state = _read_json(entry.fitted_state_path) if entry.fitted_state_path else {}
         application = experiment._build_application(state)
         load_entry_modules(application, entry)  # every module inference needs (GAN: generator)

@@ -103,7 +103,8 @@ def _run_model(args: argparse.Namespace) -> int:
         raise ConfigError("--model needs --input FILE|FOLDER|TABLE and --out DIR")
     experiment = load_experiment(resolve_model(args.model).config_path)
     rows = _input_rows(args.input, experiment, Path(args.out), args)
-    table = infer_with_model(args.model, rows, out_dir=Path(args.out), trust_code=args.trust_code)
+    table = infer_with_model(args.model, rows, out_dir=Path(args.out), trust_code=args.trust_code,
+                             overrides=args.overrides)
     print(f"predictions: {table}")
     return 0
 

@@ -246,6 +246,11 @@ class InferenceConfig(Section):
     )
     fill_holes: bool = Field(False, description="fill holes inside each predicted class")
     checkpoint: Literal["best", "last"] = Field("best", description="checkpoint used for inference")
+    output_format: str = Field(
+        "auto",
+        description="file suffix of predictions (.nii.gz, .nrrd, .mha ...); auto: the input's own "
+        "format (a DICOM series gives .nii.gz)",
+    )
     mode: str | None = Field(
         None,
         description="what inference produces; null = the application's default. autoencoder: "

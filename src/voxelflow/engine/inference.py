@@ -71,8 +71,12 @@ def checkpoint_summary(checkpoint: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+#: config sections ``--set`` may change when inferring with a zoo entry (the rest is the model)
+MODEL_OVERRIDABLE = ("inference.", "system.", "evaluation.")
+
+
 def infer_with_model(name_or_path: str | Path, rows: Sequence[SubjectRow], *, out_dir: Path,
-                     trust_code: bool = False) -> Path:
+                     trust_code: bool = False, overrides: Sequence[str] = ()) -> Path:
     """Run an installed zoo entry (name or entry folder) on rows; returns the prediction table.
 
     The entry's application is built from its config and fitted state (preprocessing and the
@@ -83,6 +87,16 @@ def infer_with_model(name_or_path: str | Path, rows: Sequence[SubjectRow], *, ou
     from voxelflow.zoo.network import application_from_entry
 
     app, experiment, entry = application_from_entry(name_or_path, trust_code=trust_code)
+    if overrides:
+        from voxelflow.config.load import load_experiment
+
+        fixed = [o for o in overrides if not o.strip().startswith(MODEL_OVERRIDABLE)]
+        if fixed:
+            raise ConfigError(
+                f"--set {fixed[0]}: a zoo entry's model settings are fixed; with --model only "
+                f"{', '.join(k + '*' for k in MODEL_OVERRIDABLE)} can be changed"
+            )
+        experiment = load_experiment(experiment, overrides)
     state = json.loads(entry.fitted_state_path.read_text()) if entry.fitted_state_path else {}
     return predict_rows(experiment, app, state, rows, out_dir=out_dir)
 
@@ -179,12 +193,20 @@ def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str,
     out_dir.mkdir(parents=True, exist_ok=True)
     subjects = (read_subject(row, experiment) for row in rows)
     items = _named_bars(prepare_items(experiment, fitted_state, subjects))
+    output_extension(experiment.inference.output_format, None)  # a bad format fails before any work
     written: list[dict[str, Any]] = []
+    image_column = experiment.dataset.inputs["image"][0]
+    sources = {row.name: row.path(image_column) for row in rows if row.columns.get(image_column)}
+    if any(path.is_dir() for path in sources.values()) and experiment.inference.output_format == "auto":
+        log.info("DICOM series inputs: their predictions are written as NIfTI (.nii.gz)")
     # a bar with windows/s and the time left per subject, on a terminal (logs get one line each)
     with torch.no_grad(), window_progress(None):
         start = time.perf_counter()
         for prediction in app.run_inference(items, ctx, experiment.inference):
-            written.append(write_prediction(prediction, out_dir))
+            extension = output_extension(
+                experiment.inference.output_format, sources.get(prediction.name)
+            )
+            written.append(write_prediction(prediction, out_dir, extension=extension))
             seconds, start = time.perf_counter() - start, time.perf_counter()
             log.info("%s → %s (%.1f s: read, preprocess, predict, write)", prediction.name,
                      out_dir, seconds)
@@ -237,13 +259,39 @@ def _resample_onto(reference: Any, image: Any, name: str) -> Any:
     return image.with_data(data, affine=reference.affine.copy())
 
 
-def write_prediction(prediction: Prediction, out_dir: Path) -> dict[str, Any]:
-    """Write a prediction's images (atomically); returns its table row."""
+def output_extension(output_format: str, source: Path | None) -> str:
+    """The suffix predictions are written with: ``output_format``, or with ``auto`` the input's
+    own format when voxelflow can write it (a DICOM series, or no input file: ``.nii.gz``).
+
+    Raises:
+        ConfigError: an ``output_format`` no writer handles (naming ``inference.output_format``).
+    """
+    from voxelflow.io.readers import split_suffix
+    from voxelflow.io.writers import WRITE_SUFFIXES
+
+    if output_format != "auto":
+        wanted = output_format if output_format.startswith(".") else f".{output_format}"
+        if wanted.lower() not in WRITE_SUFFIXES:
+            raise ConfigError(
+                f"inference.output_format: expected auto or one of {sorted(WRITE_SUFFIXES)}, "
+                f"got {output_format!r}"
+            )
+        return wanted
+    if source is None or source.is_dir():
+        return ".nii.gz"
+    suffix = split_suffix(source)[1]
+    return suffix if suffix.lower() in WRITE_SUFFIXES and suffix.lower() != ".dcm" else ".nii.gz"
+
+
+def write_prediction(
+    prediction: Prediction, out_dir: Path, *, extension: str = ".nii.gz"
+) -> dict[str, Any]:
+    """Write a prediction's images (atomically) as ``<name>_<suffix><extension>``; returns its row."""
     from voxelflow.io.writers import write_image
 
     row: dict[str, Any] = {"subject": prediction.name}
     for suffix, image in prediction.images.items():
-        path = out_dir / f"{prediction.name}_{suffix}.nii.gz"
+        path = out_dir / f"{prediction.name}_{suffix}{extension}"
         write_image(image, path)
         row[_column(suffix)] = str(path)
     row.update(prediction.values)
