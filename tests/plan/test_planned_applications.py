@@ -157,7 +157,9 @@ def test_planned_autoencoder_comes_near_the_pca_baseline(tmp_path: Path) -> None
     print(f"autoencoder 3d_fullres: {network} vs PCA {baseline}")
     # NOT past the baseline: the plan's crop to the body aligns the moved heads, which helps the
     # linear PCA baseline more (MAE 58 -> 37) than the VAE (56 -> 41); the VAE plateaus at
-    # ~41 (600 and 1000 iterations alike). Asserted: what it reaches.
+    # ~41 (600 and 1000 iterations alike). Without the crop (the demo's own choice) the VAE
+    # passes PCA (50 vs 58 at 600 iterations) but is worse in absolute terms than the planned
+    # 41.6, so the plan keeps the crop. Asserted: what it reaches.
     assert network["mae"] < 1.25 * baseline["mae"], (network, baseline)
     assert network["ncc"] > 0.95, (network, baseline)
 
