@@ -411,6 +411,10 @@ overrides the converted experiment. `voxelflow train -c config.ini` and
 - **2-D windows.** A window `(h, w, 1)` is 2-D for every application: a 2-D network runs on
   slices (voxelflow's segmentation natively, the other applications through
   `voxelflow.config.niftynet_slices`); on 2-D image files the window is `[h, w]`.
+- **Subject ids and file lists.** `filename_removefromid` removes the regex's matches from the
+  file name, `csv_file` lists (`subject,path`) are used when they exist, and NiftyNet's
+  classification labels (one class value per label image) become the class column
+  `task.target_column`; these files are listed into `<model_dir>/niftynet_subjects.csv`.
 - **Regularisation.** `reg_type = L2` with `decay` is TensorFlow's `decay·Σw²/2` (torch's
   coupled `weight_decay`); `reg_type = L1` adds the exact gradient of `decay·Σ|w|`
   (`voxelflow.config.niftynet_optim:l1_regularised`).
