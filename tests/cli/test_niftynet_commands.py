@@ -89,7 +89,8 @@ def test_cuda_devices_sets_cuda_visible_devices(
     import os
 
     monkeypatch.setattr(cli_main, "main", lambda argv: 0)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so the value set below is undone
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.chdir(tmp_path)
     assert net_segment(["train", "-c", str(INIS / "segmentation_default.ini")]) == 0
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"  # NiftyNet's behaviour, not a hard cuda:0

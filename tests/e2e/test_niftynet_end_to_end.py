@@ -60,7 +60,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for ini in INIS.glob("*.ini"):
         shutil.copy(ini, tmp_path / ini.name)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so the value set below is undone
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     return tmp_path
 
 
