@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     options = dict(
         labels=labels, metrics=metrics, tolerance=float(tolerance),  # type: ignore[arg-type]
         resample=args.resample, workers=args.workers, report=not args.no_report,
-        surface=args.surface,
+        surface=args.surface, label_names=_label_names(experiment),
+        provenance=_provenance(args, experiment, Path(str(pred))),
     )  # fmt: skip
     inferred = Path(pred) / "inferred.csv"
     if inferred.exists() and (args.ref or experiment is not None):
@@ -158,6 +159,31 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _label_names(experiment: object) -> dict[int, str] | None:
+    """Label value → name from the config's MSD / nnU-Net ``dataset.json``, when it has one."""
+    if experiment is None or getattr(experiment.dataset, "msd", None) is None:  # type: ignore[attr-defined]
+        return None
+    from voxelflow.io.table import dataset_labels
+
+    return dataset_labels(experiment.dataset.msd)  # type: ignore[attr-defined]
+
+
+def _provenance(args: argparse.Namespace, experiment: object, pred: Path) -> dict[str, object]:
+    """Where the predictions came from: the run folder and its config's hash, the inputs."""
+    import hashlib
+
+    found: dict[str, object] = {"predictions": str(pred.resolve())}
+    if args.ref:
+        found["references"] = str(Path(args.ref).resolve())
+    if experiment is not None:
+        run_dir = Path(args.run_dir or experiment.system.run_dir)  # type: ignore[attr-defined]
+        found["run"] = str(run_dir.resolve())
+        config = run_dir / "config.yaml"
+        if config.is_file():
+            found["config sha256"] = hashlib.sha256(config.read_bytes()).hexdigest()[:16]
+    return found
 
 
 def _inferred_predictions(table: Path) -> dict[str, Path]:

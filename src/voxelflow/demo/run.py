@@ -128,8 +128,11 @@ def _evaluate(run_dir: Path, rows, settings: DemoSettings) -> dict[int, float]:
         cases[row.name] = (read_image(run_dir / "predictions" / f"{row.name}_seg.nii.gz", kind="label"),
                            read_image(row.path("label"), kind="label"))
         images[row.name] = read_image(row.path("image"))
+    from voxelflow.demo.data import TISSUE_NAMES
+
     result = evaluate_images(cases, run_dir / "evaluation", labels=[1, 2], images=images,
-                             metrics=("dice", "hd95", "assd", "nsd"), tolerance=settings.spacing)
+                             metrics=("dice", "hd95", "assd", "nsd"), tolerance=settings.spacing,
+                             label_names=TISSUE_NAMES, provenance={"run": str(run_dir)})
     return _mean_dice(result.rows)
 
 

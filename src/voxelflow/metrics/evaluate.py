@@ -262,6 +262,24 @@ def _complete_rows(result: EvaluationResult, columns: Sequence[str]) -> None:
             row.setdefault(column, empty[column])
 
 
+def _provenance(
+    given: Mapping[str, object] | None, metrics: Sequence[str], tolerance: float, surface: str
+) -> dict[str, object]:
+    """What produced an evaluation: the caller's items, then the evaluation's own settings."""
+    import datetime
+
+    from voxelflow import __version__
+
+    return {
+        **dict(given or {}),
+        "metrics": ", ".join(metrics),
+        "NSD tolerance (mm)": tolerance,
+        "surface definition": surface,
+        "voxelflow": __version__,
+        "evaluated": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
 def evaluate_folders(
     pred_dir: str | os.PathLike,
     ref_dir: str | os.PathLike,
@@ -276,6 +294,8 @@ def evaluate_folders(
     report: bool = True,
     surface: str = "surfels",
     descriptive: bool = True,
+    label_names: Mapping[int, str] | None = None,
+    provenance: Mapping[str, object] | None = None,
 ) -> EvaluationResult:
     """Evaluate every prediction of ``pred_dir`` against the reference of the same subject.
 
@@ -295,6 +315,9 @@ def evaluate_folders(
             ``"voxels"`` (MONAI) or ``"faces"``.
         descriptive: add the descriptive columns (shape, centroid, intensity statistics) of the
             reference and predicted regions (:func:`voxelflow.metrics.descriptive.region_columns`).
+        label_names: label value → name (``label_name`` column of ``per_case.csv``, report).
+        provenance: what produced the predictions (run, config hash, checkpoint ...), shown at
+            the top of the report beside the evaluation's own settings and voxelflow's version.
 
     Returns:
         :class:`EvaluationResult`; ``result.ok`` is false when anything was skipped or failed.
@@ -330,6 +353,8 @@ def evaluate_folders(
         report=report,
         surface=surface,
         descriptive=descriptive,
+        label_names=label_names,
+        provenance=provenance,
     )
 
 
@@ -347,6 +372,8 @@ def evaluate_files(
     report: bool = True,
     surface: str = "surfels",
     descriptive: bool = True,
+    label_names: Mapping[int, str] | None = None,
+    provenance: Mapping[str, object] | None = None,
 ) -> EvaluationResult:
     """:func:`evaluate_folders` on explicit ``subject → file`` maps (e.g. an ``inferred.csv`` and
     a dataset table's label column); a subject in one map only is a listed problem.
@@ -391,7 +418,16 @@ def evaluate_files(
         from voxelflow.metrics.report import write_outputs
 
         loader = partial(load_case_files, ref_files, pred_files, images or {})
-        write_outputs(result, Path(out_dir), wanted, loader, report=report, extra_columns=extra)
+        write_outputs(
+            result,
+            Path(out_dir),
+            wanted,
+            loader,
+            report=report,
+            extra_columns=extra,
+            label_names=label_names,
+            provenance=_provenance(provenance, wanted, tolerance, surface),
+        )
         result.out_dir = Path(out_dir)
     return result
 
@@ -408,6 +444,8 @@ def evaluate_images(
     surface: str = "surfels",
     report: bool = True,
     descriptive: bool = True,
+    label_names: Mapping[int, str] | None = None,
+    provenance: Mapping[str, object] | None = None,
 ) -> EvaluationResult:
     """Evaluate in-memory ``subject → (prediction, reference)`` label images (e.g. the demo).
 
@@ -464,6 +502,15 @@ def evaluate_images(
             pixels = image.numpy()[0] if image is not None else None
             return ref.numpy()[0], pred.numpy()[0], pixels, ref.spacing
 
-        write_outputs(result, Path(out_dir), wanted, load_case, report=report, extra_columns=extra)
+        write_outputs(
+            result,
+            Path(out_dir),
+            wanted,
+            load_case,
+            report=report,
+            extra_columns=extra,
+            label_names=label_names,
+            provenance=_provenance(provenance, wanted, tolerance, surface),
+        )
         result.out_dir = Path(out_dir)
     return result

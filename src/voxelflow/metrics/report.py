@@ -12,7 +12,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -193,18 +193,64 @@ def _table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+#: sorts a table by the clicked column (numbers numerically) and counts the pictures that loaded
+_SCRIPT = """<script>
+function vfSort(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th);
+const rows=[...t.querySelectorAll('tr')].slice(1),up=th.dataset.dir!=='up';th.dataset.dir=up?'up':'down';
+const key=r=>{const v=r.children[i].textContent;const n=parseFloat(v);return isNaN(n)?v:n};
+rows.sort((a,b)=>{const x=key(a),y=key(b);return (x>y?1:x<y?-1:0)*(up?1:-1)});rows.forEach(r=>t.appendChild(r));}
+window.addEventListener('load',()=>{const imgs=[...document.images];
+document.body.dataset.imagesLoaded=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;
+document.body.dataset.images=imgs.length;});
+</script>"""
+
+
+def degenerate_notes(rows: Sequence[dict[str, object]]) -> list[str]:
+    """Plain-language explanations of the values that look wrong but are not (one per kind)."""
+
+    def count(metric: str, test: Callable[[float], bool]) -> int:
+        values = [r.get(metric) for r in rows]
+        return sum(1 for v in values if isinstance(v, (int, float)) and test(float(v)))
+
+    notes = []
+    zero = count("hd95", lambda v: v == 0.0)
+    if zero:
+        notes.append(
+            f"HD95 = 0 on {zero} row(s): at least 95 % of each surface lies on the other (the "
+            "masks agree to within a voxel's surface); it is a perfect score, not a failure."
+        )
+    empty = count("dice", lambda v: v != v)
+    if empty:
+        notes.append(
+            f"Dice is NaN on {empty} row(s): prediction and reference are both empty for that "
+            "label, so overlap is undefined; these rows are left out of the means (n_nan)."
+        )
+    infinite = count("hd95", lambda v: v == float("inf"))
+    if infinite:
+        notes.append(
+            f"Distances are infinite on {infinite} row(s): one of the two masks is empty, so "
+            "there is no surface to measure to; these rows are counted in n_inf."
+        )
+    return notes
+
+
 def render_html(
     summary: Sequence[dict[str, object]],
     plots: dict[str, bytes],
     cases: Sequence[tuple[str, bytes]],
     problems: Sequence[tuple[str, str, str]],
     warnings: Sequence[str],
+    *,
+    per_case: Sequence[dict[str, object]] = (),
+    per_case_columns: Sequence[str] = (),
+    provenance: Mapping[str, object] | None = None,
 ) -> str:
-    """The self-contained report page."""
+    """The self-contained report page (pictures inline; columns of the per-case table sort)."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>voxelflow evaluation</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{margin:4px}</style></head><body>",
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{cursor:pointer}"
+        "img{margin:4px}</style>" + _SCRIPT + "</head><body>",
         "<h1>voxelflow evaluation</h1>",
         "<p>Statistics over finite values; <code>n_nan</code> counts undefined values (e.g. both masks "
         "empty), <code>n_inf</code> distances to an empty mask. Definitions: docs/metrics.md.</p>",
@@ -223,6 +269,18 @@ def render_html(
             + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
             + "</ul>"
         )
+    if provenance:
+        parts.append(
+            "<h2>Provenance</h2>"
+            + _table([{"what": k, "value": v} for k, v in provenance.items()], ("what", "value"))
+        )
+    notes = degenerate_notes(per_case)
+    if notes:
+        parts.append(
+            "<h2>Reading the values</h2><ul>"
+            + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+            + "</ul>"
+        )
     parts.append("<h2>Summary</h2>" + _table(summary, SUMMARY_COLUMNS))
     parts.append(
         "<h2>Distributions</h2>" + "".join(_image_tag(png, name) for name, png in plots.items())
@@ -230,6 +288,9 @@ def render_html(
     parts.append(
         "<h2>Cases</h2>" + "".join(f"<div>{_image_tag(png, name)}</div>" for name, png in cases)
     )
+    if per_case:
+        table = _table(per_case, per_case_columns).replace("<th>", "<th onclick='vfSort(this)'>")
+        parts.append("<h2>Every case</h2><p>Click a column to sort.</p>" + table)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -260,6 +321,8 @@ def write_outputs(
     *,
     report: bool = True,
     extra_columns: Sequence[str] = (),
+    label_names: Mapping[int, str] | None = None,
+    provenance: Mapping[str, object] | None = None,
 ) -> None:
     """Write ``per_case.csv``, ``summary.csv``, ``problems.csv`` and (with ``report``) plots + HTML.
 
@@ -270,12 +333,20 @@ def write_outputs(
         report: also write ``plots/*.png`` and ``report.html``.
         extra_columns: further per-case columns (the descriptive ones), written to both CSVs
             after the metrics and summarised, but neither plotted nor shown in the report.
+        label_names: label value → name, written as ``label_name`` beside the numeric
+            ``label`` column and shown in the report.
+        provenance: what produced the evaluation (run, config hash, checkpoint, tolerance,
+            surface definition, voxelflow version ...), shown at the top of the report.
     """
     from voxelflow.metrics.evaluate_io import write_csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = (*metrics, *(c for c in extra_columns if c not in metrics))
-    write_csv(out_dir / "per_case.csv", result.rows, ("subject", "label", *columns))
+    names = {int(k): str(v) for k, v in (label_names or {}).items()}
+    for row in result.rows:
+        label = row.get("label")
+        row["label_name"] = names.get(int(label), "") if isinstance(label, (int, float)) else ""
+    write_csv(out_dir / "per_case.csv", result.rows, ("subject", "label", "label_name", *columns))
     summary = summarize(result.rows, columns)
     write_csv(out_dir / "summary.csv", summary, SUMMARY_COLUMNS)
     problem_rows = [dict(zip(("subject", "kind", "message"), p)) for p in result.problems]
@@ -297,5 +368,14 @@ def write_outputs(
     )
     cases = _case_pictures(ranking, load_case)
     shown = [row for row in summary if row["metric"] in metrics]
-    page = render_html(shown, plots, cases, result.problems, result.warnings)
+    page = render_html(
+        shown,
+        plots,
+        cases,
+        result.problems,
+        result.warnings,
+        per_case=result.rows,
+        per_case_columns=("subject", "label", "label_name", *metrics),
+        provenance=provenance,
+    )
     (out_dir / "report.html").write_text(page, encoding="utf-8")
