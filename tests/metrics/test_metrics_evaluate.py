@@ -67,9 +67,10 @@ def test_cli_writes_csvs_plots_and_self_contained_report(tmp_path):
     )
     assert code == 0
     rows = read_rows(out / "per_case.csv")
-    assert len(rows) == 6 and list(rows[0])[:7] == [
+    assert len(rows) == 6 and list(rows[0])[:8] == [
         "subject",
         "label",
+        "label_name",
         "dice",
         "jaccard",
         "sensitivity",
@@ -299,7 +300,7 @@ def test_config_driven_run_and_face_surface(tmp_path):
         == 0
     )
     rows = read_rows(run_dir / "evaluation" / "per_case.csv")
-    assert list(rows[0])[:4] == ["subject", "label", "dice", "nsd"]
+    assert list(rows[0])[:5] == ["subject", "label", "label_name", "dice", "nsd"]
     assert {r["label"] for r in rows} == {"1"}
     assert "compactness_ref" in rows[0]  # the descriptive columns follow the metrics
 
