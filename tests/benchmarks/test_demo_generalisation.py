@@ -145,3 +145,21 @@ def test_picture_is_written(bench, tmp_path: Path) -> None:
     path = tmp_path / "case.png"
     bench.save_picture(path, labels * 100.0, labels, labels, labels > 0, title="case")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_baseline_reads_the_run_folders_training_table(bench, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    data = tmp_path / "data"
+    data.mkdir()
+    label = np.zeros((6, 6, 6), dtype=np.uint8)
+    label[1:5, 1:5, 1:5] = 1
+    nib.save(nib.Nifti1Image(label.astype(np.float32) * 50, np.eye(4)), data / "a_t1.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), data / "a_tissue.nii.gz")
+    (data / "train.csv").write_text("subject,image,label\na,a_t1.nii.gz,a_tissue.nii.gz\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("dataset:\n  csv: ../data/train.csv\n")
+    subjects = bench.demo_training_subjects(tmp_path / "cache", str(run))
+    assert len(subjects) == 1 and (subjects[0][1] == label).all()
+    assert not (tmp_path / "cache").exists()  # no demo dataset generated
