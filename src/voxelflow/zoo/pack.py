@@ -91,6 +91,13 @@ def pack_run(
         )
         generated["files"] = files
         generated["requires"]["torch"] = required_torch(weights_format)
+        evaluated, names = evaluation_figures(run_dir / "evaluation")
+        generated["metrics"].update(evaluated)
+        labels = generated["outputs"]["labels"]
+        values = generated["outputs"].get("label_values") or []
+        for index, value in enumerate(values):  # class index → the evaluation's label name
+            if value in names and index in labels:
+                labels[index] = names[value]
         data = _merge(generated, dict(card or {}))
         model_card = _validated(data)
         (staging / "README.md").write_text(readme_text(model_card), encoding="utf-8")
@@ -280,6 +287,34 @@ def _generated_card(
         },
         "metrics": _best_metric(checkpoint, experiment),
     }
+
+
+def evaluation_figures(folder: Path) -> tuple[dict[str, float], dict[int, str]]:
+    """Mean per label and metric from a run's ``evaluation/summary.csv`` (``test_<metric>_<label>``)
+    and the label names of its ``per_case.csv``; empty when the run was not evaluated."""
+    import csv
+
+    figures: dict[str, float] = {}
+    names: dict[int, str] = {}
+    per_case = folder / "per_case.csv"
+    if per_case.is_file():
+        with per_case.open(newline="", encoding="utf-8") as stream:
+            for row in csv.DictReader(stream):
+                if row.get("label_name") and str(row.get("label", "")).lstrip("-").isdigit():
+                    names[int(row["label"])] = row["label_name"]
+    summary = folder / "summary.csv"
+    if summary.is_file():
+        with summary.open(newline="", encoding="utf-8") as stream:
+            for row in csv.DictReader(stream):
+                label, metric, mean = row.get("label", ""), row.get("metric", ""), row.get("mean", "")
+                try:
+                    value = float(mean)
+                except ValueError:
+                    continue
+                if value == value and metric:
+                    name = names.get(int(label), label) if label.lstrip("-").isdigit() else label
+                    figures[f"test_{metric}_{name}"] = value
+    return figures, names
 
 
 def intensity_assumption(steps: Sequence[Any]) -> str | None:

@@ -1,0 +1,51 @@
+"""A packed entry's card takes the run's evaluation figures and label names automatically."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import yaml
+
+import voxelflow as vf
+from voxelflow.cli.main import main
+from voxelflow.metrics.evaluate import evaluate_images
+
+
+def test_card_metrics_and_label_names_come_from_the_runs_evaluation(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = ["subject,image,label"]
+    for i in range(2):
+        image, label = vf.make_phantom((12, 12, 8), num_classes=2, seed=i)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"s{i}_img.nii.gz")
+        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
+        lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
+    (folder / "table.csv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    config = {
+        "dataset": {"csv": str(folder / "table.csv")},
+        "split": {"validation": 0.5},
+        "sampling": {"window": [8, 8, 8], "queue_length": 2},
+        "network": {"name": "unet", "channels": [2, 4]},
+        "training": {"max_iterations": 1, "batch_size": 1, "num_workers": 0, "checkpoint_every": 1},
+        "system": {"run_dir": str(run), "device": "cpu"},
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "-c", str(path)]) == 0
+    reference = vf.read_image(folder / "s0_seg.nii.gz", kind="label")
+    evaluate_images({"s0": (reference, reference)}, run / "evaluation", metrics=["dice"],
+                    label_names={1: "lesion"}, report=False)  # fmt: skip
+    entry = tmp_path / "entry.zip"
+    assert main(["zoo", "pack", str(run), "--out", str(entry)]) == 0
+    with zipfile.ZipFile(entry) as archive:
+        card_name = next(n for n in archive.namelist() if n.endswith("model.yaml"))
+        text = archive.read(card_name).decode()
+    card = json.loads(text) if card_name.endswith(".json") else yaml.safe_load(text)
+    assert card["metrics"]["test_dice_lesion"] == 1.0
+    labels = {int(k): v for k, v in card["outputs"]["labels"].items()}
+    assert labels[1] == "lesion"
