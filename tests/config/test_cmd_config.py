@@ -73,7 +73,10 @@ def test_validate_reports_every_problem(tmp_path: Path, capsys: pytest.CaptureFi
     assert "bad.yaml" in err and "did you mean 'training'" in err
     assert "training.batch_size: expected greater than or equal to 1, got 0 (int)" in err
     config.write_text("training: {batch_size: 3}\n")
-    assert cli_main.main(["config", "validate", "-c", str(config)]) == 0
+    # without a dataset the config cannot run: validate says so, --no-data checks the rest only
+    assert cli_main.main(["config", "validate", "-c", str(config)]) == 2
+    assert "dataset: expected exactly one of csv, folders, msd" in capsys.readouterr().err
+    assert cli_main.main(["config", "validate", "-c", str(config), "--no-data"]) == 0
     assert "valid" in capsys.readouterr().out
 
 

@@ -33,7 +33,7 @@ from voxelflow.errors import VoxelflowError
 #: at most this many missing or unreadable files are listed one by one
 MAX_FILES_LISTED = 10
 #: problems that are about the data (files, headers), not the config
-DATA_PREFIXES = ("dataset (", "dataset: ", "dataset.inputs.image: ")
+DATA_PROBLEM = re.compile(r"^dataset( \(|: \d+ file\(s\)|\.inputs\.image: )")
 _INDEX_KEY = re.compile(r"^(augmentation|preprocessing\.normalization)\.(\d+)")
 
 
@@ -306,6 +306,6 @@ def raise_if_problems(problems: Sequence[str], *, source: str) -> None:
         return
     listed = "\n".join(f"  - {p}" for p in problems)
     message = f"{source}: {len(problems)} problem(s):\n{listed}"
-    if all(p.startswith(DATA_PREFIXES) for p in problems):
+    if all(DATA_PROBLEM.match(p) for p in problems):
         raise DataError(message)
     raise ConfigError(message)
