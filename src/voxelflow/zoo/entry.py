@@ -9,6 +9,16 @@ An entry is a folder (or a ``.zip`` / ``.tar.gz`` of one) holding::
     plugins/*.py        plugin code (optional; imported only with --trust-code)
     README.md
 
+An *ensemble* entry (``voxelflow zoo pack RUN_DIR --folds all``) holds one weight set per
+member instead, listed in ``files.members``::
+
+    members/fold_K/weights/<module>.pt|.safetensors   each member's weights
+    members/fold_K/preprocessing.json                 each member's own fitted state
+    postprocessing.json                               the ``voxelflow cv`` decision (optional)
+
+``files.weights`` / ``files.preprocessing`` then name the first member's files, so tools that take
+one network (ONNX export, transfer) still work; entries without ``members`` load as before.
+
 Every file but ``model.yaml`` is listed in ``sha256`` with its checksum; installing verifies them
 and refuses files that are not listed.
 
@@ -74,6 +84,14 @@ class OutputDescription(_Strict):
     label_values: list[int] | None = Field(None, description="label value written per class")
 
 
+class EnsembleMember(_Strict):
+    """One member of an ensemble entry: its weights and its own fitted preprocessing state."""
+
+    name: str = Field(description="member name, e.g. fold_0")
+    weights: dict[str, str] = Field(description="module name → file")
+    preprocessing: str | None = Field(None, description="the member's fitted state (JSON)")
+
+
 class EntryFiles(_Strict):
     """Paths (relative to the entry folder) of the entry's files."""
 
@@ -82,6 +100,21 @@ class EntryFiles(_Strict):
     preprocessing: str | None = Field(None, description="fitted preprocessing state (JSON)")
     readme: str | None = Field("README.md", description="human-readable description")
     plugins: list[str] = Field(default_factory=list, description="plugin modules (.py files)")
+    members: list[EnsembleMember] = Field(
+        default_factory=list,
+        description="ensemble members, run one after another and averaged (empty: one model)",
+    )
+    postprocessing: str | None = Field(
+        None, description="an ensemble's postprocessing decision (cv/postprocessing.json)"
+    )
+
+    @field_validator("members")
+    @classmethod
+    def _check_members(cls, value: list[EnsembleMember]) -> list[EnsembleMember]:
+        names = [member.name for member in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"expected distinct member names, got {names}")
+        return value
 
 
 class ModelCard(_Strict):
@@ -99,6 +132,10 @@ class ModelCard(_Strict):
         default_factory=dict, description="network name and options (from the config)"
     )
     training_data: str = Field("", description="what the model was trained on")
+    checked_on: str = Field(
+        "", description="what the model was checked on (held-out and real subjects) and the figures"
+    )
+    limitations: str = Field("", description="known failure modes and what the model does not know")
     license: str = Field("unspecified", description="licence of the weights")
     citation: str = Field("", description="how to cite the model")
     metrics: dict[str, float] = Field(default_factory=dict, description="validation metrics")
@@ -125,7 +162,19 @@ class ModelCard(_Strict):
         """Every file the card names (weights, config, plugins, preprocessing, README)."""
         names = [self.files.config, *self.files.weights.values(), *self.files.plugins]
         names += [name for name in (self.files.preprocessing, self.files.readme) if name]
-        return names
+        for member in self.files.members:
+            names += [
+                *member.weights.values(),
+                *([member.preprocessing] * bool(member.preprocessing)),
+            ]
+        if self.files.postprocessing:
+            names.append(self.files.postprocessing)
+        return list(dict.fromkeys(names))
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether the entry packs several weight sets (``files.members``)."""
+        return bool(self.files.members)
 
 
 def load_card(path: PathLike) -> ModelCard:
@@ -167,9 +216,20 @@ def _explain(error: dict[str, Any]) -> str:
 def dump_card(card: ModelCard, path: PathLike) -> Path:
     """Write the card as YAML (fields in declaration order)."""
     path = Path(path)
-    text = yaml.safe_dump(card.model_dump(), sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(card_data(card), sort_keys=False, allow_unicode=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def card_data(card: ModelCard) -> dict[str, Any]:
+    """The card as plain data; a single model's card leaves out the (empty) ensemble keys, so
+    it reads exactly as cards written before ensembles (and by older voxelflow versions)."""
+    data = card.model_dump()
+    if not card.files.members:
+        data["files"].pop("members", None)
+        if data["files"].get("postprocessing") is None:
+            data["files"].pop("postprocessing", None)
+    return data
 
 
 def sha256_of(path: PathLike, *, chunk_size: int = 1 << 20) -> str:

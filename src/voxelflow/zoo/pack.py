@@ -41,6 +41,7 @@ def pack_run(
     which: str = "best",
     weights_format: str = "pt",
     plugins: Sequence[PathLike] = (),
+    folds: str | None = None,
 ) -> Path:
     """Pack a run folder's resolved config, chosen checkpoint and fitted state as a zoo entry.
 
@@ -61,6 +62,10 @@ def pack_run(
         which: ``"best"`` or ``"last"`` checkpoint.
         weights_format: ``"pt"`` or ``"safetensors"``.
         plugins: ``.py`` files shipped as plugin code.
+        folds: ``"all"`` or ``"0,2"``: ``run_dir`` is a cross-validation run folder and the
+            entry is the ensemble of its fold runs ``run_dir/fold_K`` (one card, every member's
+            weights and fitted state, ``cv/postprocessing.json``, ``cv/summary.csv`` means as
+            ``cv_*`` metrics); see :func:`voxelflow.zoo.pack_ensemble.pack_folds`.
 
     Returns:
         The written entry path.
@@ -77,6 +82,13 @@ def pack_run(
 
     if weights_format not in ("pt", "safetensors"):
         raise ConfigError(f"weights format: expected 'pt' or 'safetensors', got {weights_format!r}")
+    if folds is not None:
+        from voxelflow.zoo.pack_ensemble import pack_folds
+
+        return pack_folds(
+            run_dir, out=out, folds=folds, name=name, version=version, card=card, which=which,
+            weights_format=weights_format, plugins=plugins,
+        )  # fmt: skip
     run_dir, out = Path(run_dir), Path(out)
     application, experiment, checkpoint, fitted = application_from_run(run_dir, which=which)
     entry_name = _entry_name(name or run_dir.resolve().name)
@@ -212,13 +224,18 @@ def _write_files(
         (staging / "preprocessing.json").write_text(json.dumps(fitted, indent=1), encoding="utf-8")
         files["preprocessing"] = "preprocessing.json"
     if plugins:
-        (staging / "plugins").mkdir()
-        for plugin in map(Path, plugins):
-            if plugin.suffix != ".py" or not plugin.is_file():
-                raise DataError(f"plugin: expected an existing .py file, got {str(plugin)!r}")
-            shutil.copyfile(plugin, staging / "plugins" / plugin.name)
-        files["plugins"] = [f"plugins/{Path(plugin).name}" for plugin in plugins]
+        files["plugins"] = copy_plugins(staging, plugins)
     return files
+
+
+def copy_plugins(staging: Path, plugins: Sequence[PathLike]) -> list[str]:
+    """Copy plugin ``.py`` files into ``staging/plugins``; returns their entry paths."""
+    (staging / "plugins").mkdir()
+    for plugin in map(Path, plugins):
+        if plugin.suffix != ".py" or not plugin.is_file():
+            raise DataError(f"plugin: expected an existing .py file, got {str(plugin)!r}")
+        shutil.copyfile(plugin, staging / "plugins" / plugin.name)
+    return [f"plugins/{Path(plugin).name}" for plugin in plugins]
 
 
 def required_torch(weights_format: str) -> str:
@@ -415,7 +432,10 @@ def readme_text(card: ModelCard) -> str:
         f"- application: {card.application}\n- network: {card.network.get('name', '?')}\n"
         f"- inputs: {', '.join(inputs.modalities) or '?'}; orientation {inputs.orientation}; "
         f"spacing {inputs.spacing}; normalisation {', '.join(inputs.normalization) or 'none'}\n"
+        f"- intensities: {inputs.intensity or 'not stated'}\n"
         f"- training data: {card.training_data or 'not described'}\n- metrics: {metrics}\n"
+        f"- checked on: {card.checked_on or 'not stated'}\n"
+        f"- limitations: {card.limitations or 'not stated'}\n"
         f"- licence: {card.license}\n- requires: voxelflow >= {card.requires.voxelflow}, "
         f"torch >= {card.requires.torch}\n\n| class | label |\n|---|---|\n{labels}\n\n"
         f"## Citation\n\n{card.citation or 'none given'}\n\n## Use\n\n"
