@@ -51,6 +51,7 @@ class Experiment:
         self._run_dir = Path(run_dir) if run_dir is not None else None
         self._model: _LoadedModel | None = None
         self._members: tuple[tuple[str, str | None], list[Any]] | None = None
+        self._ensemble: tuple[list[Any], dict[str, Any] | None] | None = None  # an ensemble entry
 
     # --- building -----------------------------------------------------------------------------
     @classmethod
@@ -132,6 +133,12 @@ class Experiment:
         entry = resolve_model(name_or_path)
         trusted_plugins(entry, trust_code)
         experiment = cls(load_experiment(entry.config_path, overrides))
+        if entry.card.is_ensemble:  # members run one after another, as infer(folds=...) does
+            from voxelflow.cv.ensemble import entry_decision, entry_members
+
+            members = entry_members(entry, experiment.config)
+            experiment._ensemble = (members, entry_decision(entry))
+            return experiment
         state = _read_json(entry.fitted_state_path) if entry.fitted_state_path else {}
         application = experiment._build_application(state)
         load_entry_modules(application, entry)  # every module inference needs (GAN: generator)
@@ -165,6 +172,7 @@ class Experiment:
         if run_dir is not None:
             self._run_dir = Path(run_dir)
         self._model = None  # new weights: load them again on the next infer
+        self._ensemble = None
         if not force:
             from voxelflow.engine.run_dir import finished_run_summary
 
@@ -207,6 +215,13 @@ class Experiment:
         subjects = as_subjects(images, channels=len(self.config.dataset.inputs["image"]))
         if folds is not None:
             return self._infer_folds(subjects, folds, checkpoint)
+        if self._ensemble is not None:
+            from voxelflow.cv.ensemble import ensemble_predict
+
+            members, decision = self._ensemble
+            return list(
+                ensemble_predict(members, subjects, self.config.inference, postprocessing=decision)
+            )
         model = self._loaded(checkpoint)
         return predict_subjects(self.config, model.application, model.fitted_state, subjects)
 
@@ -221,12 +236,17 @@ class Experiment:
         Raises:
             ConfigError: no trained run; an output folder inside the input folder.
         """
+        from voxelflow.api.inputs import input_rows
         from voxelflow.engine.inference import predict_rows
 
-        model = self._loaded(checkpoint)
-        from voxelflow.api.inputs import input_rows
-
         rows = input_rows(Path(input), self.config)
+        if self._ensemble is not None:
+            from voxelflow.cv.ensemble import ensemble_rows
+
+            members, decision = self._ensemble
+            return ensemble_rows(members, rows, out_dir=Path(out_dir),
+                                 options=self.config.inference, postprocessing=decision)  # fmt: skip
+        model = self._loaded(checkpoint)
         return predict_rows(
             self.config, model.application, model.fitted_state, rows, out_dir=Path(out_dir)
         )

@@ -69,6 +69,11 @@ def _add_pack_parser(actions: argparse._SubParsersAction) -> None:
     pack.add_argument("--checkpoint", default="best", choices=("best", "last"))
     pack.add_argument("--weights-format", default="pt", choices=("pt", "safetensors"))
     pack.add_argument("--plugin", action="append", default=[], help="plugin .py file (repeatable)")
+    pack.add_argument(
+        "--folds", default=None, metavar="all|K,K,...",
+        help="RUN_DIR holds fold runs (voxelflow train --fold all): pack them as one ensemble "
+        "entry (infer --model runs it as infer --folds does)",
+    )  # fmt: skip
     pack.set_defaults(func=run_pack)
 
 
@@ -140,6 +145,8 @@ def run_pack(args: argparse.Namespace) -> int:
         which=args.checkpoint,
         weights_format=args.weights_format,
         plugins=args.plugin,
+        folds=args.folds,
     )
-    sys.stdout.write(f"packed {args.run_dir} as {out}\n")
+    what = f" (ensemble of folds {args.folds})" if args.folds else ""
+    sys.stdout.write(f"packed {args.run_dir}{what} as {out}\n")
     return 0

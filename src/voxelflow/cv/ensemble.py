@@ -134,6 +134,49 @@ def fold_members(
     return members
 
 
+def entry_members(entry: Any, experiment: ExperimentConfig) -> list[Member]:
+    """The members of a packed ensemble zoo entry (``files.members``), built as
+    :func:`fold_members` builds the folds: each with its own weights and fitted state, the
+    entry's config (and this invocation's ``inference.*`` / ``system.*`` overrides).
+
+    Raises:
+        ConfigError: an autoencoder/GAN, members that differ (label sets, classes).
+        CheckpointError: weights that do not fit (see ``load_entry_modules``).
+    """
+    import json
+
+    from voxelflow.engine.inference import check_mode, inference_context
+    from voxelflow.zoo.network import build_application_for, load_entry_modules
+    from voxelflow.zoo.store import member_models
+
+    refuse_application(experiment.application)
+    if entry.card.application != experiment.application:
+        raise ConfigError(
+            f"zoo entry {entry.name!r}: its card says {entry.card.application!r}, its config "
+            f"{experiment.application!r}"
+        )
+    members = []
+    for name, model in member_models(entry):
+        state = {}
+        if model.fitted_state_path is not None:
+            state = json.loads(model.fitted_state_path.read_text(encoding="utf-8"))
+        app = build_application_for(experiment, state)
+        load_entry_modules(app, model)
+        check_mode(experiment, app)
+        log.info("ensemble member %s of zoo entry %s", name, entry.name)
+        members.append(Member(name, experiment, app, state, inference_context(experiment, app)))
+    check_compatible(members)
+    return members
+
+
+def entry_decision(entry: Any) -> dict[str, Any] | None:
+    """A packed ensemble's postprocessing decision (segmentation), or None."""
+    path = entry.card.files.postprocessing
+    if not path or entry.card.application != "segmentation":
+        return None
+    return json.loads((entry.path / path).read_text(encoding="utf-8"))
+
+
 def _saved_config(run: Path, fallback: ExperimentConfig) -> ExperimentConfig:
     """The member's own saved config (its application, label set), the inference options of
     ``fallback`` (this invocation's ``--set inference.*``)."""

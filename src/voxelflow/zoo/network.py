@@ -195,7 +195,9 @@ def load_entry_modules(application: Any, entry: Any) -> list[str]:
 def application_from_entry(
     name_or_path: PathLike, *, trust_code: bool = False
 ) -> tuple[Any, Any, Any]:
-    """The application of an installed zoo entry (or entry folder), weights loaded.
+    """The application of an installed zoo entry (or entry folder, or a resolved
+    :class:`~voxelflow.zoo.store.InstalledModel`), weights loaded (an ensemble entry: its first
+    member's).
 
     Returns:
         The application (eval mode), the entry's experiment and the entry
@@ -204,9 +206,11 @@ def application_from_entry(
     import json
 
     from voxelflow.config.load import load_experiment
-    from voxelflow.zoo.store import resolve_model, trusted_plugins
+    from voxelflow.zoo.store import InstalledModel, resolve_model, trusted_plugins
 
-    entry = resolve_model(name_or_path)
+    entry = (
+        name_or_path if isinstance(name_or_path, InstalledModel) else resolve_model(name_or_path)
+    )
     trusted_plugins(entry, trust_code)
     experiment = load_experiment(entry.config_path)
     fitted = {}

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -143,9 +143,27 @@ def verify_entry(root: PathLike, *, label: str | None = None) -> InstalledModel:
             raise SecurityError(
                 f"{who}: checksum mismatch for {name!r}: expected sha256 {expected}, got {actual}"
             )
-    for weights in card.files.weights.values():
+    weight_files = [*card.files.weights.values()]
+    for member in card.files.members:
+        weight_files += member.weights.values()
+    for weights in dict.fromkeys(weight_files):
         load_weights(root / weights, entry=card.name)
     return _installed(root, card)
+
+
+def member_models(entry: InstalledModel) -> list[tuple[str, InstalledModel]]:
+    """The members of an ensemble entry, each as an entry of its own weights and fitted state
+    (``(member name, model)``); a single-model entry is its own one member, named after it."""
+    if not entry.card.files.members:
+        return [(entry.name, entry)]
+    members = []
+    for member in entry.card.files.members:
+        weights = {module: entry.path / file for module, file in member.weights.items()}
+        main = weights.get("network") or weights.get("generator") or next(iter(weights.values()))
+        state = entry.path / member.preprocessing if member.preprocessing else None
+        model = replace(entry, weights_path=main, weights_paths=weights, fitted_state_path=state)
+        members.append((member.name, model))
+    return members
 
 
 def _installed(root: Path, card: ModelCard) -> InstalledModel:
