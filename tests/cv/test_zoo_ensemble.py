@@ -140,3 +140,25 @@ def test_ensemble_card_refuses_duplicate_members(tmp_path: Path) -> None:
             {"name": "e", "version": "1", "application": "segmentation",
              "files": {"weights": member["weights"], "members": [member, member]}}
         )  # fmt: skip
+
+
+def test_ensemble_entry_with_different_label_sets_is_refused(
+    cv_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from voxelflow.zoo.entry import dump_card, sha256_of
+
+    _, root, inputs = cv_run
+    entry = pack_run(root, folds="all", out=tmp_path / "mixed")
+    state_file = entry / "members" / "fold_1" / "preprocessing.json"
+    state = json.loads(state_file.read_text())
+    state["label_values"] = [0, 1, 2]  # as many classes (the weights fit), other label values
+    state_file.write_text(json.dumps(state))
+    card = load_card(entry)
+    digests = {**card.sha256, "members/fold_1/preprocessing.json": sha256_of(state_file)}
+    dump_card(card.model_copy(update={"sha256": digests}), entry / "model.yaml")
+    args = ["infer", "--model", str(entry), "--input", str(inputs), "--out", str(tmp_path / "o")]
+    assert main(args) != 0
+    message = capsys.readouterr().err
+    assert "one label set expected" in message and "(fold_0)" in message and "(fold_1)" in message
