@@ -216,3 +216,18 @@ def test_profile_prints_the_thread_choice(tmp_path: Path, capsys, restore_thread
     assert expected in out.splitlines()
     assert "note: augmented windows are resampled by the fused numba kernel" in out
     assert torch.get_num_threads() == 1
+
+
+def test_training_pipeline_takes_threads_kernel_and_worker_init_from_the_config(
+    tmp_path: Path, restore_threads
+):
+    from voxelflow.config.load import load_experiment
+    from voxelflow.engine.run import build_training_pipeline
+
+    config = _experiment(tmp_path)
+    experiment = load_experiment(config, ["system.resample_kernel=torch", "system.threads=2"])
+    pipeline = build_training_pipeline(experiment, tmp_path / "run")
+    assert pipeline.queue.sampler.resample_kernel == "torch"
+    assert pipeline.loader.worker_init_fn is worker_init
+    assert (pipeline.threads.threads, pipeline.threads.source) == (2, "config")
+    assert torch.get_num_threads() == 2
