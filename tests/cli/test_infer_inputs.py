@@ -46,10 +46,11 @@ def _subjects(table: Path) -> list[str]:
         return sorted(row["subject"] for row in csv.DictReader(stream))
 
 
-def test_a_folder_input_follows_the_datasets_folder_rule(tmp_path: Path) -> None:
+def test_a_folder_input_follows_the_datasets_folder_rule(tmp_path: Path, monkeypatch) -> None:
     config, folder = _trained(tmp_path)
     out = tmp_path / "pred"
-    assert main(["infer", "-c", str(config), "--input", str(folder), "--out", str(out)]) == 0
+    monkeypatch.chdir(tmp_path)  # a relative folder, as a user types it
+    assert main(["infer", "-c", str(config), "--input", folder.name, "--out", str(out)]) == 0
     # label maps in the same folder are not "segmented"; ids are the training table's ids
     assert _subjects(out / "inferred.csv") == ["case0", "case1", "case2"]
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [

@@ -467,7 +467,7 @@ def rows_from_input(
 
     path = Path(path)
     if pattern is not None and path.is_dir() and len(image_columns) == 1:
-        spec = pattern.model_copy(update={"path": path})
+        spec = pattern.model_copy(update={"path": path.resolve()})
         found = match_folder(spec, base_dir=path, column=image_columns[0])
         return [SubjectRow(name, {image_columns[0]: str(f.resolve())}) for name, f in sorted(found.items())]
     if path.suffix == ".csv":
