@@ -37,7 +37,7 @@ def test_failed_write_keeps_previous_checkpoint(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
-    with pytest.raises(OSError, match="(?i)no space left.*step_00000001.pt intact"):
+    with pytest.raises(OSError, match=r"(?i)no space left.*step_00000001\.pt intact"):
         manager.save({"step": 2, "weights": torch.zeros(3)}, step=2)
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
