@@ -12,10 +12,14 @@ fails when the committed page differs from what this module renders. Regenerate:
 from __future__ import annotations
 
 import configparser
+import contextlib
 import html
 import logging
+import os
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +128,8 @@ def _note(section: str, key: str, value: str) -> tuple[str, str]:
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_dict(sections)
     try:
-        converted = convert_parser(parser, origin="example.ini", config_dir=".")
+        with _scratch_folder():
+            converted = convert_parser(parser, origin="example.ini", config_dir=".")
     except VoxelflowError as exc:
         return "refused", " ".join(str(exc).split())
     found = [n for n in converted.notes if n.section == target and n.key == key]
@@ -319,11 +324,25 @@ WORKED_EXAMPLES: list[tuple[str, str, str]] = [
 ]
 
 
+@contextlib.contextmanager
+def _scratch_folder() -> Iterator[Path]:
+    """An empty working folder for example conversions: converting may list data folders into
+    ``<model_dir>/niftynet_subjects.csv``, which must never land in the caller's folder."""
+    previous = Path.cwd()
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)
+        try:
+            yield Path(folder)
+        finally:
+            os.chdir(previous)
+
+
 def _worked_example(title: str, command: str, text: str) -> str:
     body = textwrap.dedent(text)
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(body)
-    converted = convert_parser(parser, origin="example.ini", config_dir=".")
+    with _scratch_folder():
+        converted = convert_parser(parser, origin="example.ini", config_dir=".")
     report = [str(n) for n in converted.notes if n.status != "mapped"] or ["(every key mapped)"]
     settings = converted.settings
     return "\n".join(
