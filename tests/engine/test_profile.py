@@ -44,7 +44,7 @@ def test_data_bottleneck_advises_workers_and_cheaper_augmentation() -> None:
     text = "\n".join(advice)
     assert "raise training.num_workers from 1 to about 5" in text  # 100 ms / 20 ms = 5x
     assert "augmentation takes 80% of the data path (flip, affine)" in text
-    assert "BatchAugmentation" in text
+    assert "system.resample_kernel" in text
     assert "smaller sampling.window (64x64x64 now; 32x32x32 is about 8x cheaper" in text
 
 
