@@ -147,8 +147,11 @@ def convert_one(section: str, key: str, value: str) -> Any | None:
     sections.setdefault(section, {})[key] = value
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_dict(sections)
+    from voxelflow.config.niftynet_docs import scratch_folder
+
     try:
-        _, notes = niftynet.convert_niftynet_parser(parser)
+        with scratch_folder():  # converting lists the data folders into ./model/: not here
+            _, notes = niftynet.convert_niftynet_parser(parser)
     except ValueError:  # voxelflow errors are ValueErrors: the example value does not fit
         return None
     return next((n for n in notes if n.section == section and n.key == key), None)

@@ -31,3 +31,16 @@ def test_page_has_a_worked_example_per_application_and_every_key() -> None:
         for key in keys:
             assert f"| `{key}` |" in text, (section, key)
     assert "| `niftynet.network.toynet.ToyNet` | `toynet` | `{name: toynet}` |" in text
+
+
+def test_rendering_the_docs_writes_nothing_in_the_working_folder(tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    monkeypatch.chdir(tmp_path)
+    render_page()
+    hook_path = PAGE.parents[0] / "hooks" / "niftynet_reference.py"
+    spec = importlib.util.spec_from_file_location("niftynet_reference_hook", hook_path)
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    hook.convert_one("NETWORK", "batch_size", "2")
+    assert list(tmp_path.iterdir()) == []  # no ./model/niftynet_subjects.csv

@@ -128,7 +128,7 @@ def _note(section: str, key: str, value: str) -> tuple[str, str]:
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_dict(sections)
     try:
-        with _scratch_folder():
+        with scratch_folder():
             converted = convert_parser(parser, origin="example.ini", config_dir=".")
     except VoxelflowError as exc:
         return "refused", " ".join(str(exc).split())
@@ -325,7 +325,7 @@ WORKED_EXAMPLES: list[tuple[str, str, str]] = [
 
 
 @contextlib.contextmanager
-def _scratch_folder() -> Iterator[Path]:
+def scratch_folder() -> Iterator[Path]:
     """An empty working folder for example conversions: converting may list data folders into
     ``<model_dir>/niftynet_subjects.csv``, which must never land in the caller's folder."""
     previous = Path.cwd()
@@ -341,7 +341,7 @@ def _worked_example(title: str, command: str, text: str) -> str:
     body = textwrap.dedent(text)
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(body)
-    with _scratch_folder():
+    with scratch_folder():
         converted = convert_parser(parser, origin="example.ini", config_dir=".")
     report = [str(n) for n in converted.notes if n.status != "mapped"] or ["(every key mapped)"]
     settings = converted.settings
