@@ -106,3 +106,24 @@ def test_channel_count_differing_between_subjects_is_named(make_dataset):
         DataError, match=r"subject 'case1' has 2 image channel\(s\), subject 'case0' has 1"
     ):
         fingerprint_dataset(_rows(table), roles=ROLES, workers=1, progress=False)
+
+
+def test_a_subject_stored_in_another_orientation_has_the_same_fingerprint(make_dataset):
+    table = make_dataset(1)
+    folder = table.parent
+    reference = fingerprint_dataset(_rows(table), roles=ROLES, workers=1, progress=False)
+    for name in ("case0_image.nii.gz", "case0_label.nii.gz"):
+        loaded = nib.load(folder / name)
+        data = np.asanyarray(loaded.dataobj)[::-1, :, ::-1].transpose(1, 0, 2).copy()
+        flip = np.eye(4)[[1, 0, 2, 3]]  # voxel (j, i, k) of the new file is voxel (i, j, k) flipped
+        flip[0, :] = [0, -1, 0, data.shape[1] - 1]
+        flip[1, :] = [1, 0, 0, 0]
+        flip[2, :] = [0, 0, -1, data.shape[2] - 1]
+        nib.save(nib.Nifti1Image(data, loaded.affine @ flip), folder / f"lps_{name}")
+    (folder / "lps.csv").write_text("subject,image,label\ncase0,lps_case0_image.nii.gz,lps_case0_label.nii.gz\n")
+    moved = fingerprint_dataset(_rows(folder / "lps.csv"), roles=ROLES, workers=1, progress=False)
+    a, b = reference.subjects[0], moved.subjects[0]
+    assert b.original_orientation != a.original_orientation
+    assert (b.shape, b.spacing, b.body_box) == (a.shape, a.spacing, a.body_box)
+    assert b.channels[0].foreground.mean == pytest.approx(a.channels[0].foreground.mean)
+    assert [c.voxels for c in b.labels] == [c.voxels for c in a.labels]

@@ -238,7 +238,57 @@ def _class_fingerprints(label: np.ndarray) -> list[ClassFingerprint]:
 
 
 def _read(row: SubjectRow, column: str, kind: str) -> Image:
-    return read_image(row.path(column), kind=kind)  # type: ignore[arg-type]
+    """The file as an :class:`Image` without copying voxels where that is safe.
+
+    NIfTI files are read through nibabel's array proxy and wrapped as they are (the planner only
+    measures them); anything unusual (other formats, non-finite values, non-integer labels, 2D
+    or 5D files) goes through :func:`~voxelflow.io.readers.read_image` and its checks.
+    """
+    path = row.path(column)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+        import torch
+
+        try:
+            loaded = nib.load(str(path))
+            array = np.asanyarray(loaded.dataobj)
+        except Exception:  # unreadable here: the full reader names the problem
+            return read_image(path, kind=kind)  # type: ignore[arg-type]
+        floating = array.dtype.kind == "f"
+        usable = array.ndim in (3, 4) and array.shape[2] > 1 and array.dtype.kind in "uif"
+        if usable and floating:
+            usable = bool(np.isfinite(array).all()) and (
+                kind != "label" or bool(np.all(array == np.round(array)))
+            )
+        if usable:
+            channels = array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)
+            if array.dtype.byteorder not in ("=", "|"):
+                channels = channels.astype(array.dtype.newbyteorder("="))
+            data = torch.from_numpy(np.ascontiguousarray(channels) if floating else channels)
+            return Image(data, loaded.affine, kind=kind, path=path)  # type: ignore[arg-type]
+    return read_image(path, kind=kind)  # type: ignore[arg-type]
+
+
+def _oriented(
+    shape: list[int], affine: np.ndarray, box: list[list[int]], orientation: str | None
+) -> tuple[list[int], np.ndarray, list[list[int]]]:
+    """Shape, affine and box as they are after reorienting to ``orientation`` (no voxels moved:
+    the statistics do not depend on the axis order, only these do)."""
+    if not orientation:
+        return shape, affine, box
+    dims = len(shape)
+    transform = F.orientation_transform(affine, orientation, spatial_dims=dims)
+    dummy = np.broadcast_to(np.zeros((), dtype=np.uint8), (1, *shape))
+    new_affine = F.apply_orientation(dummy, affine, transform)[1]
+    new_shape, start, stop = [0] * dims, [0] * dims, [0] * dims
+    for axis, (target, flip) in enumerate(transform):
+        target = int(target)
+        new_shape[target] = shape[axis]
+        low, high = box[0][axis], box[1][axis]
+        if flip < 0:
+            low, high = shape[axis] - high, shape[axis] - low
+        start[target], stop[target] = low, high
+    return new_shape, new_affine, [start, stop]
 
 
 def fingerprint_subject(
@@ -263,17 +313,10 @@ def fingerprint_subject(
         check_same_grid(first, other, what=f"subject {row.name!r}: its image and label")
     files = {c: file_identity(row.path(c)) for c in [*roles["image"], *label_columns]}
     original = first.orientation
-    arrays = [img.data.numpy() for img in images]
-    data = np.concatenate(arrays, axis=0).astype(np.float32, copy=False)
-    affine = first.affine
+    data = [channel for img in images for channel in img.data.numpy()]  # views, file axes
     label_data = label.data.numpy()[0] if label is not None else None
-    if orientation:
-        data, new_affine, transform = F.reorient(data, affine, orientation)
-        if label_data is not None:
-            label_data = F.apply_orientation(label_data[None], affine, transform)[0][0]
-        affine = new_affine
     spatial_dims = first.spatial_dims
-    spacing = [round(float(s), 6) for s in F.spacing_of(affine, spatial_dims)]
+    file_shape = [int(n) for n in data[0].shape]
     factor = 2 if spatial_dims == 3 and data[0].size > BODY_SUBSAMPLE_VOXELS else 1
     channels = []
     bodies = []
@@ -290,22 +333,24 @@ def fingerprint_subject(
     union = np.any(bodies, axis=0)
     box = F.foreground_bounding_box(union)
     if box is None:
-        start, stop = [0] * spatial_dims, list(data.shape[1:])
+        start, stop = [0] * spatial_dims, list(file_shape)
     else:
         start = [int(a) * factor for a in box[0]]
-        stop = [min(int(b) * factor, n) for b, n in zip(box[1], data.shape[1:])]
+        stop = [min(int(b) * factor, n) for b, n in zip(box[1], file_shape)]
     if label_data is not None and label_data.any():
         # the label foreground always lies inside the box used for cropping
         lbox = F.foreground_bounding_box(label_data > 0)
         assert lbox is not None
         start = [min(a, b) for a, b in zip(start, lbox[0])]
         stop = [max(a, b) for a, b in zip(stop, lbox[1])]
+    shape, affine, (start, stop) = _oriented(file_shape, first.affine, [start, stop], orientation)
+    spacing = [round(float(s), 6) for s in F.spacing_of(affine, spatial_dims)]
     return SubjectFingerprint(
         subject=row.name,
         files=files,
         spatial_dims=spatial_dims,
         original_orientation=original,
-        shape=[int(s) for s in data.shape[1:]],
+        shape=shape,
         spacing=spacing,
         body_box=[start, stop],
         channels=channels,
