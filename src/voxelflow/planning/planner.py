@@ -582,9 +582,23 @@ class _Builder:
             schemes = self._generative_normalization(config, comments)
         config["preprocessing"]["spacing"] = list(self.fullres)
         comments["preprocessing.spacing"] = self.spacing_why
+        median = [int(m) for m in self.median_shape]
+        if self.options.application == "autoencoder":
+            # the autoencoder models whole images: a crop per subject would align the heads and
+            # change what is reconstructed; keep the template's field of view
+            keep = (self.template.get("preprocessing") or {}).get("crop_foreground", False)
+            config["preprocessing"]["crop_foreground"] = keep
+            comments["preprocessing.crop_foreground"] = (
+                f"kept from the template ({keep}): an autoencoder reconstructs the whole image"
+            )
+            if not keep:
+                uncropped = [
+                    rules.resampled_shape(s.shape, s.spacing, self.fullres)
+                    for s in self.fp.subjects
+                ]
+                median = [int(m) for m in _median(uncropped)]
         sampling = dict(config.get("sampling") or {})
         window = list(sampling.get("window") or [64] * self.fp.spatial_dims)
-        median = [int(m) for m in self.median_shape]
         clipped = [
             w if w in (0, -1) or w <= m else max(16, (m // 16) * 16) for w, m in zip(window, median)
         ]
