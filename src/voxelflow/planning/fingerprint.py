@@ -200,7 +200,7 @@ def _channel_fingerprint(
         zero_fraction = float(np.mean(outside == 0)) if not looks_ct else 0.0
         min_fraction = float(np.mean(outside == channel.min()))
         background = "zero" if max(zero_fraction, min_fraction) > 0.5 else "noise"
-    sample = channel.ravel()[:: max(1, channel.size // 200_000)]
+    sample = channel.ravel(order="K")[:: max(1, channel.size // 200_000)]
     return ChannelFingerprint(
         minimum=float(channel.min()),
         maximum=float(channel.max()),
@@ -215,7 +215,7 @@ def _channel_fingerprint(
 
 def _class_fingerprints(label: np.ndarray) -> list[ClassFingerprint]:
     if label.dtype.kind in "ub":
-        counts_all = np.bincount(label.ravel())
+        counts_all = np.bincount(label.ravel(order="K"))
         values = np.flatnonzero(counts_all)
         counts = counts_all[values]
     else:

@@ -82,7 +82,7 @@ def otsu_threshold(values: np.ndarray, *, bins: int = 256) -> float:
 
 def looks_like_ct(channel: np.ndarray) -> bool:
     """True when a channel ``(*spatial)`` has air near -1000 HU and tissue above 0 (a CT in HU)."""
-    sample = np.asarray(channel).ravel()[:: max(1, np.asarray(channel).size // 500_000)]
+    sample = np.asarray(channel).ravel(order="K")[:: max(1, np.asarray(channel).size // 500_000)]
     low, high = np.percentile(sample, [0.5, 99.5])
     return bool(low < CT_AIR_HU and high > 0.0)
 
