@@ -15,7 +15,8 @@ from voxelflow.cli.main import main
 from voxelflow.metrics.evaluate import evaluate_images
 
 
-def test_card_metrics_and_label_names_come_from_the_runs_evaluation(tmp_path: Path) -> None:
+def _trained_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A one-iteration segmentation run on two phantoms: (data folder, run folder)."""
     folder = tmp_path / "data"
     folder.mkdir()
     lines = ["subject,image,label"]
@@ -37,6 +38,11 @@ def test_card_metrics_and_label_names_come_from_the_runs_evaluation(tmp_path: Pa
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["train", "-c", str(path)]) == 0
+    return folder, run
+
+
+def test_card_metrics_and_label_names_come_from_the_runs_evaluation(tmp_path: Path) -> None:
+    folder, run = _trained_run(tmp_path)
     reference = vf.read_image(folder / "s0_seg.nii.gz", kind="label")
     evaluate_images({"s0": (reference, reference)}, run / "evaluation", metrics=["dice"],
                     label_names={1: "lesion"}, report=False)  # fmt: skip
@@ -49,3 +55,30 @@ def test_card_metrics_and_label_names_come_from_the_runs_evaluation(tmp_path: Pa
     assert card["metrics"]["test_dice_lesion"] == 1.0
     labels = {int(k): v for k, v in card["outputs"]["labels"].items()}
     assert labels[1] == "lesion"
+
+
+def test_float16_entries_are_half_the_size_and_predict_alike(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setenv("VOXELFLOW_ZOO_HOME", str(tmp_path / "zoo"))
+    folder, run = _trained_run(tmp_path)
+    sizes, predictions = {}, {}
+    for precision in ("float32", "float16"):
+        entry = tmp_path / f"{precision}.zip"
+        assert main(["zoo", "pack", str(run), "--out", str(entry), "--name", f"tiny-{precision}",
+                     "--precision", precision]) == 0  # fmt: skip
+        with zipfile.ZipFile(entry) as archive:
+            weights = next(n for n in archive.namelist() if n.endswith("network.pt"))
+            archive.extract(weights, tmp_path / precision)
+        tensors = torch.load(tmp_path / precision / weights, weights_only=True)
+        sizes[precision] = sum(t.nbytes for t in tensors.values())
+        assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {
+            getattr(torch, precision)
+        }
+        assert main(["zoo", "install", str(entry)]) == 0
+        out = tmp_path / f"pred-{precision}"
+        assert main(["infer", "--model", f"tiny-{precision}", "--input",
+                     str(folder / "s0_img.nii.gz"), "--out", str(out)]) == 0  # fmt: skip
+        predictions[precision] = np.asanyarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
+    assert sizes["float16"] < 0.55 * sizes["float32"]  # the weights' bytes halve
+    assert (predictions["float16"] == predictions["float32"]).mean() > 0.99

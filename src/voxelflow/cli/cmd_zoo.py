@@ -68,6 +68,8 @@ def _add_pack_parser(actions: argparse._SubParsersAction) -> None:
     )
     pack.add_argument("--checkpoint", default="best", choices=("best", "last"))
     pack.add_argument("--weights-format", default="pt", choices=("pt", "safetensors"))
+    pack.add_argument("--precision", default="float32", choices=("float32", "float16"),
+                      help="store floating-point weights in float16: half the size")
     pack.add_argument("--plugin", action="append", default=[], help="plugin .py file (repeatable)")
     pack.add_argument(
         "--folds", default=None, metavar="all|K,K,...",
@@ -144,6 +146,7 @@ def run_pack(args: argparse.Namespace) -> int:
         card=card,
         which=args.checkpoint,
         weights_format=args.weights_format,
+        precision=args.precision,
         plugins=args.plugin,
         folds=args.folds,
     )

@@ -42,6 +42,7 @@ def pack_run(
     weights_format: str = "pt",
     plugins: Sequence[PathLike] = (),
     folds: str | None = None,
+    precision: str = "float32",
 ) -> Path:
     """Pack a run folder's resolved config, chosen checkpoint and fitted state as a zoo entry.
 
@@ -61,6 +62,8 @@ def pack_run(
             citation, training_data, ``outputs: {labels: {1: liver}}`` ...); unknown keys refused.
         which: ``"best"`` or ``"last"`` checkpoint.
         weights_format: ``"pt"`` or ``"safetensors"``.
+        precision: ``"float32"`` or ``"float16"`` (half the size; loaded back into float32
+            parameters, so predictions differ only by the rounding of the weights).
         plugins: ``.py`` files shipped as plugin code.
         folds: ``"all"`` or ``"0,2"``: ``run_dir`` is a cross-validation run folder and the
             entry is the ensemble of its fold runs ``run_dir/fold_K`` (one card, every member's
@@ -82,12 +85,16 @@ def pack_run(
 
     if weights_format not in ("pt", "safetensors"):
         raise ConfigError(f"weights format: expected 'pt' or 'safetensors', got {weights_format!r}")
+    if precision not in WEIGHT_PRECISIONS:
+        raise ConfigError(
+            f"precision: expected one of {sorted(WEIGHT_PRECISIONS)}, got {precision!r}"
+        )
     if folds is not None:
         from voxelflow.zoo.pack_ensemble import pack_folds
 
         return pack_folds(
             run_dir, out=out, folds=folds, name=name, version=version, card=card, which=which,
-            weights_format=weights_format, plugins=plugins,
+            weights_format=weights_format, plugins=plugins, precision=precision,
         )  # fmt: skip
     run_dir, out = Path(run_dir), Path(out)
     application, experiment, checkpoint, fitted = application_from_run(run_dir, which=which)
@@ -97,7 +104,7 @@ def pack_run(
     try:
         config = scrub_config(_read_yaml(run_dir / "config.yaml"), entry_name=entry_name)
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        files = _write_files(staging, application, fitted, weights_format, plugins)
+        files = _write_files(staging, application, fitted, weights_format, plugins, precision)
         generated = _generated_card(
             application, experiment, checkpoint, fitted, entry_name, version
         )
@@ -197,12 +204,17 @@ def _entry_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip("._-") or "model"
 
 
+#: how floating-point weights are stored in an entry
+WEIGHT_PRECISIONS = {"float32": torch.float32, "float16": torch.float16}
+
+
 def _write_files(
     staging: Path,
     application: Any,
     fitted: Mapping[str, Any] | None,
     weights_format: str,
     plugins: Sequence[PathLike],
+    precision: str = "float32",
 ) -> dict[str, Any]:
     from voxelflow.zoo.network import inference_module_names
 
@@ -211,7 +223,15 @@ def _write_files(
     for module in inference_module_names(application):
         state = application.modules[module].state_dict()
         file = f"weights/{module}.{weights_format}"
-        tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
+        dtype = WEIGHT_PRECISIONS[precision]
+        tensors = {
+            key: value.detach()
+            .cpu()
+            .to(dtype if value.is_floating_point() else value.dtype)
+            .contiguous()
+            .clone()
+            for key, value in state.items()
+        }
         if weights_format == "safetensors":
             from safetensors.torch import save_file
 
@@ -323,7 +343,11 @@ def evaluation_figures(folder: Path) -> tuple[dict[str, float], dict[int, str]]:
     if summary.is_file():
         with summary.open(newline="", encoding="utf-8") as stream:
             for row in csv.DictReader(stream):
-                label, metric, mean = row.get("label", ""), row.get("metric", ""), row.get("mean", "")
+                label, metric, mean = (
+                    row.get("label", ""),
+                    row.get("metric", ""),
+                    row.get("mean", ""),
+                )
                 try:
                     value = float(mean)
                 except ValueError:

@@ -51,6 +51,7 @@ def pack_folds(
     which: str = "best",
     weights_format: str = "pt",
     plugins: Sequence[PathLike] = (),
+    precision: str = "float32",
 ) -> Path:
     """Pack the fold runs ``run_dir/fold_K`` (``folds``: ``all`` or ``0,2``) as one entry.
 
@@ -104,7 +105,7 @@ def pack_folds(
             folder = staging / MEMBERS_FOLDER / member.name
             folder.mkdir(parents=True)
             written = _write_files(
-                folder, member.application, member.fitted_state, weights_format, ()
+                folder, member.application, member.fitted_state, weights_format, (), precision
             )
             prefix = f"{MEMBERS_FOLDER}/{member.name}/"
             listed.append(
