@@ -655,7 +655,13 @@ def _size(text: str) -> tuple[int, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nnunet-bin", default="/tmp/nnvenv/bin", help="nnU-Net's bin folder")
+    parser.add_argument(
+        "--nnunet-bin",
+        default=os.environ.get("NNUNET_BIN"),
+        required="NNUNET_BIN" not in os.environ,
+        help="bin folder of a venv with nnunetv2 (or $NNUNET_BIN), e.g. "
+        "`python3 -m venv nnvenv && nnvenv/bin/pip install -c constraints.txt nnunetv2`",
+    )
     parser.add_argument(
         "--datasets",
         default="mr,mr0,ct,2d",

@@ -6,9 +6,9 @@ functions that build each config section. The result is committed as
 :mod:`voxelflow.config.niftynet_defaults`; ``tests/config/test_niftynet_defaults.py`` re-checks
 it against a wheel found in a local cache (it never downloads).
 
-Regenerate (after ``pip download --no-deps niftynet==0.6.0 -d /tmp/nn_wheel``)::
+Regenerate (after ``pip download --no-deps niftynet==0.6.0 -d wheels``)::
 
-    python -m voxelflow.config.niftynet_wheel /tmp/nn_wheel/NiftyNet-0.6.0-py2.py3-none-any.whl
+    python -m voxelflow.config.niftynet_wheel wheels/NiftyNet-0.6.0-py2.py3-none-any.whl
 """
 
 from __future__ import annotations
@@ -107,11 +107,11 @@ def extract_defaults(wheel: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
 
 
 def find_cached_wheel() -> Path | None:
-    """A NiftyNet 0.6.0 wheel already on this machine (``$VOXELFLOW_NIFTYNET_WHEEL``, the pip
-    cache's ``wheels`` folder, ``/tmp/nn_wheel``); ``None`` when there is none. Never downloads."""
+    """A NiftyNet 0.6.0 wheel already on this machine (``$VOXELFLOW_NIFTYNET_WHEEL``, or the
+    pip cache's ``wheels`` folder); ``None`` when there is none. Never downloads."""
     explicit = os.environ.get("VOXELFLOW_NIFTYNET_WHEEL")
     candidates = [Path(explicit)] if explicit else []
-    folders = [Path("/tmp/nn_wheel"), Path.home() / ".cache" / "pip" / "wheels"]
+    folders = [Path.home() / ".cache" / "pip" / "wheels"]
     for folder in folders:
         if folder.is_dir():
             candidates += sorted(folder.rglob("[Nn]ifty[Nn]et-0.6.0-*.whl"))

@@ -5,7 +5,7 @@ letters, device files, and links (symbolic or hard) whose target leaves the dest
 refused with a :class:`~voxelflow.errors.SecurityError` naming the archive and the member.
 
 Example:
-    >>> safe_extract("entry.zip", "/tmp/zoo/.incoming-xyz")  # doctest: +SKIP
+    >>> safe_extract("entry.zip", "zoo-home/.incoming-xyz")  # doctest: +SKIP
 """
 
 from __future__ import annotations
