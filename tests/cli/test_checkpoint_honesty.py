@@ -40,33 +40,16 @@ def test_best_with_validation_is_the_best_and_says_nothing_more(
     assert not caplog.records
 
 
-def test_api_infer_names_the_checkpoint_it_uses(tmp_path, caplog):
+def test_api_infer_names_the_checkpoint_it_uses(
+    tmp_path, phantom_table, caplog, tiny_segmentation_config
+):
     import logging
-
-    import nibabel as nib
-    import numpy as np
 
     import voxelflow as vf
 
-    folder = tmp_path / "data"
-    folder.mkdir()
-    lines = ["subject,image,label"]
-    for i in range(2):
-        image, label = vf.make_phantom((12, 12, 8), num_classes=2, seed=i)
-        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"s{i}_img.nii.gz")
-        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
-        lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
-    (folder / "table.csv").write_text("\n".join(lines) + "\n")
-    config = {
-        "dataset": {"csv": str(folder / "table.csv")},
-        "split": {"validation": 0.5},
-        "sampling": {"window": [8, 8, 8], "queue_length": 2},
-        "network": {"name": "unet", "channels": [2, 4]},
-        "training": {"max_iterations": 2, "batch_size": 1, "num_workers": 0,
-                     "validate_every": 2, "checkpoint_every": 2},
-        "inference": {"window": [8, 8, 8]},
-        "system": {"run_dir": str(tmp_path / "run"), "device": "cpu"},
-    }  # fmt: skip
+    table = phantom_table(tmp_path / "data")
+    folder = table.parent
+    config = tiny_segmentation_config(table, tmp_path / "run", inference={"window": [8, 8, 8]})
     experiment = vf.Experiment.from_dict(config)
     experiment.train()
     with caplog.at_level(logging.INFO, logger="voxelflow"):

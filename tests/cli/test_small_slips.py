@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 import yaml
 
@@ -104,26 +102,14 @@ def test_the_segmentation_demo_config_written_has_no_anchors(tmp_path: Path) -> 
 
 
 def test_training_a_finished_run_says_so_in_one_line(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    phantom_table,
+    tiny_segmentation_config,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    lines = ["subject,image,label"]
-    for i in range(2):
-        image, label = vf.make_phantom((12, 12, 8), num_classes=2, seed=i)
-        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"s{i}_img.nii.gz")
-        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
-        lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
-    (folder / "table.csv").write_text("\n".join(lines) + "\n")
-    config = {
-        "dataset": {"csv": str(folder / "table.csv")},
-        "split": {"validation": 0.5},
-        "sampling": {"window": [8, 8, 8], "queue_length": 2},
-        "network": {"name": "unet", "channels": [2, 4]},
-        "training": {"max_iterations": 2, "batch_size": 1, "num_workers": 0,
-                     "validate_every": 2, "checkpoint_every": 2},
-        "system": {"run_dir": str(tmp_path / "run"), "device": "cpu"},
-    }  # fmt: skip
+    table = phantom_table(tmp_path / "data")
+    config = tiny_segmentation_config(table, tmp_path / "run")
     first = vf.Experiment.from_dict(config).train()
     capsys.readouterr()
     with caplog.at_level(logging.INFO, logger="voxelflow"):
@@ -139,28 +125,19 @@ def test_training_a_finished_run_says_so_in_one_line(
 
 
 def test_cli_train_on_a_finished_run_and_training_without_validation_say_so_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    phantom_table,
+    tiny_segmentation_config,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from voxelflow.cli.main import main
 
-    folder = tmp_path / "data"
-    folder.mkdir()
-    lines = ["subject,image,label"]
-    for i in range(2):
-        image, label = vf.make_phantom((12, 12, 8), num_classes=2, seed=i)
-        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"s{i}_img.nii.gz")
-        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
-        lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
-    (folder / "table.csv").write_text("\n".join(lines) + "\n")
-    config = {
-        "dataset": {"csv": str(folder / "table.csv")},
-        "split": {"validation": 0.0},
-        "sampling": {"window": [8, 8, 8], "queue_length": 2},
-        "network": {"name": "unet", "channels": [2, 4]},
-        "training": {"max_iterations": 4, "batch_size": 1, "num_workers": 0,
-                     "validate_every": 1, "checkpoint_every": 2},
-        "system": {"run_dir": str(tmp_path / "run"), "device": "cpu"},
-    }  # fmt: skip
+    table = phantom_table(tmp_path / "data")
+    config = tiny_segmentation_config(
+        table, tmp_path / "run", split={"validation": 0.0},
+        training={"max_iterations": 4, "validate_every": 1},
+    )  # fmt: skip
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     with caplog.at_level(logging.INFO, logger="voxelflow"):

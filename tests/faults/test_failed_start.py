@@ -4,26 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import yaml
 
-import voxelflow as vf
 from voxelflow.cli.main import main
 
 
 def test_corrected_config_after_a_failed_start_trains_and_keeps_the_old_config(
-    tmp_path: Path, capsys
+    tmp_path: Path, phantom_table, capsys
 ) -> None:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    lines = ["subject,image,label"]
-    for i in range(2):
-        image, label = vf.make_phantom((16, 16, 8), num_classes=2, seed=i)
-        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"s{i}_img.nii.gz")
-        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
-        lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
-    (folder / "table.csv").write_text("\n".join(lines) + "\n")
+    table = phantom_table(tmp_path / "data", shape=(16, 16, 8))
+    folder = table.parent
     label = folder / "s1_seg.nii.gz"
     good = label.read_bytes()
     label.write_bytes(good[: len(good) // 2])  # a truncated label: found only when voxels are read

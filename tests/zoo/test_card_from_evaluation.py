@@ -15,34 +15,24 @@ from voxelflow.cli.main import main
 from voxelflow.metrics.evaluate import evaluate_images
 
 
-def _trained_run(tmp_path: Path) -> tuple[Path, Path]:
+def _trained_run(tmp_path: Path, phantom_table, tiny_segmentation_config) -> tuple[Path, Path]:
     """A one-iteration segmentation run on two phantoms: (data folder, run folder)."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    lines = ["subject,image,label"]
-    for i in range(2):
-        image, label = vf.make_phantom((12, 12, 8), num_classes=2, seed=i)
-        nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"s{i}_img.nii.gz")
-        nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / f"s{i}_seg.nii.gz")
-        lines.append(f"s{i},s{i}_img.nii.gz,s{i}_seg.nii.gz")
-    (folder / "table.csv").write_text("\n".join(lines) + "\n")
+    table = phantom_table(tmp_path / "data")
+    folder = table.parent
     run = tmp_path / "run"
-    config = {
-        "dataset": {"csv": str(folder / "table.csv")},
-        "split": {"validation": 0.5},
-        "sampling": {"window": [8, 8, 8], "queue_length": 2},
-        "network": {"name": "unet", "channels": [2, 4]},
-        "training": {"max_iterations": 1, "batch_size": 1, "num_workers": 0, "checkpoint_every": 1},
-        "system": {"run_dir": str(run), "device": "cpu"},
-    }
+    config = tiny_segmentation_config(
+        table, run, training={"max_iterations": 1, "checkpoint_every": 1}
+    )
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["train", "-c", str(path)]) == 0
     return folder, run
 
 
-def test_card_metrics_and_label_names_come_from_the_runs_evaluation(tmp_path: Path) -> None:
-    folder, run = _trained_run(tmp_path)
+def test_card_metrics_and_label_names_come_from_the_runs_evaluation(
+    tmp_path: Path, phantom_table, tiny_segmentation_config
+) -> None:
+    folder, run = _trained_run(tmp_path, phantom_table, tiny_segmentation_config)
     reference = vf.read_image(folder / "s0_seg.nii.gz", kind="label")
     evaluate_images({"s0": (reference, reference)}, run / "evaluation", metrics=["dice"],
                     label_names={1: "lesion"}, report=False)  # fmt: skip
@@ -57,11 +47,13 @@ def test_card_metrics_and_label_names_come_from_the_runs_evaluation(tmp_path: Pa
     assert labels[1] == "lesion"
 
 
-def test_float16_entries_are_half_the_size_and_predict_alike(tmp_path: Path, monkeypatch) -> None:
+def test_float16_entries_are_half_the_size_and_predict_alike(
+    tmp_path: Path, phantom_table, tiny_segmentation_config, monkeypatch
+) -> None:
     import torch
 
     monkeypatch.setenv("VOXELFLOW_ZOO_HOME", str(tmp_path / "zoo"))
-    folder, run = _trained_run(tmp_path)
+    folder, run = _trained_run(tmp_path, phantom_table, tiny_segmentation_config)
     sizes, predictions = {}, {}
     for precision in ("float32", "float16"):
         entry = tmp_path / f"{precision}.zip"
