@@ -30,7 +30,7 @@ def conversion_times() -> dict[str, float]:
     """Seconds per test INI for convert_niftynet (after one warm-up conversion)."""
     import logging
 
-    from voxelflow.config.niftynet import convert_niftynet
+    from voxelflow.niftynet.conversion import convert_niftynet
 
     logging.disable(logging.WARNING)
     convert_niftynet(INIS / "segmentation_default.ini")  # imports and pydantic warm-up
@@ -44,10 +44,10 @@ def conversion_times() -> dict[str, float]:
 
 
 def cold_conversion(ini: Path) -> float:
-    """Seconds for ``import voxelflow.config.niftynet`` + one conversion in a fresh process."""
+    """Seconds for ``import voxelflow.niftynet.conversion`` + one conversion in a fresh process."""
     code = (
         "import logging, time; logging.disable(logging.WARNING); start = time.perf_counter()\n"
-        "from voxelflow.config.niftynet import convert_niftynet\n"
+        "from voxelflow.niftynet.conversion import convert_niftynet\n"
         f"convert_niftynet({str(ini)!r}); print(time.perf_counter() - start)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

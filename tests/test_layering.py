@@ -18,7 +18,7 @@ BASE = {"types": 0, "errors": 0, "registry": 0, "synthetic": 0, "__init__": 10, 
 LAYERS = {
     **BASE,
     "networks": 1, "losses": 1, "metrics": 2, "io": 2, "config": 3, "transforms": 3,
-    "data": 4, "sampling": 5, "applications": 6, "engine": 7, "zoo": 8, "planning": 8, "cv": 8, "demo": 9, "cli": 9, "api": 10,
+    "data": 4, "sampling": 5, "applications": 6, "engine": 7, "zoo": 8, "planning": 8, "cv": 8, "niftynet": 8, "demo": 9, "cli": 9, "api": 10,
 }
 # metrics may use io (evaluate action); networks/losses only the base trio.
 ALLOWED_EXTRA = {("metrics", "io")}

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxelflow.applications.autoencoder import (
+from voxelflow.applications.autoencoder.application import (
     AutoencoderApplication,
     AutoencoderOptions,
     parse_task,
 )
-from voxelflow.applications.autoencoder_support import (
+from voxelflow.applications.autoencoder.evaluation import (
     IntensityInverse,
     evaluate_reconstructions,
     resized_affine,

@@ -16,9 +16,9 @@ from scipy.stats import pearsonr
 from torch import nn
 
 from voxelflow.applications.base import InferenceContext, InferenceItem
-from voxelflow.applications.classification import ClassificationApplication, parse_task
-from voxelflow.applications.classification_evaluation import evaluate_predictions, macro_roc_auc
-from voxelflow.applications.classification_targets import TargetEncoding, image_windows
+from voxelflow.applications.classification.application import ClassificationApplication, parse_task
+from voxelflow.applications.classification.evaluation import evaluate_predictions, macro_roc_auc
+from voxelflow.applications.classification.task import TargetEncoding, image_windows
 from voxelflow.config.schema import Experiment
 from voxelflow.data.cached import CachedSubject
 from voxelflow.errors import ConfigError, DataError, ShapeError

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import InferenceContext, InferenceItem, OptimizationSettings
-from voxelflow.applications.gan import GanApplication
-from voxelflow.applications.gan_evaluation import group_metrics, histogram_l1, histogram_wasserstein
-from voxelflow.applications.gan_task import (
+from voxelflow.applications.gan.application import GanApplication
+from voxelflow.applications.gan.evaluation import group_metrics, histogram_l1, histogram_wasserstein
+from voxelflow.applications.gan.task import (
     ConditionLookup,
     fit_classes,
     intensity_to_original,

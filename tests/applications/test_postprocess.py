@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from voxelflow.applications.postprocess import postprocess_labels
+from voxelflow.applications.segmentation.postprocess import postprocess_labels
 
 
 def _two_blobs() -> np.ndarray:

@@ -14,9 +14,9 @@ from scipy import ndimage
 from torch import nn
 
 from voxelflow.applications.base import InferenceContext, InferenceItem
-from voxelflow.applications.degrade import DegradeSettings, degrade
-from voxelflow.applications.regression import RegressionApplication
-from voxelflow.applications.regression_task import (
+from voxelflow.applications.regression.application import RegressionApplication
+from voxelflow.applications.regression.degrade import DegradeSettings, degrade
+from voxelflow.applications.regression.task import (
     RegressionTask,
     TargetScaling,
     fit_target_scaling,

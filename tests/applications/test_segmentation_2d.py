@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import InferenceContext
-from voxelflow.applications.segmentation import (
+from voxelflow.applications.segmentation.application import (
     SegmentationApplication,
     experiment_slice_axis,
     network_window,

@@ -8,8 +8,12 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import InferenceContext, InferenceItem
-from voxelflow.applications.segmentation import SegmentationApplication
-from voxelflow.applications.uncertainty import SoftmaxMoments, flip_combinations, uncertainty_map
+from voxelflow.applications.segmentation.application import SegmentationApplication
+from voxelflow.applications.segmentation.uncertainty import (
+    SoftmaxMoments,
+    flip_combinations,
+    uncertainty_map,
+)
 from voxelflow.config.schema import InferenceConfig, PreprocessingConfig
 from voxelflow.errors import ConfigError
 from voxelflow.io.image import Image, Subject

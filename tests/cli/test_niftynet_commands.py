@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from voxelflow.cli import main as cli_main
-from voxelflow.cli.niftynet_alias import (
+from voxelflow.errors import ConfigError
+from voxelflow.niftynet.commands import (
     net_classify,
     net_download,
     net_run,
     net_segment,
     parse_arguments,
 )
-from voxelflow.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 INIS = ROOT / "tests" / "config" / "test_niftynet_inis"
@@ -128,7 +128,7 @@ def test_console_scripts_are_registered() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     for name in ("net_segment", "net_regress", "net_gan", "net_autoencoder", "net_classify",
                  "net_run", "net_download"):  # fmt: skip
-        assert f'{name} = "voxelflow.cli.niftynet_alias:{name}"' in text
+        assert f'{name} = "voxelflow.niftynet.commands:{name}"' in text
     script = Path(sys.executable).with_name("net_download")
     if script.is_file():  # installed entry points (pip install -e .)
         done = subprocess.run(
@@ -140,7 +140,7 @@ def test_console_scripts_are_registered() -> None:
 def test_niftynet_inference_subjects() -> None:
     from types import SimpleNamespace
 
-    from voxelflow.cli.niftynet_actions import inference_subjects
+    from voxelflow.niftynet.actions import inference_subjects
 
     rows = [SimpleNamespace(name=n) for n in ("a", "b", "c")]
     split = {"train": ["a", "b"], "validation": ["c"], "test": []}
@@ -161,8 +161,8 @@ def test_2d_image_files_turn_h_w_1_windows_into_2d(
     import numpy as np
     import SimpleITK as sitk
 
-    from voxelflow.cli.niftynet_actions import fit_windows_to_images
-    from voxelflow.config.niftynet import convert_niftynet
+    from voxelflow.niftynet.actions import fit_windows_to_images
+    from voxelflow.niftynet.conversion import convert_niftynet
 
     (tmp_path / "slices").mkdir()
     for i in range(2):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from voxelflow.config.niftynet import ConversionNote, convert_niftynet, convert_niftynet_ini
 from voxelflow.errors import ConfigError
+from voxelflow.niftynet.conversion import ConversionNote, convert_niftynet, convert_niftynet_ini
 
 INIS = Path(__file__).parent / "test_niftynet_inis"
 
@@ -104,7 +104,7 @@ def test_reg_type_l1_is_an_l1_penalty_not_l2(tmp_path: Path) -> None:
             training="optimiser = gradientdescent\nlr = 1.0",
         )
     )
-    assert experiment.optimizer.name == "voxelflow.config.niftynet_optim:l1_regularised"
+    assert experiment.optimizer.name == "voxelflow.niftynet.optim:l1_regularised"
     assert (
         experiment.optimizer.kwargs["l1"] == 0.5
         and "weight_decay" not in experiment.optimizer.kwargs
@@ -480,13 +480,13 @@ def test_converting_imports_no_torch_and_is_fast_in_a_fresh_process() -> None:
     import subprocess
     import sys
 
-    from voxelflow.config.niftynet_assembly import SLICE_PLUGIN
-    from voxelflow.config.niftynet_slices import PLUGIN
+    from voxelflow.niftynet.assembly import SLICE_PLUGIN
+    from voxelflow.niftynet.slices import PLUGIN
 
     assert SLICE_PLUGIN == PLUGIN
     code = (
         "import sys, time; start = time.perf_counter()\n"
-        "from voxelflow.config.niftynet import convert_niftynet\n"
+        "from voxelflow.niftynet.conversion import convert_niftynet\n"
         f"convert_niftynet({str(INIS / 'gan_2d.ini')!r})\n"
         "print('torch' in sys.modules, time.perf_counter() - start)"
     )

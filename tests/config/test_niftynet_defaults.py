@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from voxelflow.config import niftynet
-from voxelflow.config.niftynet_defaults import NIFTYNET_DEFAULTS as TABLE
-from voxelflow.config.niftynet_wheel import extract_source, find_cached_wheel, render_module
+from voxelflow.niftynet import conversion as niftynet
+from voxelflow.niftynet.defaults import NIFTYNET_DEFAULTS as TABLE
+from voxelflow.niftynet.wheel import extract_source, find_cached_wheel, render_module
 
 SOURCE = {
     "niftynet/utilities/user_parameters_default.py": textwrap.dedent(
@@ -78,6 +78,6 @@ def test_table_matches_the_niftynet_wheel_when_cached() -> None:
     wheel = find_cached_wheel()  # never downloads
     if wheel is None:
         pytest.skip("no NiftyNet 0.6.0 wheel in a local cache (pip download niftynet==0.6.0)")
-    from voxelflow.config.niftynet_wheel import extract_defaults
+    from voxelflow.niftynet.wheel import extract_defaults
 
     assert extract_defaults(wheel) == TABLE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voxelflow.config.niftynet_docs import WORKED_EXAMPLES, render_page
+from voxelflow.niftynet.docs import WORKED_EXAMPLES, render_page
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "migration-niftynet.md"
 
@@ -13,12 +13,12 @@ def test_migration_page_is_what_the_importer_renders() -> None:
     rendered = render_page()
     assert PAGE.read_text(encoding="utf-8") == rendered, (
         "docs/migration-niftynet.md is stale: run "
-        "`python -m voxelflow.config.niftynet_docs docs/migration-niftynet.md`"
+        "`python -m voxelflow.niftynet.docs docs/migration-niftynet.md`"
     )
 
 
 def test_page_has_a_worked_example_per_application_and_every_key() -> None:
-    from voxelflow.config.niftynet_defaults import NIFTYNET_DEFAULTS as TABLE
+    from voxelflow.niftynet.defaults import NIFTYNET_DEFAULTS as TABLE
 
     text = PAGE.read_text(encoding="utf-8")
     commands = {command for _, command, _ in WORKED_EXAMPLES}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from voxelflow.config.load import load_experiment
-from voxelflow.config.niftynet import ConversionNote, convert_niftynet_ini
 from voxelflow.errors import ConfigError
+from voxelflow.niftynet.conversion import ConversionNote, convert_niftynet_ini
 
 # NifTK/NiftyNet:config/default_multimodal_segmentation.ini as described in
 # /work/shared/reference/niftynet_dltk.md §3.9 (BraTS toy data, 4 modalities, 5 labels).
@@ -216,7 +216,7 @@ def test_augmentation_and_regression_mapping(tmp_path: Path) -> None:
     )
     assert experiment.sampling.window == [32, 32, 1]  # NiftyNet pads 2-D windows with 1
     # a (32, 32) window is 2-D in NiftyNet: the regression network is wrapped over slices
-    assert experiment.network.name == "voxelflow.config.niftynet_slices:single_slice"
+    assert experiment.network.name == "voxelflow.niftynet.slices:single_slice"
     assert experiment.network.kwargs["network"] == {
         "name": "highresnet",
         "variant": "large",

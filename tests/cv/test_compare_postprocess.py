@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxelflow.applications.postprocess import postprocess_labels
+from voxelflow.applications.segmentation.postprocess import postprocess_labels
 from voxelflow.cli.main import main
 from voxelflow.cv.compare import compare_runs, holm, paired_test, smallest_p
 from voxelflow.cv.postprocess import apply_postprocessing, decide_from_arrays

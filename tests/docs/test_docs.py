@@ -173,7 +173,7 @@ def test_cli_reference_has_every_available_command() -> None:
 
 
 def test_niftynet_key_table_covers_every_key(niftynet_hook: ModuleType) -> None:
-    from voxelflow.config.niftynet import SYSTEM_SECTIONS
+    from voxelflow.niftynet.conversion import SYSTEM_SECTIONS
 
     markdown = niftynet_hook.niftynet_keys_markdown()
     statuses = {"mapped", "approximated", "not supported", "ignored", "depends on the value"}

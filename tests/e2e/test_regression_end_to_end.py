@@ -108,7 +108,7 @@ def test_super_resolution_config_end_to_end(tmp_path: Path) -> None:
     # the `input` written in degrade mode is the linear-upsampling baseline of the original
     import torch
 
-    from voxelflow.applications.degrade import degrade
+    from voxelflow.applications.regression.degrade import degrade
 
     source = nib.load(tmp_path / "data" / "s0_mr.nii.gz")
     expected = degrade(

@@ -155,7 +155,7 @@ def test_classification_entry_matches_run_inference(
 def test_gan_entry_generates_like_its_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generator_only: bool
 ) -> None:
-    from voxelflow.applications.gan import GanApplication
+    from voxelflow.applications.gan.application import GanApplication
 
     # the documented rule: only the modules inference needs are packed (a GAN: the generator);
     # None (every module) stays supported for entries that keep the discriminator
@@ -188,7 +188,7 @@ def test_gan_entry_generates_like_its_run(
 def test_entry_without_a_needed_module_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from voxelflow.applications.gan import GanApplication
+    from voxelflow.applications.gan.application import GanApplication
     from voxelflow.zoo.network import application_from_entry
 
     monkeypatch.setattr(GanApplication, "inference_modules", ("discriminator",))

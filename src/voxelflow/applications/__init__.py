@@ -18,11 +18,11 @@ from voxelflow.registry import Registry
 
 APPLICATIONS: Registry[type[Application]] = Registry("application")
 
-from voxelflow.applications.autoencoder import AutoencoderApplication  # noqa: E402
-from voxelflow.applications.classification import ClassificationApplication  # noqa: E402
-from voxelflow.applications.gan import GanApplication  # noqa: E402
-from voxelflow.applications.regression import RegressionApplication  # noqa: E402
-from voxelflow.applications.segmentation import SegmentationApplication  # noqa: E402
+from voxelflow.applications.autoencoder.application import AutoencoderApplication  # noqa: E402
+from voxelflow.applications.classification.application import ClassificationApplication  # noqa: E402
+from voxelflow.applications.gan.application import GanApplication  # noqa: E402
+from voxelflow.applications.regression.application import RegressionApplication  # noqa: E402
+from voxelflow.applications.segmentation.application import SegmentationApplication  # noqa: E402
 
 APPLICATIONS.add(
     "segmentation", SegmentationApplication, description="image → class scores per voxel"

@@ -116,7 +116,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from voxelflow.config.load import dump_experiment, experiment_to_yaml
-    from voxelflow.config.niftynet import convert_niftynet_ini
+    from voxelflow.niftynet.conversion import convert_niftynet_ini
 
     experiment, notes = convert_niftynet_ini(args.ini)
     shown = notes if args.all else [n for n in notes if n.status != "mapped"]

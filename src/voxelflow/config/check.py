@@ -140,7 +140,7 @@ def _check_network(experiment: ExperimentConfig, in_channels: int) -> list[str]:
     """Build the segmentation network on the meta device and check the window against it."""
     import torch
 
-    from voxelflow.applications.segmentation import slice_axis_of
+    from voxelflow.applications.segmentation.application import slice_axis_of
     from voxelflow.config.build import build_network
 
     problems: list[str] = []

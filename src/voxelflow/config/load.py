@@ -124,7 +124,7 @@ def load_experiment(
         path = Path(source)
         origin = str(path)
         if path.suffix.lower() == ".ini":
-            from voxelflow.config.niftynet import convert_niftynet_ini
+            from voxelflow.niftynet.conversion import convert_niftynet_ini
 
             converted, notes = convert_niftynet_ini(path)
             for note in notes:

@@ -85,10 +85,10 @@ CONFIG_KEYS: dict[str, str] = {
 
 #: application → the pydantic model of its ``task:`` options (``module``, ``class``)
 TASK_MODELS: dict[str, tuple[str, str]] = {
-    "classification": ("voxelflow.applications.classification", "ClassificationTask"),
-    "regression": ("voxelflow.applications.regression_task", "RegressionTask"),
-    "autoencoder": ("voxelflow.applications.autoencoder_config", "AutoencoderTask"),
-    "gan": ("voxelflow.applications.gan_task", "GanTask"),
+    "classification": ("voxelflow.applications.classification.application", "ClassificationTask"),
+    "regression": ("voxelflow.applications.regression.task", "RegressionTask"),
+    "autoencoder": ("voxelflow.applications.autoencoder.task", "AutoencoderTask"),
+    "gan": ("voxelflow.applications.gan.task", "GanTask"),
 }
 
 #: meanings of the optimiser options every torch optimiser shares, where a docstring says nothing

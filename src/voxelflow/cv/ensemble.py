@@ -400,7 +400,7 @@ def _segmentation(
     decision: dict[str, Any] | None,
 ) -> Any:  # fmt: skip
     from voxelflow.applications.base import Prediction
-    from voxelflow.applications.postprocess import postprocess_labels
+    from voxelflow.applications.segmentation.postprocess import postprocess_labels
     from voxelflow.cv.postprocess import apply_postprocessing
     from voxelflow.io.image import Image
 

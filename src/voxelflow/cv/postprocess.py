@@ -11,7 +11,7 @@ For each foreground class, in this order (as nnU-Net):
 
 A class operation changes only that class's voxels (removed voxels become background), so each
 class is decided on its own Dice. Components use full connectivity (26 in 3D, 8 in 2D) like
-:func:`voxelflow.applications.postprocess.postprocess_labels`. The decision is applied by
+:func:`voxelflow.applications.segmentation.postprocess.postprocess_labels`. The decision is applied by
 ``voxelflow infer --folds all`` (:func:`apply_postprocessing`).
 
 Dice of a subject without the class in reference and prediction is undefined (NaN) and left

@@ -203,7 +203,7 @@ def pca_application(
     experiment: Any, network_app: Any, fitted_state: dict[str, Any], rows: list[Any]
 ) -> Any:
     """An :class:`AutoencoderApplication` whose network is PCA fitted on ``rows`` (same windows)."""
-    from voxelflow.applications.autoencoder import AutoencoderApplication
+    from voxelflow.applications.autoencoder.application import AutoencoderApplication
     from voxelflow.engine.inference import prepare_items, read_subject
     from voxelflow.losses import build_loss
     from voxelflow.sampling.resize import resize_volume
@@ -257,7 +257,7 @@ def _infer_and_compare(
     experiment: Any, run_dir: Path, train_csv: Path, test_csv: Path
 ) -> dict[str, Any]:
     """Reconstruct held-out subjects with the VAE and with PCA, evaluate both, interpolate."""
-    from voxelflow.applications.autoencoder import AutoencoderApplication
+    from voxelflow.applications.autoencoder.application import AutoencoderApplication
     from voxelflow.data.dataset import load_fitted_state
     from voxelflow.engine.checkpoint import find_checkpoint, load_checkpoint
     from voxelflow.engine.inference import infer_rows, load_application_state, predict_rows

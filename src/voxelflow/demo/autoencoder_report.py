@@ -30,7 +30,7 @@ def plot_comparison(figures: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from voxelflow.applications.autoencoder_support import central_slice
+    from voxelflow.applications.autoencoder.evaluation import central_slice
 
     network = _table_images(figures["network_table"], "recon")
     pca = _table_images(figures["baseline_table"], "recon")
@@ -57,7 +57,7 @@ def plot_interpolation(table: Path, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from voxelflow.applications.autoencoder_support import central_slice
+    from voxelflow.applications.autoencoder.evaluation import central_slice
 
     with open(table, newline="") as handle:
         steps = list(csv.DictReader(handle))

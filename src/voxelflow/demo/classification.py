@@ -211,7 +211,7 @@ def _train_infer_evaluate(
     config_path: Path, run_dir: Path, test_rows: list[Any]
 ) -> dict[str, float]:
     """Train one config, predict the test slices, evaluate; returns the evaluation summary."""
-    from voxelflow.applications.classification import ClassificationApplication
+    from voxelflow.applications.classification.application import ClassificationApplication
     from voxelflow.config.load import load_experiment
     from voxelflow.engine.inference import infer_rows
     from voxelflow.engine.run import train_experiment

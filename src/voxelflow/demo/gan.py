@@ -7,7 +7,7 @@ band. A small DCGAN-style generator conditioned on the band learns to produce sl
 scored on the slices of *held-out* subjects, per band, against two baselines drawn at the same
 count: Gaussian noise with the band's training mean and standard deviation, and the band's mean
 training slice repeated. Metrics (all on slices resized to the generated size, in original
-intensity units; see :mod:`voxelflow.applications.gan_evaluation`): intensity-histogram
+intensity units; see :mod:`voxelflow.applications.gan.evaluation`): intensity-histogram
 Wasserstein distance (in units of the real standard deviation), Fréchet distance between
 Gaussian fits in a 16-component PCA space of training slices, and the fraction of samples whose
 nearest band mean (training) is their conditioning band.
@@ -189,7 +189,7 @@ def _train(experiment: Any, run_dir: Path) -> float:
 def _generate_and_evaluate(config_path: Path, run_dir: Path, test_csv: Path) -> Path:
     """Samples per level (``run/samples``), a level path at fixed noise (``run/interpolation``)
     and the application's own evaluation against the held-out slices (``run/evaluation``)."""
-    from voxelflow.applications.gan import GanApplication
+    from voxelflow.applications.gan.application import GanApplication
     from voxelflow.config.load import load_experiment
     from voxelflow.engine.inference import infer_rows
     from voxelflow.io.table import read_csv_table

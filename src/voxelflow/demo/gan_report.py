@@ -3,7 +3,7 @@
 Every set of slices is compared with the held-out real slices of the same level, all resized to
 the generated size and in original intensity units:
 
-* the metrics of :func:`voxelflow.applications.gan_evaluation.group_metrics`;
+* the metrics of :func:`voxelflow.applications.gan.evaluation.group_metrics`;
 * ``pca_frechet``: (intensities divided by the training slices' standard deviation) Fréchet distance between Gaussian fits of the two sets in the space of the
   first 16 principal components of the training slices (an FID without a pretrained network);
 * ``level_accuracy``: fraction of slices whose nearest per-level mean training slice (L2) is
@@ -27,7 +27,7 @@ def _read_levels(
     table: Path, size: int, *, path_column: str, level_column: str
 ) -> dict[str, np.ndarray]:
     """Level → slices ``(N, *size)`` (channel 0) of a CSV table."""
-    from voxelflow.applications.gan_evaluation import load_for_comparison
+    from voxelflow.applications.gan.evaluation import load_for_comparison
 
     levels: dict[str, list[np.ndarray]] = {}
     with open(table, newline="") as handle:
@@ -74,7 +74,7 @@ def _level_accuracy(slices: np.ndarray, level: str, means: dict[str, np.ndarray]
 def compare_with_baselines(train_csv: Path, test_csv: Path, generated_table: Path, size: int
                            ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:  # fmt: skip
     """Scores (set → metric → mean over levels, and ``metric/level``) and the slices compared."""
-    from voxelflow.applications.gan_evaluation import group_metrics
+    from voxelflow.applications.gan.evaluation import group_metrics
 
     train = _read_levels(train_csv, size, path_column="image", level_column="level")
     test = _read_levels(test_csv, size, path_column="image", level_column="level")
@@ -186,7 +186,7 @@ def _plot_interpolation(folder: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from voxelflow.applications.gan_evaluation import load_for_comparison
+    from voxelflow.applications.gan.evaluation import load_for_comparison
 
     files = sorted(folder.glob("interpolate_*_generated.nii.gz"))
     if not files:

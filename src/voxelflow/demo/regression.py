@@ -241,7 +241,7 @@ def _score_cases(
     train_csv: Path, test_rows: Sequence[Any], predictions: Path
 ) -> list[dict[str, Any]]:
     """Network and baseline MAE/RMSE/NCC per test subject, whole volume and inside the head."""
-    from voxelflow.applications.regression_eval import image_metrics
+    from voxelflow.applications.regression.evaluation import image_metrics
     from voxelflow.io.readers import read_image
     from voxelflow.io.table import read_csv_table
 
@@ -283,7 +283,7 @@ def _mean(cases: Sequence[dict[str, Any]], name: str) -> dict[str, float]:
 def _plot(case: dict[str, Any], path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    from voxelflow.applications.regression_eval import middle_slice
+    from voxelflow.applications.regression.evaluation import middle_slice
 
     panels = [
         ("T1 (input)", case["image"], "gray", None),

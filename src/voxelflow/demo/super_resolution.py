@@ -173,7 +173,7 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
 def _plot(row: Any, predictions: Path, path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    from voxelflow.applications.regression_eval import middle_slice
+    from voxelflow.applications.regression.evaluation import middle_slice
     from voxelflow.io.readers import read_image
 
     reference = read_image(row.path("t1")).numpy()[0]

@@ -205,7 +205,7 @@ def export_source(
         fitted = None
         if entry.fitted_state_path is not None:
             fitted = json.loads(entry.fitted_state_path.read_text(encoding="utf-8"))
-    from voxelflow.applications.segmentation import network_window
+    from voxelflow.applications.segmentation.application import network_window
 
     window = network_window(window or experiment.inference.window or experiment.sampling.window)
     in_channels = input_channels(network, len(window)) or max(

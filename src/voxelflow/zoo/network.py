@@ -57,7 +57,7 @@ def describe_network(application: Any, experiment: Any) -> NetworkShape:
     the application's ``num_classes`` when it has one, else the first dimension of the module's
     last weight matrix or kernel (a classifier's last linear layer, a decoder's last convolution).
     """
-    from voxelflow.applications.segmentation import network_window
+    from voxelflow.applications.segmentation.application import network_window
 
     spatial_dims = len(network_window(experiment.sampling.window))
     state = application.modules[main_module_name(application)].state_dict()

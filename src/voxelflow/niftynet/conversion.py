@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxelflow.config import niftynet_keys as keys
-from voxelflow.config import niftynet_training as training
-from voxelflow.config.niftynet_assembly import finish as _finish
-from voxelflow.config.niftynet_assembly import under as _under
-from voxelflow.config.niftynet_defaults import NIFTYNET_DEFAULTS as TABLE
-from voxelflow.config.niftynet_keys import (
+from voxelflow.config.schema import ExperimentConfig
+from voxelflow.errors import ConfigError, MissingFileError
+from voxelflow.niftynet import keys as keys
+from voxelflow.niftynet import training as training
+from voxelflow.niftynet.assembly import finish as _finish
+from voxelflow.niftynet.assembly import under as _under
+from voxelflow.niftynet.defaults import NIFTYNET_DEFAULTS as TABLE
+from voxelflow.niftynet.keys import (
     ROLES,
     ConversionNote,
     Outcome,
@@ -44,8 +46,6 @@ from voxelflow.config.niftynet_keys import (
     as_list,
     as_number,
 )
-from voxelflow.config.schema import ExperimentConfig
-from voxelflow.errors import ConfigError, MissingFileError
 from voxelflow.registry import suggest
 
 __all__ = [

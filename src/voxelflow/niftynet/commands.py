@@ -2,8 +2,8 @@
 ``net_classify``, ``net_run`` and ``net_download``.
 
 ``net_<app> train|inference|evaluation -c config.ini [--key value ...]`` converts the INI with
-:func:`voxelflow.config.niftynet.convert_niftynet` (the command's application, as NiftyNet) and
-runs it with NiftyNet's semantics (:mod:`voxelflow.cli.niftynet_actions`). ``--key value`` /
+:func:`voxelflow.niftynet.conversion.convert_niftynet` (the command's application, as NiftyNet) and
+runs it with NiftyNet's semantics (:mod:`voxelflow.niftynet.actions`). ``--key value`` /
 ``--key=value`` overrides any key of the system sections or the application section, as
 NiftyNet's command line did (``--lr 0.01``, ``--max_iter 10``); an unknown ``--key`` is refused,
 as NiftyNet refused it. ``--set a.b=value`` overrides the converted experiment. A voxelflow YAML
@@ -72,8 +72,8 @@ def parse_arguments(argv: Sequence[str], *, application: str | None) -> Invocati
     Raises:
         ConfigError: no or an unknown action, no ``-c``, an unknown application or ``--key``.
     """
-    from voxelflow.config.niftynet import APPLICATION_KEYS, SYSTEM_SECTIONS
     from voxelflow.errors import ConfigError
+    from voxelflow.niftynet.conversion import APPLICATION_KEYS, SYSTEM_SECTIONS
     from voxelflow.registry import suggest
 
     known = {k for table in SYSTEM_SECTIONS.values() for k in table} | APPLICATION_KEYS
@@ -126,8 +126,8 @@ def split_arguments(argv: Sequence[str]) -> tuple[str, str, list[str], dict[str,
     Raises:
         ConfigError: no action, an unknown action, or no ``-c``.
     """
-    from voxelflow.config.niftynet import APPLICATION_KEYS, SYSTEM_SECTIONS
     from voxelflow.errors import ConfigError
+    from voxelflow.niftynet.conversion import APPLICATION_KEYS, SYSTEM_SECTIONS
 
     known = {k for table in SYSTEM_SECTIONS.values() for k in table} | APPLICATION_KEYS
     args = list(argv)
@@ -189,7 +189,7 @@ def run_niftynet(argv: Sequence[str] | None, *, program: str, application: str |
         invocation = parse_arguments(argv, application=application)
         if invocation.application is None and invocation.config.suffix.lower() == ".ini":
             raise ConfigError(f"{program}: expected -a APPLICATION (net_segment, net_regress, ...)")
-        from voxelflow.cli.niftynet_actions import run_invocation
+        from voxelflow.niftynet.actions import run_invocation
 
         return run_invocation(invocation)
     except ConfigError as exc:
@@ -236,7 +236,7 @@ def net_run(argv: Sequence[str] | None = None) -> int:
 
 def net_download(argv: Sequence[str] | None = None) -> int:
     """``net_download NAME``: install a voxelflow zoo entry; NiftyNet zoo names are refused."""
-    from voxelflow.cli.niftynet_download import run_download
+    from voxelflow.niftynet.download import run_download
 
     return run_download(list(sys.argv[1:] if argv is None else argv))
 

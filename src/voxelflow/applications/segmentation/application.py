@@ -18,7 +18,7 @@ Spatial augmentation runs on the 3D window: rotate in-plane with a rotation abou
 from the volume, flips of the slice axis and scaling along it do nothing.
 
 **Sampled inference** (flip TTA, Monte-Carlo dropout) and uncertainty maps: see
-:mod:`voxelflow.applications.uncertainty`; the written probabilities are the mean softmax over
+:mod:`voxelflow.applications.segmentation.uncertainty`; the written probabilities are the mean softmax over
 the samples and ``inference.uncertainty`` adds ``<subject>_uncertainty.nii.gz``.
 
 Example:
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
-from voxelflow.applications.uncertainty import (
+from voxelflow.applications.segmentation.uncertainty import (
     SoftmaxMoments,
     active_dropout,
     check_inference_options,
@@ -416,7 +416,7 @@ def _to_original(data: torch.Tensor, affine: np.ndarray, record: dict[str, Any])
 
 def _postprocess(label: torch.Tensor, options: Any, spacing: Sequence[float]) -> torch.Tensor:
     """Largest component / minimum volume / hole filling, as ``options`` (inference config) asks."""
-    from voxelflow.applications.postprocess import postprocess_labels
+    from voxelflow.applications.segmentation.postprocess import postprocess_labels
 
     if not (
         options.keep_largest_component or options.min_component_volume_mm3 or options.fill_holes

@@ -4,7 +4,7 @@ NiftyNet (TensorFlow) added ``tf.contrib.layers.l1_regularizer(decay)`` = ``deca
 loss, so every step's gradient gained ``decay · sign(w)`` (TensorFlow's gradient of ``|w|`` at 0
 is 0, as ``torch.sign``). torch's optimisers only have the L2 ``weight_decay``; this factory
 wraps any registered voxelflow optimiser and adds that L1 gradient before each step. The
-converter writes it as ``optimizer: {name: voxelflow.config.niftynet_optim:l1_regularised,
+converter writes it as ``optimizer: {name: voxelflow.niftynet.optim:l1_regularised,
 base: adam, l1: 1e-4, lr: ...}``.
 
 Example:
@@ -49,7 +49,7 @@ def l1_regularised(
 
     if l1 < 0:
         raise ConfigError(f"optimizer.l1: expected a value >= 0, got {l1}")
-    if base == "voxelflow.config.niftynet_optim:l1_regularised":
+    if base == "voxelflow.niftynet.optim:l1_regularised":
         raise ConfigError("optimizer.base: expected a plain optimiser, got the L1 wrapper itself")
     optimizer = build_optimizer(base, params, **options)
     if l1 == 0:

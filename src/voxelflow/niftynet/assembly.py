@@ -14,14 +14,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from voxelflow.config.niftynet_defaults import NIFTYNET_DEFAULTS as TABLE
-from voxelflow.config.niftynet_keys import ConversionNote, State
 from voxelflow.errors import ConfigError
+from voxelflow.niftynet.defaults import NIFTYNET_DEFAULTS as TABLE
+from voxelflow.niftynet.keys import ConversionNote, State
 
 __all__ = ["L1_OPTIMIZER", "SLICE_PLUGIN", "finish", "under"]
 
 #: niftynet_slices.PLUGIN, named here so that converting never imports torch
-SLICE_PLUGIN = "voxelflow.config.niftynet_slices:single_slice"
+SLICE_PLUGIN = "voxelflow.niftynet.slices:single_slice"
 
 
 def finish(state: State, notes: list[ConversionNote]) -> None:
@@ -93,7 +93,7 @@ def _two_d_windows(state: State) -> None:
             "name",
             "mapped",
             f"network.name = {network.get('name')} as a 2-D network on (h, w, 1) slices "
-            "(NiftyNet's 2-D windows), wrapped by voxelflow.config.niftynet_slices",
+            "(NiftyNet's 2-D windows), wrapped by voxelflow.niftynet.slices",
         )
     )
 
@@ -154,7 +154,7 @@ def _regularisation(state: State) -> None:
 
 
 #: the optimiser plugin adding NiftyNet's L1 penalty gradient (see niftynet_optim.py)
-L1_OPTIMIZER = "voxelflow.config.niftynet_optim:l1_regularised"
+L1_OPTIMIZER = "voxelflow.niftynet.optim:l1_regularised"
 
 
 def _augmentation(state: State) -> None:

@@ -19,7 +19,7 @@ Inference modes (``inference.mode``; table written beside the outputs):
 * ``reconstruct`` (``reconstructions.csv``): ``<subject>_recon.nii.gz`` in each input's original
   geometry (resized back, preprocessing inverted) and, with ``task.intensity_units: original``
   (default), in the file's intensity units (see
-  :class:`~voxelflow.applications.autoencoder_support.IntensityInverse`); ``inference.error_maps``
+  :class:`~voxelflow.applications.autoencoder.evaluation.IntensityInverse`); ``inference.error_maps``
   adds ``<subject>_error.nii.gz`` = |reconstruction − image|.
 * ``encode`` (``latents.csv`` + ``latents.npy``): latent means ``mu_i`` and log-variances
   ``logvar_i`` (VAE) and the KL to the prior per subject; ``latents.npy`` is float32
@@ -49,7 +49,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxelflow.applications.autoencoder_config import (
+from voxelflow.applications.autoencoder.evaluation import (
+    evaluate_reconstructions,
+    find_latents,
+    fit_intensity_inverse,
+    latent_size_of,
+    resized_affine,
+)
+from voxelflow.applications.autoencoder.task import (
     TABLES,
     AutoencoderOptions,
     AutoencoderTask,
@@ -58,13 +65,6 @@ from voxelflow.applications.autoencoder_config import (
     parse_task,
     reconstruction_of,
     training_window,
-)
-from voxelflow.applications.autoencoder_support import (
-    evaluate_reconstructions,
-    find_latents,
-    fit_intensity_inverse,
-    latent_size_of,
-    resized_affine,
 )
 from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
 from voxelflow.errors import ConfigError, ShapeError

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from voxelflow.applications.degrade import DegradeSettings
+from voxelflow.applications.regression.degrade import DegradeSettings
 from voxelflow.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class RegressionTask(BaseModel):
         residual: the network predicts a correction added to its input (input and output
             channels must match; natural for super-resolution and denoising).
         degrade: super-resolution: the ``image`` role is the high-resolution target and the
-            network input is that image degraded on the fly (see ``applications/degrade.py``).
+            network input is that image degraded on the fly (see ``applications/regression/degrade.py``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -2,7 +2,7 @@
 
 NiftyNet took a window whose last size is 1 as 2-D and built 2-D networks for it, whatever the
 application. voxelflow's segmentation does the same natively (slice windows); for the other
-applications the converter wraps the network as ``{name: voxelflow.config.niftynet_slices:
+applications the converter wraps the network as ``{name: voxelflow.niftynet.slices:
 single_slice, network: {...the network...}}``: a 2-D network applied to ``(B, C, h, w, 1)``
 tensors with the slice axis squeezed, outputs given it back.
 
@@ -25,7 +25,7 @@ from torch import nn
 __all__ = ["PLUGIN", "SingleSlice", "single_slice"]
 
 #: the network plugin name the converter writes
-PLUGIN = "voxelflow.config.niftynet_slices:single_slice"
+PLUGIN = "voxelflow.niftynet.slices:single_slice"
 
 
 def _squeeze(value: Any) -> tuple[Any, bool]:

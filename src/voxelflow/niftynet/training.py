@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from voxelflow.config.niftynet_keys import (
+from voxelflow.errors import ConfigError
+from voxelflow.niftynet.keys import (
     EVALUATIONS,
     OPTIMIZERS,
     REGRESSION_LOSSES,
@@ -21,7 +22,6 @@ from voxelflow.config.niftynet_keys import (
     as_number,
     queue_length,
 )
-from voxelflow.errors import ConfigError
 
 Handler = Callable[[State, str], Outcome]
 

@@ -20,7 +20,7 @@ from voxelflow.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from voxelflow.applications.base import InferenceItem
-    from voxelflow.applications.gan import GanApplication
+    from voxelflow.applications.gan.application import GanApplication
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _conditionings(
     app: GanApplication, items: Iterable[InferenceItem]
 ) -> Iterator[tuple[str, dict[str, Any], torch.Tensor | None]]:
     """(name, values, conditioning (1, K, *size) | None) per conditioning to generate for."""
-    from voxelflow.applications.gan_task import safe_name
+    from voxelflow.applications.gan.task import safe_name
 
     if app.task.conditioning_role:
         for item in items:
@@ -103,7 +103,7 @@ def _conditioning_path(
     app: GanApplication, items: Iterable[InferenceItem], options: Any, noise: torch.Tensor
 ) -> Plan:
     """``inference.interpolate: [a, b]``: fixed noise, conditioning moving from a to b."""
-    from voxelflow.applications.gan_task import safe_name
+    from voxelflow.applications.gan.task import safe_name
 
     wanted = [str(v) for v in options.interpolate]
     if len(wanted) != 2:

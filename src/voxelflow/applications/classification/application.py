@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
-from voxelflow.applications.classification_targets import (
+from voxelflow.applications.classification.task import (
     TargetEncoding,
     fit_class_names,
     fit_value_statistics,
@@ -250,7 +250,7 @@ class ClassificationApplication(Application):
         Shape:
             image: ``(C, *spatial)`` on the preprocessed grid.
         """
-        from voxelflow.applications.classification_targets import image_windows
+        from voxelflow.applications.classification.task import image_windows
 
         network, outputs = self.modules["network"], []
         for windows in image_windows(
@@ -306,8 +306,8 @@ class ClassificationApplication(Application):
     ) -> dict[str, float]:
         """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC
         and ECE (classes), or MAE, RMSE, mean error and Pearson r (values); see
-        :func:`voxelflow.applications.classification_evaluation.evaluate_predictions`."""
-        from voxelflow.applications.classification_evaluation import evaluate_predictions
+        :func:`voxelflow.applications.classification.evaluation.evaluate_predictions`."""
+        from voxelflow.applications.classification.evaluation import evaluate_predictions
 
         task = parse_task(experiment.task)
         return evaluate_predictions(

@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from voxelflow.cli.niftynet_alias import Invocation
-from voxelflow.config.niftynet import NiftyNetConversion, NiftyNetSettings, convert_niftynet
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.errors import ConfigError
+from voxelflow.niftynet.commands import Invocation
+from voxelflow.niftynet.conversion import NiftyNetConversion, NiftyNetSettings, convert_niftynet
 
 logger = logging.getLogger("voxelflow.niftynet")
 

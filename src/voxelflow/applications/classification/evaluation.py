@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from voxelflow.applications.classification_targets import target_cell
+from voxelflow.applications.classification.task import target_cell
 from voxelflow.errors import DataError
 
 PROBABILITY_PREFIX = "prob_"

@@ -12,7 +12,7 @@ onto the input's original grid (:func:`voxelflow.transforms.preprocess.invert`);
 
 Super-resolution (``task.degrade: {factor: [2, 2, 2]}``): the ``image`` role is the
 high-resolution target itself (kept in its units: ``preprocessing.normalization: []``), and the
-network input is that image degraded on the fly (:func:`voxelflow.applications.degrade.degrade`:
+network input is that image degraded on the fly (:func:`voxelflow.applications.regression.degrade.degrade`:
 average-pooled by the factor, upsampled back linearly). Inference modes:
 
 * ``degrade`` (default): each held-out high-resolution image is degraded the same way, the network
@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
-from voxelflow.applications.degrade import DegradeSettings, degrade
-from voxelflow.applications.regression_task import (
+from voxelflow.applications.regression.degrade import DegradeSettings, degrade
+from voxelflow.applications.regression.task import (
     RegressionTask,
     TargetScaling,
     fit_target_scaling,
@@ -229,7 +229,7 @@ class RegressionApplication(Application):
         Super-resolution adds ``baseline_mae``/``baseline_rmse``/``baseline_psnr``: the degraded
         (linearly upsampled) input against the same reference.
         """
-        from voxelflow.applications.regression_eval import image_metrics
+        from voxelflow.applications.regression.evaluation import image_metrics
 
         image = torch.from_numpy(np.array(subject.arrays["image"], dtype=np.float32))[None]
         outputs = self.infer_step({"image": image}, ctx)
@@ -283,9 +283,9 @@ class RegressionApplication(Application):
     ) -> dict[str, float]:
         """MAE, ME, RMSE, PSNR, SSIM, NCC per subject against the table's references.
 
-        See :func:`voxelflow.applications.regression_eval.evaluate_regression`.
+        See :func:`voxelflow.applications.regression.evaluation.evaluate_regression`.
         """
-        from voxelflow.applications.regression_eval import evaluate_regression
+        from voxelflow.applications.regression.evaluation import evaluate_regression
 
         task = RegressionTask.from_config(experiment.task)
         return evaluate_regression(

@@ -51,7 +51,7 @@ from voxelflow.applications.base import (
     Prediction,
     TrainingContext,
 )
-from voxelflow.applications.gan_task import (
+from voxelflow.applications.gan.task import (
     GAN_LOSSES,
     ConditionLookup,
     GanTask,
@@ -112,7 +112,7 @@ class GanApplication(Application):
         cls, experiment: Any, dataset: Any, train_indices: Sequence[int]
     ) -> dict[str, Any]:
         """Class levels, the output grid and the intensity map, from the training split."""
-        from voxelflow.applications.gan_task import fit_classes, fit_output_grid
+        from voxelflow.applications.gan.task import fit_classes, fit_output_grid
 
         task = parse_task(experiment.task)
         state: dict[str, Any] = {"noise_size": task.noise_size}
@@ -273,7 +273,7 @@ class GanApplication(Application):
     # --- validation and inference -------------------------------------------------------------
     def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
         """Histogram Wasserstein distance of generated images vs the subject's (resized) image."""
-        from voxelflow.applications.gan_evaluation import histogram_wasserstein
+        from voxelflow.applications.gan.evaluation import histogram_wasserstein
         from voxelflow.sampling.resize import resize_volume
 
         arrays = {
@@ -304,7 +304,7 @@ class GanApplication(Application):
     ) -> Iterator[Prediction]:
         """``sample`` or ``interpolate`` (see the module docstring); items are read only when a
         conditioning image is needed."""
-        from voxelflow.applications.gan_generation import generation_plan
+        from voxelflow.applications.gan.generation import generation_plan
 
         for name, rows, noise, conditioning in generation_plan(self, items, options):
             for start in range(0, len(rows), options.batch_size):
@@ -321,7 +321,7 @@ class GanApplication(Application):
 
     def output_image(self, image: torch.Tensor) -> Any:
         """A generated ``(C, *image_size)`` tensor as an Image on the output grid (see fit_task)."""
-        from voxelflow.applications.gan_task import to_output_image
+        from voxelflow.applications.gan.task import to_output_image
 
         return to_output_image(image, self.output_grid, intensity=self.task.output_intensity)
 
@@ -329,7 +329,7 @@ class GanApplication(Application):
     def evaluate(cls, experiment: Any, *, predictions: Any, rows: Sequence[Any], out_dir: Any
                  ) -> dict[str, float]:  # fmt: skip
         """Distribution distances of generated vs real images: see :mod:`.gan_evaluation`."""
-        from voxelflow.applications.gan_evaluation import evaluate_generated
+        from voxelflow.applications.gan.evaluation import evaluate_generated
 
         return evaluate_generated(
             experiment, parse_task(experiment.task), predictions=predictions, rows=rows,
