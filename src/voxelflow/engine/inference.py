@@ -25,10 +25,11 @@ import torch
 from voxelflow.applications.base import InferenceContext, InferenceItem, Prediction
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.data.dataset import load_fitted_state
+from voxelflow.data.subject import read_subject, refuse_output_inside_dataset
 from voxelflow.engine.run import FITTED_STATE_FILE, build_application
 from voxelflow.engine.threads import apply_threads
 from voxelflow.errors import ConfigError
-from voxelflow.io.image import Subject, check_same_grid, grid_difference
+from voxelflow.io.image import Subject
 from voxelflow.io.table import SubjectRow
 from voxelflow.sampling.progress import set_window_label, window_progress
 
@@ -211,8 +212,7 @@ def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str,
     """Read, preprocess (saved state), predict and write every row; returns the table path."""
     check_mode(experiment, app)
     apply_threads(experiment.system.threads, workers=0, what="inference")
-    columns = [c for cols in experiment.dataset.inputs.values() for c in cols]
-    _check_output_dir(out_dir, rows, columns)
+    refuse_output_inside_dataset(out_dir, experiment, rows, what="inference output folder")
     ctx = inference_context(experiment, app)
     out_dir.mkdir(parents=True, exist_ok=True)
     subjects = (read_subject(row, experiment) for row in rows)
@@ -243,44 +243,6 @@ def _named_bars(items: Iterable[InferenceItem]) -> Iterator[InferenceItem]:
     for item in items:
         set_window_label(item.name)
         yield item
-
-
-def read_subject(row: SubjectRow, experiment: ExperimentConfig) -> Subject:
-    """The row's ``image`` columns stacked as channels, plus every other role the row has."""
-    from voxelflow.data.dataset import check_one_channel, default_kind, read_image_file
-
-    policy = experiment.preprocessing.non_finite
-    images = {}
-    for role, columns in experiment.dataset.inputs.items():
-        if role != "image" and not all(row.columns.get(c) for c in columns):
-            continue  # new data: labels and targets are optional
-        parts = [read_image_file(row.path(c), kind=default_kind(role), non_finite=policy) for c in columns]
-        for part in parts:
-            check_one_channel(part, role=role, columns=columns, subject=row.name)
-        for part in parts[1:]:
-            check_same_grid(parts[0], part, what=f"{role} images of subject {row.name!r}")
-        data = torch.cat([p.data for p in parts]) if len(parts) > 1 else parts[0].data
-        images[role] = parts[0].with_data(data.float() if role == "image" else data)
-    first = images["image"]
-    for role, image in list(images.items()):
-        if experiment.dataset.resample_to_first and grid_difference(first, image) is not None:
-            images[role] = _resample_onto(first, image, row.name)  # as training's dataset does
-            continue
-        check_same_grid(first, image, what=f"images of subject {row.name!r}")
-    used = {c for columns in experiment.dataset.inputs.values() for c in columns}
-    fields = {k: v for k, v in row.columns.items() if k not in used}
-    return Subject(row.name, images, fields)
-
-
-def _resample_onto(reference: Any, image: Any, name: str) -> Any:
-    """``dataset.resample_to_first``: ``image`` on the grid of ``reference`` (nearest for labels)."""
-    from voxelflow.transforms import functional as F
-
-    log.warning("subject %r: resampling %s onto %s", name, image.path, reference.path)
-    method = "nearest" if image.kind == "label" else "linear"
-    data = F.resample(image.data, image.affine, target_shape=reference.spatial_shape,
-                      target_affine=reference.affine, interpolation=method)
-    return image.with_data(data, affine=reference.affine.copy())
 
 
 def output_extension(output_format: str, source: Path | None) -> str:
@@ -338,11 +300,3 @@ def write_table(path: Path, rows: list[dict[str, Any]]) -> Path:
         writer.writerows(rows)
     tmp.replace(path)
     return path
-
-
-def _check_output_dir(out_dir: Path, rows: Sequence[SubjectRow], columns: Sequence[str]) -> None:
-    from voxelflow.io.folders import input_folders, refuse_inside_inputs
-
-    paths = [row.path(c) for row in rows for c in columns if row.columns.get(c)]
-    refuse_inside_inputs(out_dir, input_folders(paths), key="inference output folder")
-

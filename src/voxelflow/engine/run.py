@@ -18,6 +18,7 @@ import torch
 
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.data.dataset import PreprocessedDataset, load_fitted_state, save_fitted_state
+from voxelflow.data.subject import refuse_output_inside_dataset
 from voxelflow.engine import distributed
 from voxelflow.errors import ConfigError, DataError
 
@@ -71,7 +72,7 @@ def prepare_data(experiment: ExperimentConfig, run_dir: Path, *, base_dir: Path 
 
     application_class(experiment).check_training_roles(experiment.dataset.inputs)
     rows = load_table(experiment.dataset, base_dir=base_dir)
-    _refuse_run_dir_inside_inputs(experiment, rows, run_dir, base_dir=base_dir)
+    refuse_output_inside_dataset(run_dir, experiment, rows, what="system.run_dir", base_dir=base_dir)
     split = make_split(rows, experiment.split, path=run_dir / "split.csv")
     index = {row.name: i for i, row in enumerate(rows)}
     parts = {name: [index[s] for s in split.get(name, [])] for name in ("train", "validation", "test")}
@@ -98,21 +99,6 @@ def prepare_data(experiment: ExperimentConfig, run_dir: Path, *, base_dir: Path 
     dataset.build(num_workers=0, progress=True)
     check_window_dimensions(experiment, dataset[parts["train"][0]].spatial_shape)
     return PreparedData(dataset, parts["train"], parts["validation"], parts["test"], task)
-
-
-def _refuse_run_dir_inside_inputs(
-    experiment: ExperimentConfig, rows: Sequence[Any], run_dir: Path, *, base_dir: Path | None
-) -> None:
-    """A run folder inside a dataset folder would feed its own outputs back as inputs."""
-    from voxelflow.io.folders import input_folders, refuse_inside_inputs
-    from voxelflow.io.table import required_columns
-
-    columns = required_columns(experiment.dataset)
-    folders = input_folders(row.path(c) for row in rows for c in columns if row.columns.get(c))
-    for pattern in (experiment.dataset.folders or {}).values():
-        path = Path(pattern.path)
-        folders.add(path if path.is_absolute() or base_dir is None else Path(base_dir) / path)
-    refuse_inside_inputs(run_dir, folders, key="system.run_dir")
 
 
 def check_window_dimensions(experiment: ExperimentConfig, spatial_shape: Sequence[int]) -> None:
