@@ -195,13 +195,6 @@ class TrainingConfig(Section):
         "auto", description="auto = bf16/fp16 on CUDA, off on CPU"
     )
     compile: bool = Field(False, description="torch.compile the network")
-    augmentation_device: Literal["auto", "cpu", "cuda", "cpu-batched"] = Field(
-        "auto",
-        description="where augmentation runs: auto (batched on the GPU when training on CUDA "
-        "and every transform is supported, else per window in the CPU workers), cpu (per window "
-        "in the workers), cuda (batched on the GPU; error without one), cpu-batched (the batched "
-        "GPU code run on the CPU: for tests)",
-    )
     seed: int = Field(0, description="seed of every random generator of the run")
     deterministic: bool = Field(False, description="deterministic algorithms (slower)")
     validate_every: int = Field(100, ge=0, description="iterations between validations; 0 = never")
