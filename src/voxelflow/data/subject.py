@@ -3,8 +3,9 @@
 ``read_subject`` turns a table row into a :class:`~voxelflow.io.image.Subject` with one grid
 policy: ``dataset.resample_to_first`` resamples every other role onto the first ``image``
 column's grid (linear for images, nearest for labels) or, when false, refuses a subject whose
-grids differ. Training (``data/dataset.py``) and inference (``engine/inference.py``) both call it,
-so a subject that trains also infers, with the same arrays.
+grids differ. Inference (``engine/inference.py``) and cross-validation ensembles call it. Training
+reads through ``PreprocessedDataset.load_original`` (``data/dataset.py``), which applies the same
+policy in its own code: folding that into this function is still to do (issue 13).
 """
 
 from __future__ import annotations
