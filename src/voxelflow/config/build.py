@@ -25,11 +25,14 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from voxelflow.engine.hooks import Hook
+
 T = TypeVar("T")
 
 __all__ = [
     "build_augmentations",
     "build_component",
+    "build_hooks",
     "build_loss",
     "build_network",
     "build_normalizers",
@@ -224,3 +227,18 @@ def build_normalizers(experiment: ExperimentConfig) -> list[Any]:
         build_component(NORMALIZERS, component, key=f"preprocessing.normalization.{index}")
         for index, component in enumerate(experiment.preprocessing.normalization)
     ]
+
+
+def build_hooks(experiment: ExperimentConfig) -> list[Hook]:
+    """The hooks of ``training.hooks``, in order (registry ``voxelflow.engine.hooks.HOOKS``)."""
+    return [
+        build_component(hook_registry(), component, key=f"training.hooks[{index}]")
+        for index, component in enumerate(experiment.training.hooks)
+    ]
+
+
+def hook_registry() -> Registry[type[Hook]]:
+    """The hook registry (imported lazily: the engine sits above config in the layers)."""
+    from voxelflow.engine.hooks import HOOKS
+
+    return HOOKS

@@ -104,6 +104,10 @@ def check_components(experiment: ExperimentConfig, *, in_channels: int | None = 
             pad_value=sampling.pad_value,
         ),
     )
+    hooks = build.hook_registry()
+    for index, component in enumerate(experiment.training.hooks):
+        key = f"training.hooks[{index}]"
+        _attempt(problems, key, lambda c=component, k=key: check_component(hooks, c, key=k))
     for index, component in enumerate(experiment.augmentation):
         key = f"augmentation[{index}]"
         _attempt(problems, key, lambda c=component, k=key: build_component(AUGMENTATIONS, c, key=k))

@@ -214,6 +214,12 @@ class TrainingConfig(Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="validations without improvement"
     )
+    hooks: list[Component] = Field(
+        default_factory=list,
+        description="training-loop hooks, each `{name: ..., **options}` from the hook registry "
+        "(e.g. `{name: stop_after, iterations: 50}`) or a plugin path `pkg.mod:Class`; called "
+        "at train start, after each step, after validation, at checkpoints and at train end",
+    )
 
 
 class InferenceConfig(Section):

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from voxelflow.config.build import build_hooks
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.data.dataset import PreprocessedDataset, load_fitted_state, save_fitted_state
 from voxelflow.data.subject import refuse_output_inside_dataset
@@ -286,6 +287,7 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
             optimization=OptimizationSettings.from_experiment(experiment),
             validation_data=SubjectView(pipeline.data.dataset, pipeline.data.validation),
             device=experiment.system.device, config=experiment, resume=resume,
+            hooks=build_hooks(experiment),
         )
         return trainer.fit()
     finally:
