@@ -1,7 +1,7 @@
 """``voxelflow list [KIND] [--options [NAME]]``: the registered components and their options.
 
 Kinds: networks, losses, optimizers, schedulers, samplers, transforms, metrics, readers,
-writers, applications, or all (default). Networks also show their parameter count at default
+writers, applications, hooks, or all (default). Networks also show their parameter count at default
 settings for a 3D network with 1 input and 2 output channels. Registries are imported only when
 listed; a kind whose module is not part of this installation is skipped with a note.
 
@@ -53,6 +53,7 @@ KINDS: dict[str, tuple[RegistrySource, ...]] = {
     "readers": (RegistrySource("readers", "voxelflow.io.readers", "READERS"),),
     "writers": (RegistrySource("writers", "voxelflow.io.writers", "WRITERS"),),
     "applications": (RegistrySource("applications", "voxelflow.applications", "APPLICATIONS"),),
+    "hooks": (RegistrySource("hooks", "voxelflow.engine.hooks", "HOOKS"),),
 }
 
 #: settings at which ``list networks`` counts parameters
