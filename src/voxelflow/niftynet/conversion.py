@@ -224,7 +224,7 @@ def convert_parser(
     from voxelflow.config.load import validate_experiment
 
     _refuse_what_niftynet_could_not_run(parser, origin)
-    sections = {_standardise(name): name for name in parser.sections()}
+    sections = {_section_name(name): name for name in parser.sections()}
     renamed = "APPLICATION" in sections and "SYSTEM" not in sections
     if renamed:  # NiftyNet 0.2.0 called [SYSTEM] [APPLICATION]
         sections = {("SYSTEM" if k == "APPLICATION" else k): v for k, v in sections.items()}
@@ -301,7 +301,7 @@ def _drop_missing_sections(
         )
 
 
-def _standardise(name: str) -> str:
+def _section_name(name: str) -> str:
     """NiftyNet's section name: characters outside ``[0-9a-zA-Z_- ]`` dropped; case kept."""
     return re.sub(r"[^0-9a-zA-Z_\- ]+", "", name.strip())
 
@@ -312,7 +312,7 @@ def _role_key(role: str) -> str:
 
 def _refuse_what_niftynet_could_not_run(parser: configparser.ConfigParser, origin: str) -> None:
     """Files that are not NiftyNet 0.2+ configurations are refused with the reason."""
-    names = {_standardise(s) for s in parser.sections()}
+    names = {_section_name(s) for s in parser.sections()}
     every_key = {k for s in parser.sections() for k in parser[s]}
     downloads = [s for s in parser.sections() if {"url", "action"} <= set(parser[s])]
     if downloads and not names & set(SYSTEM_SECTIONS):
@@ -395,7 +395,7 @@ def _home_section(
         return None
     if application is not None:
         return {v: k for k, v in APPLICATION_SECTIONS.items()}.get(application)
-    app = [s for s in parser.sections() if _standardise(s) in APPLICATION_SECTIONS]
+    app = [s for s in parser.sections() if _section_name(s) in APPLICATION_SECTIONS]
     return app[0] if app else None
 
 
