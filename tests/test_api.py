@@ -276,3 +276,13 @@ def test_zoo_entry_infers_in_memory_like_its_run(trained, tmp_path, monkeypatch)
     run_seg = experiment.infer(image)[0].images["seg"]
     np.testing.assert_array_equal(zoo_seg.numpy(), run_seg.numpy())
     np.testing.assert_allclose(zoo_seg.affine, image.affine, atol=1e-6)
+
+
+def test_version_matches_pyproject() -> None:
+    import re
+
+    from voxelflow.version import __version__
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert declared is not None and vf.__version__ == __version__ == declared.group(1)

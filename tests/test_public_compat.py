@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 
@@ -57,3 +58,15 @@ def test_old_application_names_still_resolve_from_config() -> None:
     for name in ("segmentation", "regression", "classification", "autoencoder", "gan"):
         cls = APPLICATIONS.get(name)
         assert cls.__module__ == f"voxelflow.applications.{name}.application"
+
+
+def test_old_optim_module_path_still_works_with_a_warning() -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("voxelflow.engine.optim", None)
+    with pytest.warns(DeprecationWarning, match="voxelflow.optim"):
+        old = importlib.import_module("voxelflow.engine.optim")
+    from voxelflow.optim import OPTIMIZERS, build_optimizer
+
+    assert old.OPTIMIZERS is OPTIMIZERS and old.build_optimizer is build_optimizer

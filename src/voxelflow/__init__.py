@@ -28,8 +28,7 @@ from voxelflow.errors import (
     ShapeError,
     VoxelflowError,
 )
-
-__version__ = "0.1.0"
+from voxelflow.version import __version__
 
 #: public name → ``"module"`` (same name there) or ``"module:name"``; imported on first access.
 _EXPORTS: dict[str, str] = {
@@ -73,8 +72,8 @@ _EXPORTS: dict[str, str] = {
     "build_network": "voxelflow.networks",
     "LOSSES": "voxelflow.losses",
     "build_loss": "voxelflow.losses",
-    "OPTIMIZERS": "voxelflow.engine.optim",
-    "SCHEDULERS": "voxelflow.engine.optim",
+    "OPTIMIZERS": "voxelflow.optim",
+    "SCHEDULERS": "voxelflow.optim",
     "APPLICATIONS": "voxelflow.applications",
     "Prediction": "voxelflow.applications.base",
     "Trainer": "voxelflow.engine.trainer",
@@ -192,7 +191,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from voxelflow.config.load import dump_experiment, load_experiment
     from voxelflow.config.schema import Component, ExperimentConfig
     from voxelflow.data.cached import CachedSubject
-    from voxelflow.engine.optim import OPTIMIZERS, SCHEDULERS
     from voxelflow.engine.trainer import Trainer, TrainerOptions
     from voxelflow.io.image import Image, Subject, check_same_grid
     from voxelflow.io.readers import read_image
@@ -211,6 +209,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real objects
     )
     from voxelflow.metrics.evaluate import evaluate_folders, evaluate_images
     from voxelflow.networks import NETWORKS, build_network
+    from voxelflow.optim import OPTIMIZERS, SCHEDULERS
     from voxelflow.registry import Registry
     from voxelflow.sampling import (
         SAMPLERS,

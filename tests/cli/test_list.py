@@ -9,8 +9,8 @@ import pytest
 
 from voxelflow.cli import cmd_list
 from voxelflow.cli.main import main
-from voxelflow.engine.optim import OPTIMIZERS, SCHEDULERS
 from voxelflow.losses import LOSSES
+from voxelflow.optim import OPTIMIZERS, SCHEDULERS
 
 
 def test_list_losses_one_line_per_entry_with_description(capsys):

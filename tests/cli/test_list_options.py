@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voxelflow.cli.main import main
-from voxelflow.engine.optim import OPTIMIZERS
+from voxelflow.optim import OPTIMIZERS
 from voxelflow.transforms.normalize import NORMALIZERS
 
 
@@ -14,7 +14,7 @@ def test_options_of_one_optimizer(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("optimizer 'sgd': SGD")
     assert "  set by voxelflow: params" in lines
-    # hand values: voxelflow.engine.optim.sgd(params, *, lr=0.01, momentum=0.9, nesterov=False, ...)
+    # hand values: voxelflow.optim.sgd(params, *, lr=0.01, momentum=0.9, nesterov=False, ...)
     assert "  lr: float = 0.01" in lines and "  nesterov: bool = false" in lines
     assert lines[lines.index("  lr: float = 0.01") + 1].strip() == "learning rate"
 

@@ -11,14 +11,9 @@ import pytest
 import torch
 
 from voxelflow.cli import main as cli_main
+from voxelflow.cli.niftynet_scripts import net_classify, net_download, net_run, net_segment
 from voxelflow.errors import ConfigError
-from voxelflow.niftynet.commands import (
-    net_classify,
-    net_download,
-    net_run,
-    net_segment,
-    parse_arguments,
-)
+from voxelflow.niftynet.commands import parse_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 INIS = ROOT / "tests" / "config" / "test_niftynet_inis"
@@ -128,7 +123,7 @@ def test_console_scripts_are_registered() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     for name in ("net_segment", "net_regress", "net_gan", "net_autoencoder", "net_classify",
                  "net_run", "net_download"):  # fmt: skip
-        assert f'{name} = "voxelflow.niftynet.commands:{name}"' in text
+        assert f'{name} = "voxelflow.cli.niftynet_scripts:{name}"' in text
     script = Path(sys.executable).with_name("net_download")
     if script.is_file():  # installed entry points (pip install -e .)
         done = subprocess.run(

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from voxelflow.cli import main as cli_main
+from voxelflow.cli.niftynet_scripts import net_segment
 from voxelflow.config.load import load_experiment
 from voxelflow.errors import ConfigError
-from voxelflow.niftynet.commands import net_segment, split_arguments
+from voxelflow.niftynet.commands import split_arguments
 
 INI = """
 [img]

@@ -127,8 +127,8 @@ def test_constraints_and_types_are_shown(config_hook: ModuleType) -> None:
     [
         ("networks", "voxelflow.networks", "NETWORKS"),
         ("losses", "voxelflow.losses", "LOSSES"),
-        ("optimizers", "voxelflow.engine.optim", "OPTIMIZERS"),
-        ("schedulers", "voxelflow.engine.optim", "SCHEDULERS"),
+        ("optimizers", "voxelflow.optim", "OPTIMIZERS"),
+        ("schedulers", "voxelflow.optim", "SCHEDULERS"),
         ("normalizers", "voxelflow.transforms.normalize", "NORMALIZERS"),
         ("readers", "voxelflow.io.readers", "READERS"),
     ],
@@ -216,9 +216,9 @@ def yaml_examples() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("where", "block"), yaml_examples())
 def test_yaml_examples_are_valid_experiments(where: str, block: str) -> None:
     from voxelflow.config.build import check_component
-    from voxelflow.engine.optim import OPTIMIZERS, SCHEDULERS
     from voxelflow.losses import LOSSES
     from voxelflow.networks import NETWORKS
+    from voxelflow.optim import OPTIMIZERS, SCHEDULERS
     from voxelflow.transforms.normalize import NORMALIZERS
 
     experiment = load_experiment(yaml.safe_load(block))

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from voxelflow.niftynet.commands import (
+from voxelflow.cli.niftynet_scripts import (
     net_autoencoder,
     net_classify,
     net_gan,

@@ -94,7 +94,7 @@ def test_module_mismatch_names_keys() -> None:
 
 
 def test_optimizer_and_schedule_state_load_weights_only(tmp_path: Path) -> None:
-    from voxelflow.engine.optim import build_optimizer, build_scheduler
+    from voxelflow.optim import build_optimizer, build_scheduler
 
     net = tiny_net()
     optimizer = build_optimizer("adamw", net.parameters(), lr=1e-3)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from voxelflow.engine.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from voxelflow.errors import ConfigError, RegistryError
+from voxelflow.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 
 BASE_LR = 0.1
 

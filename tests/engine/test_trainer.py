@@ -337,7 +337,7 @@ def _config(iterations: int, network: str = "unet") -> dict:
 
 def test_resume_with_longer_schedule_replays_the_new_schedule(tmp_path: Path) -> None:
     from voxelflow.applications.base import OptimizationSettings
-    from voxelflow.engine.optim import build_optimizer, build_scheduler
+    from voxelflow.optim import build_optimizer, build_scheduler
 
     def run(iterations: int, network: str = "unet") -> None:
         optimization = OptimizationSettings("sgd", {"lr": 0.1}, "cosine", {}, iterations)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from voxelflow.config.load import safe_load
-from voxelflow.engine.optim import build_optimizer, build_scheduler
 from voxelflow.errors import ConfigError
+from voxelflow.optim import build_optimizer, build_scheduler
 
 
 def test_yaml_exponent_without_dot_is_a_number() -> None:

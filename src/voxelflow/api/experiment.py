@@ -120,7 +120,7 @@ class Experiment:
                 ``trust_code`` is false. ConfigError: an override of a fixed setting.
         """
         from voxelflow.config.load import load_experiment
-        from voxelflow.engine.inference import MODEL_OVERRIDABLE
+        from voxelflow.zoo.infer import MODEL_OVERRIDABLE
         from voxelflow.zoo.network import load_entry_modules
         from voxelflow.zoo.store import resolve_model, trusted_plugins
 

@@ -101,7 +101,7 @@ class OptimizationSettings:
     """What :meth:`Application.configure_optimizers` needs from the config.
 
     Attributes:
-        optimizer: registered optimiser name (see ``voxelflow.engine.optim``).
+        optimizer: registered optimiser name (see ``voxelflow.optim``).
         optimizer_options: its keyword arguments (``lr``, ``weight_decay`` ...).
         scheduler: registered schedule name, or None for a constant learning rate.
         scheduler_options: its keyword arguments.
@@ -260,7 +260,7 @@ class Application:
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self, settings: OptimizationSettings) -> OptimizerSpecs:
         """One optimiser named ``"default"`` over every module's parameters (override for more)."""
-        from voxelflow.engine.optim import build_optimizer, build_scheduler
+        from voxelflow.optim import build_optimizer, build_scheduler
 
         parameters = [
             p for module in self.modules.values() for p in module.parameters() if p.requires_grad

@@ -96,7 +96,7 @@ def _folder_pattern(experiment, args: argparse.Namespace | None):
 
 def _run_model(args: argparse.Namespace) -> int:
     from voxelflow.config.load import load_experiment
-    from voxelflow.engine.inference import infer_with_model
+    from voxelflow.zoo.infer import infer_with_model
     from voxelflow.zoo.store import resolve_model
 
     if not args.input or not args.out:

@@ -42,8 +42,8 @@ class RegistrySource:
 KINDS: dict[str, tuple[RegistrySource, ...]] = {
     "networks": (RegistrySource("networks", "voxelflow.networks", "NETWORKS"),),
     "losses": (RegistrySource("losses", "voxelflow.losses", "LOSSES"),),
-    "optimizers": (RegistrySource("optimizers", "voxelflow.engine.optim", "OPTIMIZERS"),),
-    "schedulers": (RegistrySource("schedulers", "voxelflow.engine.optim", "SCHEDULERS"),),
+    "optimizers": (RegistrySource("optimizers", "voxelflow.optim", "OPTIMIZERS"),),
+    "schedulers": (RegistrySource("schedulers", "voxelflow.optim", "SCHEDULERS"),),
     "samplers": (RegistrySource("samplers", "voxelflow.sampling", "SAMPLERS"),),
     "transforms": (
         RegistrySource("augmentations", "voxelflow.transforms.compose", "AUGMENTATIONS"),

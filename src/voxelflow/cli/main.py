@@ -14,8 +14,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from voxelflow import __version__
 from voxelflow.errors import ConfigError, VoxelflowError
+from voxelflow.version import __version__
 
 #: sub-command name → module; the order is the order shown by ``--help``.
 COMMANDS = {

@@ -166,7 +166,7 @@ def build_optimizer(
     experiment: ExperimentConfig, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 ) -> torch.optim.Optimizer:
     """The optimiser of ``experiment.optimizer`` over ``params``."""
-    from voxelflow.engine.optim import OPTIMIZERS
+    from voxelflow.optim import OPTIMIZERS
 
     return build_component(OPTIMIZERS, experiment.optimizer, key="optimizer", params=params)
 
@@ -174,12 +174,12 @@ def build_optimizer(
 def build_scheduler(experiment: ExperimentConfig, optimizer: torch.optim.Optimizer) -> Any:
     """The per-iteration learning-rate schedule of ``experiment.scheduler``.
 
-    Options are checked by :func:`voxelflow.engine.optim.build_scheduler` (every schedule also
+    Options are checked by :func:`voxelflow.optim.build_scheduler` (every schedule also
     takes ``warmup_iterations`` and ``warmup_start_factor``); ``max_iterations`` comes from
     ``training.max_iterations``.
     """
-    from voxelflow.engine.optim import SCHEDULERS
-    from voxelflow.engine.optim import build_scheduler as make_scheduler
+    from voxelflow.optim import SCHEDULERS
+    from voxelflow.optim import build_scheduler as make_scheduler
 
     name = experiment.scheduler.name
     try:

@@ -71,7 +71,7 @@ def check_components(experiment: ExperimentConfig, *, in_channels: int | None = 
     problems: list[str] = []
     skip: set[str] = set()
     for key, component, module, name in (
-        ("optimizer", experiment.optimizer, "voxelflow.engine.optim", "OPTIMIZERS"),
+        ("optimizer", experiment.optimizer, "voxelflow.optim", "OPTIMIZERS"),
         ("loss", experiment.loss, "voxelflow.losses", "LOSSES"),
         ("sampling.sampler", experiment.sampling.sampler, "voxelflow.sampling", "SAMPLERS"),
         ("network", experiment.network, "voxelflow.networks", "NETWORKS"),
@@ -201,7 +201,7 @@ def _image_header(path: Path) -> tuple[int, int] | str:
     return (len(spatial), channels)
 
 
-def check_data(
+def check_data(  # noqa: C901  (one branch per data check, each a line of the report)
     experiment: ExperimentConfig, *, base_dir: str | os.PathLike[str] | None = None
 ) -> tuple[list[str], int | None]:
     """The table, its files and their headers; returns the problems and the image channels."""

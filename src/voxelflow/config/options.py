@@ -47,9 +47,9 @@ REGISTRY_KINDS: dict[str, RegistryKind] = {
         "voxelflow.networks", "NETWORKS", frozenset({"spatial_dims", "in_channels", "out_channels"})
     ),
     "losses": RegistryKind("voxelflow.losses", "LOSSES"),
-    "optimizers": RegistryKind("voxelflow.engine.optim", "OPTIMIZERS", frozenset({"params"})),
+    "optimizers": RegistryKind("voxelflow.optim", "OPTIMIZERS", frozenset({"params"})),
     "schedulers": RegistryKind(
-        "voxelflow.engine.optim", "SCHEDULERS", frozenset({"max_iterations"})
+        "voxelflow.optim", "SCHEDULERS", frozenset({"max_iterations"})
     ),
     "samplers": RegistryKind(
         "voxelflow.sampling",

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxelflow import __version__
 from voxelflow.errors import CheckpointError
 from voxelflow.io.disk import writing
 from voxelflow.types import PathLike
+from voxelflow.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -268,7 +268,7 @@ def _provenance(
     """What produced an evaluation: the caller's items, then the evaluation's own settings."""
     import datetime
 
-    from voxelflow import __version__
+    from voxelflow.version import __version__
 
     return {
         **dict(given or {}),

@@ -22,7 +22,7 @@ import csv
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,10 @@ logger = logging.getLogger("voxelflow.niftynet")
 
 __all__ = ["fit_windows_to_images", "inference_subjects", "run_invocation"]
 
+#: voxelflow's own command line (``voxelflow.cli.main.main``), passed in by the console scripts so
+#: this package (rank 8) never imports the CLI (rank 9): argv → exit code
+RunVoxelflow = Callable[[list[str]], int]
+
 _VOXELFLOW_COMMANDS = {"train": "train", "inference": "infer", "evaluation": "evaluate"}
 #: the column of each application's voxelflow table holding the main output
 _PREDICTION_COLUMNS = {"regression": "pred"}
@@ -42,10 +46,11 @@ _PREDICTION_COLUMNS = {"regression": "pred"}
 PHASES = {"training": "train", "validation": "validation", "inference": "test"}
 
 
-def run_invocation(invocation: Invocation) -> int:
-    """Convert and run one parsed NiftyNet command line; returns the exit code."""
-    from voxelflow.cli import main as cli
+def run_invocation(invocation: Invocation, run_voxelflow: RunVoxelflow) -> int:
+    """Convert and run one parsed NiftyNet command line; returns the exit code.
 
+    ``run_voxelflow`` runs a voxelflow command line (``voxelflow.cli.main.main``).
+    """
     if invocation.config.suffix.lower() != ".ini":
         if invocation.overrides:
             raise ConfigError(
@@ -53,7 +58,7 @@ def run_invocation(invocation: Invocation) -> int:
             )
         sets = [a for s in invocation.sets for a in ("--set", s)]
         command = _VOXELFLOW_COMMANDS[invocation.action]
-        return cli.main([command, "-c", str(invocation.config), *sets])
+        return run_voxelflow([command, "-c", str(invocation.config), *sets])
     conversion = convert_niftynet(
         invocation.config, overrides=invocation.overrides, application=invocation.application
     )
@@ -73,6 +78,7 @@ def run_invocation(invocation: Invocation) -> int:
             settings,
             stem=invocation.config.stem,
             sets=invocation.sets,
+            run_voxelflow=run_voxelflow,
         )
     if invocation.action == "inference":
         table = infer(fit_windows_to_images(experiment), settings)
@@ -192,11 +198,11 @@ def train(
     settings: NiftyNetSettings,
     *,
     stem: str,
+    run_voxelflow: RunVoxelflow,
     sets: Sequence[str] = (),
 ) -> int:
     """``voxelflow train`` on the converted experiment (NiftyNet's starting_iter rules); the
     ``--set`` overrides are passed on to it."""
-    from voxelflow.cli import main as cli
     from voxelflow.config.load import dump_experiment
 
     run_dir = settings.model_dir
@@ -208,7 +214,7 @@ def train(
         _supersede(RunDir(run_dir))
     with tempfile.TemporaryDirectory(prefix="voxelflow-niftynet-") as folder:
         config = dump_experiment(experiment, Path(folder) / f"{stem}.yaml")
-        return cli.main(["train", "-c", str(config), *(a for s in sets for a in ("--set", s))])
+        return run_voxelflow(["train", "-c", str(config), *(a for s in sets for a in ("--set", s))])
 
 
 # --------------------------------------------------------------------------- inference

@@ -3,7 +3,8 @@
 
 ``net_<app> train|inference|evaluation -c config.ini [--key value ...]`` converts the INI with
 :func:`voxelflow.niftynet.conversion.convert_niftynet` (the command's application, as NiftyNet) and
-runs it with NiftyNet's semantics (:mod:`voxelflow.niftynet.actions`). ``--key value`` /
+runs it with NiftyNet's semantics (:mod:`voxelflow.niftynet.actions`). The console scripts themselves live in
+:mod:`voxelflow.cli.niftynet_scripts`, beside the voxelflow command line they run. ``--key value`` /
 ``--key=value`` overrides any key of the system sections or the application section, as
 NiftyNet's command line did (``--lr 0.01``, ``--max_iter 10``); an unknown ``--key`` is refused,
 as NiftyNet refused it. ``--set a.b=value`` overrides the converted experiment. A voxelflow YAML
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,7 @@ class Invocation:
     sets: list[str] = field(default_factory=list)
 
 
-def parse_arguments(argv: Sequence[str], *, application: str | None) -> Invocation:
+def parse_arguments(argv: Sequence[str], *, application: str | None) -> Invocation:  # noqa: C901  (NiftyNet's own argument grammar, one branch per form)
     """NiftyNet's command line: ``ACTION -c CONFIG [-a APP] [--key value ...] [--set a.b=v]``.
 
     Raises:
@@ -173,8 +174,18 @@ def _application(name: str) -> str:
     return application
 
 
-def run_niftynet(argv: Sequence[str] | None, *, program: str, application: str | None) -> int:
-    """Run one NiftyNet command line; returns the exit code (0, 1 or 2)."""
+def run_niftynet(
+    argv: Sequence[str] | None,
+    *,
+    program: str,
+    application: str | None,
+    run_voxelflow: Callable[[list[str]], int],
+) -> int:
+    """Run one NiftyNet command line; returns the exit code (0, 1 or 2).
+
+    ``run_voxelflow`` runs a voxelflow command line (the console scripts in
+    :mod:`voxelflow.cli.niftynet_scripts` pass ``voxelflow.cli.main.main``).
+    """
     from voxelflow.errors import ConfigError, VoxelflowError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -191,7 +202,7 @@ def run_niftynet(argv: Sequence[str] | None, *, program: str, application: str |
             raise ConfigError(f"{program}: expected -a APPLICATION (net_segment, net_regress, ...)")
         from voxelflow.niftynet.actions import run_invocation
 
-        return run_invocation(invocation)
+        return run_invocation(invocation, run_voxelflow)
     except ConfigError as exc:
         sys.stderr.write(f"{program}: configuration error: {_one_line(exc)}\n")
         return 2
@@ -202,50 +213,3 @@ def run_niftynet(argv: Sequence[str] | None, *, program: str, application: str |
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
-
-
-def net_segment(argv: Sequence[str] | None = None) -> int:
-    """``net_segment`` console script."""
-    return run_niftynet(argv, program="net_segment", application="segmentation")
-
-
-def net_regress(argv: Sequence[str] | None = None) -> int:
-    """``net_regress`` console script."""
-    return run_niftynet(argv, program="net_regress", application="regression")
-
-
-def net_classify(argv: Sequence[str] | None = None) -> int:
-    """``net_classify`` console script."""
-    return run_niftynet(argv, program="net_classify", application="classification")
-
-
-def net_autoencoder(argv: Sequence[str] | None = None) -> int:
-    """``net_autoencoder`` console script."""
-    return run_niftynet(argv, program="net_autoencoder", application="autoencoder")
-
-
-def net_gan(argv: Sequence[str] | None = None) -> int:
-    """``net_gan`` console script."""
-    return run_niftynet(argv, program="net_gan", application="gan")
-
-
-def net_run(argv: Sequence[str] | None = None) -> int:
-    """``net_run`` console script: the application comes from ``-a NAME|CLASS_PATH``."""
-    return run_niftynet(argv, program="net_run", application=None)
-
-
-def net_download(argv: Sequence[str] | None = None) -> int:
-    """``net_download NAME``: install a voxelflow zoo entry; NiftyNet zoo names are refused."""
-    from voxelflow.niftynet.download import run_download
-
-    return run_download(list(sys.argv[1:] if argv is None else argv))
-
-
-def run_alias(argv: Sequence[str] | None = None, *, application: str = "segmentation") -> int:
-    """Former entry point (kept for scripts calling it): :func:`run_niftynet`."""
-    program = next((k for k, v in APPLICATIONS.items() if v == application), "net_run")
-    return run_niftynet(argv, program=program, application=application)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(net_segment())

@@ -45,7 +45,7 @@ def l1_regularised(
     Raises:
         ConfigError: a negative ``l1``, or an unknown base optimiser or option.
     """
-    from voxelflow.engine.optim import build_optimizer
+    from voxelflow.optim import build_optimizer
 
     if l1 < 0:
         raise ConfigError(f"optimizer.l1: expected a value >= 0, got {l1}")

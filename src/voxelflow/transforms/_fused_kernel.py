@@ -63,7 +63,7 @@ def _border_voxel(
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
-def fused_resample_3d(
+def fused_resample_3d(  # noqa: C901  (numba kernel: one loop body, splitting it costs speed)
     linear_source: np.ndarray,
     nearest_source: np.ndarray,
     linear_out: np.ndarray,

@@ -4,6 +4,7 @@
 - :mod:`~voxelflow.zoo.archive`: path-safe extraction of ``.zip`` / ``.tar.gz`` entries.
 - :mod:`~voxelflow.zoo.store`: the zoo home; install, list, resolve, remove, plugin trust.
 - :mod:`~voxelflow.zoo.network`: an entry's or run's application rebuilt, every module loaded.
+- :mod:`~voxelflow.zoo.infer`: `voxelflow infer --model`: inference with an installed entry.
 - :mod:`~voxelflow.zoo.pack`: a run folder → an entry (config scrubbed of machine paths).
 - :mod:`~voxelflow.zoo.transfer`: ``init_from`` (renames, include/exclude) and ``freeze``.
 - :mod:`~voxelflow.zoo.export`: ONNX / ``torch.export`` with the preprocessing JSON.

@@ -22,9 +22,9 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from voxelflow import __version__
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.types import PathLike
+from voxelflow.version import __version__
 from voxelflow.zoo.archive import archive_kind, relative_files
 from voxelflow.zoo.entry import CARD_NAME, ModelCard, dump_card, sha256_of
 

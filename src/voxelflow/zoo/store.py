@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
-from voxelflow import __version__
 from voxelflow.errors import DataError, RegistryError, SecurityError
 from voxelflow.registry import suggest
 from voxelflow.types import PathLike
+from voxelflow.version import __version__
 from voxelflow.zoo.archive import archive_kind, relative_files, safe_copy_tree, safe_extract
 from voxelflow.zoo.entry import (
     CARD_NAME,

@@ -381,7 +381,7 @@ def _role_channels(experiment: Any, task: GanTask) -> int:
 
 
 def _optimizer(module: nn.Module, settings: OptimizationSettings) -> tuple[Any, Any]:
-    from voxelflow.engine.optim import build_optimizer, build_scheduler
+    from voxelflow.optim import build_optimizer, build_scheduler
 
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = build_optimizer(settings.optimizer, parameters, **settings.optimizer_options)
