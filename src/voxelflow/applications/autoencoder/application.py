@@ -66,7 +66,13 @@ from voxelflow.applications.autoencoder.task import (
     reconstruction_of,
     training_window,
 )
-from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
+from voxelflow.applications.base import (
+    Application,
+    EvaluationOptions,
+    InferenceItem,
+    Prediction,
+    TrainingContext,
+)
 from voxelflow.errors import ConfigError, ShapeError
 
 log = logging.getLogger(__name__)
@@ -383,7 +389,13 @@ class AutoencoderApplication(Application):
 
     @classmethod
     def evaluate(
-        cls, experiment: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[Any],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
     ) -> dict[str, float]:
         """MAE, RMSE, PSNR, SSIM, NCC of reconstructions against their images (original units)."""
         if parse_task(experiment.task).intensity_units != "original":

@@ -38,7 +38,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
+from voxelflow.applications.base import (
+    Application,
+    EvaluationOptions,
+    InferenceItem,
+    Prediction,
+    TrainingContext,
+)
 from voxelflow.applications.classification.task import (
     TargetEncoding,
     fit_class_names,
@@ -302,7 +308,13 @@ class ClassificationApplication(Application):
 
     @classmethod
     def evaluate(
-        cls, experiment: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[Any],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
     ) -> dict[str, float]:
         """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC
         and ECE (classes), or MAE, RMSE, mean error and Pearson r (values); see

@@ -37,6 +37,7 @@ Example (YAML)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from torch import nn
 
 from voxelflow.applications.base import (
     Application,
+    EvaluationOptions,
     InferenceItem,
     OptimizationSettings,
     OptimizerSpecs,
@@ -326,8 +328,15 @@ class GanApplication(Application):
         return to_output_image(image, self.output_grid, intensity=self.task.output_intensity)
 
     @classmethod
-    def evaluate(cls, experiment: Any, *, predictions: Any, rows: Sequence[Any], out_dir: Any
-                 ) -> dict[str, float]:  # fmt: skip
+    def evaluate(
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[Any],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
+    ) -> dict[str, float]:
         """Distribution distances of generated vs real images: see :mod:`.gan_evaluation`."""
         from voxelflow.applications.gan.evaluation import evaluate_generated
 
