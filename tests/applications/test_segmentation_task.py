@@ -21,7 +21,7 @@ def test_task_from_config_counts_classes_and_keeps_label_values() -> None:
 
 
 def test_task_from_config_refuses_options_and_a_missing_count() -> None:
-    with pytest.raises(ConfigError, match="task.kind: segmentation takes no task options"):
+    with pytest.raises(ConfigError, match=r"task\.kind: segmentation takes no task options"):
         SegmentationTask.from_config({"kind": "class"}, num_classes=2)
     with pytest.raises(ConfigError, match="num_classes"):
         SegmentationTask.from_config({}, num_classes=None)
@@ -40,7 +40,7 @@ def test_postprocess_decision_only_where_the_application_has_one(tmp_path: Path)
 def test_a_broken_decision_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "cv").mkdir()
     (tmp_path / "cv" / "postprocessing.json").write_text("[1, 2")
-    with pytest.raises(DataError, match="postprocessing.json"):
+    with pytest.raises(DataError, match=r"postprocessing\.json"):
         read_decision(tmp_path)
     (tmp_path / "cv" / "postprocessing.json").write_text("[1, 2]")
     with pytest.raises(DataError, match="expected a JSON object, got list"):
