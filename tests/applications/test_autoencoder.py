@@ -21,9 +21,9 @@ from voxelflow.applications.autoencoder.application import (
 from voxelflow.applications.autoencoder.evaluation import (
     IntensityInverse,
     evaluate_reconstructions,
-    resized_affine,
 )
 from voxelflow.applications.base import InferenceContext, InferenceItem
+from voxelflow.applications.common import resized_affine
 from voxelflow.config.schema import Experiment
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.io.image import Image, Subject

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import InferenceContext, InferenceItem, OptimizationSettings
+from voxelflow.applications.common import resized_affine
 from voxelflow.applications.gan.application import GanApplication
 from voxelflow.applications.gan.evaluation import group_metrics, histogram_l1, histogram_wasserstein
 from voxelflow.applications.gan.task import (
@@ -21,7 +22,6 @@ from voxelflow.applications.gan.task import (
     fit_classes,
     intensity_to_original,
     parse_task,
-    resized_affine,
     to_output_image,
 )
 from voxelflow.config.load import load_experiment

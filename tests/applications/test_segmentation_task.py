@@ -54,3 +54,30 @@ def test_summary_is_the_nan_free_mean_per_label() -> None:
         {"subject": "a", "label": 2, "dice": 0.0, "hd95": 4.0, "label_name": "liver"},
     ]
     assert summarize(rows) == {"dice/1": 0.75, "hd95/1": 2.0, "dice/2": 0.0, "hd95/2": 4.0}
+
+
+def test_one_resized_affine_matches_the_stepwise_formula_in_2d_and_3d() -> None:
+    """The autoencoder's former copy (affine @ a scale-and-shift matrix) is the reference."""
+    import numpy as np
+
+    from voxelflow.applications.common import resized_affine
+
+    affine = np.array([[0, -1.5, 0, 10], [2.0, 0, 0, -4], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+    for shape, size in (((20, 12, 9), (8, 6, 3)), ((20, 12), (5, 4))):
+        step = np.eye(4)
+        for axis, factor in enumerate(np.asarray(shape, float) / np.asarray(size, float)):
+            step[axis, axis], step[axis, 3] = factor, 0.5 * factor - 0.5
+        np.testing.assert_allclose(resized_affine(affine, shape, size), affine @ step)
+    # a shape longer than size (a 3D grid resized in its first two axes) keeps the third
+    out = resized_affine(affine, (20, 12, 9), (10, 6))
+    np.testing.assert_allclose(out[:, 2], affine[:, 2])
+
+
+def test_middle_slice_of_3d_and_2d() -> None:
+    import numpy as np
+
+    from voxelflow.applications.common import middle_slice
+
+    volume = np.arange(2 * 3 * 5).reshape(2, 3, 5)
+    np.testing.assert_array_equal(middle_slice(volume), volume[:, :, 2])
+    np.testing.assert_array_equal(middle_slice(volume[:, :, 0]), volume[:, :, 0])

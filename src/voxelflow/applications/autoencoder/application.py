@@ -54,7 +54,6 @@ from voxelflow.applications.autoencoder.evaluation import (
     find_latents,
     fit_intensity_inverse,
     latent_size_of,
-    resized_affine,
 )
 from voxelflow.applications.autoencoder.task import (
     TABLES,
@@ -73,6 +72,7 @@ from voxelflow.applications.base import (
     Prediction,
     TrainingContext,
 )
+from voxelflow.applications.common import resized_affine
 from voxelflow.errors import ConfigError, ShapeError
 
 log = logging.getLogger(__name__)

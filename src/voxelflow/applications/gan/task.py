@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from voxelflow.applications.common import resized_affine
 from voxelflow.config.schema import Component
 from voxelflow.errors import ConfigError, DataError
 
@@ -177,17 +178,6 @@ def _subsample(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if flat.shape[1] <= MAX_VOXELS:
         return flat
     return flat[:, rng.choice(flat.shape[1], MAX_VOXELS, replace=False)]
-
-
-def resized_affine(affine: np.ndarray, shape: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Affine of an image of ``shape`` resized to ``size`` (same field of view, voxel centres
-    as ``align_corners=False`` interpolation places them)."""
-    dims = len(size)
-    scale = np.asarray(shape, dtype=np.float64)[:dims] / np.asarray(size, dtype=np.float64)
-    out = np.array(affine, dtype=np.float64)
-    out[:3, 3] = affine[:3, 3] + affine[:3, :dims] @ ((scale - 1.0) / 2.0)
-    out[:3, :dims] = affine[:3, :dims] * scale
-    return out
 
 
 def intensity_to_original(image: np.ndarray, intensity: Mapping[str, Any]) -> np.ndarray:

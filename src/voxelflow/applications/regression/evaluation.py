@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from voxelflow.applications.common import middle_slice
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.metrics import regression as M
 
@@ -237,11 +238,6 @@ def _write_outputs(per_subject: list[dict[str, Any]], out_dir: Path) -> dict[str
         ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k in METRICS),
     )
     return summary
-
-
-def middle_slice(volume: np.ndarray) -> np.ndarray:
-    """The middle slice along the last axis of a 3D volume (a 2D image is returned as is)."""
-    return volume[..., volume.shape[-1] // 2] if volume.ndim == 3 else volume
 
 
 def _plot_examples(examples: list[dict[str, np.ndarray]], path: Path) -> None:
