@@ -57,7 +57,6 @@ from voxelflow.applications.gan.task import (
     GAN_LOSSES,
     ConditionLookup,
     GanTask,
-    parse_task,
     standardize,
 )
 from voxelflow.errors import ConfigError
@@ -116,7 +115,7 @@ class GanApplication(Application):
         """Class levels, the output grid and the intensity map, from the training split."""
         from voxelflow.applications.gan.task import fit_classes, fit_output_grid
 
-        task = parse_task(experiment.task)
+        task = GanTask.from_config(experiment.task)
         state: dict[str, Any] = {"noise_size": task.noise_size}
         if task.conditioning_column:
             state["classes"] = fit_classes(dataset, train_indices, task.conditioning_column)
@@ -136,7 +135,7 @@ class GanApplication(Application):
         from voxelflow.losses import build_loss
         from voxelflow.networks import build_network
 
-        task, state = parse_task(experiment.task), dict(task_state or {})
+        task, state = GanTask.from_config(experiment.task), dict(task_state or {})
         size = _image_size(experiment.sampling.window)
         loss = build_loss(experiment.loss.name, **experiment.loss.kwargs)
         if not (hasattr(loss, "generator_loss") and hasattr(loss, "discriminator_loss")):
@@ -341,7 +340,7 @@ class GanApplication(Application):
         from voxelflow.applications.gan.evaluation import evaluate_generated
 
         return evaluate_generated(
-            experiment, parse_task(experiment.task), predictions=predictions, rows=rows,
+            experiment, GanTask.from_config(experiment.task), predictions=predictions, rows=rows,
             out_dir=out_dir,
         )  # fmt: skip
 
