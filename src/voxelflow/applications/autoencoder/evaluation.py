@@ -1,7 +1,7 @@
 """Helpers of the autoencoder application: window grids, intensity inversion, evaluation.
 
-* :func:`resized_affine` — the affine of a whole image resized to the network's window (the grid
-  on which generated samples and interpolation paths are written).
+* the window grid of generated samples and interpolation paths is
+  :func:`voxelflow.applications.common.resized_affine` (shared with the GAN).
 * :class:`IntensityInverse` — the per-channel affine map from normalised intensities back to the
   file's units, fitted per subject between its geometry-only preprocessed image and its
   normalised one: exact for ``zscore`` and unclipped rescaling, a least-squares affine
@@ -10,6 +10,7 @@
   against the images they came from, a summary CSV and a PNG of central slices.
 
 Example:
+    >>> from voxelflow.applications.common import resized_affine
     >>> affine = resized_affine(np.diag([1.0, 1.0, 1.0, 1.0]), (64, 64, 64), (32, 32, 32))
     >>> float(affine[0, 0]), float(affine[0, 3])
     (2.0, 0.5)
