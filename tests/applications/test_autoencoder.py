@@ -16,14 +16,14 @@ from torch import nn
 from voxelflow.applications.autoencoder.application import (
     AutoencoderApplication,
     AutoencoderOptions,
-    parse_task,
+    AutoencoderTask,
 )
 from voxelflow.applications.autoencoder.evaluation import (
     IntensityInverse,
     evaluate_reconstructions,
-    resized_affine,
 )
 from voxelflow.applications.base import InferenceContext, InferenceItem
+from voxelflow.applications.common import resized_affine
 from voxelflow.config.schema import Experiment
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.io.image import Image, Subject
@@ -83,11 +83,11 @@ class IdentityNetwork(nn.Module):
 
 # --- configuration -------------------------------------------------------------------------------
 def test_task_options_are_checked_by_key() -> None:
-    assert parse_task({}).intensity_units == "original"
+    assert AutoencoderTask.from_config({}).intensity_units == "original"
     with pytest.raises(ConfigError, match=r"task\.latent: .*intensity_units"):
-        parse_task({"latent": 3})
+        AutoencoderTask.from_config({"latent": 3})
     with pytest.raises(ConfigError, match=r"task\.intensity_units"):
-        parse_task({"intensity_units": "hounsfield"})
+        AutoencoderTask.from_config({"intensity_units": "hounsfield"})
 
 
 def test_window_must_be_fixed_and_match_network_and_inference() -> None:

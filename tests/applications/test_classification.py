@@ -16,9 +16,13 @@ from scipy.stats import pearsonr
 from torch import nn
 
 from voxelflow.applications.base import InferenceContext, InferenceItem
-from voxelflow.applications.classification.application import ClassificationApplication, parse_task
+from voxelflow.applications.classification.application import ClassificationApplication
 from voxelflow.applications.classification.evaluation import evaluate_predictions, macro_roc_auc
-from voxelflow.applications.classification.task import TargetEncoding, image_windows
+from voxelflow.applications.classification.task import (
+    ClassificationTask,
+    TargetEncoding,
+    image_windows,
+)
 from voxelflow.config.schema import Experiment
 from voxelflow.data.cached import CachedSubject
 from voxelflow.errors import ConfigError, DataError, ShapeError
@@ -68,15 +72,15 @@ def experiment(**overrides) -> Experiment:
 # --- task options ------------------------------------------------------------------------------
 def test_task_options_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"task\.target_column"):
-        parse_task({"kind": "class"})
+        ClassificationTask.from_config({"kind": "class"})
     with pytest.raises(ConfigError, match=r"task\.colour"):
-        parse_task({"target_column": "grade", "colour": "red"})
+        ClassificationTask.from_config({"target_column": "grade", "colour": "red"})
     with pytest.raises(ConfigError, match=r"task\.kind"):
-        parse_task({"target_column": "grade", "kind": "ordinal"})
+        ClassificationTask.from_config({"target_column": "grade", "kind": "ordinal"})
     with pytest.raises(ConfigError, match=r"task\.classes: expected at least 2 distinct"):
-        parse_task({"target_column": "grade", "classes": ["a", "a"]})
+        ClassificationTask.from_config({"target_column": "grade", "classes": ["a", "a"]})
     with pytest.raises(ConfigError, match=r"task\.class_balanced"):
-        parse_task({"target_column": "age", "kind": "value", "class_balanced": True})
+        ClassificationTask.from_config({"target_column": "age", "kind": "value", "class_balanced": True})
 
 
 def test_loss_of_the_other_kind_is_refused():

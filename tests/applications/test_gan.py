@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import InferenceContext, InferenceItem, OptimizationSettings
+from voxelflow.applications.common import resized_affine
 from voxelflow.applications.gan.application import GanApplication
 from voxelflow.applications.gan.evaluation import group_metrics, histogram_l1, histogram_wasserstein
 from voxelflow.applications.gan.task import (
     ConditionLookup,
+    GanTask,
     fit_classes,
     intensity_to_original,
-    parse_task,
-    resized_affine,
     to_output_image,
 )
 from voxelflow.config.load import load_experiment
@@ -67,9 +67,9 @@ def test_missing_noise_size_is_a_clear_task_error() -> None:
 
 def test_task_keys_and_values_are_checked_by_name() -> None:
     with pytest.raises(ConfigError, match=r"task\.noise_sise: Extra inputs"):
-        parse_task({"noise_size": 4, "noise_sise": 3})
+        GanTask.from_config({"noise_size": 4, "noise_sise": 3})
     with pytest.raises(ConfigError, match=r"task\.critic_steps: .*greater than or equal to 1"):
-        parse_task({"noise_size": 4, "critic_steps": 0})
+        GanTask.from_config({"noise_size": 4, "critic_steps": 0})
 
 
 @pytest.mark.parametrize(

@@ -343,16 +343,14 @@ class Experiment:
     def _infer_folds(self, subjects: Any, folds: str, checkpoint: str | None) -> list[Prediction]:
         """In-memory ensemble of the fold runs (members loaded once and kept)."""
         from voxelflow.cv.ensemble import ensemble_predict, fold_members
-        from voxelflow.cv.postprocess import read_decision
+        from voxelflow.engine.run import application_class
 
         key = (str(folds), checkpoint)
         cached = self._members
         if cached is None or cached[0] != key:
             cached = (key, fold_members(self.config, self.run_dir, str(folds), which=checkpoint))
             self._members = cached
-        decision = (
-            read_decision(self.run_dir) if self.config.application == "segmentation" else None
-        )
+        decision = application_class(self.config).postprocess_decision(self.run_dir)
         return list(
             ensemble_predict(cached[1], subjects, self.config.inference, postprocessing=decision)
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from voxelflow.applications.base import (
     Application,
+    EvaluationOptions,
     InferenceContext,
     InferenceItem,
     OptimizationSettings,
@@ -48,6 +49,7 @@ __all__ = [
     "Application",
     "AutoencoderApplication",
     "ClassificationApplication",
+    "EvaluationOptions",
     "GanApplication",
     "InferenceContext",
     "InferenceItem",

@@ -41,6 +41,7 @@ from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:  # applications sit above io/data/config in the layers; types only
     from voxelflow.io.image import Image, Subject
+    from voxelflow.io.table import SubjectRow
 
 
 class TrainingContext(Protocol):
@@ -172,6 +173,38 @@ class Prediction:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How to score a run: what ``voxelflow evaluate``'s flags and the API's arguments ask for.
+
+    Every application receives the same options and uses those that apply to it (a regression
+    ignores ``labels``); None means "the experiment's ``evaluation`` section".
+
+    Attributes:
+        labels: label values to score (segmentation); None = the config's, else every label.
+        metrics: metric names; None = the config's ``evaluation.metrics``.
+        tolerance_mm: NSD tolerance; None = the config's ``evaluation.tolerance_mm``.
+        reference_dir: a folder of reference files (``--ref FOLDER``) instead of the table's rows.
+        image_dir: a folder of intensity images drawn under the report's contours.
+        resample: resample predictions onto the reference grid instead of refusing them.
+        surface: surface elements of the distance metrics (``surfels``, ``voxels``, ``faces``).
+        workers: parallel processes; None = the CPU count.
+        report: also write plots and ``report.html``.
+        provenance: what produced the predictions, shown at the top of the report.
+    """
+
+    labels: Sequence[int] | None = None
+    metrics: Sequence[str] | None = None
+    tolerance_mm: float | None = None
+    reference_dir: Path | None = None
+    image_dir: Path | None = None
+    resample: bool = False
+    surface: str = "surfels"
+    workers: int | None = None
+    report: bool = True
+    provenance: Mapping[str, object] | None = None
+
+
 #: optimiser name → (optimiser, per-iteration scheduler or None).
 OptimizerSpecs = dict[str, tuple[Optimizer, LRScheduler | None]]
 
@@ -194,6 +227,13 @@ class Application:
     inference_modules: ClassVar[tuple[str, ...] | None] = None
     #: ``dataset.inputs`` roles training needs (checked before the table is read).
     training_roles: ClassVar[tuple[str, ...]] = ("image",)
+    #: subject role holding the reference of :meth:`evaluation_table` (None: no in-memory
+    #: evaluation); ``"label"`` for segmentation, ``"target"`` for regression.
+    reference_role: ClassVar[str | None] = None
+    #: whether :meth:`evaluate` reads references from a folder (``--ref FOLDER``) besides rows.
+    reference_folders: ClassVar[bool] = False
+    #: whether :meth:`evaluation_table` reads folders itself (else the API loads their images).
+    evaluates_folders: ClassVar[bool] = False
 
     @classmethod
     def check_training_roles(cls, inputs: Mapping[str, Sequence[str]]) -> None:
@@ -328,20 +368,69 @@ class Application:
 
     @classmethod
     def evaluate(
-        cls, experiment: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[SubjectRow],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
     ) -> dict[str, float]:
         """Score an inference run against the references in ``rows``.
+
+        What ``voxelflow evaluate -c``, ``voxelflow cv`` and NiftyNet's ``evaluation`` action
+        call, through the application registry; every application implements this signature.
 
         Args:
             experiment: the run's Experiment.
             predictions: the prediction table written by inference (``inferred.csv`` ...).
             rows: dataset rows (:class:`~voxelflow.io.table.SubjectRow`) holding the references.
             out_dir: folder for the per-subject CSV, the summary and plots (created).
+            options: the caller's settings (None: the experiment's ``evaluation`` section).
 
         Returns:
             summary figures (metric name → value), also written to ``out_dir``.
+
+        Raises:
+            DataError: a subject could not be scored (after the outputs are written).
         """
         raise NotImplementedError(f"{cls.__name__} does not implement evaluate")
+
+    @classmethod
+    def evaluation_table(
+        cls,
+        experiment: Any,
+        predictions: Mapping[str, Image] | Path,
+        references: Mapping[str, Image] | Path,
+        *,
+        out_dir: Path | None = None,
+        options: EvaluationOptions | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per-subject metrics of in-memory predictions (the Python API's ``evaluate``).
+
+        Args:
+            predictions, references: subject → image (folders only when
+                :attr:`evaluates_folders`); references hold :attr:`reference_role`.
+            out_dir: also write the CSVs (and report) there.
+
+        Returns:
+            one row per subject (and label, channel): ``subject`` then metric columns.
+
+        Raises:
+            ConfigError: the application has no in-memory evaluation.
+        """
+        raise ConfigError(
+            "evaluate: expected application with an in-memory evaluation (a reference_role: "
+            f"segmentation, regression, a plugin's), got application {cls.name!r}"
+        )
+
+    @classmethod
+    def postprocess_decision(cls, run_dir: Path) -> dict[str, Any] | None:
+        """The postprocessing that cross-validation decided for a run folder, or None.
+
+        Inference and zoo packing pass it on to :meth:`predict` (default: none).
+        """
+        return None
 
     def example_images(
         self, batch: Mapping[str, Any], outputs: Mapping[str, torch.Tensor]

@@ -112,7 +112,7 @@ def _run_model(args: argparse.Namespace) -> int:
 def _run_folds(args: argparse.Namespace, experiment, root: Path) -> int:
     """``--folds``: the fold models of ``root`` as one ensemble."""
     from voxelflow.cv.ensemble import ensemble_rows, fold_members
-    from voxelflow.cv.postprocess import read_decision
+    from voxelflow.engine.run import application_class
 
     members = fold_members(experiment, root, args.folds, which=args.checkpoint)
     if args.input is None:
@@ -123,7 +123,7 @@ def _run_folds(args: argparse.Namespace, experiment, root: Path) -> int:
         rows = rows_from_input(args.input, image_columns=experiment.dataset.inputs["image"],
                                subject_column=experiment.dataset.subject_column)
     out = Path(args.out) if args.out else root / "predictions_ensemble"
-    decision = read_decision(root) if experiment.application == "segmentation" else None
+    decision = application_class(experiment).postprocess_decision(root)
     if decision is not None:
         log.info("postprocessing decided by voxelflow cv: %s", root / "cv" / "postprocessing.json")
     table = ensemble_rows(members, rows, out_dir=out, options=experiment.inference,

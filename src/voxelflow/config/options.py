@@ -85,7 +85,7 @@ CONFIG_KEYS: dict[str, str] = {
 
 #: application → the pydantic model of its ``task:`` options (``module``, ``class``)
 TASK_MODELS: dict[str, tuple[str, str]] = {
-    "classification": ("voxelflow.applications.classification.application", "ClassificationTask"),
+    "classification": ("voxelflow.applications.classification.task", "ClassificationTask"),
     "regression": ("voxelflow.applications.regression.task", "RegressionTask"),
     "autoencoder": ("voxelflow.applications.autoencoder.task", "AutoencoderTask"),
     "gan": ("voxelflow.applications.gan.task", "GanTask"),

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxelflow.applications.base import EvaluationOptions
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.cv.folds import fold_count, fold_dir, fold_experiment, split_path, unfinished_reason
 from voxelflow.errors import ConfigError, DataError, VoxelflowError
@@ -229,11 +230,11 @@ def run_cv(
     if experiment.application == "gan":
         return _evaluate_gan(experiment, root, rows, fold_of, tables, metric)
     merged = merge_tables(tables, out / "predictions" / app_class.prediction_table)
-    if experiment.application == "segmentation":
-        summary, per_subject = _evaluate_segmentation(experiment, merged, rows, out, report=report)
-    else:
-        summary = app_class.evaluate(experiment, predictions=merged, rows=rows, out_dir=out)
-        per_subject = _application_tables(experiment, out, metric, summary, report=report)
+    (out / "report.html").unlink(missing_ok=True)  # written below unless the evaluation writes one
+    summary = app_class.evaluate(
+        experiment, predictions=merged, rows=rows, out_dir=out, options=_cv_options(experiment, metric, report)
+    )
+    per_subject = _application_tables(experiment, out, metric, summary, report=report)
     value = _overall(metric, summary, per_subject)
     result = CVResult(experiment.application, metric, value, per_subject, fold_of, out, summary)
     if experiment.application == "segmentation" and postprocessing:
@@ -256,34 +257,12 @@ def merge_tables(tables: Sequence[tuple[int, Path]], path: Path) -> Path:
     return write_table(path, merged)
 
 
-def _evaluate_segmentation(
-    experiment: ExperimentConfig, merged: Path, rows: Sequence[Any], out: Path, *, report: bool
-) -> tuple[dict[str, Any], dict[str, float]]:
-    from voxelflow.metrics.evaluate import evaluate_files
-
-    with open(merged, newline="") as handle:
-        predicted = {row["subject"]: Path(row["prediction"]) for row in csv.DictReader(handle)}
-    column = experiment.dataset.inputs["label"][0]
-    by_name = {row.name: row for row in rows}
-    references = {s: by_name[s].path(column) for s in predicted}
+def _cv_options(experiment: ExperimentConfig, metric: CVMetric, report: bool) -> EvaluationOptions:
+    """The experiment's evaluation settings with the CV metric's column always scored."""
     metrics = list(experiment.evaluation.metrics)
-    if "dice" not in metrics:
-        metrics.insert(0, "dice")  # the CV metric is always scored
-    result = evaluate_files(
-        predicted, references, out, labels=experiment.evaluation.labels, metrics=metrics,
-        tolerance=experiment.evaluation.tolerance_mm, report=report, workers=1,
-    )  # fmt: skip
-    if not result.ok:
-        raise DataError(
-            f"out-of-fold evaluation failed: {result.problems[:3]} (see {out / 'problems.csv'})"
-        )
-    per_subject = subject_means(result.rows, "dice")
-    labels = sorted({int(r["label"]) for r in result.rows})  # type: ignore[call-overload]
-    summary: dict[str, Any] = {
-        f"dice/{label}": _mean([float(r["dice"]) for r in result.rows if r["label"] == label])  # type: ignore[arg-type]
-        for label in labels
-    }
-    return summary, per_subject
+    if metric.per_subject not in metrics:
+        metrics.insert(0, metric.per_subject)
+    return EvaluationOptions(metrics=metrics, report=report, workers=1)
 
 
 def subject_means(rows: Sequence[dict[str, Any]], column: str) -> dict[str, float]:
@@ -297,6 +276,11 @@ def subject_means(rows: Sequence[dict[str, Any]], column: str) -> dict[str, floa
 def _mean(values: Sequence[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+def _subject_value(values: Sequence[float]) -> float:
+    """One record's value as it is (NaN kept); the NaN-free mean of several labels' values."""
+    return values[0] if len(values) == 1 else _mean(values)
 
 
 def _overall(metric: CVMetric, summary: dict[str, Any], per_subject: dict[str, float]) -> float:
@@ -314,20 +298,21 @@ def _application_tables(
     report: bool,
 ) -> dict[str, float]:
     """``per_case.csv`` / ``summary.csv`` beside the application's own files; per-subject values."""
-    source = out / _PER_SUBJECT_FILES[experiment.application]
+    source = out / _PER_SUBJECT_FILES.get(experiment.application, "per_case.csv")
     if source.name != "per_case.csv":
         shutil.copyfile(source, out / "per_case.csv")
     if experiment.application == "regression":
         shutil.copyfile(out / "regression_summary.csv", out / "summary.csv")
     with open(source, newline="") as handle:
         records = list(csv.DictReader(handle))
-    per_subject = {}
+    values: dict[str, list[float]] = {}  # segmentation: one record per subject and label
     for record in records:
         if metric.per_subject == "abs_error":
-            per_subject[record["subject"]] = abs(float(record["error"]))
+            values.setdefault(record["subject"], []).append(abs(float(record["error"])))
         else:
-            per_subject[record["subject"]] = float(record[metric.per_subject])
-    if report:
+            values.setdefault(record["subject"], []).append(float(record[metric.per_subject]))
+    per_subject = {subject: _subject_value(v) for subject, v in values.items()}
+    if report and not (out / "report.html").exists():
         write_report(out / "report.html", experiment.application, metric, summary, records)
     return per_subject
 

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from voxelflow.applications.segmentation.task import DECISION_FILE
 from voxelflow.config.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
-DECISION_FILE = "postprocessing.json"
 MAX_CANDIDATES = 32
 _GAIN = 1e-9  # a switch must raise the metric, not merely keep it
 
@@ -194,9 +194,11 @@ def decide_postprocessing(experiment: ExperimentConfig, root: Path) -> dict[str,
 
 
 def read_decision(root: Path) -> dict[str, Any] | None:
-    """``<root>/cv/postprocessing.json``, or None."""
-    path = Path(root) / "cv" / DECISION_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    """``<root>/cv/postprocessing.json``, or None (see
+    :meth:`~voxelflow.applications.base.Application.postprocess_decision`)."""
+    from voxelflow.applications.segmentation.task import read_decision as read
+
+    return read(root)
 
 
 def apply_postprocessing(

@@ -30,7 +30,7 @@ def plot_comparison(figures: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from voxelflow.applications.autoencoder.evaluation import central_slice
+    from voxelflow.applications.common import middle_slice
 
     network = _table_images(figures["network_table"], "recon")
     pca = _table_images(figures["baseline_table"], "recon")
@@ -41,7 +41,7 @@ def plot_comparison(figures: dict[str, Any], path: Path) -> Path:
         high = float(np.percentile(image, 99.5))
         panels = [(image, "image"), (network[row.name], "VAE"), (pca[row.name], "PCA baseline")]
         for axis, (volume, title) in zip(axis_row, panels):
-            axis.imshow(np.rot90(central_slice(volume)), cmap="gray", vmin=0, vmax=high)
+            axis.imshow(np.rot90(middle_slice(volume)), cmap="gray", vmin=0, vmax=high)
             axis.set_title(f"{row.name}: {title}", fontsize=8)
             axis.axis("off")
     figure.tight_layout()
@@ -57,12 +57,12 @@ def plot_interpolation(table: Path, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from voxelflow.applications.autoencoder.evaluation import central_slice
+    from voxelflow.applications.common import middle_slice
 
     with open(table, newline="") as handle:
         steps = list(csv.DictReader(handle))
     slices = [
-        central_slice(np.asarray(nib.load(s["image"]).dataobj, dtype=np.float32)) for s in steps
+        middle_slice(np.asarray(nib.load(s["image"]).dataobj, dtype=np.float32)) for s in steps
     ]
     change = max(float(np.abs(s - slices[0]).max()) for s in slices) or 1.0
     figure, axes = plt.subplots(2, len(steps), figsize=(1.8 * len(steps), 4.0), squeeze=False)

@@ -61,7 +61,7 @@ def pack_folds(
     """
     from voxelflow.cv.ensemble import fold_members
     from voxelflow.cv.folds import fold_count, parse_folds, unfinished_reason
-    from voxelflow.cv.postprocess import read_decision
+    from voxelflow.engine.run import application_class
     from voxelflow.zoo.archive import relative_files
     from voxelflow.zoo.entry import CARD_NAME, dump_card, sha256_of
     from voxelflow.zoo.pack import (
@@ -126,7 +126,7 @@ def pack_folds(
         }
         if plugins:
             files["plugins"] = copy_plugins(staging, plugins)
-        decision = read_decision(root) if first.experiment.application == "segmentation" else None
+        decision = application_class(first.experiment).postprocess_decision(root)
         if decision is not None:
             (staging / "postprocessing.json").write_text(json.dumps(decision, indent=1))
             files["postprocessing"] = "postprocessing.json"

@@ -54,7 +54,6 @@ from voxelflow.applications.autoencoder.evaluation import (
     find_latents,
     fit_intensity_inverse,
     latent_size_of,
-    resized_affine,
 )
 from voxelflow.applications.autoencoder.task import (
     TABLES,
@@ -62,16 +61,22 @@ from voxelflow.applications.autoencoder.task import (
     AutoencoderTask,
     check_pairing,
     image_size_option,
-    parse_task,
     reconstruction_of,
     training_window,
 )
-from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
+from voxelflow.applications.base import (
+    Application,
+    EvaluationOptions,
+    InferenceItem,
+    Prediction,
+    TrainingContext,
+)
+from voxelflow.applications.common import resized_affine
 from voxelflow.errors import ConfigError, ShapeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AutoencoderApplication", "AutoencoderOptions", "AutoencoderTask", "parse_task"]
+__all__ = ["AutoencoderApplication", "AutoencoderOptions", "AutoencoderTask"]
 
 
 class AutoencoderApplication(Application):
@@ -110,7 +115,7 @@ class AutoencoderApplication(Application):
     ) -> dict[str, Any]:
         """The grid of generated images: the first training subject's preprocessed affine,
         resized to the window for whole-image training."""
-        parse_task(experiment.task)
+        AutoencoderTask.from_config(experiment.task)
         window = training_window(experiment)
         first = dataset[train_indices[0]]
         affine = np.asarray(first.affine, dtype=np.float64)
@@ -131,7 +136,7 @@ class AutoencoderApplication(Application):
         from voxelflow.losses import build_loss
         from voxelflow.networks import build_network
 
-        task = parse_task(experiment.task)
+        task = AutoencoderTask.from_config(experiment.task)
         window = training_window(experiment)
         network = build_network(
             experiment.network,
@@ -383,10 +388,16 @@ class AutoencoderApplication(Application):
 
     @classmethod
     def evaluate(
-        cls, experiment: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[Any],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
     ) -> dict[str, float]:
         """MAE, RMSE, PSNR, SSIM, NCC of reconstructions against their images (original units)."""
-        if parse_task(experiment.task).intensity_units != "original":
+        if AutoencoderTask.from_config(experiment.task).intensity_units != "original":
             raise ConfigError(
                 "task.intensity_units: evaluation compares reconstructions with the image files, "
                 "so it needs 'original', got 'normalized'"

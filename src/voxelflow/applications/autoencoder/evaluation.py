@@ -1,7 +1,7 @@
 """Helpers of the autoencoder application: window grids, intensity inversion, evaluation.
 
-* :func:`resized_affine` — the affine of a whole image resized to the network's window (the grid
-  on which generated samples and interpolation paths are written).
+* the window grid of generated samples and interpolation paths is
+  :func:`voxelflow.applications.common.resized_affine` (shared with the GAN).
 * :class:`IntensityInverse` — the per-channel affine map from normalised intensities back to the
   file's units, fitted per subject between its geometry-only preprocessed image and its
   normalised one: exact for ``zscore`` and unclipped rescaling, a least-squares affine
@@ -10,6 +10,7 @@
   against the images they came from, a summary CSV and a PNG of central slices.
 
 Example:
+    >>> from voxelflow.applications.common import resized_affine
     >>> affine = resized_affine(np.diag([1.0, 1.0, 1.0, 1.0]), (64, 64, 64), (32, 32, 32))
     >>> float(affine[0, 0]), float(affine[0, 3])
     (2.0, 0.5)
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxelflow.applications.common import middle_slice
 from voxelflow.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -38,27 +40,6 @@ RECONSTRUCTION_METRICS = ("mae", "rmse", "psnr", "ssim", "ncc")
 INVERSE_TOLERANCE = 1e-3
 #: SSIM's Gaussian window (voxels); smaller images get no SSIM.
 SSIM_WINDOW = 11
-
-
-def resized_affine(affine: np.ndarray, shape: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Affine of ``size`` voxels covering the field of view of a ``shape`` grid.
-
-    Matches :func:`voxelflow.sampling.resize.resize_volume` (``align_corners=False``): voxel
-    ``i`` of the resized grid is centred at ``(i + 0.5) * shape / size - 0.5`` of the original.
-
-    Args:
-        affine: 4×4 affine of the original grid.
-        shape: original spatial shape (2 or 3 axes).
-        size: resized spatial shape, same number of axes.
-
-    Returns:
-        The 4×4 affine of the resized grid.
-    """
-    scale = np.asarray(shape, dtype=np.float64) / np.asarray(size, dtype=np.float64)
-    step = np.eye(4)
-    for axis, factor in enumerate(scale):
-        step[axis, axis], step[axis, 3] = factor, 0.5 * factor - 0.5
-    return np.asarray(affine, dtype=np.float64) @ step
 
 
 @dataclass(frozen=True)
@@ -257,12 +238,6 @@ def _write_summaries(per_subject: list[dict[str, Any]], out_dir: Path) -> dict[s
     return summary
 
 
-def central_slice(volume: np.ndarray) -> np.ndarray:
-    """The central slice along the last axis of a 3D volume (2D images pass through)."""
-    array = np.asarray(volume)
-    return array[..., array.shape[-1] // 2] if array.ndim == 3 else array
-
-
 def plot_reconstructions(
     pictures: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path
 ) -> Path | None:
@@ -276,7 +251,7 @@ def plot_reconstructions(
 
     figure, axes = plt.subplots(len(pictures), 3, figsize=(9, 3 * len(pictures)), squeeze=False)
     for row, (name, reference, reconstruction) in zip(axes, pictures):
-        ref, rec = central_slice(reference), central_slice(reconstruction)
+        ref, rec = middle_slice(reference), middle_slice(reconstruction)
         low, high = float(ref.min()), float(ref.max())
         panels = [
             (ref, "image", low, high),

@@ -6,7 +6,7 @@ pair up (a ``vae`` network needs the ``vae`` loss, a plain ``autoencoder`` a rec
 loss), and the settings the application keeps (:class:`AutoencoderOptions`).
 
 Example:
-    >>> parse_task({"intensity_units": "normalized"}).intensity_units
+    >>> AutoencoderTask.from_config({"intensity_units": "normalized"}).intensity_units
     'normalized'
 """
 
@@ -44,19 +44,19 @@ class AutoencoderTask(BaseModel):
 
     intensity_units: Literal["original", "normalized"] = "original"
 
-
-def parse_task(task: Mapping[str, Any]) -> AutoencoderTask:
-    """Validate the config's ``task`` section. Raises ConfigError naming ``task.<key>``."""
-    try:
-        return AutoencoderTask(**dict(task or {}))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"])
-        accepted = ", ".join(AutoencoderTask.model_fields)
-        raise ConfigError(
-            f"task.{key}: {error['msg']} (got {error.get('input')!r}); autoencoder task options: "
-            f"{accepted}"
-        ) from None
+    @classmethod
+    def from_config(cls, task: Mapping[str, Any]) -> AutoencoderTask:
+        """Validate the config's ``task`` section. Raises ConfigError naming ``task.<key>``."""
+        try:
+            return cls(**dict(task or {}))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = ".".join(str(part) for part in error["loc"])
+            accepted = ", ".join(cls.model_fields)
+            raise ConfigError(
+                f"task.{key}: {error['msg']} (got {error.get('input')!r}); autoencoder task options: "
+                f"{accepted}"
+            ) from None
 
 
 @dataclass(frozen=True)

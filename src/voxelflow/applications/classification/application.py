@@ -31,15 +31,21 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
+from voxelflow.applications.base import (
+    Application,
+    EvaluationOptions,
+    InferenceItem,
+    Prediction,
+    TrainingContext,
+)
 from voxelflow.applications.classification.task import (
+    ClassificationTask,
     TargetEncoding,
     fit_class_names,
     fit_value_statistics,
@@ -51,49 +57,6 @@ log = logging.getLogger(__name__)
 
 CLASS_LOSSES = ("classification_ce", "classification_focal")
 VALUE_LOSSES = ("l1", "l2", "rmse", "huber", "smooth_l1")
-
-
-class ClassificationTask(BaseModel):
-    """The ``task`` section of a classification experiment.
-
-    Attributes:
-        target_column: table column holding each subject's class name or value.
-        kind: ``class`` (names → indices) or ``value`` (a number per subject).
-        class_balanced: draw training subjects with probability ∝ 1 / class frequency.
-        classes: class names in index order; default: the training split's names, sorted.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    target_column: str
-    kind: Literal["class", "value"] = "class"
-    class_balanced: bool = False
-    classes: list[str] | None = None
-
-
-def parse_task(task: Mapping[str, Any]) -> ClassificationTask:
-    """Validate ``experiment.task``.
-
-    Raises:
-        ConfigError: naming ``task.<key>``, e.g. a missing ``task.target_column``.
-    """
-    try:
-        parsed = ClassificationTask(**dict(task))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"task.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-            f" (got {error.get('input')!r})"
-            for error in exc.errors()
-        )
-        raise ConfigError(f"classification task options: {problems}") from None
-    if parsed.kind == "value" and (parsed.class_balanced or parsed.classes):
-        key = "class_balanced" if parsed.class_balanced else "classes"
-        raise ConfigError(f"task.{key}: expected only with task.kind 'class', got kind 'value'")
-    if parsed.classes is not None and (
-        len(set(parsed.classes)) != len(parsed.classes) or len(parsed.classes) < 2
-    ):
-        raise ConfigError(f"task.classes: expected at least 2 distinct names, got {parsed.classes}")
-    return parsed
 
 
 class ClassificationApplication(Application):
@@ -152,7 +115,7 @@ class ClassificationApplication(Application):
             DataError: training subjects without a target (all listed), values that are not
                 numbers (``kind: value``), a class of another subject unseen in training.
         """
-        task = parse_task(experiment.task)
+        task = ClassificationTask.from_config(experiment.task)
         rows = list(dataset.rows)
         training = [rows[i] for i in train_indices]
         if task.kind == "class":
@@ -179,7 +142,7 @@ class ClassificationApplication(Application):
         from voxelflow.losses import build_loss
         from voxelflow.networks import build_network
 
-        task = parse_task(experiment.task)
+        task = ClassificationTask.from_config(experiment.task)
         encoding = _encoding_for(task, task_state)
         _check_loss_name(experiment.loss.name, task.kind)
         outputs = len(encoding.classes) if task.kind == "class" else 1
@@ -302,14 +265,20 @@ class ClassificationApplication(Application):
 
     @classmethod
     def evaluate(
-        cls, experiment: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[Any],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
     ) -> dict[str, float]:
         """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ROC AUC
         and ECE (classes), or MAE, RMSE, mean error and Pearson r (values); see
         :func:`voxelflow.applications.classification.evaluation.evaluate_predictions`."""
         from voxelflow.applications.classification.evaluation import evaluate_predictions
 
-        task = parse_task(experiment.task)
+        task = ClassificationTask.from_config(experiment.task)
         return evaluate_predictions(
             predictions, rows, out_dir=out_dir, column=task.target_column, kind=task.kind
         )

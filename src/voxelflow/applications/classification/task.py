@@ -14,16 +14,60 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from voxelflow.errors import ConfigError, DataError, ShapeError
 
 log = logging.getLogger(__name__)
+
+
+class ClassificationTask(BaseModel):
+    """The ``task`` section of a classification experiment.
+
+    Attributes:
+        target_column: table column holding each subject's class name or value.
+        kind: ``class`` (names → indices) or ``value`` (a number per subject).
+        class_balanced: draw training subjects with probability ∝ 1 / class frequency.
+        classes: class names in index order; default: the training split's names, sorted.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_column: str
+    kind: Literal["class", "value"] = "class"
+    class_balanced: bool = False
+    classes: list[str] | None = None
+
+    @classmethod
+    def from_config(cls, task: Mapping[str, Any]) -> ClassificationTask:
+        """Validate ``experiment.task``.
+
+        Raises:
+            ConfigError: naming ``task.<key>``, e.g. a missing ``task.target_column``.
+        """
+        try:
+            parsed = cls(**dict(task))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"task.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                f" (got {error.get('input')!r})"
+                for error in exc.errors()
+            )
+            raise ConfigError(f"classification task options: {problems}") from None
+        if parsed.kind == "value" and (parsed.class_balanced or parsed.classes):
+            key = "class_balanced" if parsed.class_balanced else "classes"
+            raise ConfigError(f"task.{key}: expected only with task.kind 'class', got kind 'value'")
+        if parsed.classes is not None and (
+            len(set(parsed.classes)) != len(parsed.classes) or len(parsed.classes) < 2
+        ):
+            raise ConfigError(f"task.classes: expected at least 2 distinct names, got {parsed.classes}")
+        return parsed
 
 
 def target_cell(holder: Any, column: str) -> str | None:

@@ -37,6 +37,7 @@ Example (YAML)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from torch import nn
 
 from voxelflow.applications.base import (
     Application,
+    EvaluationOptions,
     InferenceItem,
     OptimizationSettings,
     OptimizerSpecs,
@@ -55,7 +57,6 @@ from voxelflow.applications.gan.task import (
     GAN_LOSSES,
     ConditionLookup,
     GanTask,
-    parse_task,
     standardize,
 )
 from voxelflow.errors import ConfigError
@@ -114,7 +115,7 @@ class GanApplication(Application):
         """Class levels, the output grid and the intensity map, from the training split."""
         from voxelflow.applications.gan.task import fit_classes, fit_output_grid
 
-        task = parse_task(experiment.task)
+        task = GanTask.from_config(experiment.task)
         state: dict[str, Any] = {"noise_size": task.noise_size}
         if task.conditioning_column:
             state["classes"] = fit_classes(dataset, train_indices, task.conditioning_column)
@@ -134,7 +135,7 @@ class GanApplication(Application):
         from voxelflow.losses import build_loss
         from voxelflow.networks import build_network
 
-        task, state = parse_task(experiment.task), dict(task_state or {})
+        task, state = GanTask.from_config(experiment.task), dict(task_state or {})
         size = _image_size(experiment.sampling.window)
         loss = build_loss(experiment.loss.name, **experiment.loss.kwargs)
         if not (hasattr(loss, "generator_loss") and hasattr(loss, "discriminator_loss")):
@@ -326,13 +327,20 @@ class GanApplication(Application):
         return to_output_image(image, self.output_grid, intensity=self.task.output_intensity)
 
     @classmethod
-    def evaluate(cls, experiment: Any, *, predictions: Any, rows: Sequence[Any], out_dir: Any
-                 ) -> dict[str, float]:  # fmt: skip
+    def evaluate(
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[Any],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
+    ) -> dict[str, float]:
         """Distribution distances of generated vs real images: see :mod:`.gan_evaluation`."""
         from voxelflow.applications.gan.evaluation import evaluate_generated
 
         return evaluate_generated(
-            experiment, parse_task(experiment.task), predictions=predictions, rows=rows,
+            experiment, GanTask.from_config(experiment.task), predictions=predictions, rows=rows,
             out_dir=out_dir,
         )  # fmt: skip
 

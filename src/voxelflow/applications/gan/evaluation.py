@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from voxelflow.applications.common import middle_slice
 from voxelflow.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -203,17 +204,11 @@ def _plot(pictures: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Non
             axis.axis("off")
             if col < len(panels):
                 title, volume = panels[col]
-                axis.imshow(_slice(volume).T, cmap="gray", origin="lower", vmin=low, vmax=high)
+                axis.imshow(middle_slice(volume[0]).T, cmap="gray", origin="lower", vmin=low, vmax=high)
                 axis.set_title(f"{group}: {title}" if col == 0 else title, fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
-
-
-def _slice(volume: np.ndarray) -> np.ndarray:
-    """Channel 0; the middle slice along the last axis of a 3D volume."""
-    image = volume[0]
-    return image[..., image.shape[-1] // 2] if image.ndim == 3 else image
 
 
 __all__ = [

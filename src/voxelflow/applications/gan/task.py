@@ -1,6 +1,6 @@
 """The GAN's task options and what it learns from its training split besides weights.
 
-* :class:`GanTask` / :func:`parse_task`: the ``task`` section (errors name ``task.<key>``).
+* :class:`GanTask` / :meth:`GanTask.from_config`: the ``task`` section (errors name ``task.<key>``).
 * :class:`ConditionLookup`: the class index of a subject (window fields of a class-conditioned GAN).
 * :func:`fit_classes`: the levels of the conditioning column.
 * :func:`fit_output_grid`: a grid for generated images (the first training subject's
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from voxelflow.applications.common import resized_affine
 from voxelflow.config.schema import Component
 from voxelflow.errors import ConfigError, DataError
 
@@ -55,22 +56,22 @@ class GanTask(BaseModel):
     )
     validation_samples: int = Field(4, ge=1, description="images generated per validation subject")
 
+    @classmethod
+    def from_config(cls, task: Mapping[str, Any]) -> GanTask:
+        """Validate ``experiment.task``; errors name ``task.<key>``.
 
-def parse_task(task: Mapping[str, Any]) -> GanTask:
-    """Validate ``experiment.task``; errors name ``task.<key>``.
-
-    Raises:
-        ConfigError: a missing ``noise_size``, an unknown key or an invalid value.
-    """
-    try:
-        return GanTask(**dict(task))
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in ("task", *error["loc"]))
-            got = "nothing" if error["type"] == "missing" else repr(error.get("input"))
-            problems.append(f"{key}: {error['msg']} (got {got})")
-        raise ConfigError("gan: " + "; ".join(problems)) from None
+        Raises:
+            ConfigError: a missing ``noise_size``, an unknown key or an invalid value.
+        """
+        try:
+            return cls(**dict(task))
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                key = ".".join(str(part) for part in ("task", *error["loc"]))
+                got = "nothing" if error["type"] == "missing" else repr(error.get("input"))
+                problems.append(f"{key}: {error['msg']} (got {got})")
+            raise ConfigError("gan: " + "; ".join(problems)) from None
 
 
 class ConditionLookup:
@@ -177,17 +178,6 @@ def _subsample(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if flat.shape[1] <= MAX_VOXELS:
         return flat
     return flat[:, rng.choice(flat.shape[1], MAX_VOXELS, replace=False)]
-
-
-def resized_affine(affine: np.ndarray, shape: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Affine of an image of ``shape`` resized to ``size`` (same field of view, voxel centres
-    as ``align_corners=False`` interpolation places them)."""
-    dims = len(size)
-    scale = np.asarray(shape, dtype=np.float64)[:dims] / np.asarray(size, dtype=np.float64)
-    out = np.array(affine, dtype=np.float64)
-    out[:3, 3] = affine[:3, 3] + affine[:3, :dims] @ ((scale - 1.0) / 2.0)
-    out[:3, :dims] = affine[:3, :dims] * scale
-    return out
 
 
 def intensity_to_original(image: np.ndarray, intensity: Mapping[str, Any]) -> np.ndarray:

@@ -29,13 +29,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
+from voxelflow.applications.base import (
+    Application,
+    EvaluationOptions,
+    InferenceItem,
+    Prediction,
+    TrainingContext,
+)
 from voxelflow.applications.regression.degrade import DegradeSettings, degrade
 from voxelflow.applications.regression.task import (
     RegressionTask,
@@ -43,6 +49,9 @@ from voxelflow.applications.regression.task import (
     fit_target_scaling,
 )
 from voxelflow.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from voxelflow.io.image import Image
 
 REGRESSION_LOSSES = ("l1", "l2", "rmse", "huber", "smooth_l1")
 VALIDATION_METRICS = ("mae", "rmse", "psnr")
@@ -66,6 +75,7 @@ class RegressionApplication(Application):
     """
 
     name = "regression"
+    reference_role = "target"
 
     def __init__(
         self,
@@ -279,7 +289,13 @@ class RegressionApplication(Application):
 
     @classmethod
     def evaluate(
-        cls, experiment: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[Any],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
     ) -> dict[str, float]:
         """MAE, ME, RMSE, PSNR, SSIM, NCC per subject against the table's references.
 
@@ -296,6 +312,25 @@ class RegressionApplication(Application):
             reference_role="image" if task.degrade is not None else "target",
             mask_role=task.mask_role,
         )
+
+    @classmethod
+    def evaluation_table(
+        cls,
+        experiment: Any,
+        predictions: Mapping[str, Image] | Path,
+        references: Mapping[str, Image] | Path,
+        *,
+        out_dir: Path | None = None,
+        options: EvaluationOptions | None = None,
+    ) -> list[dict[str, Any]]:
+        """MAE, ME, RMSE, PSNR ... of in-memory images against their ``target``; one row per
+        subject (and channel); see :func:`.evaluation.image_pair_rows`."""
+        from voxelflow.applications.common import pair_cases
+        from voxelflow.applications.regression.evaluation import image_pair_rows
+
+        if isinstance(predictions, Path) or isinstance(references, Path):
+            raise ConfigError("evaluate: regression expects images in memory, got a folder")
+        return image_pair_rows(pair_cases(predictions, references))
 
     # --- monitoring and state -----------------------------------------------------------------
     def example_images(

@@ -18,14 +18,18 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from voxelflow.applications.common import middle_slice
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.metrics import regression as M
+
+if TYPE_CHECKING:
+    from voxelflow.io.image import Image
 
 log = logging.getLogger(__name__)
 
@@ -236,11 +240,6 @@ def _write_outputs(per_subject: list[dict[str, Any]], out_dir: Path) -> dict[str
     return summary
 
 
-def middle_slice(volume: np.ndarray) -> np.ndarray:
-    """The middle slice along the last axis of a 3D volume (a 2D image is returned as is)."""
-    return volume[..., volume.shape[-1] // 2] if volume.ndim == 3 else volume
-
-
 def _plot_examples(examples: list[dict[str, np.ndarray]], path: Path) -> None:
     """Rows of (input), prediction, reference, |error| middle slices, one row per subject."""
     from matplotlib.figure import Figure
@@ -269,3 +268,32 @@ def _plot_examples(examples: list[dict[str, np.ndarray]], path: Path) -> None:
             ax.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=80)
+
+
+def image_pair_rows(cases: Mapping[str, tuple[Image, Image]]) -> list[dict[str, Any]]:
+    """Per-subject metrics of in-memory prediction/reference pairs (the Python API's table).
+
+    One row per subject, or per subject and channel (a ``channel`` column) when the images have
+    several channels.
+
+    Shape:
+        prediction and reference of a subject: ``(C, *spatial)`` on one grid.
+
+    Raises:
+        GeometryError: a pair on different grids. DataError: different channel counts.
+    """
+    from voxelflow.io.image import check_same_grid
+
+    rows = []
+    for name, (pred, ref) in cases.items():
+        check_same_grid(pred, ref, what=f"prediction and reference of subject {name!r}")
+        if pred.num_channels != ref.num_channels:
+            raise DataError(
+                f"subject {name!r}: expected the prediction's {pred.num_channels} channel(s) in the "
+                f"reference, got {ref.num_channels}"
+            )
+        for channel in range(ref.num_channels):  # one row per channel (a column when several)
+            values = M.regression_metrics(pred.numpy()[channel], ref.numpy()[channel])
+            extra = {"channel": channel} if ref.num_channels > 1 else {}
+            rows.append({"subject": name, **extra, **values})
+    return rows

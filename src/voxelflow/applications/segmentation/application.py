@@ -30,13 +30,21 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from voxelflow.applications.base import Application, InferenceItem, Prediction, TrainingContext
+from voxelflow.applications.base import (
+    Application,
+    EvaluationOptions,
+    InferenceItem,
+    Prediction,
+    TrainingContext,
+)
+from voxelflow.applications.segmentation.task import SegmentationTask, read_decision
 from voxelflow.applications.segmentation.uncertainty import (
     SoftmaxMoments,
     active_dropout,
@@ -45,6 +53,9 @@ from voxelflow.applications.segmentation.uncertainty import (
     seeded,
 )
 from voxelflow.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from voxelflow.io.image import Image
 
 
 def slice_axis_of(window: Sequence[int], *, key: str = "sampling.window") -> int | None:
@@ -132,6 +143,9 @@ class SegmentationApplication(Application):
 
     name = "segmentation"
     training_roles = ("image", "label")
+    reference_role = "label"
+    reference_folders = True
+    evaluates_folders = True
 
     def __init__(
         self,
@@ -195,19 +209,10 @@ class SegmentationApplication(Application):
         from voxelflow.losses import build_loss
         from voxelflow.networks import build_network
 
-        if experiment.task:
-            raise ConfigError(
-                f"task.{next(iter(experiment.task))}: segmentation takes no task options, "
-                f"got {sorted(experiment.task)}"
-            )
-
-        num_classes = experiment.num_classes or (
-            len(label_values) if label_values is not None else None
+        task = SegmentationTask.from_config(
+            experiment.task, num_classes=experiment.num_classes, label_values=label_values
         )
-        if num_classes is None:
-            raise ConfigError(
-                "num_classes: expected a value or label values from the training split, got neither"
-            )
+        num_classes = task.num_classes
         slice_axis = experiment_slice_axis(experiment)
         window = experiment.inference.window or experiment.sampling.window
         network = build_network(
@@ -227,7 +232,7 @@ class SegmentationApplication(Application):
             inference_batch_size=experiment.inference.batch_size,
             metrics=[m for m in experiment.evaluation.metrics],
             tolerance_mm=experiment.evaluation.tolerance_mm,
-            label_values=label_values,
+            label_values=task.label_values,
             slice_axis=slice_axis,
         )
 
@@ -380,6 +385,42 @@ class SegmentationApplication(Application):
         """Label values (not class indices) of the argmax. Shape: ``(B, K, *spatial)`` → ``(B, 1, *spatial)``."""
         lookup = torch.as_tensor(self.label_values, device=scores.device)
         return lookup[scores.argmax(dim=1, keepdim=True)]
+
+    @classmethod
+    def evaluate(
+        cls,
+        experiment: Any,
+        *,
+        predictions: Path,
+        rows: Sequence[Any],
+        out_dir: Path,
+        options: EvaluationOptions | None = None,
+    ) -> dict[str, float]:
+        """Overlap, surface and region metrics per subject and label; see
+        :func:`voxelflow.applications.segmentation.evaluation.evaluate_run`."""
+        from voxelflow.applications.segmentation.evaluation import evaluate_run
+
+        return evaluate_run(experiment, Path(predictions), rows, Path(out_dir), options)
+
+    @classmethod
+    def evaluation_table(
+        cls,
+        experiment: Any,
+        predictions: Mapping[str, Image] | Path,
+        references: Mapping[str, Image] | Path,
+        *,
+        out_dir: Path | None = None,
+        options: EvaluationOptions | None = None,
+    ) -> list[dict[str, Any]]:
+        """One row per subject and label (folders of label maps, or in-memory label images)."""
+        from voxelflow.applications.segmentation.evaluation import evaluation_rows
+
+        return evaluation_rows(experiment, predictions, references, out_dir, options)
+
+    @classmethod
+    def postprocess_decision(cls, run_dir: Path) -> dict[str, Any] | None:
+        """``<run_dir>/cv/postprocessing.json`` written by ``voxelflow cv``, or None."""
+        return read_decision(run_dir)
 
     def example_images(
         self, batch: Mapping[str, Any], outputs: Mapping[str, torch.Tensor]
