@@ -192,8 +192,7 @@ class SegmentationApplication(Application):
                 axis, or inference options that cannot be honoured (uncertainty without samples,
                 Monte-Carlo dropout without dropout layers).
         """
-        from voxelflow.losses import build_loss
-        from voxelflow.networks import build_network
+        from voxelflow.config.build import build_loss, build_network
 
         if experiment.task:
             raise ConfigError(
@@ -219,7 +218,7 @@ class SegmentationApplication(Application):
         check_inference_options(experiment.inference, network)
         return cls(
             network,
-            build_loss(experiment.loss.name, **experiment.loss.kwargs),
+            build_loss(experiment.loss),
             num_classes=num_classes,
             window=window,
             overlap=experiment.inference.overlap,
