@@ -246,16 +246,27 @@ def check_options(
 
 
 def _named_parameters(factory: Callable[..., object]) -> dict[str, inspect.Parameter] | None:
-    """Keyword-settable parameters, or None when the factory takes ``**kwargs`` or has no
-    inspectable signature (builtins, some plugins): then nothing can be checked."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
+    """Keyword-settable parameters, or None when they cannot be known: no inspectable
+    signature (builtins, some plugins), or ``**kwargs`` that no base class resolves.
+
+    A class whose ``__init__`` forwards ``**kwargs`` (an augmentation passing ``p`` to
+    ``Transform``) accepts its base classes' parameters too, up to the first base without them.
+    """
+    bases = [c for c in getattr(factory, "__mro__", ()) if "__init__" in vars(c)]
+    signatures = [factory] if not bases else [c.__init__ for c in bases if c is not object]
+    collected: dict[str, inspect.Parameter] = {}
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {p.name: p for p in parameters if p.kind in named}
+    for function in signatures:
+        try:
+            parameters = list(inspect.signature(function).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        for parameter in parameters[1 if bases else 0 :]:  # a class's __init__ starts with self
+            if parameter.kind in named:
+                collected.setdefault(parameter.name, parameter)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return collected
+    return None
 
 
 def _signature_problems(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.optim.lr_scheduler import LambdaLR
 
+    from voxelflow.applications.base import Application
     from voxelflow.engine.hooks import Hook
     from voxelflow.transforms.compose import Compose
     from voxelflow.transforms.normalize import Normalizer
@@ -34,6 +35,7 @@ T = TypeVar("T")
 ComponentSpec = Component | Mapping[str, Any] | str
 
 __all__ = [
+    "application_class",
     "build_augmentation",
     "build_augmentations",
     "build_component",
@@ -245,6 +247,22 @@ def build_normalizers(
             step.load_state(dict(state))
         steps.append(step)
     return steps
+
+
+def application_class(experiment: ExperimentConfig) -> type[Application]:
+    """The :class:`~voxelflow.applications.base.Application` subclass named by ``application``
+    (a registered name, or a ``pkg.module:Name`` plugin imported because the config names it).
+
+    Raises:
+        RegistryError: ``application: unknown application ... Did you mean``.
+    """
+    from voxelflow.applications import APPLICATIONS
+    from voxelflow.errors import RegistryError
+
+    try:
+        return APPLICATIONS.get(experiment.application)
+    except RegistryError as exc:
+        raise RegistryError(f"application: {exc}") from None
 
 
 def build_hooks(experiment: ExperimentConfig) -> list[Hook]:

@@ -147,15 +147,10 @@ def check_class_count(experiment: ExperimentConfig, label_values: Sequence[int] 
 
 
 def application_class(experiment: ExperimentConfig) -> Any:
-    """The :class:`~voxelflow.applications.base.Application` subclass named by the config
-    (a registered name, or a ``pkg.module:Name`` plugin imported because the config names it)."""
-    from voxelflow.applications import APPLICATIONS
-    from voxelflow.errors import RegistryError
+    """The Application subclass named by the config (see :func:`voxelflow.config.build.application_class`)."""
+    from voxelflow.config.build import application_class as named_application
 
-    try:
-        return APPLICATIONS.get(experiment.application)
-    except RegistryError as exc:
-        raise RegistryError(f"application: {exc}") from None
+    return named_application(experiment)
 
 
 def build_application(experiment: ExperimentConfig, *, in_channels: int, label_values: list[int] | None,
