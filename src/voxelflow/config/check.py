@@ -15,7 +15,7 @@ Example:
     >>> for problem in check_experiment(config, data=False):
     ...     print(problem)  # doctest: +ELLIPSIS
     optimizer.name: unknown optimizer 'sgdd'. Did you mean: 'sgd'? ...
-    augmentation[0].axis: unknown option
+    augmentation[0].axis: unknown option of augmentation 'flip'. Did you mean: 'axes'? ...
 """
 
 from __future__ import annotations
@@ -135,24 +135,23 @@ def _check_data_components(experiment: ExperimentConfig) -> list[str]:
     return problems
 
 
-#: network arguments that applications other than segmentation set themselves
-_SET_BY_APPLICATIONS = (
-    "spatial_dims", "in_channels", "out_channels", "noise_size", "image_size",
-    "conditioning_channels",
-)  # fmt: skip
+#: network arguments every application sets itself
+_SET_BY_APPLICATIONS = ("spatial_dims", "in_channels", "out_channels")
+#: network arguments some applications set when the config leaves them out (a GAN's sizes)
+_SET_WHEN_ABSENT = ("noise_size", "image_size", "conditioning_channels")
 
 
 def _check_network_options(experiment: ExperimentConfig) -> list[str]:
     """The network's name and options against its signature (its size needs the data)."""
     from voxelflow.networks import NETWORKS
 
+    given = experiment.network.kwargs
+    fixed = _SET_BY_APPLICATIONS + tuple(n for n in _SET_WHEN_ABSENT if n not in given)
     problems: list[str] = []
     _attempt(
         problems,
         "network",
-        lambda: check_component(
-            NETWORKS, experiment.network, key="network", fixed=_SET_BY_APPLICATIONS
-        ),
+        lambda: check_component(NETWORKS, experiment.network, key="network", fixed=fixed),
     )
     return problems
 
