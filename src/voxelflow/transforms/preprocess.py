@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from voxelflow.config.build import build_normalizers
 from voxelflow.errors import DataError, ShapeError
 from voxelflow.io.image import Image, ImageKind, Subject
 from voxelflow.transforms import functional as F
@@ -174,6 +173,8 @@ class Preprocessor:
     def __init__(
         self, config: PreprocessingConfig, *, fitted_state: dict[str, Any] | None = None
     ) -> None:
+        from voxelflow.config.build import build_normalizers  # the one build path (same rank)
+
         self.config = config
         state = fitted_state or {}
         saved = list(state.get("normalization") or [])
