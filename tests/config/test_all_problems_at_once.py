@@ -78,6 +78,20 @@ def test_cli_validate_lists_all_nine_mistakes_in_one_run(tmp_path: Path, capsys)
     _assert_every_mistake(listed)
 
 
+def test_infer_lists_every_component_problem_before_reading_files(tmp_path: Path, capsys) -> None:
+    config = {
+        "network": {"name": "unet", "featurs": 3},
+        "augmentation": [{"name": "flip"}, {"name": "affine", "rotaton": 10}],
+        "system": {"run_dir": str(tmp_path / "no_run")},
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["infer", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err, err
+    assert "network.featurs: unknown option" in err and "augmentation[1].rotaton: unknown" in err
+
+
 def test_api_validate_lists_the_same_problems(tmp_path: Path) -> None:
     experiment = Experiment(validate_experiment(_nine_mistakes(tmp_path)))
     with pytest.warns(UserWarning, match=r"optimizer\.lr"):

@@ -59,13 +59,16 @@ def _attempt(problems: list[str], key: str, check: Callable[[], T]) -> T | None:
     return None
 
 
-def check_components(experiment: ExperimentConfig, *, in_channels: int | None = None) -> list[str]:
+def check_components(
+    experiment: ExperimentConfig, *, in_channels: int | None = None, training: bool = True
+) -> list[str]:
     """Every component of ``experiment`` through the build path in check mode: each is built
     (or, where building needs the data, checked against its signature) and every problem of
-    every component is listed, one line each, in config order."""
+    every component is listed, one line each, in config order. ``training`` adds the
+    ``dataset.inputs`` roles the application needs to train (inference needs only images)."""
     problems: list[str] = []
     application = _attempt(problems, "application", lambda: build.application_class(experiment))
-    if application is not None:
+    if application is not None and training:
         inputs = experiment.dataset.inputs
         _attempt(problems, "dataset.inputs", lambda: application.check_training_roles(inputs))
     problems += _check_optimisation(experiment)
