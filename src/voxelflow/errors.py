@@ -16,6 +16,14 @@ class ConfigError(VoxelflowError, ValueError):
     """A configuration value or key is invalid (the message names the key path)."""
 
 
+class ConfigProblems(ConfigError):
+    """Several configuration problems found at once; ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
 class DataError(VoxelflowError, ValueError):
     """An input file, table row or image content is invalid (the message names the file)."""
 

@@ -22,9 +22,7 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import math
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +32,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from voxelflow.errors import ConfigError
-from voxelflow.registry import Registry, suggest
+from voxelflow.registry import Registry
 
 OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry("optimizer")
 SCHEDULERS: Registry[Callable[..., Callable[[int], float]]] = Registry("scheduler")
@@ -181,51 +179,6 @@ def adagrad(
     )
 
 
-def _check_options(
-    factory: Callable[..., Any],
-    kwargs: dict[str, Any],
-    *,
-    kind: str,
-    name: str,
-) -> None:
-    """Refuse options the factory does not take, with suggestions; read numbers given as text.
-
-    A number given as a string (``lr: "1e-3"`` from a config dict or an old YAML reader) is
-    converted with a warning naming the key; a string that is not a number is refused.
-    """
-    parameters = inspect.signature(factory).parameters
-    known = [key for key, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    for key, value in kwargs.items():
-        if key not in known:
-            raise ConfigError(
-                f"{kind}.{key}: unknown option of {kind} {name!r}.{suggest(key, known)} "
-                f"Options: {', '.join(known)}"
-            )
-        annotation = str(parameters[key].annotation)
-        if isinstance(value, str) and annotation in {"float", "int"}:
-            kwargs[key] = _number_from_text(value, key=f"{kind}.{key}", integer=annotation == "int")
-
-
-def _number_from_text(text: str, *, key: str, integer: bool) -> float | int:
-    """``"1e-3"`` → ``0.001`` with a warning naming ``key``; refuse text that is not a number."""
-    try:
-        number: float | int = float(text)
-    except ValueError:
-        raise ConfigError(f"{key}: expected a number, got {text!r} (a string)") from None
-    if integer:
-        if not float(number).is_integer():
-            raise ConfigError(f"{key}: expected an integer, got {text!r}")
-        number = int(number)
-    warnings.warn(
-        f"{key}: read the string {text!r} as the number {number!r}; write it as a number",
-        UserWarning,
-        stacklevel=3,
-    )
-    return number
-
-
 def build_optimizer(name: str, params: Params, **kwargs: Any) -> Optimizer:
     """Build the optimiser registered as ``name`` (or a plugin ``pkg.mod:factory``).
 
@@ -237,9 +190,7 @@ def build_optimizer(name: str, params: Params, **kwargs: Any) -> Optimizer:
     Raises:
         RegistryError: unknown name. ConfigError: unknown or invalid option.
     """
-    factory = OPTIMIZERS.get(name)
-    _check_options(factory, kwargs, kind="optimizer", name=name)
-    return factory(params, **kwargs)
+    return OPTIMIZERS.build(name, kwargs, key="optimizer", params=params)
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -415,10 +366,7 @@ def schedule_factor(name: str, *, max_iterations: int, **kwargs: Any) -> Callabl
     Raises:
         RegistryError: unknown name. ConfigError: invalid or unknown option.
     """
-    factory = SCHEDULERS.get(name)
-    options = {**kwargs, "max_iterations": max_iterations}
-    _check_options(factory, options, kind="scheduler", name=name)
-    return factory(**options)
+    return SCHEDULERS.build(name, kwargs, key="scheduler", max_iterations=max_iterations)
 
 
 def build_scheduler(

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from voxelflow.errors import RegistryError
+from voxelflow.errors import ConfigError, ConfigProblems, RegistryError
 
 T = TypeVar("T")
 
@@ -138,6 +140,35 @@ class Registry(Generic[T]):
             f"unknown {self.kind} {name!r}.{suggest(name, known)} Known {self.kind}s: {', '.join(known)}"
         )
 
+    def resolve(self, name: str, *, key: str) -> T:
+        """:meth:`get`, with the config key in the error (``network.name: unknown network ...``)."""
+        try:
+            return self.get(name)
+        except RegistryError as exc:
+            raise RegistryError(f"{key}.name: {exc}") from None
+
+    def check(
+        self, name: str, options: Mapping[str, Any], *, key: str, fixed: Iterable[str] = ()
+    ) -> tuple[T, dict[str, Any]]:
+        """The component ``name`` and its options checked against its signature.
+
+        Raises:
+            RegistryError: unknown name (``key.name: ... Did you mean``).
+            ConfigProblems: every option problem (see :func:`check_options`).
+        """
+        factory = self.resolve(name, key=key)
+        what = f"{self.kind} {name!r}"
+        return factory, check_options(factory, options, key=key, what=what, fixed=fixed)  # type: ignore[arg-type]
+
+    def build(self, name: str, options: Mapping[str, Any], *, key: str, **fixed: Any) -> Any:
+        """Check (:meth:`check`), then call the component with ``fixed`` and the options.
+
+        The one way voxelflow turns a configured name into an object: the ``build_*``
+        functions of :mod:`voxelflow.config.build` and of each package come here.
+        """
+        factory, checked = self.check(name, options, key=key, fixed=fixed)
+        return factory(**fixed, **checked)  # type: ignore[operator]
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._entries)
@@ -162,3 +193,162 @@ class Registry(Generic[T]):
 def _qualname(obj: object) -> str:
     module = getattr(obj, "__module__", "?")
     return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+# --------------------------------------------------------------------------- option checks
+#: annotations whose values are checked (and numbers given as text read, with a warning)
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (float, int),
+    "str": (str,),
+}
+
+
+def check_options(
+    factory: Callable[..., object],
+    options: Mapping[str, Any],
+    *,
+    key: str,
+    what: str,
+    fixed: Iterable[str] = (),
+) -> dict[str, Any]:
+    """``options`` checked against ``factory``'s signature; numbers given as text are read.
+
+    Args:
+        factory: the registered class or function.
+        options: the options from the config.
+        key: config key of the component (``"network"``, ``"augmentation[1]"``), in every error.
+        what: the component in words (``"network 'unet'"``).
+        fixed: argument names the caller passes itself (not settable from the config).
+
+    Returns:
+        The options to pass (a string such as ``"1e-3"`` for a ``float`` read as a number,
+        with a warning naming ``key.option``).
+
+    Raises:
+        ConfigProblems: every problem at once: unknown options (with suggestions), options set
+            by voxelflow, missing required options, values of the wrong simple type.
+    """
+    fixed = set(fixed)
+    problems = [
+        f"{key}.{option}: set by voxelflow itself for {what}, expected it absent from the "
+        f"config, got {options[option]!r}"
+        for option in sorted(fixed & set(options))
+    ]
+    parameters = _named_parameters(factory)
+    checked = dict(options)
+    if parameters is not None:
+        problems += _signature_problems(parameters, checked, key=key, what=what, fixed=fixed)
+    if problems:
+        raise ConfigProblems(problems)
+    return checked
+
+
+def _named_parameters(factory: Callable[..., object]) -> dict[str, inspect.Parameter] | None:
+    """Keyword-settable parameters, or None when they cannot be known: no inspectable
+    signature (builtins, some plugins), or ``**kwargs`` that no base class resolves.
+
+    A class whose ``__init__`` forwards ``**kwargs`` (an augmentation passing ``p`` to
+    ``Transform``) accepts its base classes' parameters too, up to the first base without them.
+    """
+    bases = [c for c in getattr(factory, "__mro__", ()) if "__init__" in vars(c)]
+    signatures = [factory] if not bases else [c.__init__ for c in bases if c is not object]
+    collected: dict[str, inspect.Parameter] = {}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for function in signatures:
+        try:
+            parameters = list(inspect.signature(function).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        for parameter in parameters[1 if bases else 0 :]:  # a class's __init__ starts with self
+            if parameter.kind in named:
+                collected.setdefault(parameter.name, parameter)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return collected
+    return None
+
+
+def _signature_problems(
+    parameters: dict[str, inspect.Parameter],
+    options: dict[str, Any],
+    *,
+    key: str,
+    what: str,
+    fixed: set[str],
+) -> list[str]:
+    """Unknown, missing and wrongly typed options; ``options`` gets the numbers read from text."""
+    accepted = [name for name in parameters if name not in fixed]
+    problems = []
+    for option, value in options.items():
+        if option in fixed:
+            continue
+        if option not in parameters:
+            problems.append(
+                f"{key}.{option}: unknown option of {what}.{suggest(option, accepted)} "
+                f"Options: {', '.join(accepted) or 'none'}"
+            )
+            continue
+        try:
+            options[option] = _typed_value(parameters[option], value, key=f"{key}.{option}")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    problems += [
+        f"{key}.{name}: expected a value (a required option of {what}), got none"
+        for name, parameter in parameters.items()
+        if parameter.default is inspect.Parameter.empty and name not in fixed | set(options)
+    ]
+    return problems
+
+
+def _simple_types(parameter: inspect.Parameter) -> tuple[list[str], bool] | None:
+    """Names of the simple types a parameter accepts and whether None is allowed, or None
+    when its annotation is not made of simple types (nothing is checked then)."""
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        default = parameter.default
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            return [type(default).__name__], False
+        return None
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    parts = [part.strip() for part in text.replace("Optional[", "").rstrip("]").split("|")]
+    names = [part for part in parts if part != "None"]
+    if not names or not all(name in _SIMPLE_TYPES for name in names):
+        return None
+    return names, len(names) < len(parts) or parameter.default is None
+
+
+def _typed_value(parameter: inspect.Parameter, value: object, *, key: str) -> object:
+    """``value`` if it has the annotated simple type, a number read from text, else an error."""
+    simple = _simple_types(parameter)
+    if simple is None:
+        return value
+    names, optional = simple
+    if value is None and optional:
+        return value
+    numeric = [name for name in names if name in ("int", "float")]
+    if isinstance(value, str) and numeric and "str" not in names:
+        return _number_from_text(value, key=key, integer=numeric == ["int"])
+    allowed = tuple(t for name in names for t in _SIMPLE_TYPES[name])
+    if isinstance(value, allowed) and not (isinstance(value, bool) and "bool" not in names):
+        return value
+    expected = " or ".join(names) + (" or null" if optional else "")
+    raise ConfigError(f"{key}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _number_from_text(text: str, *, key: str, integer: bool) -> float | int:
+    """``"1e-3"`` → ``0.001`` with a warning naming ``key``; refuse text that is not a number."""
+    try:
+        number: float | int = float(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number, got {text!r} (a string)") from None
+    if integer:
+        if not number.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {text!r}")
+        number = int(number)
+    warnings.warn(
+        f"{key}: read the string {text!r} as the number {number!r}; write it as a number",
+        UserWarning,
+        stacklevel=4,
+    )
+    return number

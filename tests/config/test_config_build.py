@@ -49,18 +49,18 @@ def test_unknown_option_names_key_and_suggests() -> None:
         build_component(
             WIDGETS,
             Component(name="square", side=1, color="blue"),
-            key="augmentation.2",
+            key="augmentation[2]",
             channels=1,
         )
     message = str(info.value)
-    assert message.startswith("augmentation.2.color: unknown option of widget 'square'")
+    assert message.startswith("augmentation[2].color: unknown option of widget 'square'")
     assert "Did you mean: 'colour'" in message
     assert "channels" not in message.split("Options:")[1]  # fixed arguments are not offered
 
 
 def test_missing_required_option() -> None:
     with pytest.raises(
-        ConfigError, match=r"widget: widget 'square' expected option\(s\) \['side'\]"
+        ConfigError, match=r"widget\.side: expected a value \(a required option of widget 'square'\)"
     ):
         build_component(WIDGETS, Component(name="square"), key="widget", channels=1)
 

@@ -36,7 +36,7 @@ def test_registry_names_and_errors():
     }
     with pytest.raises(RegistryError, match="Did you mean: 'zscore'"):
         build_normalizer("zscor")
-    with pytest.raises(ConfigError, match=r"normalization\[zscore\]"):
+    with pytest.raises(ConfigError, match=r"preprocessing\.normalization\[0\]\.bogus: unknown option of normalizer 'zscore'"):
         build_normalizer("zscore", {"bogus": 1})
 
 

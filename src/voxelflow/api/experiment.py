@@ -151,6 +151,19 @@ class Experiment:
         return self._run_dir or Path(self.config.system.run_dir)
 
     # --- actions ------------------------------------------------------------------------------
+    def validate(self, *, data: bool = True) -> list[str]:
+        """Every problem of the config at once, like ``voxelflow config validate``: each
+        component through the one build path in check mode, then (with ``data``) the table,
+        its files and their headers. Nothing is trained or written.
+
+        Returns:
+            one line per problem, each naming its key (``augmentation[1].rotation: ...``),
+            file or value; empty when the experiment can run.
+        """
+        from voxelflow.config.check import check_experiment
+
+        return check_experiment(self.config, data=data)
+
     def train(
         self, run_dir: str | os.PathLike | None = None, *, force: bool = False
     ) -> dict[str, float]:

@@ -107,6 +107,7 @@ class OptimizationSettings:
         scheduler: registered schedule name, or None for a constant learning rate.
         scheduler_options: its keyword arguments.
         max_iterations: length of the schedule.
+        optimizer_key, scheduler_key: the config keys named in errors.
     """
 
     optimizer: str = "adamw"
@@ -114,6 +115,8 @@ class OptimizationSettings:
     scheduler: str | None = None
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
     max_iterations: int = 1000
+    optimizer_key: str = "optimizer"
+    scheduler_key: str = "scheduler"
 
     @classmethod
     def from_experiment(cls, experiment: Any) -> OptimizationSettings:
@@ -125,6 +128,22 @@ class OptimizationSettings:
             scheduler_options=experiment.scheduler.kwargs,
             max_iterations=experiment.training.max_iterations,
         )
+
+    def build(self, parameters: Sequence[nn.Parameter]) -> tuple[Optimizer, LRScheduler | None]:
+        """The optimiser over ``parameters`` and its schedule (None without one), built by
+        :mod:`voxelflow.config.build` (errors name ``optimizer.*`` and ``scheduler.*``)."""
+        from voxelflow.config.build import build_optimizer, build_scheduler
+
+        optimizer = build_optimizer(
+            {"name": self.optimizer, **self.optimizer_options}, parameters, key=self.optimizer_key
+        )
+        if not self.scheduler:
+            return optimizer, None
+        schedule = {"name": self.scheduler, **self.scheduler_options}
+        scheduler = build_scheduler(
+            schedule, optimizer, max_iterations=self.max_iterations, key=self.scheduler_key
+        )
+        return optimizer, scheduler
 
 
 @dataclass
@@ -300,21 +319,10 @@ class Application:
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self, settings: OptimizationSettings) -> OptimizerSpecs:
         """One optimiser named ``"default"`` over every module's parameters (override for more)."""
-        from voxelflow.optim import build_optimizer, build_scheduler
-
         parameters = [
             p for module in self.modules.values() for p in module.parameters() if p.requires_grad
         ]
-        optimizer = build_optimizer(settings.optimizer, parameters, **settings.optimizer_options)
-        scheduler = None
-        if settings.scheduler:
-            scheduler = build_scheduler(
-                settings.scheduler,
-                optimizer,
-                max_iterations=settings.max_iterations,
-                **settings.scheduler_options,
-            )
-        return {"default": (optimizer, scheduler)}
+        return {"default": settings.build(parameters)}
 
     def train_step(self, batch: Mapping[str, Any], ctx: TrainingContext) -> dict[str, torch.Tensor]:
         """Losses of one (micro-)batch, after their backward; ``"loss"`` is the optimised total.

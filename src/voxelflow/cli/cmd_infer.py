@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voxelflow.cli.common import add_config_args
 from voxelflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("expected -c CONFIG (a trained run's config) or --model NAME")
     experiment = load_experiment(args.config, args.overrides)
+    _check_components(experiment, source=str(args.config))
     run_dir = Path(args.run_dir or experiment.system.run_dir)
     if args.folds is not None:
         return _run_folds(args, experiment, run_dir)
@@ -59,6 +64,14 @@ def run(args: argparse.Namespace) -> int:
     table = infer_rows(experiment, rows, run_dir=run_dir, out_dir=out, which=which)
     print(f"predictions: {table}")
     return 0
+
+
+def _check_components(experiment: ExperimentConfig, *, source: str) -> None:
+    """Every problem of the config's components at once, before any file is read (the one-pass
+    check of ``voxelflow config validate``, without the training data and roles)."""
+    from voxelflow.config.check import check_components, raise_if_problems
+
+    raise_if_problems(check_components(experiment, training=False), source=source)
 
 
 def _input_rows(source: str | None, experiment, run_dir: Path, args: argparse.Namespace | None = None):

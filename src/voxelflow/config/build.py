@@ -13,23 +13,30 @@ Example:
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from voxelflow.config.schema import Component, ExperimentConfig
-from voxelflow.errors import ConfigError, RegistryError
-from voxelflow.registry import Registry, suggest
+from voxelflow.errors import ConfigError
+from voxelflow.registry import Registry
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+    from torch.optim.lr_scheduler import LambdaLR
 
+    from voxelflow.applications.base import Application
     from voxelflow.engine.hooks import Hook
+    from voxelflow.transforms.compose import Compose
+    from voxelflow.transforms.normalize import Normalizer
 
 T = TypeVar("T")
+#: a component as the config gives it: a ``Component``, ``{"name": ..., **options}`` or a name
+ComponentSpec = Component | Mapping[str, Any] | str
 
 __all__ = [
+    "application_class",
+    "build_augmentation",
     "build_augmentations",
     "build_component",
     "build_hooks",
@@ -40,66 +47,36 @@ __all__ = [
     "build_sampler",
     "build_scheduler",
     "check_component",
+    "component_parts",
 ]
 
 
 def check_component(
-    registry: Registry[Any], component: Component, *, key: str, fixed: Iterable[str] = ()
+    registry: Registry[Any], component: ComponentSpec, *, key: str, fixed: Iterable[str] = ()
 ) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """Look up ``component.name`` and check its options against the callable's signature.
+    """Look up the component's name and check its options against the callable's signature.
 
     Args:
         registry: where the name is registered (plugin paths ``pkg.mod:Name`` are imported).
-        component: the name and options from the config.
-        key: the config key path of the component (``"network"``, ``"augmentation.2"``).
+        component: the name and options from the config (a ``Component``, a mapping with
+            ``name`` or a bare name).
+        key: the config key of the component (``"network"``, ``"augmentation[2]"``).
         fixed: argument names the caller passes itself (not settable from the config).
 
     Returns:
-        The callable and the options to pass.
+        The callable and the options to pass (numbers given as text read, with a warning).
 
     Raises:
         RegistryError: unknown name (``key.name: unknown ... Did you mean``).
-        ConfigError: an unknown, a fixed or a missing required option (``key.option``).
+        ConfigProblems: every option problem of the component: unknown (with suggestions), set
+            by voxelflow, missing, or of the wrong type (``key.option: ...``).
     """
-    try:
-        factory = registry.get(component.name)
-    except RegistryError as exc:
-        raise RegistryError(f"{key}.name: {exc}") from None
-    options = component.kwargs
-    fixed = set(fixed)
-    clashing = sorted(fixed & set(options))
-    if clashing:
-        raise ConfigError(
-            f"{key}.{clashing[0]}: set by voxelflow itself for {registry.kind} {component.name!r}, "
-            f"expected it absent from the config, got {options[clashing[0]]!r}"
-        )
-    parameters = _parameters(factory)
-    if parameters is None:
-        return factory, options
-    accepted = [p.name for p in parameters if p.name not in fixed and _is_named(p)]
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        for option in options:
-            if option not in accepted:
-                raise ConfigError(
-                    f"{key}.{option}: unknown option of {registry.kind} {component.name!r}."
-                    f"{suggest(option, accepted)} Options: {', '.join(accepted) or 'none'}"
-                )
-    missing = [
-        p.name
-        for p in parameters
-        if _is_named(p)
-        and p.default is inspect.Parameter.empty
-        and p.name not in fixed | set(options)
-    ]
-    if missing:
-        raise ConfigError(
-            f"{key}: {registry.kind} {component.name!r} expected option(s) {missing}, got none for them"
-        )
-    return factory, options
+    name, options = component_parts(component, key=key)
+    return registry.check(name, options, key=key, fixed=fixed)
 
 
 def build_component(
-    registry: Registry[Any], component: Component, *, key: str, **fixed_kwargs: Any
+    registry: Registry[Any], component: ComponentSpec, *, key: str, **fixed_kwargs: Any
 ) -> Any:
     """Build ``component`` from ``registry``: check the options, then call the factory.
 
@@ -113,31 +90,48 @@ def build_component(
         Whatever the registered callable returns.
 
     Raises:
-        RegistryError: unknown name. ConfigError: unknown or missing options.
+        RegistryError: unknown name. ConfigError: unknown, missing or wrongly typed options.
     """
-    factory, options = check_component(registry, component, key=key, fixed=fixed_kwargs)
-    return factory(**fixed_kwargs, **options)
+    name, options = component_parts(component, key=key)
+    return registry.build(name, options, key=key, **fixed_kwargs)
 
 
-def _parameters(factory: Callable[..., Any]) -> list[inspect.Parameter] | None:
-    try:
-        return list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):  # builtins or plugins without an inspectable signature
-        return None
-
-
-def _is_named(parameter: inspect.Parameter) -> bool:
-    return parameter.kind in (
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        inspect.Parameter.KEYWORD_ONLY,
-    )
+def component_parts(component: ComponentSpec, *, key: str) -> tuple[str, dict[str, Any]]:
+    """``(name, options)`` of a ``Component``, a ``{"name": ..., **options}`` mapping or a name."""
+    if isinstance(component, str):
+        return component, {}
+    if not isinstance(component, Mapping):  # a Component, or an object shaped like one
+        return str(getattr(component, "name", "")), dict(getattr(component, "kwargs", {}) or {})
+    options = dict(component)
+    name = options.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}.name: expected a component name, got {name!r}")
+    return name, options
 
 
 # --------------------------------------------------------------------------- thin wrappers
+def _spec(source: ExperimentConfig | ComponentSpec, section: str) -> ComponentSpec:
+    """The component of ``section`` when ``source`` is a whole experiment, else ``source``."""
+    return getattr(source, section) if isinstance(source, ExperimentConfig) else source
+
+
 def build_network(
-    experiment: ExperimentConfig, *, in_channels: int, out_channels: int, spatial_dims: int
+    source: ExperimentConfig | ComponentSpec,
+    *,
+    in_channels: int,
+    out_channels: int,
+    spatial_dims: int,
+    key: str = "network",
+    **fixed_kwargs: Any,
 ) -> nn.Module:
-    """The network of ``experiment.network`` (registry ``voxelflow.networks.NETWORKS``).
+    """The network of ``experiment.network`` (or of a component, e.g. a GAN's discriminator),
+    from the registry ``voxelflow.networks.NETWORKS``.
+
+    Args:
+        source: the experiment, or the network component itself.
+        in_channels, out_channels, spatial_dims: set by the application, not the config.
+        key: config key named in errors (``"task.discriminator"`` for a second network).
+        **fixed_kwargs: further arguments the application sets (``image_size`` ...).
 
     Shape:
         input ``(B, in_channels, *spatial)`` → output ``(B, out_channels, *spatial)`` for
@@ -146,56 +140,55 @@ def build_network(
     from voxelflow.networks import NETWORKS
 
     return build_component(
-        NETWORKS,
-        experiment.network,
-        key="network",
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=out_channels,
-    )
+        NETWORKS, _spec(source, "network"), key=key, spatial_dims=spatial_dims,
+        in_channels=in_channels, out_channels=out_channels, **fixed_kwargs,
+    )  # fmt: skip
 
 
-def build_loss(experiment: ExperimentConfig, **fixed_kwargs: Any) -> nn.Module:
+def build_loss(source: ExperimentConfig | ComponentSpec, **fixed_kwargs: Any) -> nn.Module:
     """The loss of ``experiment.loss`` (registry ``voxelflow.losses.LOSSES``)."""
     from voxelflow.losses import LOSSES
 
-    return build_component(LOSSES, experiment.loss, key="loss", **fixed_kwargs)
+    return build_component(LOSSES, _spec(source, "loss"), key="loss", **fixed_kwargs)
 
 
 def build_optimizer(
-    experiment: ExperimentConfig, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+    source: ExperimentConfig | ComponentSpec,
+    params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+    *,
+    key: str = "optimizer",
 ) -> torch.optim.Optimizer:
-    """The optimiser of ``experiment.optimizer`` over ``params``."""
+    """The optimiser of ``experiment.optimizer`` over ``params`` (``voxelflow.optim.OPTIMIZERS``);
+    ``key`` is the config key named in errors."""
     from voxelflow.optim import OPTIMIZERS
 
-    return build_component(OPTIMIZERS, experiment.optimizer, key="optimizer", params=params)
+    return build_component(OPTIMIZERS, _spec(source, "optimizer"), key=key, params=params)
 
 
-def build_scheduler(experiment: ExperimentConfig, optimizer: torch.optim.Optimizer) -> Any:
-    """The per-iteration learning-rate schedule of ``experiment.scheduler``.
+def build_scheduler(
+    source: ExperimentConfig | ComponentSpec,
+    optimizer: torch.optim.Optimizer,
+    *,
+    max_iterations: int | None = None,
+    key: str = "scheduler",
+) -> LambdaLR:
+    """The per-iteration learning-rate schedule of ``experiment.scheduler`` (a ``LambdaLR``).
 
-    Options are checked by :func:`voxelflow.optim.build_scheduler` (every schedule also
-    takes ``warmup_iterations`` and ``warmup_start_factor``); ``max_iterations`` comes from
-    ``training.max_iterations``.
+    Every schedule also takes ``warmup_iterations`` and ``warmup_start_factor``;
+    ``max_iterations`` comes from ``training.max_iterations`` (or the argument).
     """
-    from voxelflow.optim import SCHEDULERS
-    from voxelflow.optim import build_scheduler as make_scheduler
+    from torch.optim.lr_scheduler import LambdaLR
 
-    name = experiment.scheduler.name
-    try:
-        SCHEDULERS.get(name)
-    except RegistryError as exc:
-        raise RegistryError(f"scheduler.name: {exc}") from None
-    if "max_iterations" in experiment.scheduler.kwargs:
-        raise ConfigError(
-            "scheduler.max_iterations: expected it absent (set training.max_iterations)"
-        )
-    return make_scheduler(
-        name,
-        optimizer,
-        max_iterations=experiment.training.max_iterations,
-        **experiment.scheduler.kwargs,
+    from voxelflow.optim import SCHEDULERS
+
+    if max_iterations is None:
+        if not isinstance(source, ExperimentConfig):
+            raise TypeError("build_scheduler: max_iterations is needed without an experiment")
+        max_iterations = source.training.max_iterations
+    factor = build_component(
+        SCHEDULERS, _spec(source, "scheduler"), key=key, max_iterations=max_iterations
     )
+    return LambdaLR(optimizer, lr_lambda=factor)
 
 
 def build_sampler(experiment: ExperimentConfig, **fixed_kwargs: Any) -> Any:
@@ -207,26 +200,69 @@ def build_sampler(experiment: ExperimentConfig, **fixed_kwargs: Any) -> Any:
     )
 
 
-def build_augmentations(experiment: ExperimentConfig, **fixed_kwargs: Any) -> list[Any]:
+def build_augmentations(
+    source: ExperimentConfig | Iterable[ComponentSpec], **fixed_kwargs: Any
+) -> list[Any]:
     """The random transforms of ``experiment.augmentation``, in order
-    (``voxelflow.transforms.compose.AUGMENTATIONS``)."""
+    (``voxelflow.transforms.compose.AUGMENTATIONS``; errors name ``augmentation[i]``)."""
     from voxelflow.transforms.compose import AUGMENTATIONS
 
+    components = source.augmentation if isinstance(source, ExperimentConfig) else source
     return [
-        build_component(AUGMENTATIONS, component, key=f"augmentation.{index}", **fixed_kwargs)
-        for index, component in enumerate(experiment.augmentation)
+        build_component(AUGMENTATIONS, component, key=f"augmentation[{index}]", **fixed_kwargs)
+        for index, component in enumerate(components)
     ]
 
 
-def build_normalizers(experiment: ExperimentConfig) -> list[Any]:
-    """The normalisation steps of ``experiment.preprocessing.normalization``, in order
-    (``voxelflow.transforms.normalize.NORMALIZERS``)."""
+def build_augmentation(experiment: ExperimentConfig) -> Compose | None:
+    """:func:`build_augmentations` composed, seeded with ``training.seed`` (None if there are none).
+
+    Shape:
+        the composition maps a sample of ``(C, *spatial)`` tensors to the same shapes.
+    """
+    from voxelflow.transforms.compose import Compose
+
+    transforms = build_augmentations(experiment)
+    return Compose(transforms, seed=experiment.training.seed) if transforms else None
+
+
+def build_normalizers(
+    source: ExperimentConfig | Iterable[ComponentSpec],
+    *,
+    states: Sequence[Mapping[str, Any] | None] = (),
+) -> list[Normalizer]:
+    """The normalisation steps of ``preprocessing.normalization``, in order, each restored from
+    its fitted state in ``states`` when there is one (errors name
+    ``preprocessing.normalization[i]``; registry ``voxelflow.transforms.normalize.NORMALIZERS``)."""
     from voxelflow.transforms.normalize import NORMALIZERS
 
-    return [
-        build_component(NORMALIZERS, component, key=f"preprocessing.normalization.{index}")
-        for index, component in enumerate(experiment.preprocessing.normalization)
-    ]
+    if isinstance(source, ExperimentConfig):
+        source = source.preprocessing.normalization
+    steps = []
+    for index, component in enumerate(source):
+        key = f"preprocessing.normalization[{index}]"
+        step = build_component(NORMALIZERS, component, key=key)
+        state = states[index] if index < len(states) else None
+        if state:
+            step.load_state(dict(state))
+        steps.append(step)
+    return steps
+
+
+def application_class(experiment: ExperimentConfig) -> type[Application]:
+    """The :class:`~voxelflow.applications.base.Application` subclass named by ``application``
+    (a registered name, or a ``pkg.module:Name`` plugin imported because the config names it).
+
+    Raises:
+        RegistryError: ``application: unknown application ... Did you mean``.
+    """
+    from voxelflow.applications import APPLICATIONS
+    from voxelflow.errors import RegistryError
+
+    try:
+        return APPLICATIONS.get(experiment.application)
+    except RegistryError as exc:
+        raise RegistryError(f"application: {exc}") from None
 
 
 def build_hooks(experiment: ExperimentConfig) -> list[Hook]:

@@ -15,7 +15,7 @@ Example:
     >>> for problem in check_experiment(config, data=False):
     ...     print(problem)  # doctest: +ELLIPSIS
     optimizer.name: unknown optimizer 'sgdd'. Did you mean: 'sgd'? ...
-    augmentation[0].axis: unknown option
+    augmentation[0].axis: unknown option of augmentation 'flip'. Did you mean: 'axes'? ...
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
+from voxelflow.config import build
 from voxelflow.config.build import build_component, check_component
 from voxelflow.config.schema import ExperimentConfig
-from voxelflow.errors import VoxelflowError
+from voxelflow.errors import ConfigProblems, VoxelflowError
+
+T = TypeVar("T")
 
 #: at most this many missing or unreadable files are listed one by one
 MAX_FILES_LISTED = 10
@@ -37,107 +40,123 @@ DATA_PROBLEM = re.compile(r"^dataset( \(|: \d+ file\(s\)|\.inputs\.image: )")
 _INDEX_KEY = re.compile(r"^(augmentation|preprocessing\.normalization)\.(\d+)")
 
 
-_UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
+def _keyed(key: str, text: str) -> str:
+    """``text`` prefixed with ``key`` unless it already starts with a key under it."""
+    text = _INDEX_KEY.sub(lambda m: f"{m.group(1)}[{m.group(2)}]", text.strip())
+    return text if text.startswith(key) else f"{key}: {text}"
 
 
-def _keyed(key: str, exc: BaseException) -> str:
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc).strip()
-    unexpected = _UNEXPECTED.search(text)
-    if isinstance(exc, TypeError) and unexpected:
-        text = f"{key}.{unexpected.group(1)}: unknown option"
-    text = _INDEX_KEY.sub(lambda m: f"{m.group(1)}[{m.group(2)}]", text)
-    bare = _INDEX_KEY.sub(lambda m: f"{m.group(1)}[{m.group(2)}]", key)
-    return text if text.startswith(bare) else f"{bare}: {text}"
-
-
-def _attempt(problems: list[str], key: str, check: Callable[[], Any]) -> Any:
+def _attempt(problems: list[str], key: str, check: Callable[[], T]) -> T | None:
+    """Run one step of the build path; its problems (every one of them) go to ``problems``."""
     try:
         return check()
-    except (VoxelflowError, TypeError, ValueError, KeyError) as exc:
-        problems.append(_keyed(key, exc))
-        return None
+    except ConfigProblems as exc:
+        problems += [_keyed(key, problem) for problem in exc.problems]
+    except (VoxelflowError, TypeError, ValueError) as exc:
+        problems.append(_keyed(key, str(exc)))
+    except KeyError as exc:
+        problems.append(_keyed(key, str(exc.args[0]) if exc.args else repr(exc)))
+    return None
 
 
-def check_components(experiment: ExperimentConfig, *, in_channels: int | None = None) -> list[str]:
-    """Every component of ``experiment`` through the build path; one line per problem."""
+def check_components(
+    experiment: ExperimentConfig, *, in_channels: int | None = None, training: bool = True
+) -> list[str]:
+    """Every component of ``experiment`` through the build path in check mode: each is built
+    (or, where building needs the data, checked against its signature) and every problem of
+    every component is listed, one line each, in config order. ``training`` adds the
+    ``dataset.inputs`` roles the application needs to train (inference needs only images)."""
+    problems: list[str] = []
+    application = _attempt(problems, "application", lambda: build.application_class(experiment))
+    if application is not None and training:
+        inputs = experiment.dataset.inputs
+        _attempt(problems, "dataset.inputs", lambda: application.check_training_roles(inputs))
+    problems += _check_optimisation(experiment)
+    problems += _check_data_components(experiment)
+    if experiment.application == "segmentation":
+        problems += _check_network(
+            experiment, in_channels or len(experiment.dataset.inputs.get("image", [1]))
+        )
+    else:
+        problems += _check_network_options(experiment)
+    return problems
+
+
+def _check_optimisation(experiment: ExperimentConfig) -> list[str]:
+    """Loss, optimiser (built over a dummy parameter), schedule and hooks."""
     import torch
 
-    from voxelflow.config import build
     from voxelflow.losses import LOSSES
+    from voxelflow.optim import SCHEDULERS
+
+    problems: list[str] = []
+    _attempt(problems, "loss", lambda: check_component(LOSSES, experiment.loss, key="loss"))
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = _attempt(
+        problems, "optimizer", lambda: build.build_optimizer(experiment, [parameter])
+    )
+    if optimizer is not None:
+        _attempt(problems, "scheduler", lambda: build.build_scheduler(experiment, optimizer))
+    else:  # no optimiser to schedule: still check the schedule's name and options
+        fixed = ("max_iterations",)
+        scheduler = experiment.scheduler
+        _attempt(
+            problems,
+            "scheduler",
+            lambda: check_component(SCHEDULERS, scheduler, key="scheduler", fixed=fixed),
+        )
+    hooks = build.hook_registry()
+    for index, component in enumerate(experiment.training.hooks):
+        key = f"training.hooks[{index}]"
+        _attempt(problems, key, lambda c=component, k=key: check_component(hooks, c, key=k))
+    return problems
+
+
+def _check_data_components(experiment: ExperimentConfig) -> list[str]:
+    """The sampler, every augmentation and every normalisation step, built."""
     from voxelflow.sampling import SAMPLERS
     from voxelflow.transforms.compose import AUGMENTATIONS
     from voxelflow.transforms.normalize import NORMALIZERS
 
     problems: list[str] = []
-    skip: set[str] = set()
-    for key, component, module, name in (
-        ("optimizer", experiment.optimizer, "voxelflow.optim", "OPTIMIZERS"),
-        ("loss", experiment.loss, "voxelflow.losses", "LOSSES"),
-        ("sampling.sampler", experiment.sampling.sampler, "voxelflow.sampling", "SAMPLERS"),
-        ("network", experiment.network, "voxelflow.networks", "NETWORKS"),
-    ):
-        typed = _number_problems(module, name, component, key)
-        if typed:
-            problems += typed
-            skip.add(key)
-    parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = None
-    if "optimizer" not in skip:
-        optimizer = _attempt(
-            problems, "optimizer", lambda: build.build_optimizer(experiment, [parameter])
-        )
-    if optimizer is not None:
-        _attempt(problems, "scheduler", lambda: build.build_scheduler(experiment, optimizer))
-    if "loss" not in skip:
-        _attempt(problems, "loss", lambda: check_component(LOSSES, experiment.loss, key="loss"))
     sampling = experiment.sampling
     _attempt(
-        problems if "sampling.sampler" not in skip else [],
+        problems,
         "sampling.sampler",
         lambda: build_component(
-            SAMPLERS,
-            sampling.sampler,
-            key="sampling.sampler",
-            window=sampling.window,
+            SAMPLERS, sampling.sampler, key="sampling.sampler", window=sampling.window,
             windows_per_subject=sampling.windows_per_subject,
-            label_window=sampling.label_window,
-            pad_value=sampling.pad_value,
+            label_window=sampling.label_window, pad_value=sampling.pad_value,
         ),
-    )
-    hooks = build.hook_registry()
-    for index, component in enumerate(experiment.training.hooks):
-        key = f"training.hooks[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: check_component(hooks, c, key=k))
+    )  # fmt: skip
     for index, component in enumerate(experiment.augmentation):
         key = f"augmentation[{index}]"
         _attempt(problems, key, lambda c=component, k=key: build_component(AUGMENTATIONS, c, key=k))
     for index, component in enumerate(experiment.preprocessing.normalization):
         key = f"preprocessing.normalization[{index}]"
         _attempt(problems, key, lambda c=component, k=key: build_component(NORMALIZERS, c, key=k))
-    if experiment.application == "segmentation" and "network" not in skip:
-        problems += _check_network(
-            experiment, in_channels or len(experiment.dataset.inputs.get("image", [1]))
-        )
     return problems
 
 
-def _number_problems(module: str, registry: str, component: Any, key: str) -> list[str]:
-    """Options given as text where the component's default is a number (``lr: abc``)."""
-    import importlib
-    import inspect
+#: network arguments every application sets itself
+_SET_BY_APPLICATIONS = ("spatial_dims", "in_channels", "out_channels")
+#: network arguments some applications set when the config leaves them out (a GAN's sizes)
+_SET_WHEN_ABSENT = ("noise_size", "image_size", "conditioning_channels")
 
-    try:
-        factory = getattr(importlib.import_module(module), registry).get(component.name)
-        parameters = inspect.signature(factory).parameters
-    except (VoxelflowError, TypeError, ValueError):
-        return []  # an unknown name is reported by the build path
-    found = []
-    for option, value in component.kwargs.items():
-        default = parameters[option].default if option in parameters else None
-        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if numeric and isinstance(value, str):
-            found.append(f"{key}.{option}: expected a number, got {value!r} (text in YAML)")
-    return found
+
+def _check_network_options(experiment: ExperimentConfig) -> list[str]:
+    """The network's name and options against its signature (its size needs the data)."""
+    from voxelflow.networks import NETWORKS
+
+    given = experiment.network.kwargs
+    fixed = _SET_BY_APPLICATIONS + tuple(n for n in _SET_WHEN_ABSENT if n not in given)
+    problems: list[str] = []
+    _attempt(
+        problems,
+        "network",
+        lambda: check_component(NETWORKS, experiment.network, key="network", fixed=fixed),
+    )
+    return problems
 
 
 def _check_network(experiment: ExperimentConfig, in_channels: int) -> list[str]:
@@ -145,8 +164,6 @@ def _check_network(experiment: ExperimentConfig, in_channels: int) -> list[str]:
     import torch
 
     from voxelflow.applications.segmentation.application import slice_axis_of
-    from voxelflow.config.build import build_network
-
     problems: list[str] = []
     window = list(experiment.sampling.window)
     axis = _attempt(problems, "sampling.window", lambda: slice_axis_of(window))
@@ -158,7 +175,7 @@ def _check_network(experiment: ExperimentConfig, in_channels: int) -> list[str]:
         network = _attempt(
             problems,
             "network",
-            lambda: build_network(
+            lambda: build.build_network(
                 experiment,
                 in_channels=in_channels,
                 out_channels=classes,

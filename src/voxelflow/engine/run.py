@@ -147,15 +147,10 @@ def check_class_count(experiment: ExperimentConfig, label_values: Sequence[int] 
 
 
 def application_class(experiment: ExperimentConfig) -> Any:
-    """The :class:`~voxelflow.applications.base.Application` subclass named by the config
-    (a registered name, or a ``pkg.module:Name`` plugin imported because the config names it)."""
-    from voxelflow.applications import APPLICATIONS
-    from voxelflow.errors import RegistryError
+    """The Application subclass named by the config (see :func:`voxelflow.config.build.application_class`)."""
+    from voxelflow.config.build import application_class as named_application
 
-    try:
-        return APPLICATIONS.get(experiment.application)
-    except RegistryError as exc:
-        raise RegistryError(f"application: {exc}") from None
+    return named_application(experiment)
 
 
 def build_application(experiment: ExperimentConfig, *, in_channels: int, label_values: list[int] | None,
@@ -198,10 +193,9 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
         base_dir: folder that relative table paths are resolved against.
         resume: the run resumes (``transfer.init_from`` is then not applied).
     """
-    from voxelflow.config.build import build_sampler
+    from voxelflow.config.build import build_augmentation, build_sampler
     from voxelflow.engine.threads import apply_threads, worker_init
     from voxelflow.sampling.queue import PatchQueue, collate_windows
-    from voxelflow.transforms.compose import build_augmentation
     from voxelflow.transforms.fused_resample import warm_up
 
     # before preprocessing too: building the cache is threaded work on the same cores
@@ -222,7 +216,7 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
     sampler.resample_kernel = experiment.system.resample_kernel  # travels with it into workers
     queue = PatchQueue(
         SubjectView(data.dataset, data.train), sampler,
-        transform=build_augmentation(experiment.augmentation, seed=training.seed),
+        transform=build_augmentation(experiment),
         queue_length=sampling.queue_length, seed=training.seed,
         rank=context.rank, world_size=context.world_size, window_fields=app.window_fields(),
         subject_weights=app.subject_weights([data.dataset.fields(i) for i in data.train]),

@@ -11,13 +11,11 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import nn
 
-from voxelflow.errors import ConfigError
-from voxelflow.registry import Registry, suggest
+from voxelflow.registry import Registry
 
 LOSSES: Registry[type[nn.Module]] = Registry("loss")
 
@@ -27,7 +25,8 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
 
     Raises:
         RegistryError: unknown name (with suggestions).
-        ConfigError: an option the loss does not take (with suggestions).
+        ConfigError: an option the loss does not take (with suggestions), a missing or
+            wrongly typed one (``loss.option: ...``).
 
     Shape:
         segmentation losses take logits ``(B, C, *spatial)`` and class indices
@@ -39,16 +38,7 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
         >>> loss(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)).shape
         torch.Size([])
     """
-    factory = LOSSES.get(name)
-    parameters = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    known = [key for key, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    for key in kwargs:
-        if not takes_any and key not in parameters:
-            raise ConfigError(
-                f"loss {name!r}: unknown option {key!r}.{suggest(key, known)} Options: {', '.join(known)}"
-            )
-    return factory(**kwargs)
+    return LOSSES.build(name, kwargs, key="loss")
 
 
 # Import the modules so that they register their losses (explicit, no scanning).

@@ -13,14 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import nn
 
 from voxelflow.errors import ConfigError
 from voxelflow.networks.base import Network, count_parameters
-from voxelflow.registry import Registry, suggest
+from voxelflow.registry import Registry
 
 NETWORKS: Registry[type[nn.Module]] = Registry("network")
 
@@ -108,27 +107,11 @@ def build_network(
         name, options = name_or_component.name, dict(name_or_component.kwargs)
     duplicated = sorted(set(options) & set(kwargs))
     if duplicated:
-        raise ConfigError(f"network {name!r}: options given twice: {duplicated}")
-    options.update(kwargs)
-    cls = NETWORKS.get(name)
-    _check_options(name, cls, options)
-    return cls(spatial_dims, in_channels, out_channels, **options)
-
-
-def _check_options(name: str, cls: Any, options: dict[str, Any]) -> None:
-    try:
-        parameters = inspect.signature(cls).parameters
-    except (TypeError, ValueError):  # a plugin without an inspectable signature
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    accepted = [p for p in parameters if p not in ("spatial_dims", "in_channels", "out_channels")]
-    for key in options:
-        if key not in accepted:
-            raise ConfigError(
-                f"network.{key}: unknown option of network {name!r}.{suggest(key, accepted)} "
-                f"Accepted options: {', '.join(accepted)}"
-            )
+        raise ConfigError(f"network.{duplicated[0]}: option given twice (config and caller)")
+    return NETWORKS.build(
+        name, {**options, **kwargs}, key="network",
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+    )  # fmt: skip
 
 
 def default_parameter_count(

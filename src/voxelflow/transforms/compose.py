@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from voxelflow.errors import ConfigError
 from voxelflow.registry import Registry
 from voxelflow.transforms import intensity, spatial
 from voxelflow.transforms.base import Sample, SpatialTransform, Transform, to_sample
@@ -166,7 +165,8 @@ def build_augmentation(
     ``Component`` objects with ``.name`` and ``.kwargs``).
 
     Raises:
-        ConfigError: unknown name (with suggestions) or bad arguments, naming the list index.
+        ConfigError: unknown name (with suggestions) or bad options, naming the key
+            (``augmentation[1].rotation: ...``); built by :mod:`voxelflow.config.build`.
 
     Example:
         >>> import torch
@@ -179,21 +179,7 @@ def build_augmentation(
     """
     if not components:
         return None
-    transforms = []
-    for index, component in enumerate(components):
-        if isinstance(component, dict):
-            kwargs = dict(component)
-            name = kwargs.pop("name", None)
-        else:
-            name, kwargs = (
-                getattr(component, "name", None),
-                dict(getattr(component, "kwargs", {}) or {}),
-            )
-        if not name:
-            raise ConfigError(f"expected augmentation[{index}] to have a 'name', got {component!r}")
-        cls = AUGMENTATIONS.get(name)
-        try:
-            transforms.append(cls(**kwargs))
-        except TypeError as exc:
-            raise ConfigError(f"augmentation[{index}] ({name!r}): {exc}") from exc
+    from voxelflow.config.build import build_augmentations
+
+    transforms = build_augmentations(components)
     return Compose(transforms, seed=seed)

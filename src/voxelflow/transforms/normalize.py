@@ -511,19 +511,19 @@ def _piecewise_linear(values: np.ndarray, source: np.ndarray, target: np.ndarray
 
 
 def build_normalizer(
-    name: str, kwargs: dict[str, Any] | None = None, *, state: dict[str, Any] | None = None
+    name: str,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    state: dict[str, Any] | None = None,
+    key: str = "preprocessing.normalization[0]",
 ) -> Normalizer:
     """Build a registered normalizer by name, optionally restoring fitted state.
 
     Raises:
         RegistryError: unknown name (with suggestions).
-        ConfigError: invalid keyword arguments, naming the step.
+        ConfigError: invalid options, naming ``key`` (``preprocessing.normalization[0].lower``).
     """
-    cls = NORMALIZERS.get(name)
-    try:
-        step = cls(**(kwargs or {}))
-    except TypeError as exc:
-        raise ConfigError(f"preprocessing.normalization[{name}]: invalid arguments: {exc}") from exc
+    step: Normalizer = NORMALIZERS.build(name, kwargs or {}, key=key)
     if state:
         step.load_state(state)
     return step

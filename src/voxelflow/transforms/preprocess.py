@@ -42,7 +42,7 @@ from voxelflow.errors import DataError, ShapeError
 from voxelflow.io.image import Image, ImageKind, Subject
 from voxelflow.transforms import functional as F
 from voxelflow.transforms.label import LabelMapping
-from voxelflow.transforms.normalize import Normalizer, body_mask, build_normalizer
+from voxelflow.transforms.normalize import Normalizer, body_mask
 
 if TYPE_CHECKING:  # config sits beside transforms in the layers; only its type is needed
     from voxelflow.config.schema import PreprocessingConfig
@@ -173,13 +173,12 @@ class Preprocessor:
     def __init__(
         self, config: PreprocessingConfig, *, fitted_state: dict[str, Any] | None = None
     ) -> None:
+        from voxelflow.config.build import build_normalizers  # the one build path (same rank)
+
         self.config = config
         state = fitted_state or {}
         saved = list(state.get("normalization") or [])
-        self.normalizers: list[Normalizer] = [
-            build_normalizer(c.name, c.kwargs, state=saved[i] if i < len(saved) else None)
-            for i, c in enumerate(config.normalization)
-        ]
+        self.normalizers: list[Normalizer] = build_normalizers(config.normalization, states=saved)
         values = (
             config.label_values if config.label_values is not None else state.get("label_values")
         )

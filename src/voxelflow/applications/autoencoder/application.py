@@ -133,8 +133,7 @@ class AutoencoderApplication(Application):
         task_state: Mapping[str, Any] | None = None,
     ) -> AutoencoderApplication:
         """Build network and loss from an :class:`~voxelflow.config.schema.ExperimentConfig`."""
-        from voxelflow.losses import build_loss
-        from voxelflow.networks import build_network
+        from voxelflow.config.build import build_loss, build_network
 
         task = AutoencoderTask.from_config(experiment.task)
         window = training_window(experiment)
@@ -145,7 +144,7 @@ class AutoencoderApplication(Application):
             out_channels=in_channels,
             **image_size_option(experiment.network, window),
         )
-        loss = build_loss(experiment.loss.name, **experiment.loss.kwargs)
+        loss = build_loss(experiment.loss)
         affine = (task_state or {}).get("sample_affine")
         options = AutoencoderOptions(
             window=window,

@@ -139,8 +139,7 @@ class ClassificationApplication(Application):
         task_state: Mapping[str, Any] | None = None,
     ) -> ClassificationApplication:
         """Network and loss from the Experiment; target encoding from the fitted task state."""
-        from voxelflow.losses import build_loss
-        from voxelflow.networks import build_network
+        from voxelflow.config.build import build_loss, build_network
 
         task = ClassificationTask.from_config(experiment.task)
         encoding = _encoding_for(task, task_state)
@@ -160,7 +159,7 @@ class ClassificationApplication(Application):
         )
         return cls(
             network,
-            build_loss(experiment.loss.name, **experiment.loss.kwargs),
+            build_loss(experiment.loss),
             encoding=encoding,
             window=window,
             resize=experiment.sampling.sampler.name == "resize",

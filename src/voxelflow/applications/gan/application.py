@@ -132,12 +132,11 @@ class GanApplication(Application):
         task_state: Mapping[str, Any] | None = None,
     ) -> GanApplication:
         """Generator, discriminator and GAN loss from an Experiment (+ the fitted task state)."""
-        from voxelflow.losses import build_loss
-        from voxelflow.networks import build_network
+        from voxelflow.config.build import build_loss, build_network
 
         task, state = GanTask.from_config(experiment.task), dict(task_state or {})
         size = _image_size(experiment.sampling.window)
-        loss = build_loss(experiment.loss.name, **experiment.loss.kwargs)
+        loss = build_loss(experiment.loss)
         if not (hasattr(loss, "generator_loss") and hasattr(loss, "discriminator_loss")):
             raise ConfigError(
                 f"loss: expected a GAN loss ({', '.join(GAN_LOSSES)}, or a plugin with "
@@ -157,7 +156,7 @@ class GanApplication(Application):
             conditioning_channels=conditioning,
         )  # fmt: skip
         discriminator = build_network(
-            task.discriminator, spatial_dims=len(size), in_channels=in_channels + conditioning,
+            task.discriminator, key="task.discriminator", spatial_dims=len(size), in_channels=in_channels + conditioning,
             out_channels=1, image_size=list(size),
         )  # fmt: skip
         return cls(
@@ -186,6 +185,8 @@ class GanApplication(Application):
             scheduler=d_scheduler.name if d_scheduler else settings.scheduler,
             scheduler_options=d_scheduler.kwargs if d_scheduler else settings.scheduler_options,
             max_iterations=settings.max_iterations,
+            optimizer_key="task.discriminator_optimizer" if d_optimizer else "optimizer",
+            scheduler_key="task.discriminator_scheduler" if d_scheduler else "scheduler",
         )
         return {
             "generator": _optimizer(self.modules["generator"], settings),
@@ -389,16 +390,8 @@ def _role_channels(experiment: Any, task: GanTask) -> int:
 
 
 def _optimizer(module: nn.Module, settings: OptimizationSettings) -> tuple[Any, Any]:
-    from voxelflow.optim import build_optimizer, build_scheduler
-
     parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = build_optimizer(settings.optimizer, parameters, **settings.optimizer_options)
-    scheduler = None
-    if settings.scheduler:
-        scheduler = build_scheduler(settings.scheduler, optimizer,
-                                    max_iterations=settings.max_iterations,
-                                    **settings.scheduler_options)  # fmt: skip
-    return optimizer, scheduler
+    return settings.build(parameters)
 
 
 def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

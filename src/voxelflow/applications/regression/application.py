@@ -132,8 +132,7 @@ class RegressionApplication(Application):
             ConfigError: bad ``task`` options, a missing ``target`` role, a loss that is not a
                 regression loss, normalised images for super-resolution.
         """
-        from voxelflow.losses import build_loss
-        from voxelflow.networks import build_network
+        from voxelflow.config.build import build_loss, build_network
 
         task = RegressionTask.from_config(experiment.task)
         _check_roles(experiment, task)
@@ -156,7 +155,7 @@ class RegressionApplication(Application):
         )
         return cls(
             network,
-            build_loss(experiment.loss.name, **experiment.loss.kwargs),
+            build_loss(experiment.loss),
             window=window,
             overlap=experiment.inference.overlap,
             blend=experiment.inference.blend,

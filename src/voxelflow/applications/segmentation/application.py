@@ -206,8 +206,7 @@ class SegmentationApplication(Application):
                 axis, or inference options that cannot be honoured (uncertainty without samples,
                 Monte-Carlo dropout without dropout layers).
         """
-        from voxelflow.losses import build_loss
-        from voxelflow.networks import build_network
+        from voxelflow.config.build import build_loss, build_network
 
         task = SegmentationTask.from_config(
             experiment.task, num_classes=experiment.num_classes, label_values=label_values
@@ -224,7 +223,7 @@ class SegmentationApplication(Application):
         check_inference_options(experiment.inference, network)
         return cls(
             network,
-            build_loss(experiment.loss.name, **experiment.loss.kwargs),
+            build_loss(experiment.loss),
             num_classes=num_classes,
             window=window,
             overlap=experiment.inference.overlap,
