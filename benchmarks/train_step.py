@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import Application, OptimizationSettings
+from voxelflow.config.schema import TrainingConfig
 from voxelflow.engine.hooks import Hook
-from voxelflow.engine.trainer import Trainer, TrainerOptions
+from voxelflow.engine.trainer import Trainer
 
 logger = logging.getLogger("benchmarks.train_step")
 
@@ -100,20 +101,16 @@ def time_voxelflow(
 ) -> float:
     """Milliseconds per iteration of the voxelflow Trainer on the same work."""
     clock = _Clock(iterations)
-    options = TrainerOptions(
-        max_iterations=iterations,
-        validate_every=0,
-        log_every=10,
-        checkpoint_every=10**9,
-        progress=logging_on,
-        tensorboard=logging_on,
+    training = TrainingConfig(
+        max_iterations=iterations, validate_every=0, log_every=10, checkpoint_every=10**9
     )
     optimization = OptimizationSettings(
         optimizer="adamw", optimizer_options={"lr": 1e-3}, max_iterations=iterations
     )
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(Regression({"network": network}), Cycle(batches), run_dir=run_dir, options=options,
-                          optimization=optimization, device="cpu", hooks=[clock])  # fmt: skip
+        trainer = Trainer(Regression({"network": network}), Cycle(batches), run_dir=run_dir, training=training,
+                          optimization=optimization, device="cpu", hooks=[clock],
+                          progress=logging_on, tensorboard=logging_on)  # fmt: skip
         trainer.fit()
     return (clock.end - clock.start) / iterations * 1e3
 

@@ -91,14 +91,20 @@ def test_single_process_helpers() -> None:
 def test_amp_training_on_cuda(tmp_path: Path, amp: str) -> None:
     from engine_toys import ToyData, ToyRegression, tiny_net
 
+    from voxelflow.config.schema import TrainingConfig
     from voxelflow.engine.checkpoint import load_checkpoint
-    from voxelflow.engine.trainer import Trainer, TrainerOptions
+    from voxelflow.engine.trainer import Trainer
 
-    options = TrainerOptions(
-        max_iterations=6, amp=amp, grad_clip=1.0, validate_every=0, log_every=1, progress=False
+    options = TrainingConfig(
+        max_iterations=6, amp=amp, grad_clip=1.0, validate_every=0, log_every=1
     )
     trainer = Trainer(
-        ToyRegression(tiny_net()), ToyData(4), run_dir=tmp_path, options=options, device="cuda"
+        ToyRegression(tiny_net()),
+        ToyData(4),
+        run_dir=tmp_path,
+        training=options,
+        device="cuda",
+        progress=False,
     )
     trainer.fit()
     assert trainer.precision.use_scaler == (amp == "fp16")

@@ -13,9 +13,10 @@ import torch.multiprocessing as mp
 from engine_toys import ToyRegression, make_batch, sgd_settings, tiny_net
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from voxelflow.config.schema import TrainingConfig
 from voxelflow.engine import distributed
 from voxelflow.engine.hooks import Hook
-from voxelflow.engine.trainer import Trainer, TrainerOptions
+from voxelflow.engine.trainer import Trainer
 
 SUBJECTS = 16
 VALUES = (0.0, 1.0, 5.0)  # subject mean 2.0; a mean of per-rank means would give 1.75
@@ -47,20 +48,20 @@ class Recorder(Hook):
 
 
 def _train(loader, run_dir: Path, recorder: Recorder) -> tuple[ToyRegression, dict]:
-    options = TrainerOptions(
+    options = TrainingConfig(
         max_iterations=6,
         validate_every=6,
         best_metric="score",
         log_every=1,
-        progress=False,
-        tensorboard=False,
     )
     app = ToyRegression(tiny_net())
     summary = Trainer(
         app,
         loader,
         run_dir=run_dir,
-        options=options,
+        training=options,
+        progress=False,
+        tensorboard=False,
         optimization=sgd_settings(0.1),
         validation_data=_validation(),
         device="cpu",

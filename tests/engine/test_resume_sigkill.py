@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent(
     from engine_toys import ToyData, ToyRegression, make_batch, tiny_net
     from voxelflow.applications.base import OptimizationSettings
     from voxelflow.engine.hooks import Hook
-    from voxelflow.engine.trainer import Trainer, TrainerOptions
+    from voxelflow.config.schema import TrainingConfig
+    from voxelflow.engine.trainer import Trainer
 
     run_dir, kill_at, data_kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
@@ -33,17 +34,19 @@ SCRIPT = textwrap.dedent(
             return (make_batch(index, 2) for index in range(7))
 
     data = ToyData(2) if data_kind == "stateful" else PlainData()
-    options = TrainerOptions(max_iterations=16, checkpoint_every=4, log_every=1, validate_every=0,
-                             progress=False, tensorboard=False, seed=5)
+    options = TrainingConfig(max_iterations=16, checkpoint_every=4, log_every=1, validate_every=0,
+                             seed=5)
     app = ToyRegression(tiny_net(dropout=0.3))
-    Trainer(app, data, run_dir=run_dir, options=options, optimization=OptimizationSettings("sgd", {"lr": 0.05}, "cosine", {}, 16),
+    Trainer(app, data, run_dir=run_dir, training=options, progress=False, tensorboard=False, optimization=OptimizationSettings("sgd", {"lr": 0.05}, "cosine", {}, 16),
             device="cpu", hooks=[KillAt()]).fit()
     """
 )
 
 
 def _run(script: Path, run_dir: Path, kill_at: int, data_kind: str) -> int:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    # the caller's PYTHONPATH kept after the toys: the child imports the voxelflow under test
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(script), str(run_dir), str(kill_at), data_kind]
     return subprocess.run(command, env=env, capture_output=True, timeout=120).returncode
 

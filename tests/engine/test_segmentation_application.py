@@ -12,9 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from voxelflow.applications import APPLICATIONS, InferenceContext, SegmentationApplication
+from voxelflow.config.schema import TrainingConfig
 from voxelflow.data.cached import CachedSubject
 from voxelflow.engine.logging import read_scalars
-from voxelflow.engine.trainer import Trainer, TrainerOptions
+from voxelflow.engine.trainer import Trainer
 from voxelflow.losses import build_loss
 from voxelflow.networks import build_network
 from voxelflow.synthetic import make_phantom, phantom_affine
@@ -108,19 +109,20 @@ def test_trains_on_patch_queue_and_validates(tmp_path: Path) -> None:
     app = SegmentationApplication(
         network, build_loss("dice_ce"), num_classes=3, window=(8, 8, 8), metrics=["dice", "hd95"]
     )
-    options = TrainerOptions(
+    options = TrainingConfig(
         max_iterations=12,
         validate_every=6,
         log_every=3,
         best_metric="dice",
-        progress=False,
         image_every=6,
     )
     summary = Trainer(
         app,
         loader,
         run_dir=tmp_path,
-        options=options,
+        training=options,
+        progress=False,
+        tensorboard=False,
         optimization=sgd_settings(0.05),
         validation_data=[_subject(7)],
         device="cpu",

@@ -9,17 +9,18 @@ import pytest
 import torch
 from engine_toys import ToyData, ToyGan, ToyRegression, make_batch, sgd_settings, tiny_net
 
+from voxelflow.config.schema import TrainingConfig
 from voxelflow.engine.checkpoint import load_checkpoint
 from voxelflow.engine.hooks import Hook
 from voxelflow.engine.logging import read_scalars
-from voxelflow.engine.trainer import Trainer, TrainerOptions
+from voxelflow.engine.trainer import Trainer
 from voxelflow.errors import CheckpointError, ConfigError
 
-QUIET = {"progress": False, "tensorboard": False, "validate_every": 0, "log_every": 1}
+QUIET = {"progress": False, "tensorboard": False}
 
 
-def _options(**kwargs) -> TrainerOptions:
-    return TrainerOptions(**{**QUIET, **kwargs})
+def _options(**kwargs) -> TrainingConfig:
+    return TrainingConfig(**{"validate_every": 0, "log_every": 1, **kwargs})
 
 
 def _losses(run_dir: Path, name: str = "train/loss") -> dict[int, float]:
@@ -34,7 +35,8 @@ def test_loss_decreases(tmp_path: Path) -> None:
         app,
         ToyData(4),
         run_dir=tmp_path,
-        options=_options(max_iterations=40),
+        **QUIET,
+        training=_options(max_iterations=40),
         optimization=sgd_settings(0.1),
         device="cpu",
     ).fit()
@@ -62,7 +64,8 @@ def test_gradient_accumulation_equals_bigger_batch(tmp_path: Path) -> None:
         big,
         ToyData(4),
         run_dir=tmp_path / "a",
-        options=_options(max_iterations=3),
+        **QUIET,
+        training=_options(max_iterations=3),
         optimization=sgd_settings(),
         device="cpu",
     ).fit()
@@ -70,7 +73,8 @@ def test_gradient_accumulation_equals_bigger_batch(tmp_path: Path) -> None:
         accumulated,
         _SplitData(),
         run_dir=tmp_path / "b",
-        options=_options(max_iterations=3, accumulate=2),
+        **QUIET,
+        training=_options(max_iterations=3, accumulate=2),
         optimization=sgd_settings(),
         device="cpu",
     ).fit()
@@ -89,7 +93,8 @@ def test_gradient_clipping_matches_torch(tmp_path: Path) -> None:
         app,
         ToyData(2),
         run_dir=tmp_path,
-        options=_options(max_iterations=1, grad_clip=0.01),
+        **QUIET,
+        training=_options(max_iterations=1, grad_clip=0.01),
         optimization=sgd_settings(1.0),
         device="cpu",
     ).fit()
@@ -118,7 +123,8 @@ def test_early_stopping_after_patience(tmp_path: Path) -> None:
         app,
         ToyData(),
         run_dir=tmp_path,
-        options=options,
+        **QUIET,
+        training=options,
         validation_data=_validation_subjects(),
         device="cpu",
     ).fit()
@@ -133,7 +139,8 @@ def test_validation_averages_over_subjects(tmp_path: Path) -> None:
         app,
         ToyData(),
         run_dir=tmp_path,
-        options=options,
+        **QUIET,
+        training=options,
         validation_data=_validation_subjects(3),
         device="cpu",
     ).fit()
@@ -155,7 +162,8 @@ def test_best_and_last_checkpoints_are_kept(tmp_path: Path) -> None:
         ToyRegression(tiny_net(), scores=scores),
         ToyData(),
         run_dir=tmp_path,
-        options=options,
+        **QUIET,
+        training=options,
         validation_data=_validation_subjects(1),
         device="cpu",
     ).fit()
@@ -182,7 +190,8 @@ def test_best_mode_min_saves_only_improvements(tmp_path: Path) -> None:
         ToyRegression(tiny_net(), scores=scores),
         ToyData(),
         run_dir=tmp_path,
-        options=options,
+        **QUIET,
+        training=options,
         validation_data=_validation_subjects(1),
         device="cpu",
     ).fit()
@@ -206,7 +215,8 @@ def test_gan_two_optimisers_with_critic_steps(tmp_path: Path) -> None:
         app,
         data,
         run_dir=tmp_path,
-        options=_options(max_iterations=5),
+        **QUIET,
+        training=_options(max_iterations=5),
         device="cpu",
         hooks=[counter],
     )
@@ -217,7 +227,12 @@ def test_gan_two_optimisers_with_critic_steps(tmp_path: Path) -> None:
     assert counter.steps == 5 and set(_losses(tmp_path, "train/loss_critic")) == {1, 2, 3, 4, 5}
     with pytest.raises(ConfigError, match="accumulate"):
         Trainer(
-            ToyGan(), data, run_dir=tmp_path / "x", options=_options(accumulate=2), device="cpu"
+            ToyGan(),
+            data,
+            run_dir=tmp_path / "x",
+            **QUIET,
+            training=_options(accumulate=2),
+            device="cpu",
         )
 
 
@@ -229,19 +244,15 @@ def test_logs_tensorboard_csv_and_log_file(tmp_path: Path) -> None:
         def graph_input(self, batch):
             return "network", batch["image"][:1]
 
-    options = TrainerOptions(
-        max_iterations=4,
-        log_every=2,
-        validate_every=2,
-        best_metric="score",
-        image_every=2,
-        progress=True,
+    options = TrainingConfig(
+        max_iterations=4, log_every=2, validate_every=2, best_metric="score", image_every=2
     )
     Trainer(
         WithImages(tiny_net()),
         ToyData(),
         run_dir=tmp_path,
-        options=options,
+        training=options,
+        progress=True,
         validation_data=_validation_subjects(1),
         device="cpu",
     ).fit()
@@ -263,7 +274,8 @@ def test_resume_in_process_matches_uninterrupted(tmp_path: Path) -> None:
             app,
             ToyData(),
             run_dir=folder,
-            options=options,
+            **QUIET,
+            training=options,
             optimization=sgd_settings(max_iterations=8),
             device="cpu",
         ).fit()
@@ -284,7 +296,8 @@ def test_resume_refuses_other_application_or_shapes(tmp_path: Path) -> None:
         ToyRegression(tiny_net()),
         ToyData(),
         run_dir=tmp_path,
-        options=_options(max_iterations=1),
+        **QUIET,
+        training=_options(max_iterations=1),
         device="cpu",
     ).fit()
     other = ToyRegression(
@@ -297,7 +310,12 @@ def test_resume_refuses_other_application_or_shapes(tmp_path: Path) -> None:
         match=r"missing keys: 2.bias, 2.weight; unexpected keys: 3.bias, 3.weight; shape mismatch: .*0\.weight \(expected \(8, 1, 3, 3, 3\), got \(4, 1, 3, 3, 3\)\)",
     ):
         Trainer(
-            other, ToyData(), run_dir=tmp_path, options=_options(max_iterations=2), device="cpu"
+            other,
+            ToyData(),
+            run_dir=tmp_path,
+            **QUIET,
+            training=_options(max_iterations=2),
+            device="cpu",
         ).fit()
     renamed = copy.deepcopy(ToyRegression(tiny_net()))
     renamed.name = "segmentation"
@@ -305,17 +323,24 @@ def test_resume_refuses_other_application_or_shapes(tmp_path: Path) -> None:
         CheckpointError, match="expected a checkpoint of application 'segmentation', got 'toy'"
     ):
         Trainer(
-            renamed, ToyData(), run_dir=tmp_path, options=_options(max_iterations=2), device="cpu"
+            renamed,
+            ToyData(),
+            run_dir=tmp_path,
+            **QUIET,
+            training=_options(max_iterations=2),
+            device="cpu",
         ).fit()
 
 
 def test_max_epochs_ends_training_and_saves(tmp_path: Path) -> None:
-    options = _options(max_iterations=100, max_epochs=2, checkpoint_every=50, log_every=5)
+    options = _options(max_iterations=100, checkpoint_every=50, log_every=5)
     summary = Trainer(
         ToyRegression(tiny_net()),
         ToyData(epoch_length=3),
         run_dir=tmp_path,
-        options=options,
+        **QUIET,
+        training=options,
+        max_epochs=2,
         device="cpu",
     ).fit()
     assert summary["step"] == 6.0
@@ -345,7 +370,8 @@ def test_resume_with_longer_schedule_replays_the_new_schedule(tmp_path: Path) ->
             ToyRegression(tiny_net()),
             ToyData(),
             run_dir=tmp_path,
-            options=_options(max_iterations=iterations),
+            **QUIET,
+            training=_options(max_iterations=iterations),
             optimization=optimization,
             device="cpu",
             config=_config(iterations, network),
@@ -366,3 +392,40 @@ def test_resume_with_longer_schedule_replays_the_new_schedule(tmp_path: Path) ->
         match=r"expected the same model and data settings, got changes in network\.name",
     ):
         run(9, network="vnet")
+
+
+def test_deprecated_trainer_options_is_a_training_config_and_still_trains(tmp_path: Path) -> None:
+    from voxelflow.engine.step import TrainerOptions
+
+    with pytest.warns(DeprecationWarning, match="TrainerOptions is deprecated"):
+        options = TrainerOptions.from_config(
+            _options(max_iterations=3, accumulate=2), progress=False, tensorboard=False
+        )
+    assert isinstance(options, TrainingConfig) and options.accumulate == 2
+    with pytest.warns(DeprecationWarning, match=r"Trainer\(options=\.\.\.\) is deprecated"):
+        trainer = Trainer(
+            ToyRegression(tiny_net()), ToyData(), run_dir=tmp_path, options=options, device="cpu"
+        )
+    assert trainer.training is options and not trainer.progress and not trainer.tensorboard
+    assert trainer.fit()["step"] == 3.0 and trainer.state.step == 3
+
+
+def test_training_and_deprecated_options_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected training= or the deprecated options="):
+        Trainer(ToyRegression(tiny_net()), ToyData(), run_dir=tmp_path, device="cpu",
+                training=_options(), options=_options())  # fmt: skip
+
+
+def test_trainer_state_holds_the_counters_and_hooks_still_read_step(tmp_path: Path) -> None:
+    from voxelflow.engine.hooks import StopAfter
+    from voxelflow.engine.trainer_state import TrainerState
+
+    trainer = Trainer(ToyRegression(tiny_net()), ToyData(), run_dir=tmp_path, **QUIET,
+                      training=_options(max_iterations=10, checkpoint_every=2), device="cpu",
+                      hooks=[StopAfter(4)])  # fmt: skip
+    summary = trainer.fit()
+    assert isinstance(trainer.state, TrainerState)
+    assert summary["step"] == 4.0 == trainer.step == trainer.state.step
+    assert trainer.should_stop and trainer.state.batches_consumed == 4
+    saved = load_checkpoint(tmp_path / "checkpoints" / "step_00000004.pt")
+    assert saved["step"] == 4 and saved["trainer_state"]["batches_consumed"] == 4

@@ -25,13 +25,14 @@ SCRIPT = textwrap.dedent(
     import sys
     from engine_toys import ToyData, ToyRegression, tiny_net
     from voxelflow.applications.base import OptimizationSettings
-    from voxelflow.engine.trainer import Trainer, TrainerOptions
+    from voxelflow.config.schema import TrainingConfig
+    from voxelflow.engine.trainer import Trainer
 
     run_dir, iterations = sys.argv[1], int(sys.argv[2])
-    options = TrainerOptions(max_iterations=iterations, checkpoint_every=10_000, log_every=1,
-                             validate_every=0, progress=False, tensorboard=False, seed=5)
+    options = TrainingConfig(max_iterations=iterations, checkpoint_every=10_000, log_every=1,
+                             validate_every=0, seed=5)
     app = ToyRegression(tiny_net(dropout=0.3))
-    Trainer(app, ToyData(2), run_dir=run_dir, options=options,
+    Trainer(app, ToyData(2), run_dir=run_dir, training=options, progress=False, tensorboard=False,
             optimization=OptimizationSettings("sgd", {"lr": 0.05}, "constant", {}, iterations),
             device="cpu").fit()
     """
@@ -43,7 +44,9 @@ def _command(script: Path, run_dir: Path, iterations: int) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(TOYS), "OMP_NUM_THREADS": "1"}
+    # the caller's PYTHONPATH kept after the toys: the child imports the voxelflow under test
+    path = os.pathsep.join(filter(None, [str(TOYS), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -115,15 +118,17 @@ def test_truncated_latest_checkpoint_falls_back_and_is_renamed(
     from engine_toys import ToyData, ToyRegression, tiny_net
 
     from voxelflow.applications.base import OptimizationSettings
-    from voxelflow.engine.trainer import Trainer, TrainerOptions
+    from voxelflow.config.schema import TrainingConfig
+    from voxelflow.engine.trainer import Trainer
 
     def trainer(iterations: int) -> Trainer:
-        options = TrainerOptions(
+        options = TrainingConfig(
             max_iterations=iterations, checkpoint_every=2, keep_last=3, log_every=1,
-            validate_every=0, progress=False, tensorboard=False, seed=5,
+            validate_every=0, seed=5,
         )  # fmt: skip
         return Trainer(
-            ToyRegression(tiny_net()), ToyData(2), run_dir=tmp_path, options=options,
+            ToyRegression(tiny_net()), ToyData(2), run_dir=tmp_path, training=options,
+            progress=False, tensorboard=False,
             optimization=OptimizationSettings("sgd", {"lr": 0.05}, "constant", {}, 8),
             device="cpu",
         )  # fmt: skip
@@ -204,14 +209,15 @@ DDP_SCRIPT = textwrap.dedent(
     from engine_toys import ToyData, ToyRegression, tiny_net
     from voxelflow.applications.base import OptimizationSettings
     from voxelflow.engine import distributed
-    from voxelflow.engine.trainer import Trainer, TrainerOptions
+    from voxelflow.config.schema import TrainingConfig
+    from voxelflow.engine.trainer import Trainer
 
     run_dir = sys.argv[1]
     context = distributed.init_distributed(backend="gloo")
-    options = TrainerOptions(max_iterations=100_000, checkpoint_every=10_000, log_every=1,
-                             validate_every=0, progress=False, tensorboard=False, seed=5)
+    options = TrainingConfig(max_iterations=100_000, checkpoint_every=10_000, log_every=1,
+                             validate_every=0, seed=5)
     trainer = Trainer(ToyRegression(tiny_net()), ToyData(2, seed=context.rank), run_dir=run_dir,
-                      options=options, device="cpu",
+                      training=options, device="cpu", progress=False, tensorboard=False,
                       optimization=OptimizationSettings("sgd", {"lr": 0.01}, "constant", {},
                                                         100_000))
     try:

@@ -3,8 +3,9 @@
 :class:`PreprocessedDataset` reads each subject's files (one or more columns per role, stacked
 as channels), enforces the one grid policy, preprocesses them
 (:class:`~voxelflow.transforms.preprocess.Preprocessor`) and stores the result in the mmap
-cache (:class:`~voxelflow.io.cache.ArrayCache`). The cache key of a subject is a hash of its
-input files' identities (resolved path, size, mtime), the preprocessing settings and the
+cache (:class:`~voxelflow.io.cache.ArrayCache`). Files are read by
+:func:`~voxelflow.data.subject.read_row_images`, the reader inference uses too. The cache key
+of a subject is a hash of its input files' identities (resolved path, size, mtime), the preprocessing settings and the
 fitted state (histogram landmarks, label values): editing one file or one setting rebuilds only
 the affected entries. ``dataset[i]`` returns a :class:`CachedSubject` whose arrays are
 read-only memory maps, built on first access.
@@ -29,32 +30,27 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from voxelflow.config.schema import PreprocessingConfig
 from voxelflow.data.cached import CachedSubject, compute_class_locations
+
+# re-exported: their home is data/subject.py, the one reader of a subject's files
+from voxelflow.data.subject import (  # noqa: F401
+    DEFAULT_KINDS,
+    check_one_channel,
+    default_kind,
+    read_image_file,
+    read_row_images,
+)
 from voxelflow.errors import DataError
 from voxelflow.io.cache import ArrayCache, cache_key, file_identity
 from voxelflow.io.folders import input_folders, refuse_inside_inputs
-from voxelflow.io.image import Image, ImageKind, Subject, check_same_grid, grid_difference
+from voxelflow.io.image import ImageKind, Subject
 from voxelflow.io.table import SubjectRow
-from voxelflow.transforms import functional as F
 from voxelflow.transforms.preprocess import Preprocessor
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_KINDS: dict[str, ImageKind] = {
-    "label": "label",
-    "weight": "weight",
-    "sampling_map": "weight",
-}
-
-
-def default_kind(role: str) -> ImageKind:
-    """``label`` → label; ``weight``/``sampling_map`` → weight; any other role → intensity."""
-    return DEFAULT_KINDS.get(role, "intensity")
-
 
 def preprocess_subject(
     subject: Subject, preprocessing: PreprocessingConfig, fitted_state: dict[str, Any] | None = None
@@ -86,42 +82,6 @@ def _require_fitted(preprocessor: Preprocessor) -> None:
             f"preprocessing steps {unfitted} need fitting: call dataset.fit(train_indices) "
             "or pass the saved fitted_state"
         )
-
-
-def read_image_file(path: Path, *, kind: ImageKind, non_finite: str = "warn") -> Image:
-    """Read one image file with :func:`voxelflow.io.read_image` (imported lazily).
-
-    Args:
-        path: the file (or DICOM folder).
-        kind: image kind of its role.
-        non_finite: the preprocessing policy: ``"warn"`` replaces NaN/Inf voxels by 0 with a
-            warning giving the count; ``"error"`` refuses the file.
-    """
-    from voxelflow.io.readers import read_image  # lazy: keeps data importable without readers
-
-    return read_image(path, kind=kind, non_finite="zero" if non_finite == "warn" else non_finite)
-
-
-def check_one_channel(image: Image, *, role: str, columns: Sequence[str], subject: str) -> None:
-    """Refuse a multi-channel (4D) file in an ``image`` or ``label`` column.
-
-    The network has one input channel per ``dataset.inputs.image`` column, so a 4D file would
-    otherwise fail inside the network with a shape message naming no file.
-
-    Raises:
-        DataError: naming the file, its channel count and the channels the model expects.
-    """
-    if role not in ("image", "label") or image.data.shape[0] == 1:
-        return
-    expected = (
-        f"{len(columns)} input channel(s), one per dataset.inputs.image column {list(columns)}"
-        if role == "image" else "one label channel"
-    )
-    raise DataError(
-        f"{str(image.path)!r} (subject {subject!r}, role {role!r}): expected one channel per "
-        f"file, got {image.data.shape[0]} channels (a 4D file); the model takes {expected}. "
-        "Split the file into one file per channel and list each as a column"
-    )
 
 
 class PreprocessedDataset:
@@ -208,51 +168,13 @@ class PreprocessedDataset:
         )
 
     def load_original(self, index: int) -> Subject:
-        """Read row ``index`` unpreprocessed (channels stacked, grids checked)."""
-        row = self.rows[index]
-        policy = self.preprocessing.non_finite
-        images: dict[str, Image] = {}
-        for role, columns in self.inputs.items():
-            parts = [
-                read_image_file(row.path(c), kind=self.kinds[role], non_finite=policy)
-                for c in columns
-            ]
-            for part in parts:
-                check_one_channel(part, role=role, columns=columns, subject=row.name)
-            images[role] = self._stack(parts, role, row.name)
-        images = self._align(images, row.name)
-        return Subject(row.name, images, self.fields(index))
-
-    def _stack(self, parts: list[Image], role: str, name: str) -> Image:
-        first = parts[0]
-        aligned = [first, *(self._onto(first, p, name) for p in parts[1:])]
-        data = torch.cat([p.data for p in aligned], dim=0) if len(aligned) > 1 else first.data
-        return first.with_data(data, kind=self.kinds[role])
-
-    def _align(self, images: dict[str, Image], name: str) -> dict[str, Image]:
-        first = next(iter(images.values()))
-        return {role: self._onto(first, img, name) for role, img in images.items()}
-
-    def _onto(self, reference: Image, image: Image, name: str) -> Image:
-        if not self.resample_to_first or grid_difference(reference, image) is None:
-            check_same_grid(reference, image, what=f"images of subject {name!r}")
-            return image
-        logger.warning(
-            "subject %r: resampling %s onto %s (%s)",
-            name,
-            image.path,
-            reference.path,
-            grid_difference(reference, image),
-        )
-        method = "nearest" if image.kind == "label" else "linear"
-        data = F.resample(
-            image.data,
-            image.affine,
-            target_shape=reference.spatial_shape,
-            target_affine=reference.affine,
-            interpolation=method,
-        )
-        return image.with_data(data, affine=reference.affine.copy())
+        """Read row ``index`` unpreprocessed, by :func:`~voxelflow.data.subject.read_row_images`
+        (channels stacked, the one grid policy of training and inference)."""
+        images = read_row_images(
+            self.rows[index], self.inputs, kinds=self.kinds,
+            resample_to_first=self.resample_to_first, non_finite=self.preprocessing.non_finite,
+        )  # fmt: skip
+        return Subject(self.rows[index].name, images, self.fields(index))
 
     def fit(self, train_indices: Sequence[int]) -> dict[str, Any]:
         """Fit normalisers and label values on the given (training) rows; returns the state."""

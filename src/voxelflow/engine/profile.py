@@ -251,20 +251,20 @@ def time_training_step(
     """
     from voxelflow.applications.base import OptimizationSettings
     from voxelflow.engine.device import move_to_device, select_device
-    from voxelflow.engine.trainer import Trainer, TrainerOptions
+    from voxelflow.engine.trainer import Trainer
 
     device = select_device(experiment.system.device)
     on_device = move_to_device(batch, device)
-    options = TrainerOptions.from_config(
-        experiment.training, max_iterations=warmup + iterations, validate_every=0,
-        checkpoint_every=10**9, early_stopping_patience=None, progress=False, tensorboard=False,
-    )  # fmt: skip
+    training = experiment.training.model_copy(update={
+        "max_iterations": warmup + iterations, "validate_every": 0,
+        "checkpoint_every": 10**9, "early_stopping_patience": None,
+    })  # fmt: skip
     clock = _StepClock(warmup, iterations)
     with tempfile.TemporaryDirectory(prefix="voxelflow-profile-") as scratch:
         trainer = Trainer(
-            application, _Repeat(on_device), run_dir=scratch, options=options,
+            application, _Repeat(on_device), run_dir=scratch, training=training,
             optimization=OptimizationSettings.from_experiment(experiment), device=device,
-            hooks=[clock], resume=False,
+            hooks=[clock], resume=False, progress=False, tensorboard=False,
         )  # fmt: skip
         trainer.fit()
     return StepTiming((clock.end - clock.start) / iterations * 1e3, str(device), iterations)

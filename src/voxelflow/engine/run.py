@@ -262,7 +262,7 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
     """
     from voxelflow.applications.base import OptimizationSettings
     from voxelflow.engine.run_dir import finished_run_summary, prepare_run_dir
-    from voxelflow.engine.trainer import Trainer, TrainerOptions
+    from voxelflow.engine.trainer import Trainer
 
     if not force:  # a finished run says so in one line instead of printing empty progress bars
         finished = finished_run_summary(Path(run_dir or experiment.system.run_dir), experiment)
@@ -277,7 +277,7 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
         pipeline = build_training_pipeline(experiment, run.root, base_dir=base_dir, resume=resume)
         trainer = Trainer(
             pipeline.application, pipeline.loader, run_dir=run.root,
-            options=TrainerOptions.from_config(experiment.training),
+            training=experiment.training,
             optimization=OptimizationSettings.from_experiment(experiment),
             validation_data=SubjectView(pipeline.data.dataset, pipeline.data.validation),
             device=experiment.system.device, config=experiment, resume=resume,

@@ -1,63 +1,58 @@
-"""What the trainer hands applications: loop options and the per-step training context.
+"""What the trainer hands applications: the per-step training context.
 
-:class:`TrainerOptions` mirrors the ``training`` config section; :class:`StepContext` implements
+:class:`StepContext` implements
 :class:`~voxelflow.applications.base.TrainingContext` (autocast, scaled backward divided by the
-accumulation steps, unscale + clip + step per named optimiser).
+accumulation steps, unscale + clip + step per named optimiser). :class:`TrainerOptions` is the
+deprecated name of the trainer's settings, now the ``TrainingConfig`` itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
+from voxelflow.config.schema import TrainingConfig
 from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from voxelflow.engine.trainer import Trainer
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainerOptions:
-    """Loop settings (the fields of ``training`` in the experiment config, plus a few extras).
+class TrainerOptions(TrainingConfig):
+    """Deprecated: pass the ``TrainingConfig`` itself as ``Trainer(training=...)``.
+
+    Kept for code written against voxelflow ≤ 0.x: it *is* a :class:`TrainingConfig` (same
+    fields, defaults and checks) plus the three settings the trainer now takes as its own
+    ``progress``/``tensorboard``/``max_epochs`` arguments.
 
     Example:
-        >>> options = TrainerOptions(max_iterations=20, validate_every=10)
-        >>> options.max_iterations, options.validate_every, options.accumulate
-        (20, 10, 1)
-        >>> from voxelflow.config.schema import TrainingConfig
-        >>> TrainerOptions.from_config(TrainingConfig(max_iterations=5), progress=False).max_iterations
-        5
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     options = TrainerOptions(max_iterations=20, progress=False)
+        >>> options.max_iterations, options.accumulate, options.progress
+        (20, 1, False)
     """
 
-    max_iterations: int = 1000
-    max_epochs: int | None = None
-    accumulate: int = 1
-    grad_clip: float | None = None
-    amp: str = "auto"
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    validate_every: int = 100
-    log_every: int = 10
-    checkpoint_every: int = 100
-    keep_last: int = 2
-    keep_best: int = 1
-    best_metric: str = "dice"
-    best_mode: str = "max"
-    early_stopping_patience: int | None = None
-    image_every: int = 0
     progress: bool = True
     tensorboard: bool = True
+    max_epochs: int | None = None
+
+    def model_post_init(self, context: object, /) -> None:
+        warnings.warn(
+            "TrainerOptions is deprecated: pass the TrainingConfig as Trainer(training=...) and "
+            "progress=/tensorboard= to the Trainer",
+            DeprecationWarning,
+            stacklevel=4,
+        )
 
     @classmethod
-    def from_config(cls, training: Any, **extra: Any) -> TrainerOptions:
-        """Options from a ``TrainingConfig`` section (unknown fields of it are ignored)."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        values = {name: getattr(training, name) for name in names if hasattr(training, name)}
-        return cls(**{**values, **extra})
+    def from_config(cls, training: TrainingConfig, **extra: object) -> TrainerOptions:
+        """Options from a ``TrainingConfig`` section, with ``extra`` fields replaced."""
+        return cls(**{**training.model_dump(), **extra})
 
 
 class StepContext:
@@ -66,7 +61,7 @@ class StepContext:
     def __init__(self, trainer: Trainer) -> None:
         self._trainer = trainer
         self.device = trainer.device
-        self.accumulate = trainer.options.accumulate
+        self.accumulate = trainer.training.accumulate
         self.iteration = 0
         self.grad_norms: dict[str, torch.Tensor] = {}  # last clipped norm per optimiser
 
@@ -85,7 +80,7 @@ class StepContext:
 
     def step(self, optimizer: str = "default") -> None:
         opt, scaler = self._lookup(optimizer)
-        clip = self._trainer.options.grad_clip
+        clip = self._trainer.training.grad_clip
         if clip:
             scaler.unscale_(opt)
             parameters = [p for group in opt.param_groups for p in group["params"]]

@@ -14,8 +14,8 @@ over a :class:`~voxelflow.sampling.queue.PatchQueue`); anything else is fast-for
 skipping the batches already consumed.
 
 Example:
-    >>> options = TrainerOptions(max_iterations=100)
-    >>> trainer = Trainer(app, loader, run_dir="runs/x", options=options)  # doctest: +SKIP
+    >>> training = TrainingConfig(max_iterations=100)
+    >>> trainer = Trainer(app, loader, run_dir="runs/x", training=training)  # doctest: +SKIP
     >>> summary = trainer.fit()  # doctest: +SKIP
 """
 
@@ -27,6 +27,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from voxelflow.applications.base import Application, OptimizationSettings
+from voxelflow.config.schema import TrainingConfig
 from voxelflow.engine import distributed
 from voxelflow.engine.checkpoint import (
     CheckpointDamagedError,
@@ -51,7 +53,7 @@ from voxelflow.engine.hooks import Hook, HookList
 from voxelflow.engine.logging import RunLogger
 from voxelflow.engine.run_dir import RunLock, config_as_dict
 from voxelflow.engine.step import StepContext, TrainerOptions
-from voxelflow.engine.trainer_state import TrainerStateMixin
+from voxelflow.engine.trainer_state import TrainerState, checkpoint_state, restore_checkpoint
 from voxelflow.errors import CheckpointError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -60,27 +62,51 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-class Trainer(TrainerStateMixin):
+def _training_settings(
+    training: TrainingConfig | None, options: TrainingConfig | None
+) -> TrainingConfig:
+    """The loop settings given as ``training`` (or as the deprecated ``options``)."""
+    if options is None:
+        return training or TrainingConfig()
+    if training is not None:
+        raise ConfigError("Trainer: expected training= or the deprecated options=, got both")
+    warnings.warn(
+        "Trainer(options=...) is deprecated: pass the TrainingConfig as Trainer(training=...)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return options
+
+
+class Trainer:
     """Train an application on an iterable of batches.
 
     Args:
         application: the application (its modules may be on any device; they are moved).
         train_data: iterable of dict batches for this rank (re-iterated for every epoch).
         run_dir: the run folder (checkpoints, logs).
-        options: loop settings.
+        training: the loop settings, the experiment's ``training`` section (its ``hooks`` are
+            built by the caller and passed as ``hooks``).
         optimization: optimiser and schedule for :meth:`Application.configure_optimizers`.
         validation_data: whole validation subjects, the same full list on every rank.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
         hooks: callbacks.
         config: the resolved experiment, saved in checkpoints and compared on resume.
         resume: continue from the run folder's last checkpoint when there is one.
+        progress: show progress bars (rank 0).
+        tensorboard: write TensorBoard logs (rank 0).
+        max_epochs: also stop after this many passes over ``train_data`` (None: no limit).
+        options: deprecated name of ``training``.
+
+    Attributes:
+        state: the run's counters (:class:`~voxelflow.engine.trainer_state.TrainerState`).
 
     Shape:
         train_data batches: role → ``(B, C, *window)`` tensors (plus per-window fields).
 
     Example:
-        >>> options = TrainerOptions(max_iterations=50)
-        >>> trainer = Trainer(application, loader, run_dir="runs/demo", options=options)  # doctest: +SKIP
+        >>> training = TrainingConfig(max_iterations=50)
+        >>> trainer = Trainer(application, loader, run_dir="runs/demo", training=training)  # doctest: +SKIP
         >>> metrics = trainer.fit()  # doctest: +SKIP
     """
 
@@ -90,15 +116,24 @@ class Trainer(TrainerStateMixin):
         train_data: Iterable[Mapping[str, Any]],
         *,
         run_dir: str | Path,
-        options: TrainerOptions | None = None,
+        training: TrainingConfig | None = None,
         optimization: OptimizationSettings | None = None,
         validation_data: Sequence[Any] = (),
         device: str | torch.device = "auto",
         hooks: Sequence[Hook] = (),
         config: Any = None,
         resume: bool = True,
+        progress: bool = True,
+        tensorboard: bool = True,
+        max_epochs: int | None = None,
+        options: TrainingConfig | None = None,
     ) -> None:
-        self.options = options or TrainerOptions()
+        self.training = _training_settings(training, options)
+        if isinstance(self.training, TrainerOptions):  # the deprecated options carry both
+            progress, tensorboard = self.training.progress, self.training.tensorboard
+            max_epochs = self.training.max_epochs
+        self.progress, self.tensorboard, self.max_epochs = progress, tensorboard, max_epochs
+        self.state = TrainerState()
         self.application, self.train_data = application, train_data
         self.validation_data = validation_data
         self.run_dir, self.resume = Path(run_dir), resume
@@ -110,38 +145,30 @@ class Trainer(TrainerStateMixin):
                 device, local_rank=self.context.local_rank if self.context.is_distributed else None
             )
         )
-        self.precision = resolve_precision(self.options.amp, self.device)
+        self.precision = resolve_precision(self.training.amp, self.device)
         self.hooks = HookList(hooks)
         self.config = config_as_dict(config) if config is not None else None
         self._build_optimisation(optimization)
         self.checkpoints = CheckpointManager(
             self.run_dir / "checkpoints",
-            keep_last=self.options.keep_last,
-            keep_best=self.options.keep_best,
-            best_mode=self.options.best_mode,
+            keep_last=self.training.keep_last,
+            keep_best=self.training.keep_best,
+            best_mode=self.training.best_mode,
         )
-        self.step = self.epoch = self.batches_consumed = self.bad_validations = 0
-        self.best_value: float | None = None
-        self.should_stop = False
-        self.last_metrics: dict[str, float] = {}
-        self._sums: dict[str, float] = {}
-        self._skip_batches = 0
-        self._data_base = self._batches_at_restore = self._last_saved_step = 0
         self.run_logger: RunLogger | None = None
-        self.stop_signal: int | None = None
 
     def _build_optimisation(self, optimization: OptimizationSettings | None) -> None:
         """Seed, move modules to the device, build optimisers and scalers, wrap for DDP/compile."""
-        application, options = self.application, self.options
-        if application.manual_optimization and options.accumulate > 1:
+        application, training = self.application, self.training
+        if application.manual_optimization and training.accumulate > 1:
             raise ConfigError(
                 f"training.accumulate: expected 1 for {application.name} (it steps its own "
-                f"optimisers), got {options.accumulate}"
+                f"optimisers), got {training.accumulate}"
             )
-        seed_everything(options.seed + self.context.rank, deterministic=options.deterministic)
+        seed_everything(training.seed + self.context.rank, deterministic=training.deterministic)
         for module in application.modules.values():
             module.to(self.device)
-        settings = optimization or OptimizationSettings(max_iterations=options.max_iterations)
+        settings = optimization or OptimizationSettings(max_iterations=training.max_iterations)
         self.optimizers = application.configure_optimizers(settings)
         self.scalers = {
             name: torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
@@ -151,7 +178,46 @@ class Trainer(TrainerStateMixin):
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         wrapped = distributed.wrap_data_parallel(module, self.device)
-        return torch.compile(wrapped) if self.options.compile else wrapped
+        return torch.compile(wrapped) if self.training.compile else wrapped
+
+    # --- what hooks read (documented in engine/hooks.py) ----------------------------------------
+    @property
+    def step(self) -> int:
+        """Optimiser updates done so far (``state.step``)."""
+        return self.state.step
+
+    @property
+    def should_stop(self) -> bool:
+        """Set it to True (from a hook) to end training after the current iteration."""
+        return self.state.should_stop
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        self.state.should_stop = value
+
+    @property
+    def last_metrics(self) -> dict[str, float]:
+        """The last validation's metrics (averaged over subjects)."""
+        return self.state.last_metrics
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs (gathers RNG and data states from every rank)."""
+        return checkpoint_state(self)
+
+    def save(self, *, metric: float | None = None) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 writes; every rank must call)."""
+        state = self.state_dict()
+        self.state.last_saved_step = self.state.step
+        if not self.context.is_main:
+            return None
+        path = self.checkpoints.save(state, step=self.state.step, metric=metric)
+        self.hooks.on_checkpoint(self, path)
+        return path
+
+    def load(self, path: Path) -> None:
+        """Restore the full training state from a checkpoint."""
+        restore_checkpoint(self, path)
 
     # --- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -177,7 +243,7 @@ class Trainer(TrainerStateMixin):
         remaining workers are shut down so that PyTorch does not report it again."""
         failure = dead_worker_error(
             error, self.train_data, rank=self.context.rank,
-            world_size=self.context.world_size, step=self.step,
+            world_size=self.context.world_size, step=self.state.step,
         )  # fmt: skip
         if failure is not None:
             stop_workers(self.train_data)
@@ -221,11 +287,11 @@ class Trainer(TrainerStateMixin):
             self._resume_from_latest_intact()
         self.run_logger = RunLogger(
             self.run_dir,
-            total_iterations=self.options.max_iterations,
-            start_iteration=self.step,
+            total_iterations=self.training.max_iterations,
+            start_iteration=self.state.step,
             enabled=self.context.is_main,
-            progress=self.options.progress,
-            tensorboard=self.options.tensorboard,
+            progress=self.progress,
+            tensorboard=self.tensorboard,
         )
         previous = self._install_stop_handlers()
         try:
@@ -238,11 +304,11 @@ class Trainer(TrainerStateMixin):
         finally:
             self._restore_handlers(previous)
             self.run_logger.close()
-        if self.stop_signal is not None:
+        if self.state.stop_signal is not None:
             self._stop_on_signal()
-        summary = {**self.last_metrics, "step": float(self.step)}
-        if self.best_value is not None:
-            summary["best"] = self.best_value
+        summary = {**self.state.last_metrics, "step": float(self.state.step)}
+        if self.state.best_value is not None:
+            summary["best"] = self.state.best_value
         return summary
 
     def _install_stop_handlers(self) -> dict[int, Any]:
@@ -253,7 +319,7 @@ class Trainer(TrainerStateMixin):
             return {}
 
         def handler(number: int, _frame: Any) -> None:
-            self.stop_signal = number  # saved by the loop after this step, never from here
+            self.state.stop_signal = number  # saved by the loop after this step, never from here
 
         previous = {}
         for number in STOP_SIGNALS:
@@ -274,25 +340,25 @@ class Trainer(TrainerStateMixin):
         the next gradient all-reduce. The largest signal number wins (SIGTERM over SIGINT).
         """
         if not self.context.is_distributed:
-            return self.stop_signal
+            return self.state.stop_signal
         import torch.distributed as dist
 
         # nccl reduces CUDA tensors only; gloo CPU ones
         where = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        flag = torch.tensor([self.stop_signal or 0], dtype=torch.int64, device=where)
+        flag = torch.tensor([self.state.stop_signal or 0], dtype=torch.int64, device=where)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item()) or None
 
     def _stop_on_signal(self) -> None:
-        number = self.stop_signal
+        number = self.state.stop_signal
         assert number is not None
-        if self.step > 0 and self._last_saved_step != self.step:
+        if self.state.step > 0 and self.state.last_saved_step != self.state.step:
             self.save()  # every rank agreed to stop at this step; rank 0 writes
         if self.context.is_main:
             where = self.checkpoints.last_path()
             print(
                 f"voxelflow: {signal.Signals(number).name} received: checkpoint of iteration "
-                f"{self.step} written to {where}; run the same command again to resume",
+                f"{self.state.step} written to {where}; run the same command again to resume",
                 file=sys.stderr,
                 flush=True,
             )
@@ -305,18 +371,18 @@ class Trainer(TrainerStateMixin):
         self.hooks.on_train_start(self)
         logger.info(
             "training %s from iteration %d to %d (seed %d%s, %d rank(s), %s)",
-            self.application.name, self.step, self.options.max_iterations, self.options.seed,
-            ", deterministic" if self.options.deterministic else "", self.context.world_size, self.device,
+            self.application.name, self.state.step, self.training.max_iterations, self.training.seed,
+            ", deterministic" if self.training.deterministic else "", self.context.world_size, self.device,
         )  # fmt: skip
         first = True
-        while self.step < self.options.max_iterations and not self.should_stop:
-            ctx.iteration = self.step
+        while self.state.step < self.training.max_iterations and not self.state.should_stop:
+            ctx.iteration = self.state.step
             try:
                 batch, losses, data_time, compute_time = self._iteration(batches, ctx)
             except StopIteration:  # max_epochs reached
                 self._finish_last_epoch(ctx)
                 break
-            self.step += 1
+            self.state.step += 1
             self._accumulate(
                 {
                     **{f"train/{k}": v.detach() for k, v in losses.items()},
@@ -333,15 +399,15 @@ class Trainer(TrainerStateMixin):
             # agreement stays set locally and is agreed on after the next step
             agreed = self._agreed_stop_signal()
             if agreed is not None:
-                self.stop_signal = agreed
+                self.state.stop_signal = agreed
                 return
         self.hooks.on_train_end(self)
 
     def _finish_last_epoch(self, ctx: StepContext) -> None:
-        if self.step == 0 or self._last_saved_step == self.step:
+        if self.state.step == 0 or self.state.last_saved_step == self.state.step:
             return
         self._log_interval(ctx)
-        metric = self.validate() if self.options.validate_every else None
+        metric = self.validate() if self.training.validate_every else None
         self.save(metric=metric)
 
     def _iteration(
@@ -349,17 +415,17 @@ class Trainer(TrainerStateMixin):
     ) -> tuple[Any, dict[str, torch.Tensor], float, float]:
         data_time = compute_time = 0.0
         totals: dict[str, torch.Tensor] = {}
-        for micro in range(self.options.accumulate):
+        for micro in range(self.training.accumulate):
             start = time.perf_counter()
             batch = move_to_device(next(batches), self.device)
             computed = time.perf_counter()
             with (
-                self._no_sync(last=micro == self.options.accumulate - 1),
+                self._no_sync(last=micro == self.training.accumulate - 1),
                 self.application.using_modules(self.train_modules),
             ):
                 losses = self.application.train_step(batch, ctx)
             for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + value.detach() / self.options.accumulate
+                totals[name] = totals.get(name, 0.0) + value.detach() / self.training.accumulate
             data_time, compute_time = (
                 data_time + computed - start,
                 compute_time + time.perf_counter() - computed,
@@ -383,58 +449,61 @@ class Trainer(TrainerStateMixin):
         return stack
 
     def _batches(self) -> Iterator[Mapping[str, Any]]:
-        skip = self._skip_batches
+        skip = self.state.skip_batches
         while True:
             if hasattr(self.train_data, "set_epoch"):
-                self.train_data.set_epoch(self.epoch)
+                self.train_data.set_epoch(self.state.epoch)
             produced = False
             for batch in self.train_data:
                 produced = True
                 if skip > 0:
                     skip -= 1
                     continue
-                self.batches_consumed += 1
+                self.state.batches_consumed += 1
                 yield batch
             if not produced:
                 raise DataError("training data: expected at least one batch per epoch, got none")
-            self.epoch += 1
-            if self.options.max_epochs is not None and self.epoch >= self.options.max_epochs:
+            self.state.epoch += 1
+            if (
+                self.max_epochs is not None
+                and self.state.epoch >= self.max_epochs
+            ):
                 return
 
     def _accumulate(self, values: Mapping[str, Any]) -> None:
         for name, value in values.items():
-            self._sums[name] = self._sums.get(name, 0.0) + value
-        self._sums["count"] = self._sums.get("count", 0) + 1
+            self.state.sums[name] = self.state.sums.get(name, 0.0) + value
+        self.state.sums["count"] = self.state.sums.get("count", 0) + 1
 
     def _after_iteration(
         self, batch: Mapping[str, Any], losses: Mapping[str, torch.Tensor], ctx: StepContext
     ) -> None:
-        options, step = self.options, self.step
+        training, step = self.training, self.state.step
         assert self.run_logger is not None  # set by fit()
-        final = step >= options.max_iterations
-        logged = self._log_interval(ctx) if step % options.log_every == 0 or final else {}
+        final = step >= training.max_iterations
+        logged = self._log_interval(ctx) if step % training.log_every == 0 or final else {}
         postfix = {"loss": logged["train/loss"]} if "train/loss" in logged else {}
         self.run_logger.update_progress(1, **postfix)
-        if options.image_every and step % options.image_every == 0 and self.context.is_main:
+        if training.image_every and step % training.image_every == 0 and self.context.is_main:
             self.run_logger.log_images(step, self.application.example_images(batch, losses))
         metric = None
-        if options.validate_every and (step % options.validate_every == 0 or final):
+        if training.validate_every and (step % training.validate_every == 0 or final):
             metric = self.validate()
         # rank 0 alone knows the kept checkpoints: its decision holds for every rank
         among_best = metric is not None and distributed.broadcast_object(
             self.checkpoints.is_among_best(metric)
         )
-        if step % options.checkpoint_every == 0 or final or self.should_stop or among_best:
+        if step % training.checkpoint_every == 0 or final or self.state.should_stop or among_best:
             self.save(metric=metric)
 
     def _log_interval(self, ctx: StepContext) -> dict[str, float]:
-        count = self._sums.pop("count", 1)
-        scalars = {name: float(value) / count for name, value in self._sums.items()}
-        self._sums = {}
+        count = self.state.sums.pop("count", 1)
+        scalars = {name: float(value) / count for name, value in self.state.sums.items()}
+        self.state.sums = {}
         for name, (opt, _) in self.optimizers.items():
             scalars[f"lr/{name}"] = opt.param_groups[0]["lr"]
         scalars.update({f"grad_norm/{name}": float(v) for name, v in ctx.grad_norms.items()})
-        self.run_logger.log_scalars(self.step, scalars)  # type: ignore[union-attr]
+        self.run_logger.log_scalars(self.state.step, scalars)  # type: ignore[union-attr]
         return scalars
 
     def _log_graph(self, batch: Mapping[str, Any]) -> None:
@@ -459,7 +528,7 @@ class Trainer(TrainerStateMixin):
                 self._said_no_validation = True
             return None
         ctx = StepContext(self)
-        ctx.iteration = self.step
+        ctx.iteration = self.state.step
         mine = distributed.shard(
             list(range(len(self.validation_data))),
             rank=self.context.rank,
@@ -473,41 +542,45 @@ class Trainer(TrainerStateMixin):
             ]
         self.application.train()
         per_subject = [item for part in distributed.gather_objects(local) for item in part]
-        self.last_metrics = distributed.mean_over_subjects(metrics for _, metrics in per_subject)
+        self.state.last_metrics = distributed.mean_over_subjects(
+            metrics for _, metrics in per_subject
+        )
         if self.run_logger is not None:
             self.run_logger.log_scalars(
-                self.step, {f"val/{k}": v for k, v in self.last_metrics.items()}
+                self.state.step, {f"val/{k}": v for k, v in self.state.last_metrics.items()}
             )
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.last_metrics.items() if "/" not in k)
-        logger.info(
-            "iteration %d: validation on %d subjects: %s", self.step, len(per_subject), shown
+        shown = ", ".join(
+            f"{k}={v:.4g}" for k, v in self.state.last_metrics.items() if "/" not in k
         )
-        self.hooks.on_validation_end(self, self.last_metrics)
-        metric = self.last_metrics.get(self.options.best_metric)
+        logger.info(
+            "iteration %d: validation on %d subjects: %s", self.state.step, len(per_subject), shown
+        )
+        self.hooks.on_validation_end(self, self.state.last_metrics)
+        metric = self.state.last_metrics.get(self.training.best_metric)
         if metric is None:
             logger.warning(
                 "validation has no metric %r (training.best_metric); got %s",
-                self.options.best_metric,
-                sorted(self.last_metrics),
+                self.training.best_metric,
+                sorted(self.state.last_metrics),
             )
             return None
         self._track_best(metric)
         return metric
 
     def _track_best(self, metric: float) -> None:
-        sign = 1.0 if self.options.best_mode == "max" else -1.0
+        sign = 1.0 if self.training.best_mode == "max" else -1.0
         if not math.isnan(metric) and (
-            self.best_value is None or sign * metric > sign * self.best_value
+            self.state.best_value is None or sign * metric > sign * self.state.best_value
         ):
-            self.best_value, self.bad_validations = metric, 0
+            self.state.best_value, self.state.bad_validations = metric, 0
             return
-        self.bad_validations += 1
-        patience = self.options.early_stopping_patience
-        if patience is not None and self.bad_validations >= patience:
+        self.state.bad_validations += 1
+        patience = self.training.early_stopping_patience
+        if patience is not None and self.state.bad_validations >= patience:
             logger.info(
                 "early stopping at iteration %d: %s did not improve for %d validations",
-                self.step,
-                self.options.best_metric,
+                self.state.step,
+                self.training.best_metric,
                 patience,
             )
-            self.should_stop = True
+            self.state.should_stop = True
