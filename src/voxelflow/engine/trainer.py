@@ -27,7 +27,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ class Trainer(TrainerStateMixin):
         hooks: callbacks.
         config: the resolved experiment, saved in checkpoints and compared on resume.
         resume: continue from the run folder's last checkpoint when there is one.
+        batch_transform: applied to every training batch on the device before the step (the
+            batched augmentation of ``training.augmentation_device``); ``None``: nothing.
 
     Shape:
         train_data batches: role → ``(B, C, *window)`` tensors (plus per-window fields).
@@ -97,8 +99,10 @@ class Trainer(TrainerStateMixin):
         hooks: Sequence[Hook] = (),
         config: Any = None,
         resume: bool = True,
+        batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.options = options or TrainerOptions()
+        self.batch_transform = batch_transform  # batched device augmentation, after the move
         self.application, self.train_data = application, train_data
         self.validation_data = validation_data
         self.run_dir, self.resume = Path(run_dir), resume
@@ -353,6 +357,8 @@ class Trainer(TrainerStateMixin):
             start = time.perf_counter()
             batch = move_to_device(next(batches), self.device)
             computed = time.perf_counter()
+            if self.batch_transform is not None:
+                batch = self.batch_transform(batch)
             with (
                 self._no_sync(last=micro == self.options.accumulate - 1),
                 self.application.using_modules(self.train_modules),
