@@ -1,8 +1,8 @@
 """The batched GPU augmentation path in training, measured on one GPU (issue 18, item 2).
 
-One command, from the source tree, on a bare GPU machine (its own Python and CUDA PyTorch)::
+One command, from the source tree, on a bare GPU machine (its own Python and CUDA PyTorch):
 
-    PYTHONPATH=src python benchmarks/gpu.py --json
+Run: ``PYTHONPATH=src python benchmarks/gpu.py --json``
 
 Wheels to carry: none beyond torch and numpy (the training import path used here, transforms,
 sampling, networks and losses, imports no nibabel, SimpleITK, pydicom, scipy, pydantic or
