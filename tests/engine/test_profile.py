@@ -170,3 +170,20 @@ def test_cli_profile_run_dir_gets_only_data_preparation(
 def test_cli_profile_rejects_bad_iterations(tmp_path: Path) -> None:
     config = _write_experiment(tmp_path)
     assert main(["profile", "-c", str(config), "--iterations", "0"]) == 2
+
+
+def test_cli_profile_reports_which_augmentation_path_training_uses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write_experiment(tmp_path)
+    argv = ["profile", "-c", str(config), "--iterations", "1", "--warmup", "0",
+            "--no-augmentation-split"]  # fmt: skip
+    assert main(argv) == 0
+    assert "augmentation runs per window in the workers (augmentation_device auto: training " \
+        "runs on cpu)" in capsys.readouterr().out
+    text = config.read_text().replace("num_workers: 0}", "num_workers: 0, augmentation_device: batched}")
+    config.write_text(text)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "augmentation runs batched on cpu (augmentation_device batched)" in out
+    assert re.search(r"^training step: ([\d.]+) ms/iteration on cpu ", out, re.M)

@@ -214,6 +214,14 @@ class TrainingConfig(Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="validations without improvement"
     )
+    augmentation_device: Literal["auto", "cpu", "cuda", "batched"] = Field(
+        "auto",
+        description="where augmentation runs: cpu = per window in the DataLoader workers; cuda = "
+        "batched on the training GPU before the forward pass (workers only read windows with a "
+        "margin; an error without CUDA); batched = that batched path on whatever device trains "
+        "(CPU included); auto = cuda when training runs on a CUDA device, else cpu. Also written "
+        "`augmentation: {device: ..., transforms: [...]}`",
+    )
     hooks: list[Component] = Field(
         default_factory=list,
         description="training-loop hooks, each `{name: ..., **options}` from the hook registry "
@@ -426,6 +434,30 @@ class ExperimentConfig(Section):
     num_classes: int | None = Field(
         None, ge=1, description="output classes; null: from the label values"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _augmentation_section(cls, data: Any) -> Any:
+        """Accept ``augmentation: {device: cuda, transforms: [...]}`` (issue 18's spelling) as
+        ``augmentation: [...]`` plus ``training.augmentation_device``."""
+        if not isinstance(data, dict) or not isinstance(data.get("augmentation"), dict):
+            return data
+        section = dict(data["augmentation"])
+        unknown = sorted(set(section) - {"device", "transforms"})
+        if unknown:
+            raise ValueError(
+                f"augmentation: expected a list of transforms or {{device, transforms}}, got "
+                f"unknown keys {unknown}"
+            )
+        training = dict(data.get("training") or {})
+        if "device" in section:
+            if "augmentation_device" in training:
+                raise ValueError(
+                    "augmentation.device: given twice, also as training.augmentation_device "
+                    f"({training['augmentation_device']!r}); keep one"
+                )
+            training["augmentation_device"] = section["device"]
+        return {**data, "augmentation": section.get("transforms") or [], "training": training}
     task: dict[str, Any] = Field(
         default_factory=dict,
         description="options of the application (e.g. classification target_column, gan "

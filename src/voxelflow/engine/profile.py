@@ -29,7 +29,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,8 +240,11 @@ def time_training_step(
     *,
     iterations: int,
     warmup: int = 2,
+    batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> StepTiming:
     """Time the real trainer iteration on one pre-made batch on the configured device.
+
+    With ``batch_transform`` (the batched device augmentation) the step includes it, as in training.
 
     The :class:`~voxelflow.engine.trainer.Trainer` runs with the experiment's optimiser, precision,
     accumulation and logging interval, in a temporary folder, without validation or checkpoints.
@@ -265,6 +268,7 @@ def time_training_step(
             application, _Repeat(on_device), run_dir=scratch, training=training,
             optimization=OptimizationSettings.from_experiment(experiment), device=device,
             hooks=[clock], resume=False, progress=False, tensorboard=False,
+            batch_transform=batch_transform,
         )  # fmt: skip
         trainer.fit()
     return StepTiming((clock.end - clock.start) / iterations * 1e3, str(device), iterations)
@@ -336,8 +340,7 @@ def _data_advice(ratio: float, settings: PipelineSettings, share: float | None) 
             "costly transforms (elastic, affine with p=1) or lower their p"
         )
     if share is not None and share >= 0.5:
-        # the batched GPU augmentation is not wired into training yet (issue 18): point to the
-        # fused CPU kernel, which training does use
+        # the per-window path: point to the fused CPU kernel (the batched path is for CUDA)
         advice.append(
             "keep system.resample_kernel at auto or numba: one fused pass resamples every role "
             "of a window (the torch path is ~2.5x slower)"
@@ -424,13 +427,15 @@ def profile_experiment(
         finally:
             _release(pipeline.loader)
         step = time_training_step(
-            pipeline.application, batch, experiment, iterations=iterations, warmup=warmup
+            pipeline.application, batch, experiment, iterations=iterations, warmup=warmup,
+            batch_transform=pipeline.batch_transform,
         )
     settings = PipelineSettings.from_experiment(experiment, device=step.device)
     share = augmentation_share(data, bare)
     bottleneck, advice = diagnose(data, step, settings, share=share)
     notes = _notes(settings, prepared, temporary=run_dir is None)
     notes.append(_kernel_note(experiment))
+    notes.append(pipeline.augmentation_path.describe())  # which path training will use
     return ProfileReport(data, step, settings, bottleneck, advice, bare, notes, pipeline.threads)
 
 

@@ -171,6 +171,10 @@ class TrainingPipeline:
         queue: the patch queue over the training subjects of this rank.
         loader: the DataLoader of collated batches ``(B, C, *window)`` over the queue.
         threads: the :class:`~voxelflow.engine.threads.ThreadChoice` applied to this process.
+        augmentation_path: where augmentation runs
+            (:class:`~voxelflow.engine.augment_device.AugmentationPath`).
+        batch_transform: the batched device augmentation the trainer applies to every batch
+            before the forward pass (``None``: workers augment).
     """
 
     data: PreparedData
@@ -178,6 +182,8 @@ class TrainingPipeline:
     queue: Any
     loader: torch.utils.data.DataLoader
     threads: Any = None
+    augmentation_path: Any = None
+    batch_transform: Any = None
 
 
 def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base_dir: Path | None = None,
@@ -214,22 +220,53 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
         label_window=sampling.label_window, pad_value=sampling.pad_value,
     )
     sampler.resample_kernel = experiment.system.resample_kernel  # travels with it into workers
+    augmentation = build_augmentation(experiment)
+    path, batch_transform = _augmentation_path(experiment, data, sampler, augmentation)
     queue = PatchQueue(
         SubjectView(data.dataset, data.train), sampler,
-        transform=build_augmentation(experiment),
+        transform=None if path.batched else augmentation,
         queue_length=sampling.queue_length, seed=training.seed,
         rank=context.rank, world_size=context.world_size, window_fields=app.window_fields(),
         subject_weights=app.subject_weights([data.dataset.fields(i) for i in data.train]),
     )
     # before the workers fork: they inherit the compiled kernel instead of compiling it each
-    warm_up(data.dataset[data.train[0]], kernel=experiment.system.resample_kernel,
-            augmentation=queue.transform)
+    if not path.batched:
+        warm_up(data.dataset[data.train[0]], kernel=experiment.system.resample_kernel,
+                augmentation=queue.transform)
     loader = torch.utils.data.DataLoader(
         queue, batch_size=training.batch_size, num_workers=training.num_workers,
         collate_fn=collate_windows, persistent_workers=training.num_workers > 0,
         worker_init_fn=worker_init,
     )
-    return TrainingPipeline(data, app, queue, loader, threads)
+    return TrainingPipeline(data, app, queue, loader, threads, path, batch_transform)
+
+
+def _augmentation_path(experiment: ExperimentConfig, data: PreparedData, sampler: Any,
+                       augmentation: Any) -> tuple[Any, Any]:
+    """Resolve ``training.augmentation_device``; for the batched path set the sampler's read
+    margin (widest over the training subjects' spacings) and build the trainer's batch transform."""
+    from voxelflow.engine.augment_device import (
+        DeviceAugmentation,
+        read_margin,
+        resolve_augmentation_path,
+    )
+    from voxelflow.engine.device import select_device
+    from voxelflow.sampling.base import subject_spacing
+
+    context = distributed.current_context()
+    device = select_device(experiment.system.device,
+                           local_rank=context.local_rank if context.is_distributed else None)
+    transforms = list(augmentation.transforms) if augmentation is not None else []
+    sampling = experiment.sampling
+    path = resolve_augmentation_path(experiment.training.augmentation_device, device, transforms,
+                                     window=sampling.window, label_window=sampling.label_window)
+    log.info("%s", path.describe())
+    if not path.batched:
+        return path, None
+    spacings = [subject_spacing(data.dataset[i]) for i in data.train]
+    sampler.read_margin = read_margin(transforms, sampling.window, spacings)  # into the workers
+    seed = experiment.training.seed + 7919 * context.rank  # other draws on every rank
+    return path, DeviceAugmentation(transforms, window=sampling.window, seed=seed)
 
 
 def _prepare_data_main_rank_first(experiment: ExperimentConfig, run_dir: Path, *,
@@ -281,7 +318,7 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
             optimization=OptimizationSettings.from_experiment(experiment),
             validation_data=SubjectView(pipeline.data.dataset, pipeline.data.validation),
             device=experiment.system.device, config=experiment, resume=resume,
-            hooks=build_hooks(experiment),
+            hooks=build_hooks(experiment), batch_transform=pipeline.batch_transform,
         )
         return trainer.fit()
     finally:

@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,8 @@ class Trainer:
         tensorboard: write TensorBoard logs (rank 0).
         max_epochs: also stop after this many passes over ``train_data`` (None: no limit).
         options: deprecated name of ``training``.
+        batch_transform: applied to every training batch on the device before the step (the
+            batched augmentation of ``training.augmentation_device``); ``None``: nothing.
 
     Attributes:
         state: the run's counters (:class:`~voxelflow.engine.trainer_state.TrainerState`).
@@ -127,7 +129,9 @@ class Trainer:
         tensorboard: bool = True,
         max_epochs: int | None = None,
         options: TrainingConfig | None = None,
+        batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
+        self.batch_transform = batch_transform  # batched device augmentation, after the move
         self.training = _training_settings(training, options)
         if isinstance(self.training, TrainerOptions):  # the deprecated options carry both
             progress, tensorboard = self.training.progress, self.training.tensorboard
@@ -419,6 +423,8 @@ class Trainer:
             start = time.perf_counter()
             batch = move_to_device(next(batches), self.device)
             computed = time.perf_counter()
+            if self.batch_transform is not None:
+                batch = self.batch_transform(batch)
             with (
                 self._no_sync(last=micro == self.training.accumulate - 1),
                 self.application.using_modules(self.train_modules),

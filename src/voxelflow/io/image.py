@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -110,6 +109,8 @@ class Image:
     @property
     def orientation(self) -> str:
         """Axis codes such as ``"RAS"`` (nibabel's ``aff2axcodes``), 2 letters in 2D."""
+        import nibabel as nib  # here: training and the GPU benchmark need no nibabel
+
         codes = "".join(nib.aff2axcodes(self.affine))
         return codes[: self.spatial_dims]
 

@@ -59,9 +59,13 @@ class Sampler:
         resample_kernel: how augmented windows are resampled (``system.resample_kernel``):
             ``"auto"``/``"numba"`` (fused kernel, every role of a window in one pass) or
             ``"torch"`` (``grid_sample``); set by the training pipeline.
+        read_margin: voxels read beyond every unaugmented window on each side, per axis
+            (``window + 2 * margin``, same centre), for the batched device augmentation to
+            rotate and scale into; ``None`` = none. Set by the training pipeline.
     """
 
     resample_kernel: str = "auto"
+    read_margin: tuple[int, ...] | None = None
 
     def __init__(
         self,
@@ -155,6 +159,8 @@ class Sampler:
             size = self.role_window(subject, role, window)
             kind = subject.kinds.get(role, "intensity")
             pad = self.pad_value if kind == "intensity" else 0.0
+            if draw is None and self.read_margin is not None:
+                size = tuple(s + 2 * m for s, m in zip(size, self.read_margin))
             role_start = window_start(centre, size)
             if draw is None:
                 item[role] = torch.from_numpy(read_window(array, role_start, size, pad_value=pad))
