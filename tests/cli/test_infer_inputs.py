@@ -53,6 +53,9 @@ def test_a_folder_input_follows_the_datasets_folder_rule(tmp_path: Path, monkeyp
     assert main(["infer", "-c", str(config), "--input", folder.name, "--out", str(out)]) == 0
     # label maps in the same folder are not "segmented"; ids are the training table's ids
     assert _subjects(out / "inferred.csv") == ["case0", "case1", "case2"]
+    with (out / "inferred.csv").open() as stream:  # per-subject seconds, the last column
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0])[-1] == "seconds" and all(float(r["seconds"]) > 0 for r in rows)
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [
         f"case{i}_seg.nii.gz" for i in range(3)
     ]
