@@ -122,3 +122,24 @@ def test_set_works_with_model_and_refuses_changing_the_model(
     assert (
         vf.Experiment.from_model("tiny", ["inference.overlap=0.1"]).config.inference.overlap == 0.1
     )
+
+
+def test_accumulate_flag_reaches_the_sliding_window(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from voxelflow.sampling import grid
+
+    config, folder = _trained(tmp_path)
+    seen: list[torch.dtype] = []
+    original = grid.sliding_window
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["accumulate_dtype"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(grid, "sliding_window", spy)
+    out = tmp_path / "half"
+    assert main(["infer", "-c", str(config), "--input", str(folder), "--out", str(out),
+                 "--glob", "case1*", "--accumulate", "float16"]) == 0  # fmt: skip
+    assert seen and set(seen) == {torch.float16}
+    assert _subjects(out / "inferred.csv") == ["case1"]

@@ -178,3 +178,20 @@ def test_partial_grid_falls_back_to_window_sums():
     assert aggregator.grid is None
     aggregator.add(torch.ones(2, 1, 8, 8), starts)
     assert (aggregator.result()[0, 10:, :] == -1.0).all()
+
+
+def test_float16_accumulation_agrees_with_float32():
+    """inference.accumulate: float16 (accepted on the CPU): argmax ≥ 99.9 %, |Δprob| ≤ 2e-3."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 1)
+    ).eval()
+    image = torch.rand(1, 1, 40, 36, 24, generator=torch.Generator().manual_seed(2))
+    full, half = (
+        sliding_window(network, image, (16, 16, 16), accumulate_dtype=dtype)
+        for dtype in (torch.float32, torch.float16)
+    )
+    assert half.dtype == torch.float16
+    agreement = (full.argmax(1) == half.float().argmax(1)).float().mean().item()
+    difference = (full.softmax(1) - half.float().softmax(1)).abs().max().item()
+    assert agreement >= 0.999 and difference <= 2e-3
