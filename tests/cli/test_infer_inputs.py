@@ -53,6 +53,9 @@ def test_a_folder_input_follows_the_datasets_folder_rule(tmp_path: Path, monkeyp
     assert main(["infer", "-c", str(config), "--input", folder.name, "--out", str(out)]) == 0
     # label maps in the same folder are not "segmented"; ids are the training table's ids
     assert _subjects(out / "inferred.csv") == ["case0", "case1", "case2"]
+    with (out / "inferred.csv").open() as stream:  # per-subject seconds, the last column
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0])[-1] == "seconds" and all(float(r["seconds"]) > 0 for r in rows)
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [
         f"case{i}_seg.nii.gz" for i in range(3)
     ]
@@ -119,3 +122,24 @@ def test_set_works_with_model_and_refuses_changing_the_model(
     assert (
         vf.Experiment.from_model("tiny", ["inference.overlap=0.1"]).config.inference.overlap == 0.1
     )
+
+
+def test_accumulate_flag_reaches_the_sliding_window(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from voxelflow.sampling import grid
+
+    config, folder = _trained(tmp_path)
+    seen: list[torch.dtype] = []
+    original = grid.sliding_window
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["accumulate_dtype"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(grid, "sliding_window", spy)
+    out = tmp_path / "half"
+    assert main(["infer", "-c", str(config), "--input", str(folder), "--out", str(out),
+                 "--glob", "case1*", "--accumulate", "float16"]) == 0  # fmt: skip
+    assert seen and set(seen) == {torch.float16}
+    assert _subjects(out / "inferred.csv") == ["case1"]

@@ -147,3 +147,51 @@ def test_resize_aggregator_maps_back():
     assert back.shape == label.shape and back.dtype == torch.uint8
     np.testing.assert_array_equal(back[:, 1::2, 1::2, 1::2].numpy(), small.numpy())
     assert ResizeAggregator((20, 22, 16))(torch.rand(2, 5)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "mean"])
+@pytest.mark.parametrize("overlap", [0.5, 0.25, 0.0])
+def test_known_grid_equals_window_by_window(blend, overlap):
+    """A grid given up front (weights summed slab by slab, no zeroing) blends like add-only."""
+    shape, window = (21, 17, 9), (8, 6, 5)
+    starts = grid_starts(shape, window, overlap)
+    outputs = torch.rand(len(starts), 2, *window, generator=torch.Generator().manual_seed(1))
+    known = GridAggregator(shape, window=window, blend=blend, overlap=overlap, starts=starts)
+    plain = GridAggregator(shape, window=window, blend=blend, overlap=overlap)
+    assert known.grid is not None and known.count is None
+    for first in range(0, len(starts), 3):
+        known.add(outputs[first : first + 3], starts[first : first + 3])
+        plain.add(outputs[first : first + 3], starts[first : first + 3])
+    torch.testing.assert_close(known.result(), plain.result(), atol=1e-6, rtol=1e-6)
+
+
+def test_known_grid_refuses_windows_out_of_order():
+    starts = grid_starts((12, 12), (8, 8), 0.5)
+    aggregator = GridAggregator((12, 12), window=(8, 8), starts=starts)
+    with pytest.raises(ShapeError, match="in the order given"):
+        aggregator.add(torch.ones(1, 1, 8, 8), starts[1:2])
+
+
+def test_partial_grid_falls_back_to_window_sums():
+    starts = grid_starts((12, 12), (8, 8), 0.5)[:2]  # does not cover the image
+    aggregator = GridAggregator((12, 12), window=(8, 8), starts=starts, fill_value=-1.0)
+    assert aggregator.grid is None
+    aggregator.add(torch.ones(2, 1, 8, 8), starts)
+    assert (aggregator.result()[0, 10:, :] == -1.0).all()
+
+
+def test_float16_accumulation_agrees_with_float32():
+    """inference.accumulate: float16 (accepted on the CPU): argmax ≥ 99.9 %, |Δprob| ≤ 2e-3."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 1)
+    ).eval()
+    image = torch.rand(1, 1, 40, 36, 24, generator=torch.Generator().manual_seed(2))
+    full, half = (
+        sliding_window(network, image, (16, 16, 16), accumulate_dtype=dtype)
+        for dtype in (torch.float32, torch.float16)
+    )
+    assert half.dtype == torch.float16
+    agreement = (full.argmax(1) == half.float().argmax(1)).float().mean().item()
+    difference = (full.softmax(1) - half.float().softmax(1)).abs().max().item()
+    assert agreement >= 0.999 and difference <= 2e-3

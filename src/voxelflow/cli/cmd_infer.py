@@ -36,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="with a folder --input: regex whose first group is the subject id")
     parser.add_argument("--out", help="output folder (default: <run_dir>/predictions)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default=None)
+    parser.add_argument("--accumulate", choices=["float32", "float16"], default=None,
+                        help="sliding-window blending dtype (sets inference.accumulate)")
     parser.add_argument("--folds", default=None, metavar="all|K,K,...",
                         help="ensemble the fold models of RUN_DIR/fold_K (after `voxelflow train --fold`): "
                         "probabilities averaged before the argmax (default input: the test split; "
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from voxelflow.config.load import load_experiment
     from voxelflow.engine.inference import infer_rows
 
+    if args.accumulate:  # a shorthand for --set inference.accumulate=...
+        args.overrides = [*(args.overrides or []), f"inference.accumulate={args.accumulate}"]
     if args.model:
         return _run_model(args)
     if not args.config:

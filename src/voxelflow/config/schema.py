@@ -243,6 +243,11 @@ class InferenceConfig(Section):
         "gaussian", description="how overlapping windows are combined (crop: keep window centres)"
     )
     batch_size: int = Field(4, ge=1, description="windows per forward pass")
+    accumulate: Literal["float32", "float16"] = Field(
+        "float32",
+        description="dtype the sliding window blends outputs in: float16 halves the memory of "
+        "the output volume (on a GPU; accepted on the CPU, where it is slower)",
+    )
     flip_tta: bool = Field(False, description="average over flips of every spatial axis")
     save_probabilities: bool = Field(False, description="also write class probabilities")
     uncertainty: Literal["none", "entropy", "variance"] = Field(

@@ -175,8 +175,9 @@ def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str,
             extension = output_extension(
                 experiment.inference.output_format, sources.get(prediction.name)
             )
-            written.append(write_prediction(prediction, out_dir, extension=extension))
+            row = write_prediction(prediction, out_dir, extension=extension)
             seconds, start = time.perf_counter() - start, time.perf_counter()
+            written.append({**row, "seconds": round(seconds, 3)})  # the table's last column
             log.info("%s → %s (%.1f s: read, preprocess, predict, write)", prediction.name,
                      out_dir, seconds)
     app.write_extras(out_dir, written)

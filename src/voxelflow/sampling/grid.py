@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -75,6 +76,18 @@ def importance_map(
     Shape:
         returns ``(*window)``
     """
+    return _importance_map(tuple(int(w) for w in window), blend, float(sigma_scale)).clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_weights(
+    window: tuple[int, ...], blend: str, sigma_scale: float, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The importance map on ``device``/``dtype``, computed once per window shape (read only)."""
+    return _importance_map(window, blend, sigma_scale).to(device, dtype)
+
+
+def _importance_map(window: tuple[int, ...], blend: str, sigma_scale: float) -> torch.Tensor:
     if blend != "gaussian":
         return torch.ones(tuple(window))
     weights = torch.ones(())
@@ -146,6 +159,8 @@ class GridAggregator:
         dtype: accumulation dtype (float32 or float16).
         fill_value: value of voxels no window covered.
         sigma_scale: Gaussian sigma as a fraction of the window.
+        starts: the whole grid ``(N, D)`` when known in advance (as :func:`grid_starts` gives):
+            the summed weights are then computed once, axis by axis, instead of per window.
 
     Shape:
         :meth:`add` takes ``(N, *lead, *window)`` (e.g. ``lead = (C,)`` or ``(B, C)``) and
@@ -171,6 +186,7 @@ class GridAggregator:
         dtype: torch.dtype = torch.float32,
         fill_value: float = 0.0,
         sigma_scale: float = 0.125,
+        starts: np.ndarray | None = None,
     ) -> None:
         if blend not in BLENDS:
             raise ConfigError(f"expected blend in {BLENDS}, got {blend!r}")
@@ -182,12 +198,17 @@ class GridAggregator:
             dtype,
             fill_value,
         )
-        self.weights = importance_map(self.window, blend=blend, sigma_scale=sigma_scale).to(
-            self.device, dtype
-        )
+        self.weights = _cached_weights(self.window, blend, float(sigma_scale), self.device, dtype)
         self.border = self._crop_border(overlap)
         self.sums: torch.Tensor | None = None
-        self.count = torch.zeros(self.shape, device=self.device, dtype=dtype)
+        # a known, covering grid: the weight sums are built at the end, slab by slab (no
+        # per-window adds, no volume-sized count map); else summed window by window
+        self.grid = _cartesian_axes(starts, self.shape, self.window) if blend != "crop" else None
+        self.grid_starts = np.asarray(starts).reshape(-1, len(self.shape)) if self.grid else None
+        self.added = 0
+        self.count = (
+            torch.zeros(self.shape, device=self.device, dtype=dtype) if self.grid is None else None
+        )
 
     def _crop_border(self, overlap: float | Sequence[float]) -> list[tuple[int, int]]:
         overlaps = list(overlap) if isinstance(overlap, Sequence) else [overlap] * len(self.window)
@@ -207,12 +228,61 @@ class GridAggregator:
             raise ShapeError(
                 f"expected outputs with window {self.window}, got shape {tuple(outputs.shape)}"
             )
+        starts = np.asarray(starts).reshape(-1, dims)
         if self.sums is None:
             lead = tuple(outputs.shape[1:-dims])
-            self.sums = torch.zeros((*lead, *self.shape), device=self.device, dtype=self.dtype)
+            # with a known grid every voxel's first output is written, not added: no zeroing
+            make = torch.zeros if self.grid is None else torch.empty
+            self.sums = make((*lead, *self.shape), device=self.device, dtype=self.dtype)
         outputs = outputs.to(self.device, self.dtype)
-        for output, start in zip(outputs, np.asarray(starts).reshape(-1, dims)):
-            self._add_one(output, [int(s) for s in start])
+        if self.grid is not None:
+            self._check_grid_order(starts)
+        for output, start in zip(outputs, starts):
+            if self.grid is not None:
+                self._add_grid(output, [int(s) for s in start])
+            else:
+                self._add_one(output, [int(s) for s in start])
+
+    def _check_grid_order(self, starts: np.ndarray) -> None:
+        assert self.grid_starts is not None
+        expected = self.grid_starts[self.added : self.added + len(starts)]
+        if expected.shape != starts.shape or not (expected == starts).all():
+            raise ShapeError(
+                f"GridAggregator built with starts: expected windows {expected.tolist()} next "
+                f"(in the order given), got {starts.tolist()}"
+            )
+        self.added += len(starts)
+
+    def _add_grid(self, output: torch.Tensor, start: list[int]) -> None:
+        """Add one window of a known grid (lexicographic order): the part no earlier window
+        touched is written (``sums`` starts uninitialised), the rest is added."""
+        assert self.grid is not None and self.sums is not None
+        fresh = []
+        for first, win, axis_starts in zip(start, self.window, self.grid):
+            index = int(np.searchsorted(axis_starts, first))
+            fresh.append(max(first, int(axis_starts[index - 1]) + win) if index else first)
+        ends = [first + win for first, win in zip(start, self.window)]
+        boxes = [(list(zip(fresh, ends)), True)]
+        for axis in range(len(start)):  # the touched part as disjoint boxes
+            box = [*zip(fresh[:axis], ends[:axis]), (start[axis], fresh[axis])]
+            boxes.append((box + list(zip(start[axis + 1 :], ends[axis + 1 :])), False))
+        for box, first_touch in boxes:
+            if any(high <= low for low, high in box):
+                continue
+            target = tuple(slice(low, high) for low, high in box)
+            source = tuple(slice(low - s, high - s) for (low, high), s in zip(box, start))
+            self._blend_into(self.sums[(..., *target)], output[(..., *source)],
+                             self.weights[source], first_touch)
+
+    def _blend_into(
+        self, region: torch.Tensor, output: torch.Tensor, weight: torch.Tensor, first_touch: bool
+    ) -> None:
+        if self.blend == "mean":
+            region.copy_(output) if first_touch else region.add_(output)
+        elif first_touch:
+            torch.mul(output, weight, out=region)
+        else:
+            region.addcmul_(output, weight)
 
     def _add_one(self, output: torch.Tensor, start: list[int]) -> None:
         target, source = [], []
@@ -234,7 +304,8 @@ class GridAggregator:
             self.sums[region].add_(output[(..., *source)])
         else:
             self.sums[region].addcmul_(output[(..., *source)], weight)
-        self.count[tuple(target)].add_(weight)
+        if self.count is not None:
+            self.count[tuple(target)].add_(weight)
 
     def result(self) -> torch.Tensor:
         """The blended volume; uncovered voxels get ``fill_value``.
@@ -243,6 +314,9 @@ class GridAggregator:
         """
         if self.sums is None:
             raise ShapeError("expected at least one add() before result(), got none")
+        if self.grid is not None:  # every voxel covered, with a weight > 0: no mask needed
+            return _divide_by_grid_weights(self.sums, self.weights, self.grid)
+        assert self.count is not None
         uncovered = self.count <= 0
         any_uncovered = bool(uncovered.any())
         if self.blend != "crop":
@@ -252,6 +326,87 @@ class GridAggregator:
         if any_uncovered:
             self.sums.masked_fill_(uncovered, self.fill_value)
         return self.sums
+
+
+def _cartesian_axes(
+    starts: np.ndarray | None, shape: tuple[int, ...], window: tuple[int, ...]
+) -> list[np.ndarray] | None:
+    """Per-axis starts when ``starts`` ``(N, D)`` is their Cartesian product in lexicographic
+    order (as :func:`grid_starts` gives) with the windows covering ``shape`` and inside it;
+    else None (weight sums are then accumulated window by window)."""
+    if starts is None or len(starts) == 0:
+        return None
+    starts = np.asarray(starts).reshape(len(starts), -1)
+    axes = [np.unique(starts[:, axis]) for axis in range(starts.shape[1])]
+    product = np.array(list(itertools.product(*axes))).reshape(-1, starts.shape[1])
+    if product.shape != starts.shape or not (product == starts).all():
+        return None
+    inside = all(a[0] >= 0 and a[-1] + w <= s for a, w, s in zip(axes, window, shape))
+    return axes if inside and _axes_cover(axes, shape, window) else None
+
+
+def _axes_cover(axes: list[np.ndarray], shape: tuple[int, ...], window: tuple[int, ...]) -> bool:
+    """Whether windows at the Cartesian product of ``axes`` cover every voxel of ``shape``."""
+    for starts, win, size in zip(axes, window, shape):
+        covered = np.zeros(size, dtype=bool)
+        for start in starts:
+            covered[start : start + win] = True
+        if not covered.all():
+            return False
+    return True
+
+
+def _grid_weight_sum(
+    shape: Sequence[int], weights: torch.Tensor, axes: Sequence[np.ndarray], *, first_axis: int = 0
+) -> torch.Tensor:
+    """Sum of ``weights`` placed at every start of the grid ``axes[0] × axes[1] × ...``; the
+    windows must cover ``shape`` (nothing is zeroed: each element is first written, then added).
+
+    Summed one axis at a time, last axis first (the grid is a Cartesian product): fewer
+    additions than one window-sized add per window. Axes before ``first_axis`` keep the window
+    size (their sum is left to the caller).
+
+    Shape:
+        weights ``(*window)``; returns ``(*window[:first_axis], *shape[first_axis:])``
+    """
+    partial = weights
+    for axis in reversed(range(first_axis, len(shape))):
+        size = list(partial.shape)
+        size[axis] = int(shape[axis])
+        spread = torch.empty(size, device=weights.device, dtype=weights.dtype)
+        win, written = weights.shape[axis], 0
+        for start in (int(s) for s in axes[axis]):  # sorted: [start, written) already holds sums
+            overlap = min(written, start + win) - start
+            if overlap > 0:
+                spread.narrow(axis, start, overlap).add_(partial.narrow(axis, 0, overlap))
+            fresh = max(overlap, 0)
+            spread.narrow(axis, start + fresh, win - fresh).copy_(partial.narrow(axis, fresh, win - fresh))
+            written = start + win
+        partial = spread
+    return partial
+
+
+def _divide_by_grid_weights(
+    sums: torch.Tensor, weights: torch.Tensor, axes: Sequence[np.ndarray]
+) -> torch.Tensor:
+    """Divide ``sums`` in place by the grid's summed weights, one slab of the first axis at a
+    time: a slab's weights are the sum of the few windows covering it along that axis.
+
+    Shape:
+        sums ``(*lead, *shape)``, weights ``(*window)``; returns ``sums``
+    """
+    dims, win = weights.ndim, weights.shape[0]
+    partial = _grid_weight_sum(sums.shape[-dims:], weights, axes, first_axis=1)  # (w0, S1, ...)
+    starts = [int(s) for s in axes[0]]
+    edges = sorted({0, sums.shape[-dims], *starts, *(s + win for s in starts)})
+    axis = sums.ndim - dims
+    for low, high in itertools.pairwise(edges):
+        covering = [s for s in starts if s <= low and high <= s + win]
+        slab = partial[low - covering[0] : high - covering[0]].clone()
+        for start in covering[1:]:
+            slab.add_(partial[low - start : high - start])
+        sums.narrow(axis, low, high - low).div_(slab)
+    return sums
 
 
 def _flip_tta(
@@ -354,15 +509,18 @@ def sliding_window(
         dtype=accumulate_dtype,
         fill_value=fill_value,
         sigma_scale=sigma_scale,
+        starts=starts,
     )
     per_call = max(1, batch_size // image.shape[0])
+    # one input buffer reused for every call (no fresh allocation and page faults per batch)
+    buffer = padded.new_empty((per_call * image.shape[0], *padded.shape[1:2], *window))
     with window_bar(len(starts)) as bar:  # drawn only under window_progress (CLI, zoo, demo)
         for first in range(0, len(starts), per_call):
             chunk = starts[first : first + per_call]
             windows = [
                 padded[(..., *[slice(s, s + w) for s, w in zip(start, window)])] for start in chunk
             ]
-            batch = torch.cat(windows).to(device)
+            batch = torch.cat(windows, out=buffer[: len(chunk) * image.shape[0]]).to(device)
             outputs = run(batch)
             outputs = outputs.reshape(len(chunk), image.shape[0], *outputs.shape[1:])
             aggregator.add(outputs, chunk)

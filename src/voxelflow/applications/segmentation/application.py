@@ -131,6 +131,7 @@ class SegmentationApplication(Application):
         overlap: sliding-window overlap fraction.
         blend: ``gaussian``, ``mean`` or ``crop``.
         inference_batch_size: windows per network call at validation.
+        accumulate: ``"float32"`` or ``"float16"``: the sliding window's blending dtype.
         metrics: metric names (``dice``, ``hd95``, ``assd``, ``nsd`` ...).
         tolerance_mm: NSD tolerance.
         label_values: label value of each class (saved with checkpoints, used to write outputs).
@@ -161,8 +162,10 @@ class SegmentationApplication(Application):
         tolerance_mm: float = 1.0,
         label_values: Sequence[int] | None = None,
         slice_axis: int | None = None,
+        accumulate: str = "float32",
     ) -> None:
         super().__init__({"network": network})
+        self.accumulate_dtype = getattr(torch, accumulate)
         if num_classes < 2:
             raise ConfigError(
                 f"num_classes: expected at least 2 (background + one class), got {num_classes}"
@@ -233,6 +236,7 @@ class SegmentationApplication(Application):
             tolerance_mm=experiment.evaluation.tolerance_mm,
             label_values=task.label_values,
             slice_axis=slice_axis,
+            accumulate=experiment.inference.accumulate,
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -295,7 +299,8 @@ class SegmentationApplication(Application):
             blend=self.blend,
             batch_size=self.inference_batch_size,
             device=ctx.device,
-        )
+            accumulate_dtype=self.accumulate_dtype,
+        ).float()  # float16 accumulation (inference.accumulate) halves the blending buffers
 
     def sample_probabilities(
         self, image: torch.Tensor, ctx: TrainingContext, options: Any
