@@ -13,7 +13,7 @@ from typing import TypeAlias
 import numpy as np
 import torch
 
-PathLike: TypeAlias = str | os.PathLike
+PathLike: TypeAlias = str | os.PathLike[str]
 Volume: TypeAlias = torch.Tensor
 """A single image: ``(C, *spatial)``."""
 Batch: TypeAlias = torch.Tensor

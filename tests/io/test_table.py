@@ -265,3 +265,11 @@ def test_write_table_round_trip_rebases_paths(tmp_path: Path) -> None:
     assert back[0].path("image").resolve() == (tmp_path / "data" / "img" / "a.nii.gz").resolve()
     assert back[0].columns["age"] == "3" and back[1].columns["group"] == "g"
     assert back[1].columns["image"] == "/abs/b.nii.gz"
+
+
+def test_dataset_json_not_an_object(tmp_path: Path) -> None:
+    (tmp_path / "dataset.json").write_text("[1, 2]")
+    from voxelflow.io.table import dataset_labels
+
+    with pytest.raises(DataError, match=r"dataset.json: expected a JSON object, got list"):
+        dataset_labels(tmp_path)

@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,7 +22,7 @@ NonFinitePolicy = Literal["warn", "error", "ignore", "zero"]
 NON_FINITE_POLICIES = ("warn", "error", "ignore", "zero")
 
 #: numpy dtypes torch cannot hold (or barely supports) → the dtype they are widened to.
-_TORCH_WIDENING = {
+_TORCH_WIDENING: dict[np.dtype[Any], np.dtype[Any]] = {
     np.dtype(np.uint16): np.dtype(np.int32),
     np.dtype(np.uint32): np.dtype(np.int64),
     np.dtype(np.uint64): np.dtype(np.int64),
@@ -70,7 +70,7 @@ def check_non_finite(array: np.ndarray, *, policy: str = "warn", source: str = "
     return array
 
 
-def smallest_integer_dtype(low: float, high: float) -> np.dtype:
+def smallest_integer_dtype(low: float, high: float) -> np.dtype[Any]:
     """The smallest of uint8, int16, int32, int64 that holds every integer in ``[low, high]``."""
     for candidate in (np.uint8, np.int16, np.int32, np.int64):
         info = np.iinfo(candidate)
@@ -105,7 +105,7 @@ def check_label_values(array: np.ndarray, *, source: str = "") -> np.ndarray:
     if not finite.all():
         count = int(finite.size - np.count_nonzero(finite))
         raise DataError(f"expected integer labels in {source!r}, got {count} NaN/Inf voxels")
-    rounded = np.rint(array)
+    rounded: np.ndarray = np.rint(array)
     off = np.abs(array - rounded) > 1e-3
     if off.any():
         example = float(array[off].flat[0])

@@ -289,7 +289,7 @@ def _pixels(item: _Slice) -> tuple[np.ndarray, float, float]:
 def _stack_pixels(slices: list[_Slice]) -> np.ndarray:
     """Stack rescaled slices into ``(X, Y, Z)`` (columns, rows, sorted slices)."""
     loaded = [_pixels(s) for s in slices]
-    volume = np.stack([raw.T for raw, _, _ in loaded], axis=-1)
+    volume: np.ndarray = np.stack([raw.T for raw, _, _ in loaded], axis=-1)
     slopes = np.asarray([slope for _, slope, _ in loaded])
     intercepts = np.asarray([intercept for _, _, intercept in loaded])
     if np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts)):
@@ -297,7 +297,8 @@ def _stack_pixels(slices: list[_Slice]) -> np.ndarray:
         if values.size == 0:
             return values
         return values.astype(smallest_integer_dtype(float(values.min()), float(values.max())))
-    return (volume.astype(np.float64) * slopes + intercepts).astype(np.float32)
+    rescaled: np.ndarray = (volume.astype(np.float64) * slopes + intercepts).astype(np.float32)
+    return rescaled
 
 
 def read_dicom(

@@ -49,7 +49,7 @@ def _advice(exc: OSError) -> str:
 
 
 @contextmanager
-def writing(path: str | os.PathLike, *, what: str = "file", keeps: str = "") -> Iterator[None]:
+def writing(path: str | os.PathLike[str], *, what: str = "file", keeps: str = "") -> Iterator[None]:
     """Run a write; an ``OSError`` becomes a :class:`DiskWriteError` naming ``path``.
 
     Args:
@@ -85,7 +85,7 @@ def disk_error_message(exc: OSError) -> str | None:
     return f"cannot write{where}: {reason(exc)}; {_advice(exc)}"
 
 
-def make_folder(path: str | os.PathLike, *, key: str) -> Path:
+def make_folder(path: str | os.PathLike[str], *, key: str) -> Path:
     """Create ``path`` (and its parents) or raise one line naming the config ``key``.
 
     Raises:

@@ -104,7 +104,8 @@ class Image:
     def direction(self) -> np.ndarray:
         """3×3 matrix of unit axis directions (columns) in RAS+ world space."""
         zooms = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
-        return self.affine[:3, :3] / np.where(zooms == 0, 1.0, zooms)
+        direction: np.ndarray = self.affine[:3, :3] / np.where(zooms == 0, 1.0, zooms)
+        return direction
 
     @property
     def orientation(self) -> str:
@@ -125,7 +126,8 @@ class Image:
 
     def with_data(self, data: torch.Tensor | np.ndarray, **changes: Any) -> Image:
         """A new Image with other data (same spatial grid unless ``affine`` is given)."""
-        return replace(self, data=data, meta=dict(self.meta), **changes)
+        tensor = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
+        return replace(self, data=tensor, meta=dict(self.meta), **changes)
 
     def same_grid(self, other: Image) -> bool:
         """True when both images share shape and affine within the grid tolerance."""

@@ -185,8 +185,8 @@ def plot_views(
     from matplotlib.patches import Patch
 
     overlays = [(name, o) for name, o in (("label", label), ("prediction", pred)) if o is not None]
-    for name, overlay in overlays:
-        check_same_grid(image, overlay, what=f"the image and its {name}")
+    for name, given in overlays:
+        check_same_grid(image, given, what=f"the image and its {name}")
     if not 0 <= channel < image.num_channels:
         raise ShapeError(
             f"channel: expected 0..{image.num_channels - 1} for {_file(image)}, got {channel}"
@@ -205,7 +205,7 @@ def plot_views(
     ras_centre = ras_index(centre, image.spatial_shape, ornt)
     low, high = _window(data[channel])
     colours = label_colours(label, pred)
-    rows = overlays or [("image", None)]
+    rows: list[tuple[str, Image | None]] = list(overlays) or [("image", None)]
     planes = _planes(data[channel], ras_centre)
     figure = Figure(figsize=(3.2 * len(planes), 3.2 * len(rows) + 0.9), dpi=100)
     axes = figure.subplots(len(rows), len(planes), squeeze=False)

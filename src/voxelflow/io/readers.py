@@ -34,12 +34,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
+from nibabel.spatialimages import SpatialImage
 
 from voxelflow.errors import ConfigError, DataError, MissingFileError, VoxelflowError
 from voxelflow.io.checks import (
@@ -135,7 +136,8 @@ def _channels_first(array: np.ndarray, spatial_dims: int) -> np.ndarray:
 )
 def read_nibabel(path: Path, *, series_uid: str | None = None) -> RawImage:
     """Read with nibabel; the array is made 3D-or-more and its extra axes become channels."""
-    image = nib.load(str(path))
+    # every format of the suffixes above loads as a SpatialImage (data object, affine, header)
+    image = cast(SpatialImage, nib.load(str(path)))
     array = np.asanyarray(image.dataobj)
     while array.ndim < 3:
         array = array[..., None]

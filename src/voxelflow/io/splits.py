@@ -173,14 +173,12 @@ def _assign(
         members.sort(key=lambda u: -len(u.subjects))  # big groups first, ties stay shuffled
         size = sum(len(u.subjects) for u in members)
         counts = dict.fromkeys(fractions, 0)
+
+        def shortfall(n: str, c: dict[str, int] = counts, s: int = size) -> tuple[float, float]:
+            return fractions[n] * s - c[n], fractions[n] * total - len(bins[n])
+
         for unit in members:
-            best = max(
-                (n for n in fractions if fractions[n] > 0),
-                key=lambda n, c=counts, s=size: (
-                    fractions[n] * s - c[n],
-                    fractions[n] * total - len(bins[n]),
-                ),
-            )
+            best = max((n for n in fractions if fractions[n] > 0), key=shortfall)
             counts[best] += len(unit.subjects)
             bins[best].extend(unit.subjects)
     for name, subjects in bins.items():

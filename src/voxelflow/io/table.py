@@ -350,9 +350,12 @@ def read_dataset_json(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingFileError(f"dataset.msd: expected {path} to exist")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        parsed = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(parsed, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(parsed).__name__}")
+    return parsed
 
 
 def dataset_labels(folder: str | os.PathLike[str]) -> dict[int, str]:

@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: (array (C, *spatial), affine 4×4 RAS+, meta, path) → None
-Writer = Callable[[np.ndarray, np.ndarray, dict, Path], None]
+Writer = Callable[[np.ndarray, np.ndarray, dict[str, Any], Path], None]
 WRITERS: Registry[Writer] = Registry("writer")
 #: lower-case suffix → writer name.
 WRITE_SUFFIXES: dict[str, str] = {}
@@ -104,7 +104,7 @@ def _spatial_last(array: np.ndarray, *, min_spatial: int) -> np.ndarray:
     suffixes=(".nii", ".nii.gz", ".hdr", ".img", ".mgh", ".mgz"),
     description="NIfTI-1 (single file or .hdr/.img pair) and MGH/MGZ via nibabel",
 )
-def write_nibabel(array: np.ndarray, affine: np.ndarray, meta: dict, path: Path) -> None:
+def write_nibabel(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], path: Path) -> None:
     """Write with nibabel; NIfTI keeps the qform/sform codes of ``meta``."""
     data = _spatial_last(array, min_spatial=3)
     name = path.name.lower()
@@ -119,7 +119,7 @@ def write_nibabel(array: np.ndarray, affine: np.ndarray, meta: dict, path: Path)
         and data.max() <= np.iinfo(np.int32).max
     ):
         data = data.astype(np.int32)  # int64 NIfTI is poorly supported by other tools
-    image_class = nib.Nifti1Pair if name.endswith((".hdr", ".img")) else nib.Nifti1Image
+    image_class: type[nib.Nifti1Pair] = nib.Nifti1Pair if name.endswith((".hdr", ".img")) else nib.Nifti1Image
     image = image_class(data, affine, dtype=data.dtype)
     _set_xform_codes(image, affine, meta, path)
     image.header.set_xyzt_units("mm")
@@ -138,7 +138,7 @@ def _mgh_dtype(data: np.ndarray) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _set_xform_codes(image: nib.Nifti1Image, affine: np.ndarray, meta: dict, path: Path) -> None:
+def _set_xform_codes(image: nib.Nifti1Pair, affine: np.ndarray, meta: dict[str, Any], path: Path) -> None:
     """Write the affine with the source's codes; a sheared affine goes to the sform only."""
     qform_code = int(meta.get("qform_code", DEFAULT_XFORM_CODE))
     sform_code = int(meta.get("sform_code", DEFAULT_XFORM_CODE))
@@ -196,7 +196,7 @@ def _sitk_image(array: np.ndarray, affine: np.ndarray, path: Path) -> sitk.Image
     suffixes=(".nrrd", ".nhdr", ".mha", ".mhd"),
     description="NRRD and MetaImage via SimpleITK (RAS+ converted to LPS+), compressed",
 )
-def write_itk(array: np.ndarray, affine: np.ndarray, meta: dict, path: Path) -> None:
+def write_itk(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], path: Path) -> None:
     """Write NRRD/MetaImage; channels become vector components."""
     sitk.WriteImage(_sitk_image(array, affine, path), str(path), useCompression=True)
 
@@ -214,7 +214,7 @@ _RASTER_DTYPES = {
     suffixes=(".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"),
     description="2D PNG/TIFF/JPEG/BMP via SimpleITK (spacing kept; orientation is not stored)",
 )
-def write_raster2d(array: np.ndarray, affine: np.ndarray, meta: dict, path: Path) -> None:
+def write_raster2d(array: np.ndarray, affine: np.ndarray, meta: dict[str, Any], path: Path) -> None:
     """Write a 2D image ``(C, X, Y)`` (or ``(C, X, Y, 1)``); C must be 1, 3 or 4."""
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -295,7 +295,7 @@ def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
 
 
 def write_image(
-    image: Image, path: str | os.PathLike, *, dtype: npt.DTypeLike | None = None
+    image: Image, path: str | os.PathLike[str], *, dtype: npt.DTypeLike | None = None
 ) -> Path:
     """Write ``image`` to ``path`` (format from the suffix), atomically.
 

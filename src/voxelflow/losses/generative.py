@@ -48,8 +48,9 @@ def unpack_vae_output(prediction: Any) -> tuple[Tensor, Tensor, Tensor]:
     if isinstance(prediction, Mapping):
         keys = [("reconstruction", "recon"), ("mean", "mu"), ("log_variance", "logvar")]
         found = [next((prediction[k] for k in names if k in prediction), None) for names in keys]
-        if all(value is not None for value in found):
-            return found[0], found[1], found[2]
+        reconstruction, mean, log_variance = found
+        if reconstruction is not None and mean is not None and log_variance is not None:
+            return reconstruction, mean, log_variance
     elif isinstance(prediction, Sequence) and len(prediction) == 3:
         return prediction[0], prediction[1], prediction[2]
     raise ShapeError(

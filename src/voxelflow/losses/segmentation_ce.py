@@ -81,6 +81,7 @@ def _index_terms(
     inputs: SegmentationInputs, class_weights: Tensor | None, activation: str
 ) -> tuple[Tensor, Tensor | None]:
     """Per-voxel ``-k_y log p_y`` for index targets: a gather instead of a sum over classes."""
+    assert inputs.labels is not None, "called only for index targets"
     labels = inputs.labels.unsqueeze(1)
     loss = -_log_probabilities(inputs, activation).gather(1, labels)
     if class_weights is None:
@@ -294,28 +295,31 @@ class DiceCELoss(SegmentationLoss):
                 f"dice_ce: expected lambda_dice, lambda_ce >= 0, got {lambda_dice}, {lambda_ce}"
             )
         self.lambda_dice, self.lambda_ce = lambda_dice, lambda_ce
-        shared = {"activation": activation, "ignore_index": ignore_index}
         self.dice = DiceLoss(
             squared=squared,
             include_background=include_background,
             batch=batch,
             smooth=smooth,
-            **shared,
+            activation=activation,
+            ignore_index=ignore_index,
         )
-        self.cross_entropy = CrossEntropyLoss(class_weights=class_weights, **shared)
+        self.cross_entropy = CrossEntropyLoss(
+            class_weights=class_weights, activation=activation, ignore_index=ignore_index
+        )
 
     def forward(self, prediction: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         """Return the scalar Dice + cross-entropy."""
         inputs = self.prepare(prediction, target, weight)
         dice_loss = 1.0 - self.dice.dice_per_class(inputs)
-        weights = self.cross_entropy.class_weights
-        if self.weighted_dice and weights is not None:
+        class_weights = self.cross_entropy.class_weights
+        if self.weighted_dice and class_weights is not None:
+            weights = class_weights
             if not self.dice.include_background and inputs.logits.shape[1] > 1:
                 weights = weights[1:]
             if len(weights) != dice_loss.shape[-1]:
                 raise ShapeError(
                     f"dice_ce.class_weights: expected {inputs.logits.shape[1]} values "
-                    f"(one per channel), got {len(self.cross_entropy.class_weights)}"
+                    f"(one per channel), got {len(class_weights)}"
                 )
             dice_loss = dice_loss * torch.as_tensor(
                 weights, dtype=dice_loss.dtype, device=dice_loss.device

@@ -8,12 +8,22 @@ Example:
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch import nn
 
 from voxelflow.networks.layers import IntOrSequence, act, as_tuple, conv, dropout, norm, pool
 
 INPLACE_ACTIVATIONS = ("relu", "leaky_relu", "elu")
+
+
+class NormActOptions(TypedDict, total=False):
+    """The :class:`ConvNormAct` keywords a network passes unchanged to all its blocks."""
+
+    norm_name: str
+    act_name: str
+    preactivation: bool
 
 
 def _can_be_inplace(act_name: str, norm_name: str) -> bool:

@@ -9,7 +9,7 @@ from torch import nn
 
 from voxelflow.errors import ConfigError
 from voxelflow.networks.base import Network
-from voxelflow.networks.blocks import ConvNormAct
+from voxelflow.networks.blocks import ConvNormAct, NormActOptions
 from voxelflow.networks.layers import conv, linear_mode, pool, resize
 
 
@@ -118,13 +118,13 @@ class DenseVNet(Network):
         dims = self.spatial_dims
         self.size_multiple = (8,) * dims
         self.pad_to_multiple = pad_to_multiple
-        options = {"norm_name": norm, "act_name": act}
+        options: NormActOptions = {"norm_name": norm, "act_name": act}
         self.input_conv = ConvNormAct(
             dims, in_channels, initial_features, kernel_size=5, stride=2, **options
         )
         self.input_pool = pool("avg", dims, kernel_size=2)
         stage_inputs = [initial_features + in_channels, *downsample_features]
-        self.stacks = nn.ModuleList(
+        stacks = [
             DenseFeatureStack(
                 dims,
                 stage_inputs[stage],
@@ -136,14 +136,15 @@ class DenseVNet(Network):
                 dropout_probability=dropout,
             )
             for stage in range(3)
-        )
+        ]
+        self.stacks = nn.ModuleList(stacks)
         self.skips = nn.ModuleList(
             ConvNormAct(dims, stack.out_channels, width, **options)
-            for stack, width in zip(self.stacks, skip_features)
+            for stack, width in zip(stacks, skip_features)
         )
         self.downs = nn.ModuleList(
             ConvNormAct(
-                dims, self.stacks[stage].out_channels, stage_inputs[stage + 1], stride=2, **options
+                dims, stacks[stage].out_channels, stage_inputs[stage + 1], stride=2, **options
             )
             for stage in range(2)
         )

@@ -163,7 +163,9 @@ class Discriminator(FixedSizeNetwork):
             channels = width
         if act == "leaky_relu":
             for layer in layers:
-                layer[-1].negative_slope = 0.2
+                # each is a ConvNormAct without dropout: its last module is the LeakyReLU
+                if isinstance(layer, nn.Sequential) and isinstance(layer[-1], nn.LeakyReLU):
+                    layer[-1].negative_slope = 0.2
         layers += [nn.Flatten(1), nn.Linear(channels * math.prod(bottom), out_channels)]
         self.body = nn.Sequential(*layers)
 

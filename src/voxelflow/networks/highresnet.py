@@ -9,7 +9,7 @@ from torch import nn
 
 from voxelflow.errors import ConfigError
 from voxelflow.networks.base import Network
-from voxelflow.networks.blocks import ConvNormAct, ResidualUnit
+from voxelflow.networks.blocks import ConvNormAct, NormActOptions, ResidualUnit
 from voxelflow.networks.layers import conv, conv_transpose
 from voxelflow.networks.layers import dropout as make_dropout
 
@@ -109,7 +109,7 @@ class HighResNet(Network):
         stride = 2 if variant == "small" else 1
         self.size_multiple = (stride,) * dims
         self.pad_to_multiple = pad_to_multiple
-        options = {"norm_name": norm, "act_name": act}
+        options: NormActOptions = {"norm_name": norm, "act_name": act}
         layers: list[nn.Module] = [
             ConvNormAct(dims, in_channels, first, kernel_size=3, stride=stride, **options),
             dilated_residual_stack(

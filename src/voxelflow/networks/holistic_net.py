@@ -9,7 +9,7 @@ from torch import nn
 
 from voxelflow.errors import ConfigError
 from voxelflow.networks.base import Network
-from voxelflow.networks.blocks import ConvNormAct
+from voxelflow.networks.blocks import ConvNormAct, NormActOptions
 from voxelflow.networks.highresnet import dilated_residual_stack
 from voxelflow.networks.layers import conv
 
@@ -57,7 +57,7 @@ class HolisticNet(Network):
         if not dilations:
             raise ConfigError("holistic_net dilations: expected at least one stage, got []")
         dims = self.spatial_dims
-        options = {"norm_name": norm, "act_name": act}
+        options: NormActOptions = {"norm_name": norm, "act_name": act}
         self.stem = ConvNormAct(dims, in_channels, features, **options)
         self.stages = nn.ModuleList(
             dilated_residual_stack(

@@ -9,7 +9,7 @@ from torch import nn
 
 from voxelflow.errors import ConfigError
 from voxelflow.networks.base import Network
-from voxelflow.networks.blocks import ConvNormAct, SqueezeExcitation
+from voxelflow.networks.blocks import ConvNormAct, NormActOptions, SqueezeExcitation
 from voxelflow.networks.layers import act as make_act
 from voxelflow.networks.layers import conv, pool
 from voxelflow.networks.layers import dropout as make_dropout
@@ -36,7 +36,7 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         hidden = max(1, out_channels // 4)
-        options = {"norm_name": norm, "act_name": act, "preactivation": True}
+        options: NormActOptions = {"norm_name": norm, "act_name": act, "preactivation": True}
         self.residual = nn.Sequential(
             ConvNormAct(spatial_dims, in_channels, hidden, kernel_size=1, padding=0, **options),
             ConvNormAct(spatial_dims, hidden, hidden, kernel_size=3, stride=stride, **options),

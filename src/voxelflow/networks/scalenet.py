@@ -9,7 +9,7 @@ from torch import nn
 
 from voxelflow.errors import ShapeError
 from voxelflow.networks.base import Network
-from voxelflow.networks.blocks import ConvNormAct
+from voxelflow.networks.blocks import ConvNormAct, NormActOptions
 from voxelflow.networks.highresnet import dilated_residual_stack
 from voxelflow.networks.layers import conv
 
@@ -59,7 +59,7 @@ class ScaleNet(Network):
     ) -> None:
         super().__init__(spatial_dims, in_channels, out_channels)
         dims = self.spatial_dims
-        options = {"norm_name": norm, "act_name": act}
+        options: NormActOptions = {"norm_name": norm, "act_name": act}
         self.backbone = nn.Sequential(
             ConvNormAct(dims, 1, backbone_features, **options),
             dilated_residual_stack(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from voxelflow.errors import ConfigError, ShapeError
 from voxelflow.networks.base import Network
-from voxelflow.networks.blocks import ConvNormAct, ResidualUnit
+from voxelflow.networks.blocks import ConvNormAct, NormActOptions, ResidualUnit
 from voxelflow.networks.layers import as_tuple, conv, conv_transpose, upsample
 
 IntOrList = int | Sequence[int]
@@ -36,7 +37,7 @@ def per_level(
         return [(value,) * dims] * levels
     items = list(value)
     if all(isinstance(v, int) for v in items) and len(items) == dims and len(items) != levels:
-        return [tuple(items)] * levels
+        return [tuple(cast(list[int], items))] * levels  # all ints: checked above
     if len(items) != levels:
         raise ConfigError(f"unet {name}: expected {levels} entries (one per level), got {items}")
     return [as_tuple(v, dims, name=f"{name}[{i}]") for i, v in enumerate(items)]
@@ -117,7 +118,7 @@ class UNet(Network):
         self.pad_to_multiple = pad_to_multiple
         self.deep_supervision = deep_supervision
         self.norm = norm
-        options = {"norm_name": norm, "act_name": act}
+        options: NormActOptions = {"norm_name": norm, "act_name": act}
         self.encoder = nn.ModuleList(
             self._encoder_level(
                 level,
@@ -154,7 +155,7 @@ class UNet(Network):
         num_convs: int,
         residual: bool,
         dropout: float,
-        options: dict[str, str],
+        options: NormActOptions,
     ) -> nn.Module:
         dims, kernel, stride = self.spatial_dims, self.kernel_sizes[level], self.strides[level]
         if residual:
@@ -183,7 +184,7 @@ class UNet(Network):
         )
 
     def _decoder_level(
-        self, level: int, width: int, num_convs: int, options: dict[str, str]
+        self, level: int, width: int, num_convs: int, options: NormActOptions
     ) -> nn.Module:
         return nn.Sequential(
             *[

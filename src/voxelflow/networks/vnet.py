@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -13,6 +14,14 @@ from voxelflow.networks.blocks import ConvNormAct
 from voxelflow.networks.layers import act as make_act
 from voxelflow.networks.layers import conv, conv_transpose
 from voxelflow.networks.layers import norm as make_norm
+
+
+class _StageOptions(TypedDict):
+    """Keywords every V-Net stage shares."""
+
+    kernel_size: int
+    norm: str
+    act: str
 
 
 class ResidualStack(nn.Module):
@@ -159,7 +168,7 @@ class VNet(Network):
             )
         self.size_multiple = (2 ** (levels - 1),) * dims
         self.pad_to_multiple = pad_to_multiple
-        options = {"kernel_size": kernel_size, "norm": norm, "act": act}
+        options: _StageOptions = {"kernel_size": kernel_size, "norm": norm, "act": act}
         channels = [base_channels * 2**level for level in range(levels)]
         self.input_stack = ResidualStack(
             dims, in_channels, base_channels, num_convs=down_convs[0], **options

@@ -83,7 +83,7 @@ class SingleSlice(nn.Module):
     def __init__(self, inner: nn.Module, *, slices: bool = True) -> None:
         super().__init__()
         self.inner = inner
-        inner._voxelflow_slices = slices  # type: ignore[attr-defined]
+        inner._voxelflow_slices = slices  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return _sliced(self.inner.forward)(*args, **kwargs)
