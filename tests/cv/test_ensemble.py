@@ -176,6 +176,15 @@ def test_fold_out_of_range_in_folds(trained: Path, capsys) -> None:
     assert "--folds" in capsys.readouterr().err
 
 
+def test_ensemble_output_inside_the_dataset_is_refused(trained: Path, capsys) -> None:
+    data = trained.parent / "data"
+    before = sorted(path.name for path in data.iterdir())
+    assert main(["infer", "-c", str(trained), "--folds", "all", "--out", str(data / "pred")]) == 2
+    err = capsys.readouterr().err
+    assert "inference output folder" in err and str(data) in err
+    assert sorted(path.name for path in data.iterdir()) == before  # nothing written there
+
+
 def _mean_dice(seg: np.ndarray, ref: np.ndarray) -> float:
     values = []
     for label in (2, 4):

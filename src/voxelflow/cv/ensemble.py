@@ -430,10 +430,13 @@ def ensemble_rows(
     postprocessing: dict[str, Any] | None = None,
 ) -> Path:
     """Read each row, ensemble, write ``<subject>_<suffix>.nii.gz`` and the prediction table."""
+    from voxelflow.data.subject import refuse_output_inside_dataset
     from voxelflow.engine.inference import read_subject, write_prediction, write_table
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     experiment = members[0].experiment
+    # the one output-folder rule, as for single-model inference
+    refuse_output_inside_dataset(out_dir, experiment, rows, what="inference output folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
     subjects = (read_subject(row, experiment) for row in rows)
     written = []
     scores: dict[str, dict[str, float]] = {}
