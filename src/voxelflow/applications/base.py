@@ -39,6 +39,9 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from voxelflow.errors import ConfigError
 
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
+
 if TYPE_CHECKING:  # applications sit above io/data/config in the layers; types only
     from voxelflow.io.image import Image, Subject
     from voxelflow.io.table import SubjectRow
@@ -253,6 +256,22 @@ class Application:
     reference_folders: ClassVar[bool] = False
     #: whether :meth:`evaluation_table` reads folders itself (else the API loads their images).
     evaluates_folders: ClassVar[bool] = False
+    #: cross-validation (``voxelflow cv``): the table :meth:`evaluate` writes with one row per
+    #: subject (or per subject and label), and the summary table copied to ``summary.csv``
+    #: (None: the evaluation writes ``summary.csv`` itself or has none)
+    per_subject_table: ClassVar[str] = "per_case.csv"
+    summary_table: ClassVar[str | None] = None
+    #: cross-validation scores each fold's model on its own instead of pooling out-of-fold
+    #: subjects (a generator has no per-subject prediction): the GAN
+    cv_per_fold: ClassVar[bool] = False
+    #: whether ``voxelflow cv`` decides a postprocessing for this application (segmentation)
+    decides_postprocessing: ClassVar[bool] = False
+
+    @classmethod
+    def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
+        """The default cross-validation metric: ``(summary key, higher is better, per-subject
+        column of`` :attr:`per_subject_table` ``)``; None: the application is not cross-validated."""
+        return None
 
     @classmethod
     def check_training_roles(cls, inputs: Mapping[str, Sequence[str]]) -> None:

@@ -17,7 +17,7 @@ Out-of-fold segmentations are inferred without connected-component postprocessin
 decided afterwards from them (:mod:`voxelflow.cv.postprocess`); their class probabilities are
 kept (``<subject>_prob.nii.gz``) for the two-configuration ensembles of ``--compare``.
 
-The application's default CV metric (:data:`CV_METRICS`) goes, with its per-subject values, into
+The application's default CV metric (``Application.cross_validation_metric``) goes, with its per-subject values, into
 ``cv/cv_metric.json``, which ``voxelflow cv --compare`` reads.
 """
 
@@ -61,22 +61,6 @@ class CVMetric:
     per_subject: str
 
 
-#: application → its default CV metric (the issue's table).
-CV_METRICS: dict[str, CVMetric] = {
-    "segmentation": CVMetric("dice", True, "dice"),  # mean foreground Dice
-    "regression": CVMetric("mae", False, "mae"),
-    "classification": CVMetric("balanced_accuracy", True, "correct"),
-    "classification_value": CVMetric("mae", False, "abs_error"),
-    "autoencoder": CVMetric("mae", False, "mae"),  # reconstruction MAE
-    "gan": CVMetric("histogram_wasserstein", False, "histogram_wasserstein"),
-}
-
-#: the per-subject table each application's evaluation writes.
-_PER_SUBJECT_FILES = {
-    "regression": "regression_metrics.csv",
-    "classification": "per_subject.csv",
-    "autoencoder": "per_subject.csv",
-}
 
 
 @dataclass
@@ -104,20 +88,21 @@ class CVResult:
 
 
 def cv_metric(experiment: ExperimentConfig) -> CVMetric:
-    """The default CV metric of the experiment's application.
+    """The default CV metric of the experiment's application
+    (:meth:`~voxelflow.applications.base.Application.cross_validation_metric`).
 
     Raises:
-        ConfigError: an application without one (a plugin).
+        ConfigError: an application without one (a plugin that does not define it).
     """
-    name = experiment.application
-    if name == "classification" and str(experiment.task.get("kind", "class")) == "value":
-        name = "classification_value"
-    if name not in CV_METRICS:
+    from voxelflow.engine.run import application_class
+
+    found = application_class(experiment).cross_validation_metric(experiment)
+    if found is None:
         raise ConfigError(
-            f"application: cross-validation knows the metrics of {sorted(CV_METRICS)}, "
-            f"got {experiment.application!r}"
+            f"application {experiment.application!r}: cross-validation needs its default metric; "
+            "the application does not define Application.cross_validation_metric"
         )
-    return CV_METRICS[name]
+    return CVMetric(*found)
 
 
 def check_folds_finished(
@@ -227,7 +212,7 @@ def run_cv(
         tables.append((fold, table))
     if not tables:
         raise DataError(f"{split_path(experiment, root)}: no fold has a validation subject")
-    if experiment.application == "gan":
+    if app_class.cv_per_fold:
         return _evaluate_gan(experiment, root, rows, fold_of, tables, metric)
     merged = merge_tables(tables, out / "predictions" / app_class.prediction_table)
     (out / "report.html").unlink(missing_ok=True)  # written below unless the evaluation writes one
@@ -237,7 +222,7 @@ def run_cv(
     per_subject = _application_tables(experiment, out, metric, summary, report=report)
     value = _overall(metric, summary, per_subject)
     result = CVResult(experiment.application, metric, value, per_subject, fold_of, out, summary)
-    if experiment.application == "segmentation" and postprocessing:
+    if app_class.decides_postprocessing and postprocessing:
         from voxelflow.cv.postprocess import decide_postprocessing
 
         result.postprocessing = decide_postprocessing(experiment, root)
@@ -298,11 +283,14 @@ def _application_tables(
     report: bool,
 ) -> dict[str, float]:
     """``per_case.csv`` / ``summary.csv`` beside the application's own files; per-subject values."""
-    source = out / _PER_SUBJECT_FILES.get(experiment.application, "per_case.csv")
+    from voxelflow.engine.run import application_class
+
+    app_class = application_class(experiment)
+    source = out / app_class.per_subject_table
     if source.name != "per_case.csv":
         shutil.copyfile(source, out / "per_case.csv")
-    if experiment.application == "regression":
-        shutil.copyfile(out / "regression_summary.csv", out / "summary.csv")
+    if app_class.summary_table is not None:
+        shutil.copyfile(out / app_class.summary_table, out / "summary.csv")
     with open(source, newline="") as handle:
         records = list(csv.DictReader(handle))
     values: dict[str, list[float]] = {}  # segmentation: one record per subject and label

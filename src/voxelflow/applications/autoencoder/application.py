@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -74,6 +74,9 @@ from voxelflow.applications.base import (
 from voxelflow.applications.common import resized_affine
 from voxelflow.errors import ConfigError, ShapeError
 
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
+
 log = logging.getLogger(__name__)
 
 __all__ = ["AutoencoderApplication", "AutoencoderOptions", "AutoencoderTask"]
@@ -92,6 +95,7 @@ class AutoencoderApplication(Application):
     """
 
     name = "autoencoder"
+    per_subject_table = "per_subject.csv"
     prediction_table = TABLES["reconstruct"]
     inference_modes = ("reconstruct", "encode", "sample", "interpolate")
 
@@ -384,6 +388,11 @@ class AutoencoderApplication(Application):
         path = Path(out_dir) / "latents.npy"
         np.save(path, array)
         return [path]
+
+    @classmethod
+    def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
+        """Reconstruction mean absolute error."""
+        return ("mae", False, "mae")
 
     @classmethod
     def evaluate(

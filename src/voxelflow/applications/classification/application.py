@@ -31,7 +31,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ from voxelflow.applications.classification.task import (
     target_cell,
 )
 from voxelflow.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class ClassificationApplication(Application):
     """
 
     name = "classification"
+    per_subject_table = "per_subject.csv"
     prediction_table = "predictions.csv"
     inference_modes = ("predict",)
 
@@ -261,6 +265,13 @@ class ClassificationApplication(Application):
             {f"prob_{name}": round(float(p), 6) for name, p in zip(self.encoding.classes, output)}
         )
         return Prediction(item.name, values=values)
+
+    @classmethod
+    def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
+        """Balanced accuracy (classes; a subject is right or wrong), or MAE (values)."""
+        if ClassificationTask.from_config(experiment.task).kind == "value":
+            return ("mae", False, "abs_error")
+        return ("balanced_accuracy", True, "correct")
 
     @classmethod
     def evaluate(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,6 +62,9 @@ from voxelflow.applications.gan.task import (
 from voxelflow.errors import ConfigError
 from voxelflow.losses.generative import GANWassersteinLoss
 
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
+
 
 class GanApplication(Application):
     """Adversarial image generation with a generator and a discriminator.
@@ -78,6 +81,7 @@ class GanApplication(Application):
     """
 
     name = "gan"
+    cv_per_fold = True
     manual_optimization = True
     inference_modules = ("generator",)  # zoo entries ship the generator only
     prediction_table = "generated.csv"
@@ -326,6 +330,11 @@ class GanApplication(Application):
         from voxelflow.applications.gan.task import to_output_image
 
         return to_output_image(image, self.output_grid, intensity=self.task.output_intensity)
+
+    @classmethod
+    def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
+        """Histogram Wasserstein distance of generated vs real intensities, per fold."""
+        return ("histogram_wasserstein", False, "histogram_wasserstein")
 
     @classmethod
     def evaluate(

@@ -51,6 +51,7 @@ from voxelflow.applications.regression.task import (
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image
 
 REGRESSION_LOSSES = ("l1", "l2", "rmse", "huber", "smooth_l1")
@@ -75,6 +76,8 @@ class RegressionApplication(Application):
     """
 
     name = "regression"
+    per_subject_table = "regression_metrics.csv"
+    summary_table = "regression_summary.csv"
     reference_role = "target"
 
     def __init__(
@@ -285,6 +288,11 @@ class RegressionApplication(Application):
         from voxelflow.transforms.preprocess import invert
 
         return invert(Image(values.float(), affine.copy()), record, kind="intensity")
+
+    @classmethod
+    def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
+        """Mean absolute error."""
+        return ("mae", False, "mae")
 
     @classmethod
     def evaluate(

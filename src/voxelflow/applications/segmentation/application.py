@@ -55,6 +55,7 @@ from voxelflow.applications.segmentation.uncertainty import (
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image
 
 
@@ -143,6 +144,7 @@ class SegmentationApplication(Application):
     """
 
     name = "segmentation"
+    decides_postprocessing = True
     training_roles = ("image", "label")
     reference_role = "label"
     reference_folders = True
@@ -389,6 +391,11 @@ class SegmentationApplication(Application):
         """Label values (not class indices) of the argmax. Shape: ``(B, K, *spatial)`` → ``(B, 1, *spatial)``."""
         lookup = torch.as_tensor(self.label_values, device=scores.device)
         return lookup[scores.argmax(dim=1, keepdim=True)]
+
+    @classmethod
+    def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
+        """Mean foreground Dice."""
+        return ("dice", True, "dice")
 
     @classmethod
     def evaluate(
