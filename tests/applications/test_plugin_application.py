@@ -143,4 +143,11 @@ def test_a_plugin_without_an_in_memory_evaluation_is_refused(tmp_path: Path, mon
     image = vf.Image(torch.zeros(1, 4, 4, 4))
     with pytest.raises(vf.ConfigError, match="got application 'bare'"):
         experiment.evaluate({"a": image}, {"a": image})
+    # evaluating its inference run: a ConfigError naming it, not a NotImplementedError traceback
+    from voxelflow.engine.run import application_class
+
+    with pytest.raises(vf.ConfigError, match=r"application 'bare' .* has no evaluation"):
+        application_class(experiment.config).evaluate(
+            experiment.config, predictions=tmp_path / "p.csv", rows=[], out_dir=tmp_path / "o"
+        )
     sys.modules.pop("bare_application", None)

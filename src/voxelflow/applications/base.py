@@ -420,8 +420,12 @@ class Application:
 
         Raises:
             DataError: a subject could not be scored (after the outputs are written).
+            ConfigError: an application that does not implement it (the message names it).
         """
-        raise NotImplementedError(f"{cls.__name__} does not implement evaluate")
+        raise ConfigError(
+            f"evaluate: application {cls.name!r} ({cls.__name__}) has no evaluation: it does not "
+            "implement Application.evaluate"
+        )
 
     @classmethod
     def evaluation_table(
