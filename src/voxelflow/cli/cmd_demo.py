@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -46,6 +47,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="a tiny version that finishes in well under a minute"
+    )
+    parser.add_argument(
+        "--real-subjects",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="segmentation demo: real T1 heads with reference segmentations to check the trained "
+        "model on, the cache `benchmarks/demo_generalisation.py --fetch` fills (default: that "
+        "cache, $VOXELFLOW_BENCH_CACHE or ~/.cache/voxelflow-bench, when it exists; not with "
+        "--quick); the table and pictures go into the evaluation report and the model card",
     )
     parser.set_defaults(func=run)
 
@@ -99,5 +110,13 @@ def run(args: argparse.Namespace) -> int:
     # data generation before training: threads as training will choose them (1 data worker);
     # training and inference set their own again
     apply_threads(None, workers=1, what="demo")
-    module.run_demo(out, quick=args.quick)
+    extra = {}
+    if args.real_subjects is not None:
+        if "real_subjects" not in inspect.signature(module.run_demo).parameters:
+            raise VoxelflowError(
+                f"--real-subjects: the {args.app} demo has no check on real subjects "
+                "(only --app segmentation)"
+            )
+        extra["real_subjects"] = args.real_subjects
+    module.run_demo(out, quick=args.quick, **extra)
     return 0

@@ -6,8 +6,9 @@ grid (3 mm by default, so the demo trains on a laptop CPU in minutes). The segme
 subjects (:func:`make_demo_dataset`) also vary what real scans vary (:mod:`voxelflow.demo.variation`):
 a synthetic skull and scalp or none, a zero or noisy background, the field of view, contrast,
 head rotation and position, and the acquisition resolution. Labels are tissue classes
-from the template's grey- and white-matter probability maps: 0 = other (CSF, skull, air),
-1 = grey matter, 2 = white matter. Because all subjects derive from one anatomy, the demo shows
+from the template's grey- and white-matter probability maps made consistent with its own T1
+intensities (:func:`tissue_posteriors`): 0 = other (CSF, skull, air), 1 = grey matter,
+2 = white matter. Because all subjects derive from one anatomy, the demo shows
 the pipeline works; it is not evidence of generalisation to other brains.
 
 When nilearn is absent, seeded synthetic phantoms are used instead (and the demo says so).
@@ -25,9 +26,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from voxelflow.demo.head import synthesise_head
 from voxelflow.demo.variation import (
     ScanVariant,
-    add_head,
     blur_to_acquired,
     distance_from_brain,
     rotation_matrix,
@@ -66,6 +67,40 @@ def load_template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | N
         np.asarray(wm.get_fdata(), dtype=np.float32),
         t1.affine,
     )
+
+
+def tissue_posteriors(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], iterations: int = 5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The template with GM/WM maps replaced by tissue posteriors given its own T1 intensities.
+
+    A three-class Gaussian mixture (CSF, GM, WM) on the template's brain voxels, fitted by EM
+    with the template's probability maps as spatial priors (the prior-based classification of
+    SPM and ANTs Atropos). The population maps alone disagree with the template's own intensities
+    at many GM/WM borders, so a model trained on their argmax learns borders an image does not
+    show; the posteriors keep the maps' anatomy and follow the intensities.
+
+    Returns:
+        ``(t1, gm_posterior, wm_posterior, affine)``; outside the brain both posteriors are 0.
+    """
+    t1, gm, wm, affine = template
+    brain = t1 > 0.05
+    priors = np.stack([np.clip(1.0 - gm - wm, 0.0, 1.0), gm, wm])[:, brain].astype(np.float64)
+    values = t1[brain].astype(np.float64)
+    posterior = priors
+    for _ in range(iterations):
+        weights = posterior / np.clip(posterior.sum(axis=0, keepdims=True), 1e-12, None)
+        mean = (weights * values).sum(axis=1) / weights.sum(axis=1)
+        std = np.sqrt((weights * (values - mean[:, None]) ** 2).sum(axis=1) / weights.sum(axis=1))
+        likelihood = np.exp(-0.5 * ((values - mean[:, None]) / std[:, None]) ** 2) / std[:, None]
+        posterior = priors * likelihood
+    posterior /= np.clip(posterior.sum(axis=0, keepdims=True), 1e-12, None)
+    maps = []
+    for tissue in (1, 2):
+        volume = np.zeros(t1.shape, np.float32)
+        volume[brain] = posterior[tissue]
+        maps.append(volume)
+    return t1, maps[0], maps[1], affine
 
 
 def _output_grid(
@@ -160,6 +195,32 @@ def coarse_template(
     return block_mean(t1), block_mean(gm), block_mean(wm), coarse
 
 
+#: peak displacement (mm) of the tissue demo's smooth deformation: larger than the other demos'
+#: 4 mm so that a model of one template's folding cannot simply memorise it
+ANATOMY_WARP_MM = 6.0
+
+#: room (mm) added around the template grid for the synthetic head: (low, high) per RAS axis. The
+#: template's grid ends 20 mm below the cerebellum; real scans with skull carry the face and neck.
+HEAD_ROOM_MM = ((12.0, 12.0), (12.0, 24.0), (60.0, 12.0))
+
+
+def pad_template(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    room_mm: tuple[tuple[float, float], ...] = HEAD_ROOM_MM,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The template's maps with zeros added around them (``room_mm``), and the grid's affine.
+
+    The template is RAS with a diagonal affine, so voxel axis ``i`` is RAS axis ``i``.
+    """
+    t1, gm, wm, affine = template
+    spacing = np.abs(np.diag(affine)[:3])
+    widths = [(round(float(lo / s)), round(float(hi / s))) for (lo, hi), s in zip(room_mm, spacing)]
+    padded = affine.copy()
+    padded[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([lo for lo, _ in widths], float)
+    maps = tuple(np.pad(volume, widths) for volume in (t1, gm, wm))
+    return maps[0], maps[1], maps[2], padded
+
+
 def make_varied_subject(
     template: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     distance_mm: np.ndarray,
@@ -179,7 +240,7 @@ def make_varied_subject(
     t1, gm, wm, t_affine = template
     brain = t1 > 0
     if variant.skull:
-        t1, head = add_head(t1, brain, distance_mm, rng)
+        t1, head = synthesise_head(t1, brain, distance_mm, t_affine, rng)
     else:
         head = brain
     t1 = np.clip(t1, 0.0, None) ** variant.gamma
@@ -201,7 +262,7 @@ def make_varied_subject(
     world = np.einsum("ij,j...->i...", affine[:3, :3], grid) + affine[:3, 3, None, None, None]
     coarse = tuple(max(n // 4, 2) for n in shape)
     for axis in range(3):
-        disp = _smooth_field(coarse, rng, amplitude=4.0, sigma=1.5)
+        disp = _smooth_field(coarse, rng, amplitude=ANATOMY_WARP_MM, sigma=1.5)
         world[axis] += ndimage.zoom(disp, np.array(shape) / np.array(coarse), order=1)[
             : shape[0], : shape[1], : shape[2]
         ]
@@ -293,8 +354,12 @@ def make_demo_dataset(
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
     tables: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
+    if template is not None:
+        template = tissue_posteriors(template)
     if template is not None and spacing >= 3.0:
         template = coarse_template(template)  # 2 mm is fine enough for a 3 mm grid, 8× faster
+    if template is not None:
+        template = pad_template(template)
     distance = (
         distance_from_brain(template[0] > 0.05, float(abs(template[3][0, 0])))
         if template is not None

@@ -21,7 +21,7 @@ subcutaneous fat            2-6          1.00-1.40 (fat brighter than WM)
 skin                        1-2          0.55-0.85
 ==========================  ===========  ===========================================
 
-Below and in front of the brain (MNI z < 0): a face/neck region of randomly placed soft-tissue,
+Below the brain (MNI z < 0), from the face to the back of the neck: a region of randomly placed soft-tissue,
 fat and air/bone blobs (GM-like 0.40-0.70, WM-like 0.85-1.30, dark 0.02-0.12), and two orbits
 centred near MNI (±32, 48, -30) (radius 11-14 mm, the eyeball ~24 mm across): dark vitreous
 (long T1, 0.05-0.18) inside bright orbital fat (1.0-1.3).
@@ -88,11 +88,12 @@ def _shell_image(
 
 
 def _face_region(world: np.ndarray, distance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Boolean face/neck region: an ellipsoid below and in front of the brain, off the brain."""
+    """Boolean face/neck region: an ellipsoid below the brain, from the face to the back of the
+    neck (the neck muscles under the cerebellum look like grey matter on T1), off the brain."""
     x, y, z = world
-    centre_y, centre_z = rng.uniform(5.0, 25.0), rng.uniform(-80.0, -65.0)
-    inside = (x / rng.uniform(60, 72)) ** 2 + ((y - centre_y) / rng.uniform(80, 95)) ** 2
-    inside = inside + ((z - centre_z) / rng.uniform(50, 65)) ** 2
+    centre_y, centre_z = rng.uniform(-15.0, 10.0), rng.uniform(-85.0, -70.0)
+    inside = (x / rng.uniform(60, 72)) ** 2 + ((y - centre_y) / rng.uniform(90, 105)) ** 2
+    inside = inside + ((z - centre_z) / rng.uniform(55, 70)) ** 2
     return (inside <= 1.0) & (z < 0.0) & (distance > 0)
 
 

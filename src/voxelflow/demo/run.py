@@ -22,6 +22,7 @@ import numpy as np
 
 from voxelflow.demo.baseline import IntensityLookupBaseline
 from voxelflow.demo.data import DemoData, make_demo_dataset
+from voxelflow.demo.generalisation import card_metrics, format_table, mean_rows, report_section
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class DemoSettings:
     iterations: int
 
 
-FULL = DemoSettings(num_train=12, num_test=4, spacing=3.0, memory_gb=0.5, iterations=300)
+FULL = DemoSettings(num_train=16, num_test=4, spacing=3.0, memory_gb=0.5, iterations=400)
 QUICK = DemoSettings(num_train=3, num_test=2, spacing=4.0, memory_gb=0.4, iterations=12)
 #: the planned configuration the demo trains
 CONFIGURATION = "3d_fullres"
@@ -71,8 +72,16 @@ def _print_plan(planned: Any, plan_dir: Path) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
-    """Run the whole demo; returns the figures it prints."""
+def run_demo(out: Path, *, quick: bool = False, real_subjects: Path | None = None) -> dict[str, Any]:
+    """Run the whole demo; returns the figures it prints.
+
+    Args:
+        out: folder for data, plan, run and the packed zoo entry.
+        quick: the tiny version (CI); it checks real subjects only when ``real_subjects`` is given.
+        real_subjects: cache of real T1 heads with references
+            (``benchmarks/demo_generalisation.py --fetch``); default: that script's cache when
+            it exists. The check's table and pictures go into the evaluation report and the card.
+    """
     from voxelflow.config.load import load_experiment
     from voxelflow.engine.inference import infer_rows
     from voxelflow.engine.run import train_experiment
@@ -93,16 +102,76 @@ def run_demo(out: Path, *, quick: bool = False) -> dict[str, Any]:
     train_experiment(experiment, run_dir=run_dir, force=True)
     test_rows = read_csv_table(data.test_csv, required=["image", "label"])
     infer_rows(experiment, test_rows, run_dir=run_dir, out_dir=run_dir / "predictions")
-    network = _evaluate(run_dir, test_rows, settings)
+    real = check_real_subjects(run_dir, data, real_subjects, quick=quick)
+    network = _evaluate(run_dir, test_rows, settings, real)
     baseline = _baseline_dice(data, test_rows)
-    entry = _pack_model(run_dir, out, network, data, quick=quick)
+    entry = _pack_model(run_dir, out, network, data, quick=quick, real=real)
     figures = {"network": network, "baseline": baseline, "seconds": time.perf_counter() - start,
-               "source": data.source, "run_dir": run_dir, "config": config_path, "entry": entry}
+               "source": data.source, "run_dir": run_dir, "config": config_path, "entry": entry,
+               "real": real.rows if real else None}
     _print_summary(figures, data)
+    if real is not None:
+        sys.stdout.write("\nvoxelflow demo: real T1 heads it never saw (reference: ANTs Atropos "
+                         "inside the brain mask)\n" + format_table(real.rows) + "\n")
     return figures
 
 
-def _pack_model(run_dir: Path, out: Path, dice: dict[int, float], data: DemoData, *, quick: bool) -> Path:
+@dataclass(frozen=True)
+class RealCheck:
+    """The generalisation check's rows (one per case) and one picture per case."""
+
+    rows: list[dict[str, float | str]]
+    pictures: list[tuple[str, bytes]]
+
+
+def check_real_subjects(
+    run_dir: Path, data: DemoData, cache: Path | None, *, quick: bool
+) -> RealCheck | None:
+    """Run the trained model on the cached real subjects (:mod:`voxelflow.demo.generalisation`).
+
+    None, with a message saying how to fetch them, when no subject is cached (or ``--quick``
+    without an explicit cache); an explicit ``cache`` without any subject is an error.
+    """
+    from voxelflow.demo import generalisation as g
+    from voxelflow.errors import DataError
+
+    folder = cache if cache is not None else (None if quick else g.DEFAULT_CACHE)
+    if folder is None:
+        return None
+    subjects, missing = g.cached_subjects(folder)
+    if not subjects:
+        message = (f"no real subject in {folder} ({'; '.join(missing)}): run "
+                   "`python benchmarks/demo_generalisation.py --fetch` once to fetch them")  # fmt: skip
+        if cache is not None:
+            raise DataError(f"--real-subjects: {message}")
+        log.warning("voxelflow demo: real-subject check skipped: %s", message)
+        return None
+    images, labels = _training_arrays(data)
+    baseline = g.fit_brain_baseline(images, labels)
+    cases = g.make_cases(subjects, baseline)
+    rows = g.run_check(cases, g.run_predictor(run_dir), run_dir / "real-subjects",
+                       pictures=run_dir / "real-subjects" / "pictures",
+                       log=lambda line: log.info("voxelflow demo: %s", line))  # fmt: skip
+    pictures = [(path.stem, path.read_bytes())
+                for path in sorted((run_dir / "real-subjects" / "pictures").glob("*.png"))]  # fmt: skip
+    return RealCheck(rows, pictures)
+
+
+def _training_arrays(data: DemoData) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The demo's training images and label maps ``(X, Y, Z)``."""
+    from voxelflow.io.readers import read_image
+    from voxelflow.io.table import read_csv_table
+
+    rows = read_csv_table(data.train_csv, required=["image", "label"])
+    images = [read_image(r.path("image")).numpy()[0] for r in rows]
+    labels = [read_image(r.path("label"), kind="label").numpy()[0] for r in rows]
+    return images, labels
+
+
+def _pack_model(
+    run_dir: Path, out: Path, dice: dict[int, float], data: DemoData, *, quick: bool,
+    real: RealCheck | None = None,
+) -> Path:
     """Pack the trained model as an installable zoo entry with an honest model card."""
     from voxelflow.zoo.pack import pack_run
 
@@ -119,19 +188,37 @@ def _pack_model(run_dir: Path, out: Path, dice: dict[int, float], data: DemoData
         "`voxelflow plan` (spacing, window, U-Net, body-mask z-score)",
         "checked_on": "held-out subjects made the same way: "
         + ", ".join(f"Dice {data.label_names[k]} {v:.3f}" for k, v in dice.items())
-        + "; real T1 scans of other people: see benchmarks/demo_generalisation.py and zoo/README.md",
+        + "; "
+        + _real_summary(real),
         "limitations": "one template anatomy: it has never seen atrophy, lesions, children or "
         "other contrasts than T1; CSF is labelled 'other' with the skull and scalp; it is a "
         "demonstration of the pipeline, not a clinical tissue segmenter",
         "license": "Apache-2.0",
         "outputs": {"labels": {int(value): name for value, name in data.label_names.items()}},
-        "metrics": {f"test_dice_{data.label_names[k]}": float(v) for k, v in dice.items()},
+        "metrics": {f"test_dice_{data.label_names[k]}": float(v) for k, v in dice.items()}
+        | (card_metrics(real.rows) if real else {}),
     }
     name = "voxelflow-demo-tissue-quick" if quick else "voxelflow-demo-tissue"
     return pack_run(run_dir, out=out / f"{name}.zip", name=name, card=card)
 
 
-def _evaluate(run_dir: Path, rows, settings: DemoSettings) -> dict[int, float]:
+def _real_summary(real: RealCheck | None) -> str:
+    """The card's sentence on real subjects: means per input kind, or where to find them."""
+    if real is None:
+        return "real T1 scans of other people: see benchmarks/demo_generalisation.py"
+    means = "; ".join(
+        f"{r['input']} {float(r['spacing']):g} mm: GM {float(r['dice_grey_matter']):.3f} "
+        f"WM {float(r['dice_white_matter']):.3f}, {float(r['outside_ml']):.0f} mL outside the brain "
+        f"(brain-masked intensity baseline GM {float(r['baseline_grey_matter']):.3f} "
+        f"WM {float(r['baseline_white_matter']):.3f})"
+        for r in mean_rows(real.rows)
+    )
+    subjects = sorted({str(r["subject"]) for r in real.rows})
+    return (f"real T1 heads of other people never used for training or tuning ({', '.join(subjects)}; "
+            f"reference ANTs N4 + Atropos inside the brain mask), means: {means}")  # fmt: skip
+
+
+def _evaluate(run_dir: Path, rows, settings: DemoSettings, real: RealCheck | None = None) -> dict[int, float]:
     from voxelflow.io.readers import read_image
     from voxelflow.metrics.evaluate import evaluate_images
 
@@ -144,7 +231,9 @@ def _evaluate(run_dir: Path, rows, settings: DemoSettings) -> dict[int, float]:
 
     result = evaluate_images(cases, run_dir / "evaluation", labels=[1, 2], images=images,
                              metrics=("dice", "hd95", "assd", "nsd"), tolerance=settings.spacing,
-                             label_names=TISSUE_NAMES, provenance={"run": str(run_dir)})
+                             label_names=TISSUE_NAMES, provenance={"run": str(run_dir)},
+                             sections=[("Real subjects it never saw", report_section(real.rows, real.pictures))]
+                             if real else ())  # fmt: skip
     return _mean_dice(result.rows)
 
 
@@ -157,13 +246,9 @@ def _mean_dice(rows) -> dict[int, float]:
 
 def _baseline_dice(data: DemoData, test_rows) -> dict[int, float]:
     from voxelflow.io.readers import read_image
-    from voxelflow.io.table import read_csv_table
     from voxelflow.metrics import dice
 
-    train_rows = read_csv_table(data.train_csv, required=["image", "label"])
-    images = [read_image(r.path("image")).numpy()[0] for r in train_rows]
-    labels = [read_image(r.path("label"), kind="label").numpy()[0] for r in train_rows]
-    model = IntensityLookupBaseline().fit(images, labels)
+    model = IntensityLookupBaseline().fit(*_training_arrays(data))
     scores: dict[int, list[float]] = {1: [], 2: []}
     for row in test_rows:
         predicted = model.predict(read_image(row.path("image")).numpy()[0])

@@ -1,9 +1,9 @@
 """What real T1 scans vary, applied to the MNI152 template so one anatomy looks like many scans.
 
-The template nilearn ships is skull-stripped; real scans are not. :func:`add_head` synthesises
-the layers around the brain from the distance to the brain surface (a dark CSF rim, dark cortical
-bone, a bright fatty scalp) with thicknesses that vary smoothly around the head, so a model
-learns that bright tissue outside the brain is not grey matter. :class:`ScanVariant` draws the
+The template nilearn ships is skull-stripped; real scans are not. :mod:`voxelflow.demo.head`
+synthesises a layered, randomised head around the brain (CSF rim, bone, marrow, muscle, fat,
+skin, face and neck, orbits), so a model learns that bright tissue outside the brain is not grey
+matter. :class:`ScanVariant` draws the
 rest per subject: skull on or stripped, an exactly-zero or a noisy background, a tight or wide
 field of view, a contrast change (gamma), the head's rotation and position, and the acquisition
 resolution (isotropic 1.5-3 mm or thick slices), which is simulated by blurring to the acquired
@@ -19,46 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-
-#: distances (mm) from the brain surface where each layer ends: CSF rim, bone, scalp
-HEAD_LAYERS_MM = (2.5, 7.5, 13.0)
-#: T1 intensity of each layer relative to white matter ≈ 1 (CSF dark, bone darker, fat bright)
-HEAD_LAYER_INTENSITY = (0.12, 0.06, 0.85)
-
-
-def add_head(
-    t1: np.ndarray,
-    brain: np.ndarray,
-    distance_mm: np.ndarray,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The template T1 with a synthetic CSF rim, skull and scalp; and the head mask.
-
-    Args:
-        t1: skull-stripped T1 ``(X, Y, Z)``, white matter about 1.
-        brain: boolean brain mask, same shape.
-        distance_mm: distance (mm) of every voxel from the brain (``distance_from_brain``).
-        rng: random generator (layer thicknesses vary smoothly around the head, ±30 %).
-
-    Returns:
-        ``(t1_with_head, head_mask)``.
-    """
-    coarse = rng.standard_normal(tuple(max(s // 16, 2) for s in t1.shape))
-    factors = np.array(t1.shape) / np.array(coarse.shape)
-    wobble = ndimage.zoom(ndimage.gaussian_filter(coarse, 1.0), factors, order=1)
-    wobble = wobble[: t1.shape[0], : t1.shape[1], : t1.shape[2]]
-    scale = 1.0 + 0.3 * wobble / max(float(np.abs(wobble).max()), 1e-6)
-    distance = distance_mm / scale
-    image = t1.copy()
-    inner = 0.0
-    for edge, value in zip(HEAD_LAYERS_MM, HEAD_LAYER_INTENSITY):
-        layer = (distance > inner) & (distance <= edge) & ~brain
-        image[layer] = value * rng.uniform(0.8, 1.2)
-        inner = edge
-    head = brain | (distance <= HEAD_LAYERS_MM[-1])
-    image = np.where(head, image, 0.0)
-    # partial volume softens every edge a little
-    return ndimage.gaussian_filter(image, 0.6).astype(np.float32), head
 
 
 def distance_from_brain(brain: np.ndarray, spacing_mm: float = 1.0) -> np.ndarray:

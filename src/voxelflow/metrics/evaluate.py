@@ -446,12 +446,14 @@ def evaluate_images(
     descriptive: bool = True,
     label_names: Mapping[int, str] | None = None,
     provenance: Mapping[str, object] | None = None,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> EvaluationResult:
     """Evaluate in-memory ``subject → (prediction, reference)`` label images (e.g. the demo).
 
     Same checks, rows and outputs as :func:`evaluate_folders`; runs in this process. ``images``
     (subject → intensity Image on the reference grid) are drawn under the report's contours
-    and give the intensity columns.
+    and give the intensity columns. ``sections``: ``(title, html)`` pairs added to the report
+    after its summary.
 
     Shape:
         prediction and reference label maps: ``(1, *spatial)`` on one grid.
@@ -511,6 +513,7 @@ def evaluate_images(
             extra_columns=extra,
             label_names=label_names,
             provenance=_provenance(provenance, wanted, tolerance, surface),
+            sections=sections,
         )
         result.out_dir = Path(out_dir)
     return result

@@ -244,8 +244,13 @@ def render_html(
     per_case: Sequence[dict[str, object]] = (),
     per_case_columns: Sequence[str] = (),
     provenance: Mapping[str, object] | None = None,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """The self-contained report page (pictures inline; columns of the per-case table sort)."""
+    """The self-contained report page (pictures inline; columns of the per-case table sort).
+
+    ``sections``: ``(title, html)`` pairs the caller adds after the summary (e.g. the demo's
+    check on real subjects); the html is inserted as given.
+    """
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>voxelflow evaluation</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
@@ -282,6 +287,7 @@ def render_html(
             + "</ul>"
         )
     parts.append("<h2>Summary</h2>" + _table(summary, SUMMARY_COLUMNS))
+    parts += [f"<h2>{html.escape(title)}</h2>{body}" for title, body in sections]
     parts.append(
         "<h2>Distributions</h2>" + "".join(_image_tag(png, name) for name, png in plots.items())
     )
@@ -323,6 +329,7 @@ def write_outputs(
     extra_columns: Sequence[str] = (),
     label_names: Mapping[int, str] | None = None,
     provenance: Mapping[str, object] | None = None,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Write ``per_case.csv``, ``summary.csv``, ``problems.csv`` and (with ``report``) plots + HTML.
 
@@ -337,6 +344,7 @@ def write_outputs(
             ``label`` column and shown in the report.
         provenance: what produced the evaluation (run, config hash, checkpoint, tolerance,
             surface definition, voxelflow version ...), shown at the top of the report.
+        sections: ``(title, html)`` pairs added to the report after the summary.
     """
     from voxelflow.metrics.evaluate_io import write_csv
 
@@ -377,5 +385,6 @@ def write_outputs(
         per_case=result.rows,
         per_case_columns=("subject", "label", "label_name", *metrics),
         provenance=provenance,
+        sections=sections,
     )
     (out_dir / "report.html").write_text(page, encoding="utf-8")
