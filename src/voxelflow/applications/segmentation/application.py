@@ -41,6 +41,7 @@ from voxelflow.applications.base import (
     Application,
     EvaluationOptions,
     InferenceItem,
+    PlanningRules,
     Prediction,
     TrainingContext,
 )
@@ -149,6 +150,9 @@ class SegmentationApplication(Application):
     reference_role = "label"
     reference_folders = True
     evaluates_folders = True
+    ensemble_mode = "probabilities"
+    dense_output = True
+    planning = PlanningRules(network="unet", labels=True, slices=True)
 
     def __init__(
         self,
@@ -391,6 +395,14 @@ class SegmentationApplication(Application):
         """Label values (not class indices) of the argmax. Shape: ``(B, K, *spatial)`` → ``(B, 1, *spatial)``."""
         lookup = torch.as_tensor(self.label_values, device=scores.device)
         return lookup[scores.argmax(dim=1, keepdim=True)]
+
+    @classmethod
+    def network_check(cls, experiment: ExperimentConfig) -> tuple[int, list[int]] | None:
+        """The class count (from the config, else 2) and the window without its slice axis."""
+        window = [int(size) for size in experiment.sampling.window]
+        axis = slice_axis_of(window)
+        classes = experiment.num_classes or len(experiment.preprocessing.label_values or []) or 2
+        return classes, [size for index, size in enumerate(window) if index != axis]
 
     @classmethod
     def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
