@@ -299,12 +299,13 @@ class Application:
     decides_postprocessing: ClassVar[bool] = False
     #: how ``voxelflow infer --folds`` and ``voxelflow cv --compare`` average fold models
     #: (``cv/ensemble.py``): ``"probabilities"`` (class probabilities ``prob`` before the
-    #: argmax into label values: segmentation), ``"image"`` (the image :attr:`ensemble_image`
+    #: argmax into label values: segmentation), ``"image"`` (the image :attr:`output_column`
     #: in the input's geometry: regression), ``"class_probabilities"`` (one class vector per
     #: subject: classification); None: not ensembled (:attr:`ensemble_refusal` says why)
     ensemble_mode: ClassVar[str | None] = None
-    #: the :class:`Prediction` image an ``"image"`` ensemble averages (``<subject>_pred``)
-    ensemble_image: ClassVar[str] = "pred"
+    #: the prediction-table column (a :class:`Prediction` image or value) holding the main
+    #: output: what an ``"image"`` ensemble averages, what NiftyNet's evaluation scores
+    output_column: ClassVar[str] = "pred"
     #: why averaging this application's models estimates nothing (shown when it is refused)
     ensemble_refusal: ClassVar[str | None] = None
     #: the network's output is dense (one value per voxel of the window, as the input): the
@@ -512,6 +513,23 @@ class Application:
             "evaluate: expected application with an in-memory evaluation (a reference_role: "
             f"segmentation, regression, a plugin's), got application {cls.name!r}"
         )
+
+    @classmethod
+    def evaluate_pairs(
+        cls,
+        experiment: ExperimentConfig,
+        predictions: Mapping[str, Path],
+        references: Mapping[str, Path],
+        out_dir: Path,
+    ) -> bool | None:
+        """Score prediction files against reference files paired by subject (NiftyNet's
+        ``evaluation`` action, whose ``inferred.csv`` pairs subjects with files).
+
+        Returns:
+            whether every subject was scored; None (the default): the application scores a
+            prediction table of :attr:`output_column` paths instead (:meth:`evaluate`).
+        """
+        return None
 
     @classmethod
     def postprocess_decision(cls, run_dir: Path) -> dict[str, Any] | None:

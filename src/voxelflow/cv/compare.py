@@ -207,7 +207,7 @@ def _image_pair(
     from voxelflow.io.readers import read_image
 
     probabilities = app_class.ensemble_mode == "probabilities"
-    column = "prob" if probabilities else app_class.ensemble_image
+    column = "prob" if probabilities else app_class.output_column
     role = app_class.reference_role
     if role is None or not experiment.dataset.inputs.get(role):
         return None

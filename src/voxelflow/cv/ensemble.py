@@ -12,7 +12,7 @@ outputs. What is averaged is the application's declaration
   ``voxelflow cv`` (``cv/postprocessing.json``) or, without it, the config's ``inference``
   postprocessing; scored by the mean foreground Dice;
 * ``"image"`` (regression, incl. super-resolution): the image
-  :attr:`~voxelflow.applications.base.Application.ensemble_image` of each member's prediction,
+  :attr:`~voxelflow.applications.base.Application.output_column` of each member's prediction,
   in the input's units, is averaged; scored by the MAE;
 * ``"class_probabilities"`` (classification): class probabilities are averaged (values: the
   decoded values are averaged).
@@ -271,7 +271,7 @@ def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Te
             prob = app.predict(item, ctx, plain).images["prob"]
             return prob.data.float(), prob
         if app_class.ensemble_mode == "image":
-            image = _ensemble_image(app_class, app.predict(item, ctx, options))
+            image = _averaged_image(app_class, app.predict(item, ctx, options))
             return image.data.float(), image
         output = app.predict_output(item.processed["image"].data.float(), ctx)
         if app.encoding.kind == "value":
@@ -279,13 +279,13 @@ def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Te
         return output.float(), None
 
 
-def _ensemble_image(app_class: type[Application], prediction: Any) -> Any:
+def _averaged_image(app_class: type[Application], prediction: Any) -> Any:
     """The image an ``"image"`` ensemble averages, or a ConfigError naming the declaration."""
-    name = app_class.ensemble_image
+    name = app_class.output_column
     if name not in prediction.images:
         raise ConfigError(
             f"--folds: application {app_class.name!r} ({app_class.__name__}) declares "
-            f"ensemble_image {name!r}, but its predictions hold images {sorted(prediction.images)}"
+            f"output_column {name!r}, but its predictions hold images {sorted(prediction.images)}"
         )
     return prediction.images[name]
 
@@ -343,7 +343,7 @@ def ensemble_predict(
             prediction = _segmentation(members[0], subject, mean, template, options, postprocessing)
             ensemble, decoded = prediction.images["seg"].data, True
         else:
-            averaged = {app_class.ensemble_image: template.with_data(mean)}
+            averaged = {app_class.output_column: template.with_data(mean)}
             prediction = Prediction(subject.name, averaged)
             ensemble, decoded = mean, False
         if reference is not None:

@@ -86,6 +86,7 @@ class ClassificationApplication(Application):
     prediction_table = "predictions.csv"
     inference_modes = ("predict",)
     ensemble_mode = "class_probabilities"
+    output_column = "prediction"
     planning = PlanningRules(
         network="template",
         from_dataset="the target column is not in a dataset; plan with -c CONFIG (its task "

@@ -151,6 +151,7 @@ class SegmentationApplication(Application):
     reference_folders = True
     evaluates_folders = True
     ensemble_mode = "probabilities"
+    output_column = "seg"
     dense_output = True
     planning = PlanningRules(network="unet", labels=True, slices=True)
 
@@ -439,6 +440,25 @@ class SegmentationApplication(Application):
         from voxelflow.applications.segmentation.evaluation import evaluation_rows
 
         return evaluation_rows(experiment, predictions, references, out_dir, options)
+
+    @classmethod
+    def evaluate_pairs(
+        cls,
+        experiment: ExperimentConfig,
+        predictions: Mapping[str, Path],
+        references: Mapping[str, Path],
+        out_dir: Path,
+    ) -> bool | None:
+        """The label-map evaluation of :func:`voxelflow.metrics.evaluate.evaluate_files` (one
+        process), with the config's labels, metrics and tolerance."""
+        from voxelflow.metrics.evaluate import evaluate_files
+
+        evaluation = experiment.evaluation
+        result = evaluate_files(
+            predictions, references, out_dir, labels=evaluation.labels,
+            metrics=list(evaluation.metrics), tolerance=evaluation.tolerance_mm, workers=1,
+        )  # fmt: skip
+        return result.ok
 
     @classmethod
     def postprocess_decision(cls, run_dir: Path) -> dict[str, Any] | None:
