@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from voxelflow.config import build
 from voxelflow.config.build import build_component, check_component
@@ -132,7 +133,7 @@ def _check_optimisation(experiment: ExperimentConfig) -> list[str]:
     hooks = build.hook_registry()
     for index, component in enumerate(experiment.training.hooks):
         key = f"training.hooks[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: check_component(hooks, c, key=k))
+        _attempt(problems, key, partial(check_component, hooks, component, key=key))
     return problems
 
 
@@ -155,10 +156,10 @@ def _check_data_components(experiment: ExperimentConfig) -> list[str]:
     )  # fmt: skip
     for index, component in enumerate(experiment.augmentation):
         key = f"augmentation[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: build_component(AUGMENTATIONS, c, key=k))
+        _attempt(problems, key, partial(build_component, AUGMENTATIONS, component, key=key))
     for index, component in enumerate(experiment.preprocessing.normalization):
         key = f"preprocessing.normalization[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: build_component(NORMALIZERS, c, key=k))
+        _attempt(problems, key, partial(build_component, NORMALIZERS, component, key=key))
     return problems
 
 
@@ -215,7 +216,8 @@ def _image_header(path: Path) -> tuple[int, int] | str:
         if name.endswith((".nii", ".nii.gz", ".img", ".hdr", ".mgz", ".mgh")):
             import nibabel as nib
 
-            shape = nib.load(str(path)).shape
+            # these formats load as spatial images (nib.load is typed for any file format)
+            shape = cast("nib.spatialimages.SpatialImage", nib.load(str(path))).shape
         elif path.is_dir():
             return (3, 1)  # a DICOM series: one channel, a volume
         else:
@@ -300,13 +302,13 @@ def check_data(  # noqa: C901  (one branch per data check, each a line of the re
                 + ", ".join(f"{c} ({', '.join(names)}...)" for c, names in by_count.items())
             )
         channels = counts[-1]
-        dims = sorted({d for _, d, _ in images})
+        found_dims = sorted({d for _, d, _ in images})
         window = list(experiment.sampling.window)
-        dense = _dense_output(experiment)
-        if len(dims) == 1 and dense and len(window) != dims[0]:
-            hint = " (a 2D window on 3D images is written [h, w, 1])" if dims[0] == 3 else ""
+        if len(found_dims) == 1 and _dense_output(experiment) and len(window) != found_dims[0]:
+            ndim = found_dims[0]
+            hint = " (a 2D window on 3D images is written [h, w, 1])" if ndim == 3 else ""
             problems.append(
-                f"sampling.window: expected {dims[0]} sizes, got {window} ({dims[0]}D images){hint}"
+                f"sampling.window: expected {ndim} sizes, got {window} ({ndim}D images){hint}"
             )
     return problems, channels
 

@@ -255,6 +255,8 @@ def _classification_pair(
     experiment: ExperimentConfig,
     rows: dict[str, SubjectRow],
 ) -> tuple[float, dict[str, float]] | None:
+    import numpy as np
+
     from voxelflow.metrics.classification import balanced_accuracy
 
     header = list(next(iter(tables[0].values())))
@@ -270,7 +272,10 @@ def _classification_pair(
         per_subject[subject] = float(guess == truth)
         predicted.append(guess)
         reference.append(truth)
-    return balanced_accuracy(predicted, reference, num_classes=len(classes)), per_subject
+    accuracy = balanced_accuracy(
+        np.asarray(predicted), np.asarray(reference), num_classes=len(classes)
+    )
+    return accuracy, per_subject
 
 
 def compare_runs(

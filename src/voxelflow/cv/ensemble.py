@@ -32,15 +32,20 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from voxelflow.applications import APPLICATIONS
-from voxelflow.applications.base import Application
+from voxelflow.applications.base import Application, Prediction
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.cv.folds import fold_count, fold_dir, fold_experiment, parse_folds
 from voxelflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import InferenceConfig
+    from voxelflow.io.image import Image, Subject
+    from voxelflow.io.table import SubjectRow
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +254,9 @@ def check_compatible(members: Sequence[Member]) -> None:
             )
 
 
-def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Tensor, Any]:
+def _member_output(
+    member: Member, subject: Subject, options: InferenceConfig
+) -> tuple[torch.Tensor, Image | None]:
     """One member's output of one subject, in the original geometry (or a class vector).
 
     Returns:
@@ -279,7 +286,7 @@ def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Te
         return output.float(), None
 
 
-def _averaged_image(app_class: type[Application], prediction: Any) -> Any:
+def _averaged_image(app_class: type[Application], prediction: Prediction) -> Image:
     """The image an ``"image"`` ensemble averages, or a ConfigError naming the declaration."""
     name = app_class.output_column
     if name not in prediction.images:
@@ -292,12 +299,12 @@ def _averaged_image(app_class: type[Application], prediction: Any) -> Any:
 
 def ensemble_predict(
     members: Sequence[Member],
-    subjects: Iterable[Any],
-    options: Any,
+    subjects: Iterable[Subject],
+    options: InferenceConfig,
     *,
     postprocessing: dict[str, Any] | None = None,
     scores: dict[str, dict[str, float]] | None = None,
-) -> Iterator[Any]:
+) -> Iterator[Prediction]:
     """Average the members subject by subject (one running sum at a time).
 
     Args:
@@ -312,8 +319,6 @@ def ensemble_predict(
     Yields:
         one :class:`~voxelflow.applications.base.Prediction` per subject.
     """
-    from voxelflow.applications.base import Prediction
-
     app_class = _app_class(members[0])
     for subject in subjects:
         total, template = None, None
@@ -339,13 +344,9 @@ def ensemble_predict(
         if app_class.ensemble_mode == "class_probabilities":
             yield _classification(members[0], subject.name, mean)
             continue
-        if app_class.ensemble_mode == "probabilities":
-            prediction = _segmentation(members[0], subject, mean, template, options, postprocessing)
-            ensemble, decoded = prediction.images["seg"].data, True
-        else:
-            averaged = {app_class.output_column: template.with_data(mean)}
-            prediction = Prediction(subject.name, averaged)
-            ensemble, decoded = mean, False
+        prediction, ensemble, decoded = _combined(
+            members[0], subject, mean, template, options, postprocessing
+        )
         if reference is not None:
             row["ensemble"] = _score(members[0], ensemble, reference, decoded=decoded)
             if scores is not None:
@@ -353,10 +354,31 @@ def ensemble_predict(
         yield prediction
 
 
-def _classification(first: Member, name: str, mean: torch.Tensor) -> Any:
-    """The table row of averaged class probabilities ``(K,)`` (or of an averaged value ``(1,)``)."""
-    from voxelflow.applications.base import Prediction
+def _combined(
+    first: Member,
+    subject: Subject,
+    mean: torch.Tensor,
+    template: Image | None,
+    options: InferenceConfig,
+    decision: dict[str, Any] | None,
+) -> tuple[Prediction, torch.Tensor, bool]:
+    """The ensemble's prediction of one subject from the members' mean output, and what is
+    scored: ``(prediction, label map or averaged image, whether it is already decoded)``.
 
+    Shape:
+        mean: ``(K, *original)`` probabilities or ``(C, *original)`` images.
+    """
+    app_class = _app_class(first)
+    if app_class.ensemble_mode == "probabilities":
+        prediction = _segmentation(first, subject, mean, template, options, decision)
+        return prediction, prediction.images["seg"].data, True
+    assert template is not None  # an "image" member's output is an Image
+    averaged = {app_class.output_column: template.with_data(mean)}
+    return Prediction(subject.name, averaged), mean, False
+
+
+def _classification(first: Member, name: str, mean: torch.Tensor) -> Prediction:
+    """The table row of averaged class probabilities ``(K,)`` (or of an averaged value ``(1,)``)."""
     encoding = first.application.encoding
     if encoding.kind == "value":
         return Prediction(name, values={"prediction": float(mean[0])})
@@ -365,7 +387,7 @@ def _classification(first: Member, name: str, mean: torch.Tensor) -> Any:
     return Prediction(name, values=values)
 
 
-def _reference(member: Member, subject: Any) -> torch.Tensor | None:
+def _reference(member: Member, subject: Subject) -> torch.Tensor | None:
     """The subject's reference on its original grid (the application's ``reference_role``:
     label map, regression target), or None: class vectors are not scored here."""
     app_class = _app_class(member)
@@ -434,10 +456,9 @@ def summarize_scores(
 
 
 def _segmentation(
-    first: Member, subject: Any, mean: torch.Tensor, template: Any, options: Any,
-    decision: dict[str, Any] | None,
-) -> Any:  # fmt: skip
-    from voxelflow.applications.base import Prediction
+    first: Member, subject: Subject, mean: torch.Tensor, template: Image | None,
+    options: InferenceConfig, decision: dict[str, Any] | None,
+) -> Prediction:  # fmt: skip
     from voxelflow.applications.segmentation.postprocess import postprocess_labels
     from voxelflow.cv.postprocess import apply_postprocessing
     from voxelflow.io.image import Image
@@ -454,17 +475,17 @@ def _segmentation(
         )  # fmt: skip
     seg = Image(torch.from_numpy(label), source.affine.copy(), kind="label", meta=dict(source.meta))
     images = {"seg": seg}
-    if options.save_probabilities:
+    if options.save_probabilities and template is not None:
         images["prob"] = template.with_data(mean)
     return Prediction(subject.name, images)
 
 
 def ensemble_rows(
     members: Sequence[Member],
-    rows: Sequence[Any],
+    rows: Sequence[SubjectRow],
     *,
     out_dir: Path,
-    options: Any,
+    options: InferenceConfig,
     postprocessing: dict[str, Any] | None = None,
 ) -> Path:
     """Read each row, ensemble, write ``<subject>_<suffix>.nii.gz`` and the prediction table."""
