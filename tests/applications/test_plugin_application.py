@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +25,7 @@ import json
 import torch
 from torch import nn
 
-from voxelflow.applications.base import Application, Prediction
+from voxelflow.applications.base import Application, PlanningRules, Prediction
 from voxelflow.io.image import Image
 
 
@@ -64,6 +65,38 @@ class Brightener(Application):
             {"subject": name, "offset": float((predictions[name].data - references[name].data).mean())}
             for name in sorted(predictions)
         ]
+
+
+class Ensembled(Brightener):
+    """The Brightener declaring what plans, cross-validation and fold ensembles need."""
+
+    name = "ensembled_brightener"
+    ensemble_mode = "image"
+    output_column = "bright"
+    dense_output = True
+    planning = PlanningRules(network="unet")
+
+    @classmethod
+    def cross_validation_metric(cls, experiment):
+        return ("mae", False, "mae")
+
+    @classmethod
+    def evaluate(cls, experiment, *, predictions, rows, out_dir, options=None):
+        import nibabel as nib
+        import numpy as np
+
+        with open(predictions, newline="") as handle:
+            outputs = {row["subject"]: row["bright"] for row in csv.DictReader(handle)}
+        images = {row.name: row.path(experiment.dataset.inputs["image"][0]) for row in rows}
+        errors = {
+            name: float(np.abs(np.squeeze(nib.load(path).get_fdata())
+                               - np.squeeze(nib.load(images[name]).get_fdata()) - 1).mean())
+            for name, path in outputs.items()
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lines = ["subject,mae"] + [f"{name},{error}" for name, error in sorted(errors.items())]
+        (out_dir / "per_case.csv").write_text("\\n".join(lines) + "\\n")
+        return {"mae": sum(errors.values()) / len(errors)}
 '''
 
 
@@ -151,3 +184,102 @@ def test_a_plugin_without_an_in_memory_evaluation_is_refused(tmp_path: Path, mon
             experiment.config, predictions=tmp_path / "p.csv", rows=[], out_dir=tmp_path / "o"
         )
     sys.modules.pop("bare_application", None)
+
+
+def _cv_configs(tmp_path: Path, application: str, runs: Sequence[str]) -> list[Path]:
+    """The plugin's experiment as two folds (no test split), one config per run folder."""
+    text = _config(tmp_path, application).read_text()
+    text = text.replace("split: {validation: 0.34}", "split: {folds: 2, test: 0.0}")
+    paths = []
+    for run in runs:
+        paths.append(tmp_path / f"{run}.yaml")
+        paths[-1].write_text(text.replace(str(tmp_path / "run"), str(tmp_path / run)))
+    return paths
+
+
+def _voxels(path: Path) -> np.ndarray:
+    return np.squeeze(np.asarray(nib.load(path).dataobj, dtype=np.float64))
+
+
+@pytest.mark.slow
+def test_a_plugin_is_ensembled_and_compared_through_its_own_declarations(
+    plugin_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ensembled = plugin_path.replace(":Brightener", ":Ensembled")
+    configs = _cv_configs(tmp_path, ensembled, ("run_a", "run_b"))
+    for config in configs:
+        assert main(["train", "-c", str(config), "--fold", "all"]) == 0
+        assert main(["cv", "-c", str(config), "--no-report"]) == 0
+    capsys.readouterr()
+    # infer --folds all: the mean of the folds' own "bright" images (its ensemble_mode "image")
+    table, out = tmp_path / "data" / "table.csv", tmp_path / "ensemble"
+    config = configs[0]
+    assert main(["infer", "-c", str(config), "--folds", "all", "--input", str(table),
+                 "--out", str(out)]) == 0
+    singles = []
+    for fold in (0, 1):
+        single = tmp_path / f"single_{fold}"
+        fold_config = tmp_path / "run_a" / f"fold_{fold}" / "config.yaml"
+        assert main(["infer", "-c", str(fold_config), "--input", str(table),
+                     "--out", str(single)]) == 0
+        singles.append(_voxels(single / "s0_bright.nii.gz"))
+    np.testing.assert_allclose(_voxels(out / "s0_bright.nii.gz"), np.mean(singles, axis=0),
+                               rtol=1e-5, atol=1e-5)
+    assert len((out / "brightened.csv").read_text().splitlines()) == 4
+    # its reference_role ("image") scores members and ensemble by the MAE
+    summary = json.loads((out / "ensemble_vs_members.json").read_text())
+    assert summary["metric"] == "mae" and sorted(summary["members"]) == ["fold_0", "fold_1"]
+    # cv --compare ranks the two runs and their pair ensemble, averaged from the "bright" column
+    compare = tmp_path / "compare"
+    assert main(["cv", "--compare", str(tmp_path / "run_a"), str(tmp_path / "run_b"),
+                 "--out", str(compare)]) == 0
+    ranked = [line.split(",")[1] for line in (compare / "ranking.csv").read_text().splitlines()[1:]]
+    assert f"{tmp_path / 'run_a'} + {tmp_path / 'run_b'}" in ranked and len(ranked) == 3
+
+
+def test_a_plugin_is_planned_through_its_own_declarations(
+    plugin_path: str, tmp_path: Path
+) -> None:
+    ensembled = plugin_path.replace(":Brightener", ":Ensembled")
+    config = _config(tmp_path, ensembled)
+    out = tmp_path / "plan"
+    assert main(["plan", "-c", str(config), "--out", str(out), "--device", "cpu",
+                 "--iterations", "10"]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    fullres = plan["configurations"][0]
+    assert fullres["name"] == "3d_fullres"
+    assert fullres["strides"] and "# U-Net of" in (out / "3d_fullres.yaml").read_text()  # planned
+    planned = vf.Experiment.from_dict(
+        __import__("yaml").safe_load((out / "3d_fullres.yaml").read_text())
+    ).config
+    assert planned.application == ensembled and planned.network.name == "unet"  # a dense head
+    assert planned.preprocessing.label_values is None  # not planned on label maps
+
+
+def test_a_plugin_without_declarations_is_refused_naming_what_it_lacks(
+    plugin_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voxelflow.cv.compare import pair_ensemble
+    from voxelflow.cv.ensemble import refuse_application
+
+    with pytest.raises(vf.ConfigError, match=r"'lab_applications.brightener:Brightener' "
+                       r"\(Brightener\) declares no ensemble_mode"):
+        refuse_application(plugin_path)
+    config = _config(tmp_path, plugin_path)
+    assert main(["plan", "-c", str(config), "--out", str(tmp_path / "plan")]) == 2
+    assert "(Brightener) declares no planning" in capsys.readouterr().err
+    # cv --compare ranks such runs without pair ensembles (as autoencoder runs)
+    assert pair_ensemble(tmp_path / "a", tmp_path / "b", plugin_path) is None
+
+
+def test_a_plugin_declaring_dense_outputs_gets_the_window_dimensionality_check(
+    plugin_path: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, plugin_path.replace(":Brightener", ":Ensembled"))
+    text = config.read_text().replace("window: [4, 4, 4]", "window: [4, 4]")
+    config.write_text(text)
+    assert main(["config", "validate", "-c", str(config)]) == 2
+    assert "sampling.window: expected 3 sizes, got [4, 4] (3D images)" in capsys.readouterr().err
+    config.write_text(text.replace(":Ensembled", ":Brightener"))  # whole-image outputs: no check
+    main(["config", "validate", "-c", str(config)])
+    assert "sampling.window" not in capsys.readouterr().err

@@ -227,6 +227,37 @@ class EvaluationOptions:
     provenance: Mapping[str, object] | None = None
 
 
+@dataclass(frozen=True)
+class PlanningRules:
+    """What ``voxelflow plan`` decides for an application (:attr:`Application.planning`).
+
+    Attributes:
+        network: ``"unet"``: dense outputs (one value per voxel), so the plan sizes a U-Net's
+            window, strides and batch from its memory model; ``"template"``: the template's
+            network is kept and its window clipped to the median image (whole-image outputs).
+        labels: outputs are label maps: the dataset needs label files with a foreground, and
+            the plan writes ``preprocessing.label_values``, one output channel per label, a
+            foreground-oversampling sampler and the ``dice_ce`` loss.
+        slices: also plan a ``2d`` configuration on slices of 3D images (the application
+            drops a size-1 window axis before its network).
+        normalization: ``"fingerprint"`` (the schemes the fingerprint suggests),
+            ``"invertible"`` (z-score without replacing the background: outputs map back to
+            the input's units exactly) or ``"fixed_window"`` (one dataset-wide window: a
+            generated sample has no subject whose statistics could undo a per-image z-score).
+        whole_field_of_view: keep the template's ``crop_foreground`` (a reconstruction is of
+            the whole image, not of a crop aligned per subject).
+        from_dataset: whether a plan can start from a dataset alone (``--dataset``); else the
+            reason it needs ``-c CONFIG``.
+    """
+
+    network: str = "unet"
+    labels: bool = False
+    slices: bool = False
+    normalization: str = "fingerprint"
+    whole_field_of_view: bool = False
+    from_dataset: bool | str = True
+
+
 #: optimiser name → (optimiser, per-iteration scheduler or None).
 OptimizerSpecs = dict[str, tuple[Optimizer, LRScheduler | None]]
 
@@ -266,11 +297,39 @@ class Application:
     cv_per_fold: ClassVar[bool] = False
     #: whether ``voxelflow cv`` decides a postprocessing for this application (segmentation)
     decides_postprocessing: ClassVar[bool] = False
+    #: how ``voxelflow infer --folds`` and ``voxelflow cv --compare`` average fold models
+    #: (``cv/ensemble.py``): ``"probabilities"`` (class probabilities ``prob`` before the
+    #: argmax into label values: segmentation), ``"image"`` (the image :attr:`output_column`
+    #: in the input's geometry: regression), ``"class_probabilities"`` (one class vector per
+    #: subject: classification); None: not ensembled (:attr:`ensemble_refusal` says why)
+    ensemble_mode: ClassVar[str | None] = None
+    #: the prediction-table column (a :class:`Prediction` image or value) holding the main
+    #: output: what an ``"image"`` ensemble averages, what NiftyNet's evaluation scores
+    output_column: ClassVar[str] = "pred"
+    #: why averaging this application's models estimates nothing (shown when it is refused)
+    ensemble_refusal: ClassVar[str | None] = None
+    #: the network's output is dense (one value per voxel of the window, as the input): the
+    #: window must have the images' dimensionality (checked by ``voxelflow config validate``)
+    dense_output: ClassVar[bool] = False
+    #: what ``voxelflow plan`` decides for this application; None: not planned
+    planning: ClassVar[PlanningRules | None] = None
 
     @classmethod
     def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
         """The default cross-validation metric: ``(summary key, higher is better, per-subject
         column of`` :attr:`per_subject_table` ``)``; None: the application is not cross-validated."""
+        return None
+
+    @classmethod
+    def network_check(cls, experiment: ExperimentConfig) -> tuple[int, list[int]] | None:
+        """``(out_channels, window the network sees)`` to build the configured network with on
+        the ``meta`` device and check the window against its size rules before any data is
+        read (``voxelflow config validate``), or None: only the network's options are checked
+        (the default: its output size needs the data).
+
+        Raises:
+            ConfigError: a window the application cannot use (keyed ``sampling.window``).
+        """
         return None
 
     @classmethod
@@ -454,6 +513,23 @@ class Application:
             "evaluate: expected application with an in-memory evaluation (a reference_role: "
             f"segmentation, regression, a plugin's), got application {cls.name!r}"
         )
+
+    @classmethod
+    def evaluate_pairs(
+        cls,
+        experiment: ExperimentConfig,
+        predictions: Mapping[str, Path],
+        references: Mapping[str, Path],
+        out_dir: Path,
+    ) -> bool | None:
+        """Score prediction files against reference files paired by subject (NiftyNet's
+        ``evaluation`` action, whose ``inferred.csv`` pairs subjects with files).
+
+        Returns:
+            whether every subject was scored; None (the default): the application scores a
+            prediction table of :attr:`output_column` paths instead (:meth:`evaluate`).
+        """
+        return None
 
     @classmethod
     def postprocess_decision(cls, run_dir: Path) -> dict[str, Any] | None:

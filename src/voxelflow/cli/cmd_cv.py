@@ -70,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
         experiment, root, config=str(args.config), postprocessing=not args.no_postprocessing,
         report=not args.no_report,
     )  # fmt: skip
+    from voxelflow.engine.run import application_class
+
     direction = "higher" if result.metric.higher_is_better else "lower"
+    scored = "folds" if application_class(experiment).cv_per_fold else "subjects"
     print(
         f"out-of-fold {result.metric.name} ({direction} is better): {result.value:.4f} over "
-        f"{len(result.per_subject)} {'folds' if result.application == 'gan' else 'subjects'}; "
-        f"results in {result.out_dir}"
+        f"{len(result.per_subject)} {scored}; results in {result.out_dir}"
     )
     return 0

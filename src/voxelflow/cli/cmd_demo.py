@@ -22,6 +22,8 @@ DEMOS = {
     "autoencoder": "voxelflow.demo.autoencoder",
     "gan": "voxelflow.demo.gan",
 }
+#: the demo run without ``--app``; its output folder carries no demo suffix
+DEFAULT_DEMO = "segmentation"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--app",
         choices=sorted(DEMOS),
-        default="segmentation",
+        default=DEFAULT_DEMO,
         help="which application's demo (default: %(default)s)",
     )
     parser.add_argument(
@@ -82,7 +84,7 @@ def default_out(app: str, *, cwd: Path | None = None, home: Path | None = None) 
     generated data and runs do not belong in the source tree (git status, editors, test
     discovery all see them), so the demo then writes under the home folder and says so.
     """
-    name = "voxelflow-demo" if app == "segmentation" else f"voxelflow-demo-{app}"
+    name = "voxelflow-demo" if app == DEFAULT_DEMO else f"voxelflow-demo-{app}"
     cwd = (cwd or Path.cwd()).resolve()
     checkout = voxelflow_checkout(cwd)
     if checkout is None:

@@ -23,13 +23,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from voxelflow.config import build
 from voxelflow.config.build import build_component, check_component
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.errors import ConfigProblems, VoxelflowError
+
+if TYPE_CHECKING:  # applications sit above config in the layers; annotations only
+    from voxelflow.applications.base import Application
 
 T = TypeVar("T")
 
@@ -73,13 +77,34 @@ def check_components(
         _attempt(problems, "dataset.inputs", lambda: application.check_training_roles(inputs))
     problems += _check_optimisation(experiment)
     problems += _check_data_components(experiment)
-    if experiment.application == "segmentation":
-        problems += _check_network(
-            experiment, in_channels or len(experiment.dataset.inputs.get("image", [1]))
-        )
-    else:
-        problems += _check_network_options(experiment)
+    channels = in_channels or len(experiment.dataset.inputs.get("image", [1]))
+    problems += _check_network_for(application, experiment, channels)
     return problems
+
+
+def _check_network_for(
+    application: type[Application] | None, experiment: ExperimentConfig, in_channels: int
+) -> list[str]:
+    """The network built on the window where the application gives the sizes
+    (:meth:`~voxelflow.applications.base.Application.network_check`), else its options."""
+    problems: list[str] = []
+    if application is None:
+        return _check_network_options(experiment)
+    shape = _attempt(problems, "sampling.window", lambda: application.network_check(experiment))
+    if problems:
+        return problems
+    if shape is None:
+        return _check_network_options(experiment)
+    return _check_network(experiment, in_channels, *shape)
+
+
+def _dense_output(experiment: ExperimentConfig) -> bool:
+    """Whether the application's output has the images' dimensionality (an unknown
+    application is reported by :func:`check_components`)."""
+    try:
+        return build.application_class(experiment).dense_output
+    except VoxelflowError:
+        return False
 
 
 def _check_optimisation(experiment: ExperimentConfig) -> list[str]:
@@ -108,7 +133,7 @@ def _check_optimisation(experiment: ExperimentConfig) -> list[str]:
     hooks = build.hook_registry()
     for index, component in enumerate(experiment.training.hooks):
         key = f"training.hooks[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: check_component(hooks, c, key=k))
+        _attempt(problems, key, partial(check_component, hooks, component, key=key))
     return problems
 
 
@@ -131,10 +156,10 @@ def _check_data_components(experiment: ExperimentConfig) -> list[str]:
     )  # fmt: skip
     for index, component in enumerate(experiment.augmentation):
         key = f"augmentation[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: build_component(AUGMENTATIONS, c, key=k))
+        _attempt(problems, key, partial(build_component, AUGMENTATIONS, component, key=key))
     for index, component in enumerate(experiment.preprocessing.normalization):
         key = f"preprocessing.normalization[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: build_component(NORMALIZERS, c, key=k))
+        _attempt(problems, key, partial(build_component, NORMALIZERS, component, key=key))
     return problems
 
 
@@ -159,18 +184,14 @@ def _check_network_options(experiment: ExperimentConfig) -> list[str]:
     return problems
 
 
-def _check_network(experiment: ExperimentConfig, in_channels: int) -> list[str]:
-    """Build the segmentation network on the meta device and check the window against it."""
+def _check_network(
+    experiment: ExperimentConfig, in_channels: int, out_channels: int, net_window: list[int]
+) -> list[str]:
+    """Build the network on the meta device and check the window it sees against its size
+    rules (:meth:`~voxelflow.applications.base.Application.network_check` gave both sizes)."""
     import torch
 
-    from voxelflow.applications.segmentation.application import slice_axis_of
     problems: list[str] = []
-    window = list(experiment.sampling.window)
-    axis = _attempt(problems, "sampling.window", lambda: slice_axis_of(window))
-    if problems:
-        return problems
-    net_window = [w for a, w in enumerate(window) if a != axis]
-    classes = experiment.num_classes or len(experiment.preprocessing.label_values or []) or 2
     with torch.device("meta"):
         network = _attempt(
             problems,
@@ -178,7 +199,7 @@ def _check_network(experiment: ExperimentConfig, in_channels: int) -> list[str]:
             lambda: build.build_network(
                 experiment,
                 in_channels=in_channels,
-                out_channels=classes,
+                out_channels=out_channels,
                 spatial_dims=len(net_window),
             ),
         )
@@ -195,7 +216,8 @@ def _image_header(path: Path) -> tuple[int, int] | str:
         if name.endswith((".nii", ".nii.gz", ".img", ".hdr", ".mgz", ".mgh")):
             import nibabel as nib
 
-            shape = nib.load(str(path)).shape
+            # these formats load as spatial images (nib.load is typed for any file format)
+            shape = cast("nib.spatialimages.SpatialImage", nib.load(str(path))).shape
         elif path.is_dir():
             return (3, 1)  # a DICOM series: one channel, a volume
         else:
@@ -280,13 +302,13 @@ def check_data(  # noqa: C901  (one branch per data check, each a line of the re
                 + ", ".join(f"{c} ({', '.join(names)}...)" for c, names in by_count.items())
             )
         channels = counts[-1]
-        dims = sorted({d for _, d, _ in images})
+        found_dims = sorted({d for _, d, _ in images})
         window = list(experiment.sampling.window)
-        dense = experiment.application in ("segmentation", "regression", "autoencoder")
-        if len(dims) == 1 and dense and len(window) != dims[0]:
-            hint = " (a 2D window on 3D images is written [h, w, 1])" if dims[0] == 3 else ""
+        if len(found_dims) == 1 and _dense_output(experiment) and len(window) != found_dims[0]:
+            ndim = found_dims[0]
+            hint = " (a 2D window on 3D images is written [h, w, 1])" if ndim == 3 else ""
             problems.append(
-                f"sampling.window: expected {dims[0]} sizes, got {window} ({dims[0]}D images){hint}"
+                f"sampling.window: expected {ndim} sizes, got {window} ({ndim}D images){hint}"
             )
     return problems, channels
 

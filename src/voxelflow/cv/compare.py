@@ -9,8 +9,10 @@ sign): that bound is reported beside each p so that "not significant" can be tol
 "too few subjects to ever be significant".
 
 The ensemble of every two runs (``A + B``: their out-of-fold class probabilities, outputs or
-class probabilities averaged, as ``infer --folds`` averages members) is scored on the same
-subjects and ranked and tested with the runs (segmentation, regression, classification).
+class probabilities averaged, as ``infer --folds`` averages members: the application's
+``ensemble_mode``) is scored on the same subjects and ranked and tested with the runs
+(segmentation, regression, classification, a plugin that declares a mode; an application
+without one is ranked without pair ensembles).
 
 Runs made on different splits are refused (the paired test needs the same subjects in the same
 folds), naming both split files.
@@ -24,10 +26,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from voxelflow.applications import APPLICATIONS
+from voxelflow.applications.base import Application
+from voxelflow.config.schema import ExperimentConfig
+from voxelflow.cv.ensemble import ENSEMBLE_MODES
 from voxelflow.cv.oof import read_metric_file
 from voxelflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from voxelflow.io.table import SubjectRow
 
 log = logging.getLogger(__name__)
 
@@ -135,62 +144,88 @@ class Comparison:
     n_subjects: int
 
 
-_TABLES = {"segmentation": "inferred.csv", "regression": "inferred.csv",
-           "classification": "predictions.csv"}  # fmt: skip
+def _table_path(run: Path, app_class: type[Application]) -> Path:
+    """The merged out-of-fold prediction table ``voxelflow cv`` wrote in ``run``."""
+    return Path(run) / "cv" / "predictions" / app_class.prediction_table
 
 
-def _read_table(run: Path, application: str) -> dict[str, dict[str, str]]:
-    with open(run / "cv" / "predictions" / _TABLES[application], newline="") as handle:
+def _read_table(run: Path, app_class: type[Application]) -> dict[str, dict[str, str]]:
+    with open(_table_path(run, app_class), newline="") as handle:
         return {row["subject"]: row for row in csv.DictReader(handle)}
 
 
-def _run_config(run: Path) -> Any:
+def _run_config(run: Path) -> ExperimentConfig:
     from voxelflow.config.load import load_experiment
 
     return load_experiment(run / "fold_0" / "config.yaml")
 
 
 def pair_ensemble(a: Path, b: Path, application: str) -> tuple[float, dict[str, float]] | None:
-    """CV metric and per-subject values of the two-run ensemble ``a + b`` (None: not defined)."""
-    import numpy as np
+    """CV metric and per-subject values of the two-run ensemble ``a + b`` (None: not defined).
 
-    from voxelflow.io.table import load_table
-
-    if application not in _TABLES:
+    What is averaged and how it is scored follows the application's ``ensemble_mode``
+    (:mod:`voxelflow.cv.ensemble`); an application without one has no pair ensemble.
+    """
+    app_class = APPLICATIONS.get(application)
+    if app_class.ensemble_mode not in ENSEMBLE_MODES:
+        log.info(
+            "no ensembles of %s runs: application %r (%s) declares no ensemble_mode",
+            application, app_class.name, app_class.__name__,
+        )  # fmt: skip
         return None
-    missing = [
-        r for r in (a, b) if not (Path(r) / "cv" / "predictions" / _TABLES[application]).is_file()
-    ]
+    missing = [r for r in (a, b) if not _table_path(Path(r), app_class).is_file()]
     if missing:
         log.warning(
             "ensemble %s + %s not evaluated: no out-of-fold predictions in %s", a, b, missing
         )
         return None
-    tables = [_read_table(Path(a), application), _read_table(Path(b), application)]
+    tables = [_read_table(Path(a), app_class), _read_table(Path(b), app_class)]
     subjects = sorted(set(tables[0]) & set(tables[1]))
     experiment = _run_config(Path(a))
-    rows = {row.name: row for row in load_table(experiment.dataset)}
-    if application == "classification":
-        return _classification_pair(tables, subjects, experiment, rows)
+    if app_class.ensemble_mode == "class_probabilities":
+        return _classification_pair(tables, subjects, experiment, _rows(experiment))
+    return _image_pair(Path(a), app_class, tables, subjects, experiment)
+
+
+def _rows(experiment: ExperimentConfig) -> dict[str, SubjectRow]:
+    from voxelflow.io.table import load_table
+
+    return {row.name: row for row in load_table(experiment.dataset)}
+
+
+def _image_pair(
+    a: Path,
+    app_class: type[Application],
+    tables: Sequence[dict[str, dict[str, str]]],
+    subjects: Sequence[str],
+    experiment: ExperimentConfig,
+) -> tuple[float, dict[str, float]] | None:
+    """Mean of two runs' probability maps (Dice of the argmax) or images (MAE) per subject,
+    against the subject's ``reference_role`` file (None: no reference to score against)."""
+    import numpy as np
+
     from voxelflow.io.readers import read_image
 
+    probabilities = app_class.ensemble_mode == "probabilities"
+    column = "prob" if probabilities else app_class.output_column
+    role = app_class.reference_role
+    if role is None or not experiment.dataset.inputs.get(role):
+        return None
+    rows = _rows(experiment)
     per_subject: dict[str, float] = {}
     for subject in subjects:
-        column = "prob" if application == "segmentation" else "pred"
         if not all(t[subject].get(column) for t in tables):
             return None  # a run inferred without probabilities (before they were kept)
         images = [read_image(Path(t[subject][column])) for t in tables]
         if images[0].data.shape != images[1].data.shape:
             return None
         mean = (images[0].numpy() + images[1].numpy()) / 2.0
-        if application == "regression":
-            target = read_image(rows[subject].path(experiment.dataset.inputs["target"][0])).numpy()
-            per_subject[subject] = float(np.abs(mean - target).mean())
+        path = rows[subject].path(experiment.dataset.inputs[role][0])
+        if not probabilities:
+            per_subject[subject] = float(np.abs(mean - read_image(path).numpy()).mean())
             continue
-        reference = read_image(
-            rows[subject].path(experiment.dataset.inputs["label"][0]), kind="label"
-        )
-        per_subject[subject] = _mean_dice(mean, reference.numpy()[0], _label_values(Path(a)))
+        reference = read_image(path, kind="label")
+        per_subject[subject] = _mean_dice(mean, reference.numpy()[0], _label_values(a))
     values = [v for v in per_subject.values() if not math.isnan(v)]
     return (sum(values) / len(values) if values else math.nan), per_subject
 
@@ -215,8 +250,13 @@ def _mean_dice(probabilities: Any, reference: Any, label_values: Sequence[int]) 
 
 
 def _classification_pair(
-    tables: Sequence[dict[str, dict[str, str]]], subjects: Sequence[str], experiment: Any, rows: Any
+    tables: Sequence[dict[str, dict[str, str]]],
+    subjects: Sequence[str],
+    experiment: ExperimentConfig,
+    rows: dict[str, SubjectRow],
 ) -> tuple[float, dict[str, float]] | None:
+    import numpy as np
+
     from voxelflow.metrics.classification import balanced_accuracy
 
     header = list(next(iter(tables[0].values())))
@@ -232,7 +272,10 @@ def _classification_pair(
         per_subject[subject] = float(guess == truth)
         predicted.append(guess)
         reference.append(truth)
-    return balanced_accuracy(predicted, reference, num_classes=len(classes)), per_subject
+    accuracy = balanced_accuracy(
+        np.asarray(predicted), np.asarray(reference), num_classes=len(classes)
+    )
+    return accuracy, per_subject
 
 
 def compare_runs(

@@ -3,18 +3,26 @@
 Each member is a fold run (its own fitted preprocessing and best checkpoint). For every subject
 the members run one after another and their outputs are *accumulated* in the input's original
 geometry, so memory holds one running sum and one member's output at a time, never all members'
-outputs:
+outputs. What is averaged is the application's declaration
+(:attr:`~voxelflow.applications.base.Application.ensemble_mode`), never its name:
 
-* segmentation: class probabilities ``(K, *original)`` (after each member's flip-TTA /
-  Monte-Carlo averaging when the config asks) are averaged **before** the argmax; the label
-  values are the members' (checked equal); then the postprocessing decided by ``voxelflow cv``
-  (``cv/postprocessing.json``) or, without it, the config's ``inference`` postprocessing;
-* regression (incl. super-resolution): the outputs in target units are averaged;
-* classification: class probabilities are averaged (values: the decoded values are averaged).
+* ``"probabilities"`` (segmentation): class probabilities ``(K, *original)`` (after each
+  member's flip-TTA / Monte-Carlo averaging when the config asks) are averaged **before** the
+  argmax; the label values are the members' (checked equal); then the postprocessing decided by
+  ``voxelflow cv`` (``cv/postprocessing.json``) or, without it, the config's ``inference``
+  postprocessing; scored by the mean foreground Dice;
+* ``"image"`` (regression, incl. super-resolution): the image
+  :attr:`~voxelflow.applications.base.Application.output_column` of each member's prediction,
+  in the input's units, is averaged; scored by the MAE;
+* ``"class_probabilities"`` (classification): class probabilities are averaged (values: the
+  decoded values are averaged).
 
-Autoencoders and GANs are refused: their outputs (reconstructions through one model's latent
-space, samples from one generator) are not estimates of one quantity that averaging improves.
-Members of different applications or label sets are refused, naming both members.
+Members are scored against the subject's
+:attr:`~voxelflow.applications.base.Application.reference_role` image when it has one.
+Applications with an ``ensemble_refusal`` (autoencoders, GANs: reconstructions through one
+model's latent space, samples from one generator are not estimates of one quantity that
+averaging improves) are refused with it, and an application declaring no mode is refused by
+name. Members of different applications or label sets are refused, naming both members.
 """
 
 from __future__ import annotations
@@ -24,23 +32,25 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from voxelflow.applications import APPLICATIONS
+from voxelflow.applications.base import Application, Prediction
 from voxelflow.config.schema import ExperimentConfig
 from voxelflow.cv.folds import fold_count, fold_dir, fold_experiment, parse_folds
 from voxelflow.errors import ConfigError
 
+if TYPE_CHECKING:
+    from voxelflow.config.schema import InferenceConfig
+    from voxelflow.io.image import Image, Subject
+    from voxelflow.io.table import SubjectRow
+
 log = logging.getLogger(__name__)
 
-ENSEMBLE_APPLICATIONS = ("segmentation", "regression", "classification")
-_REFUSED = {
-    "autoencoder": "a reconstruction passes through one model's own latent space, and averaging "
-    "models whose latent spaces differ estimates nothing",
-    "gan": "generated samples come from one generator's distribution; averaging samples of "
-    "several generators blurs them instead of estimating one output",
-}
+#: the values of ``Application.ensemble_mode`` this module averages (see the module docstring)
+ENSEMBLE_MODES = ("probabilities", "image", "class_probabilities")
 
 
 @dataclass
@@ -50,7 +60,9 @@ class Member:
     Attributes:
         name: ``fold_K`` or the run folder.
         experiment: the member's experiment (its run folder and split).
-        application: the built application with its weights, in eval mode on its device.
+        application: the built application with its weights, in eval mode on its device
+            (what its ensemble mode reads: ``label_values`` and ``decode`` for probabilities,
+            ``encoding`` and ``predict_output`` for class probabilities).
         fitted_state: the member's fitted preprocessing state.
         context: device and precision.
     """
@@ -62,22 +74,40 @@ class Member:
     context: Any
 
 
-def refuse_application(application: str) -> None:
-    """Refuse ensembling for applications where averaging is undefined.
+def refuse_application(application: str) -> str:
+    """Refuse ensembling for applications where averaging is undefined or not declared.
+
+    Args:
+        application: the config's ``application`` (a registered name or a plugin path).
+
+    Returns:
+        the application's :attr:`~voxelflow.applications.base.Application.ensemble_mode`.
 
     Raises:
-        ConfigError: ``--folds: ensembling is not defined for autoencoder (reason)``.
+        ConfigError: ``--folds: ensembling is not defined for application 'autoencoder':
+            (its ensemble_refusal)``, or an application that declares no ensemble_mode.
     """
-    if application in _REFUSED:
+    app_class = APPLICATIONS.get(application)
+    advice = "infer with one fold's config instead (-c RUN_DIR/fold_K/config.yaml)"
+    if app_class.ensemble_refusal:
         raise ConfigError(
             f"--folds: ensembling is not defined for application {application!r}: "
-            f"{_REFUSED[application]}; infer with one fold's config instead "
-            "(-c RUN_DIR/fold_K/config.yaml)"
+            f"{app_class.ensemble_refusal}; {advice}"
         )
-    if application not in ENSEMBLE_APPLICATIONS:
+    mode = app_class.ensemble_mode
+    if mode not in ENSEMBLE_MODES:
         raise ConfigError(
-            f"--folds: expected an application among {list(ENSEMBLE_APPLICATIONS)}, got {application!r}"
+            f"--folds: application {application!r} ({app_class.__name__}) declares no "
+            f"ensemble_mode (expected one of {list(ENSEMBLE_MODES)}, got {mode!r}): set "
+            "Application.ensemble_mode to how its models' outputs are averaged, or "
+            f"ensemble_refusal to why they cannot be; {advice}"
         )
+    return mode
+
+
+def _app_class(member: Member) -> type[Application]:
+    """The member's application class, through the registry (plugins included)."""
+    return APPLICATIONS.get(member.experiment.application)
 
 
 def load_member(
@@ -172,7 +202,7 @@ def entry_members(entry: Any, experiment: ExperimentConfig) -> list[Member]:
 def entry_decision(entry: Any) -> dict[str, Any] | None:
     """A packed ensemble's postprocessing decision (segmentation), or None."""
     path = entry.card.files.postprocessing
-    if not path or entry.card.application != "segmentation":
+    if not path or not APPLICATIONS.get(entry.card.application).decides_postprocessing:
         return None
     return json.loads((entry.path / path).read_text(encoding="utf-8"))
 
@@ -192,10 +222,10 @@ def _saved_config(run: Path, fallback: ExperimentConfig) -> ExperimentConfig:
 
 
 def _signature(member: Member) -> tuple[str, Any]:
-    app = member.application
-    if member.experiment.application == "segmentation":
+    app, mode = member.application, _app_class(member).ensemble_mode
+    if mode == "probabilities":
         return "label values", [int(v) for v in app.label_values]
-    if member.experiment.application == "classification":
+    if mode == "class_probabilities":
         return "classes", (app.encoding.kind, list(app.encoding.classes))
     return "outputs", getattr(app, "out_channels", None)
 
@@ -224,7 +254,9 @@ def check_compatible(members: Sequence[Member]) -> None:
             )
 
 
-def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Tensor, Any]:
+def _member_output(
+    member: Member, subject: Subject, options: InferenceConfig
+) -> tuple[torch.Tensor, Image | None]:
     """One member's output of one subject, in the original geometry (or a class vector).
 
     Returns:
@@ -235,9 +267,9 @@ def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Te
     from voxelflow.engine.inference import prepare_items
 
     item = next(prepare_items(member.experiment, member.fitted_state, [subject]))
-    app, ctx, kind = member.application, member.context, member.experiment.application
+    app, ctx, app_class = member.application, member.context, _app_class(member)
     with torch.no_grad():
-        if kind == "segmentation":
+        if app_class.ensemble_mode == "probabilities":
             plain = options.model_copy(
                 update={"save_probabilities": True, "uncertainty": "none",
                         "keep_largest_component": False, "min_component_volume_mm3": 0.0,
@@ -245,8 +277,8 @@ def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Te
             )  # fmt: skip
             prob = app.predict(item, ctx, plain).images["prob"]
             return prob.data.float(), prob
-        if kind == "regression":
-            image = app.predict(item, ctx, options).images["pred"]
+        if app_class.ensemble_mode == "image":
+            image = _averaged_image(app_class, app.predict(item, ctx, options))
             return image.data.float(), image
         output = app.predict_output(item.processed["image"].data.float(), ctx)
         if app.encoding.kind == "value":
@@ -254,14 +286,25 @@ def _member_output(member: Member, subject: Any, options: Any) -> tuple[torch.Te
         return output.float(), None
 
 
+def _averaged_image(app_class: type[Application], prediction: Prediction) -> Image:
+    """The image an ``"image"`` ensemble averages, or a ConfigError naming the declaration."""
+    name = app_class.output_column
+    if name not in prediction.images:
+        raise ConfigError(
+            f"--folds: application {app_class.name!r} ({app_class.__name__}) declares "
+            f"output_column {name!r}, but its predictions hold images {sorted(prediction.images)}"
+        )
+    return prediction.images[name]
+
+
 def ensemble_predict(
     members: Sequence[Member],
-    subjects: Iterable[Any],
-    options: Any,
+    subjects: Iterable[Subject],
+    options: InferenceConfig,
     *,
     postprocessing: dict[str, Any] | None = None,
     scores: dict[str, dict[str, float]] | None = None,
-) -> Iterator[Any]:
+) -> Iterator[Prediction]:
     """Average the members subject by subject (one running sum at a time).
 
     Args:
@@ -276,9 +319,7 @@ def ensemble_predict(
     Yields:
         one :class:`~voxelflow.applications.base.Prediction` per subject.
     """
-    from voxelflow.applications.base import Prediction
-
-    kind = members[0].experiment.application
+    app_class = _app_class(members[0])
     for subject in subjects:
         total, template = None, None
         reference = _reference(members[0], subject) if scores is not None else None
@@ -300,15 +341,12 @@ def ensemble_predict(
             del output
         assert total is not None
         mean = total / len(members)
-        if kind == "classification":
+        if app_class.ensemble_mode == "class_probabilities":
             yield _classification(members[0], subject.name, mean)
             continue
-        if kind == "segmentation":
-            prediction = _segmentation(members[0], subject, mean, template, options, postprocessing)
-            ensemble, decoded = prediction.images["seg"].data, True
-        else:
-            prediction = Prediction(subject.name, {"pred": template.with_data(mean)})
-            ensemble, decoded = mean, False
+        prediction, ensemble, decoded = _combined(
+            members[0], subject, mean, template, options, postprocessing
+        )
         if reference is not None:
             row["ensemble"] = _score(members[0], ensemble, reference, decoded=decoded)
             if scores is not None:
@@ -316,10 +354,31 @@ def ensemble_predict(
         yield prediction
 
 
-def _classification(first: Member, name: str, mean: torch.Tensor) -> Any:
-    """The table row of averaged class probabilities ``(K,)`` (or of an averaged value ``(1,)``)."""
-    from voxelflow.applications.base import Prediction
+def _combined(
+    first: Member,
+    subject: Subject,
+    mean: torch.Tensor,
+    template: Image | None,
+    options: InferenceConfig,
+    decision: dict[str, Any] | None,
+) -> tuple[Prediction, torch.Tensor, bool]:
+    """The ensemble's prediction of one subject from the members' mean output, and what is
+    scored: ``(prediction, label map or averaged image, whether it is already decoded)``.
 
+    Shape:
+        mean: ``(K, *original)`` probabilities or ``(C, *original)`` images.
+    """
+    app_class = _app_class(first)
+    if app_class.ensemble_mode == "probabilities":
+        prediction = _segmentation(first, subject, mean, template, options, decision)
+        return prediction, prediction.images["seg"].data, True
+    assert template is not None  # an "image" member's output is an Image
+    averaged = {app_class.output_column: template.with_data(mean)}
+    return Prediction(subject.name, averaged), mean, False
+
+
+def _classification(first: Member, name: str, mean: torch.Tensor) -> Prediction:
+    """The table row of averaged class probabilities ``(K,)`` (or of an averaged value ``(1,)``)."""
     encoding = first.application.encoding
     if encoding.kind == "value":
         return Prediction(name, values={"prediction": float(mean[0])})
@@ -328,12 +387,13 @@ def _classification(first: Member, name: str, mean: torch.Tensor) -> Any:
     return Prediction(name, values=values)
 
 
-def _reference(member: Member, subject: Any) -> torch.Tensor | None:
-    """The subject's reference on its original grid (label map or regression target), or None."""
-    kind = member.experiment.application
+def _reference(member: Member, subject: Subject) -> torch.Tensor | None:
+    """The subject's reference on its original grid (the application's ``reference_role``:
+    label map, regression target), or None: class vectors are not scored here."""
+    app_class = _app_class(member)
     # super-resolution's reference is the high-resolution image, absent when the input is low-res
-    role = "label" if kind == "segmentation" else "target"
-    if kind not in ("segmentation", "regression") or role not in subject.images:
+    role = app_class.reference_role
+    if app_class.ensemble_mode not in ("probabilities", "image") or role not in subject.images:
         return None
     return subject[role].data
 
@@ -356,7 +416,7 @@ def _score(
 
     from voxelflow.metrics.overlap import dice
 
-    if member.experiment.application == "regression":
+    if _app_class(member).ensemble_mode == "image":
         return float((output.float() - reference.float()).abs().mean())
     labels = output if decoded else member.application.decode(output[None])[0]
     if not decoded and postprocessing is not None:
@@ -379,7 +439,7 @@ def summarize_scores(
         values = [row[name] for row in scores.values() if not math.isnan(row.get(name, math.nan))]
         return sum(values) / len(values) if values else math.nan
 
-    higher = members[0].experiment.application == "segmentation"
+    higher = _app_class(members[0]).ensemble_mode == "probabilities"
     per_member = {m.name: mean(m.name) for m in members}
     best = (max if higher else min)(per_member, key=lambda name: per_member[name])
     return {
@@ -396,10 +456,9 @@ def summarize_scores(
 
 
 def _segmentation(
-    first: Member, subject: Any, mean: torch.Tensor, template: Any, options: Any,
-    decision: dict[str, Any] | None,
-) -> Any:  # fmt: skip
-    from voxelflow.applications.base import Prediction
+    first: Member, subject: Subject, mean: torch.Tensor, template: Image | None,
+    options: InferenceConfig, decision: dict[str, Any] | None,
+) -> Prediction:  # fmt: skip
     from voxelflow.applications.segmentation.postprocess import postprocess_labels
     from voxelflow.cv.postprocess import apply_postprocessing
     from voxelflow.io.image import Image
@@ -416,17 +475,17 @@ def _segmentation(
         )  # fmt: skip
     seg = Image(torch.from_numpy(label), source.affine.copy(), kind="label", meta=dict(source.meta))
     images = {"seg": seg}
-    if options.save_probabilities:
+    if options.save_probabilities and template is not None:
         images["prob"] = template.with_data(mean)
     return Prediction(subject.name, images)
 
 
 def ensemble_rows(
     members: Sequence[Member],
-    rows: Sequence[Any],
+    rows: Sequence[SubjectRow],
     *,
     out_dir: Path,
-    options: Any,
+    options: InferenceConfig,
     postprocessing: dict[str, Any] | None = None,
 ) -> Path:
     """Read each row, ensemble, write ``<subject>_<suffix>.nii.gz`` and the prediction table."""

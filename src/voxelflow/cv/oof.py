@@ -155,15 +155,22 @@ def validation_folds(
 
 
 def _oof_experiment(experiment: ExperimentConfig, root: Path, fold: int) -> ExperimentConfig:
-    """The fold's experiment with postprocessing off (decided later from these predictions) and
-    probabilities kept (``--compare`` evaluates ensembles of two configurations from them)."""
+    """The fold's experiment with postprocessing off where cross-validation decides it later
+    from these predictions, and probabilities kept where ensembles average them (``--compare``
+    evaluates ensembles of two configurations from them)."""
+    from voxelflow.engine.run import application_class
+
     config = fold_experiment(experiment, root, fold)
-    if config.application != "segmentation":
+    app_class = application_class(config)
+    update: dict[str, Any] = {}
+    if app_class.decides_postprocessing:
+        update |= {"keep_largest_component": False, "min_component_volume_mm3": 0.0,
+                   "fill_holes": False}  # fmt: skip
+    if app_class.ensemble_mode == "probabilities":
+        update["save_probabilities"] = True
+    if not update:
         return config
-    inference = config.inference.model_copy(
-        update={"keep_largest_component": False, "min_component_volume_mm3": 0.0,
-                "fill_holes": False, "save_probabilities": True}
-    )  # fmt: skip
+    inference = config.inference.model_copy(update=update)
     return config.model_copy(update={"inference": inference})
 
 

@@ -40,8 +40,10 @@ __all__ = ["fit_windows_to_images", "inference_subjects", "run_invocation"]
 RunVoxelflow = Callable[[list[str]], int]
 
 _VOXELFLOW_COMMANDS = {"train": "train", "inference": "infer", "evaluation": "evaluate"}
-#: the column of each application's voxelflow table holding the main output
-_PREDICTION_COLUMNS = {"regression": "pred"}
+#: NiftyNet's own applications that had no evaluation action (its section names)
+_WITHOUT_EVALUATION = ("autoencoder", "gan")
+#: NiftyNet's input key holding each voxelflow reference role
+_REFERENCE_KEYS = {"label": "label", "target": "output"}
 #: NiftyNet's phase names → voxelflow's split names
 PHASES = {"training": "train", "validation": "validation", "inference": "test"}
 
@@ -371,9 +373,10 @@ def evaluate(experiment: ExperimentConfig, settings: NiftyNetSettings) -> int:
         ConfigError: an autoencoder or GAN (NiftyNet had no evaluation for them), or no
             label/output role to compare with.
     """
+    from voxelflow.engine.run import application_class
     from voxelflow.io.table import load_table
 
-    if settings.application in ("autoencoder", "gan"):
+    if settings.application in _WITHOUT_EVALUATION:
         raise ConfigError(
             f"{_program(settings)} evaluation: NiftyNet had no evaluation for the "
             f"{settings.application} application; use `voxelflow evaluate -c` on the converted "
@@ -381,33 +384,24 @@ def evaluate(experiment: ExperimentConfig, settings: NiftyNetSettings) -> int:
         )
 
     predicted = predictions(experiment, settings)
-    if settings.application == "classification":
+    app_class = application_class(experiment)
+    role = app_class.reference_role
+    if role is None:  # references are table cells (classification's target column)
         rows = load_table(experiment.dataset, required=[])
         return _evaluate_application(experiment, predicted, rows, settings.save_csv_dir)
-    role = "label" if settings.application == "segmentation" else "target"
     columns = experiment.dataset.inputs.get(role)
     if not columns:
-        key = "label" if role == "label" else "output"
+        key = _REFERENCE_KEYS.get(role, role)
         raise ConfigError(
             f"[{settings.application.upper()}] {key}: required to evaluate the inferred outputs"
         )
     rows = load_table(experiment.dataset, required=[columns[0]])
     references = {r.name: r.path(columns[0]) for r in rows if r.columns.get(columns[0])}
     out = settings.save_csv_dir
-    if settings.application == "segmentation":
-        from voxelflow.metrics.evaluate import evaluate_files
-
-        result = evaluate_files(
-            predicted,
-            references,
-            out,
-            labels=experiment.evaluation.labels,
-            metrics=list(experiment.evaluation.metrics),
-            tolerance=experiment.evaluation.tolerance_mm,
-            workers=1,
-        )
+    scored = app_class.evaluate_pairs(experiment, predicted, references, out)
+    if scored is not None:  # the application pairs files itself (segmentation's label maps)
         logger.info("evaluated %d subject(s); results in %s", len(predicted), out)
-        return 0 if result.ok else 1
+        return 0 if scored else 1
     return _evaluate_application(experiment, predicted, rows, out)
 
 
@@ -438,7 +432,7 @@ def _evaluate_application(
         if all(p.suffix == ".csv" for p in predicted.values()):
             _join_tables(table, list(predicted.values()))  # per-subject value tables
         else:
-            column = _PREDICTION_COLUMNS.get(experiment.application, "prediction")
+            column = application.output_column
             with open(table, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(["subject", column])

@@ -292,8 +292,8 @@ def _list_folders_into_csv(state: State, model_dir: Path) -> None:
                 f"[{column}] path_to_search = {', '.join(paths)}: no file matches "
                 f"filename_contains {spec.get('contains', [])} in any folder"
             )
-        for subject, file in found.items():
-            joined.setdefault(subject, {})[column] = str(file.resolve())
+        for subject, found_file in found.items():
+            joined.setdefault(subject, {})[column] = str(found_file.resolve())
     table = model_dir / "niftynet_subjects.csv"
     table.parent.mkdir(parents=True, exist_ok=True)
     with open(table, "w", newline="", encoding="utf-8") as handle:

@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -442,6 +443,11 @@ def _system_section(
         notes.append(ConversionNote(name, key, value, status, detail))
 
 
+def _keyed_application_key(key: str, where: str, state: State, value: str) -> Outcome:
+    """:func:`_application_key` as a ``(state, value)`` handler of :func:`_run`."""
+    return _application_key(key, value, state, where)
+
+
 def _run(handler: Callable[[State, str], Outcome], state: State, value: str, where: str) -> Outcome:
     try:
         return handler(state, value)
@@ -513,12 +519,8 @@ def _application_section(
             else:
                 status, detail = "not supported", f"{key} inputs: no voxelflow equivalent"
         else:
-            status, detail = _run(
-                lambda st, v, key=key: _application_key(key, v, st, f"[{name}] {key}"),
-                state,
-                value,
-                f"[{name}] {key}",
-            )
+            where = f"[{name}] {key}"
+            status, detail = _run(partial(_keyed_application_key, key, where), state, value, where)
         notes.append(ConversionNote(name, key, value, status, detail))
     state.put("dataset.inputs", inputs)
     return roles

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage
@@ -229,8 +229,7 @@ def _class_fingerprints(label: np.ndarray) -> list[ClassFingerprint]:
             result.append(ClassFingerprint(int(value), int(count), 0, []))
             continue
         components, number = ndimage.label(inside == value)
-        sizes = np.bincount(components.ravel())[1:]
-        sizes = sorted((int(s) for s in sizes), reverse=True)
+        sizes = sorted((int(s) for s in np.bincount(components.ravel())[1:]), reverse=True)
         result.append(
             ClassFingerprint(int(value), int(count), int(number), sizes[:MAX_COMPONENT_SIZES])
         )
@@ -250,7 +249,8 @@ def _read(row: SubjectRow, column: str, kind: str) -> Image:
         import torch
 
         try:
-            loaded = nib.load(str(path))
+            # a .nii / .nii.gz file loads as a NIfTI image (nib.load is typed for any format)
+            loaded = cast("nib.Nifti1Image", nib.load(str(path)))
             array = np.asanyarray(loaded.dataobj)
         except Exception:  # unreadable here: the full reader names the problem
             return read_image(path, kind=kind)  # type: ignore[arg-type]

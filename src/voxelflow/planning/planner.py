@@ -21,13 +21,16 @@ from typing import Any
 
 import numpy as np
 
+from voxelflow.applications.base import PlanningRules
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.planning import rules
 from voxelflow.planning.fingerprint import Fingerprint, IntensityStats
 
 logger = logging.getLogger(__name__)
 
-UNET_APPLICATIONS = ("segmentation", "regression")
+#: values of :class:`~voxelflow.applications.base.PlanningRules` fields the planner knows
+PLANNED_NETWORKS = ("unet", "template")
+PLANNED_NORMALIZATIONS = ("fingerprint", "invertible", "fixed_window")
 #: a 3d_lowres configuration is made when the full-resolution window covers less than this
 LOWRES_THRESHOLD = 0.25
 LOWRES_STEP = 1.03
@@ -38,6 +41,39 @@ SHORT_RUN_ITERATIONS = 10_000
 SHORT_RUN_LR = 3e-3
 #: runs shorter than this are planned without augmentation (see ``_Builder._unet``)
 AUGMENTATION_MIN_ITERATIONS = 1_000
+
+
+def planning_rules(application: str) -> PlanningRules:
+    """What the application declares ``voxelflow plan`` decides for it (``Application.planning``).
+
+    Args:
+        application: the config's ``application`` (a registered name or a plugin path).
+
+    Raises:
+        ConfigError: an application without planning rules, or rules the planner does not
+            know, naming the application and the declaration.
+    """
+    from voxelflow.applications import APPLICATIONS
+
+    app_class = APPLICATIONS.get(application)
+    declared = app_class.planning
+    where = f"plan: application {application!r} ({app_class.__name__})"
+    if declared is None:
+        raise ConfigError(
+            f"{where} declares no planning: set Application.planning to a "
+            "voxelflow.applications.base.PlanningRules saying what the plan decides for it"
+        )
+    if declared.network not in PLANNED_NETWORKS:
+        raise ConfigError(
+            f"{where}: planning.network: expected one of {list(PLANNED_NETWORKS)}, "
+            f"got {declared.network!r}"
+        )
+    if declared.normalization not in PLANNED_NORMALIZATIONS:
+        raise ConfigError(
+            f"{where}: planning.normalization: expected one of {list(PLANNED_NORMALIZATIONS)}, "
+            f"got {declared.normalization!r}"
+        )
+    return declared
 
 
 @dataclass
@@ -298,6 +334,7 @@ class _Builder:
         self.fp = fingerprint
         self.template = template
         self.options = options
+        self.planning = planning_rules(options.application)
         self.notes: list[str] = []
         subjects = fingerprint.subjects
         self.n = len(subjects)
@@ -314,9 +351,11 @@ class _Builder:
             fingerprint, options, self.notes
         )
         self.labels = fingerprint.label_values
-        if options.application == "segmentation":
+        if self.planning.labels:
             if not self.labels:
-                raise DataError("plan: segmentation needs a 'label' role; no label files given")
+                raise DataError(
+                    f"plan: {options.application} needs a 'label' role; no label files given"
+                )
             if self.labels == [0]:
                 raise DataError(
                     "plan: no foreground label in any subject (every label file is all 0): "
@@ -330,7 +369,7 @@ class _Builder:
         )
         self.budget = options.memory_gb * 1e9
         self.in_channels = fingerprint.num_channels
-        self.out_channels = len(self.labels) if options.application == "segmentation" else 1
+        self.out_channels = len(self.labels) if self.planning.labels else 1
         zero_bg = sum(all(c.background == "zero" for c in s.channels) for s in subjects)
         self.crop_why = (
             f"crop to the body: the median body box keeps "
@@ -365,7 +404,7 @@ class _Builder:
         comments["preprocessing.crop_foreground"] = self.crop_why
         pre["normalization"] = copy.deepcopy(self.norm_steps)
         comments["preprocessing.normalization"] = "; ".join(self.norm_reasons)
-        if self.options.application == "segmentation":
+        if self.planning.labels:
             pre["label_values"] = self.labels
             comments["preprocessing.label_values"] = (
                 f"label values found in the dataset: {self.labels}"
@@ -443,7 +482,7 @@ class _Builder:
             f"{window_plan.reason}; median image {median_text} voxels at this spacing"
             + (f"; 2D: one slice along axis {slice_axis}" if slice_axis is not None else "")
         )
-        if self.options.application == "segmentation":
+        if self.planning.labels:
             foreground = [v for v in self.labels if v != 0]
             ratios = {0: 2.0, **{v: round(1.0 / len(foreground), 4) for v in foreground}}
             sampling["sampler"] = {"name": "balanced", "class_ratios": ratios}
@@ -504,7 +543,7 @@ class _Builder:
         inference.update({"window": window, "overlap": 0.5, "blend": "gaussian"})
         comments["inference"] = "sliding windows of the training size, half overlap, gaussian blend"
         config["inference"] = inference
-        if self.options.application == "segmentation":
+        if self.planning.labels:
             config.setdefault("loss", {"name": "dice_ce"})
         plan_strides = [list(s) for s in strides]
         if slice_axis is not None:
@@ -524,22 +563,21 @@ class _Builder:
     def _generative_normalization(
         self, config: dict[str, Any], comments: dict[str, str]
     ) -> list[dict[str, Any]]:
-        """Autoencoder and GAN outputs are images mapped back to the input's units: the
-        normalisation must be invertible.
+        """Outputs that are images mapped back to the input's units need an invertible
+        normalisation (``PlanningRules.normalization``):
 
-        * autoencoder: z-score inside the body mask but without ``outside`` (setting the
-          background to one value is not affine, so a reconstruction could only be mapped
-          back approximately);
-        * GAN: a sample has no subject whose statistics could undo a per-image z-score, so
-          every MR-like channel gets one fixed dataset-wide window (0 .. the pooled body 99.5
-          percentile → [0, 1]): images keep their relative brightness (what tells a
-          conditioning class apart) and samples map back exactly. CT channels keep the CT
-          scheme (already dataset-wide).
+        * ``"invertible"`` (autoencoder): z-score inside the body mask but without ``outside``
+          (setting the background to one value is not affine, so a reconstruction could only
+          be mapped back approximately);
+        * ``"fixed_window"`` (GAN): a sample has no subject whose statistics could undo a
+          per-image z-score, so every MR-like channel gets one fixed dataset-wide window (0 ..
+          the pooled body 99.5 percentile → [0, 1]): images keep their relative brightness
+          (what tells a conditioning class apart) and samples map back exactly. CT channels
+          keep the CT scheme (already dataset-wide).
 
         Returns:
             the per-channel schemes for ``plan.json`` (``"window"`` for a fixed window).
         """
-        app = self.options.application
         schemes = copy.deepcopy(self.schemes)
         steps = config["preprocessing"]["normalization"]
         reasons = []
@@ -547,7 +585,7 @@ class _Builder:
             if step["name"] != "zscore":
                 continue
             index = step["channels"][0]
-            if app == "autoencoder":
+            if self.planning.normalization == "invertible":
                 step.pop("outside", None)
                 reasons.append(
                     f"channel {index}: z-score inside the body mask, background not replaced "
@@ -578,12 +616,12 @@ class _Builder:
         """Classification, autoencoder, GAN: spacing, normalisation, a window within the image."""
         config, comments = self._base(name)
         schemes = copy.deepcopy(self.schemes)
-        if self.options.application in ("autoencoder", "gan"):
+        if self.planning.normalization != "fingerprint":
             schemes = self._generative_normalization(config, comments)
         config["preprocessing"]["spacing"] = list(self.fullres)
         comments["preprocessing.spacing"] = self.spacing_why
         median = [int(m) for m in self.median_shape]
-        if self.options.application == "autoencoder":
+        if self.planning.whole_field_of_view:
             # the autoencoder models whole images: a crop per subject would align the heads and
             # change what is reconstructed; keep the template's field of view
             keep = (self.template.get("preprocessing") or {}).get("crop_foreground", False)
@@ -623,17 +661,16 @@ class _Builder:
     def build(self) -> Plan:
         dims = self.fp.spatial_dims
         configs: list[Configuration] = []
-        app = self.options.application
-        if app not in UNET_APPLICATIONS:
+        if self.planning.network != "unet":
             configs.append(self._whole_image("3d_fullres" if dims == 3 else "2d"))
         elif dims == 2:
             configs.append(
                 self._unet("2d", list(self.fullres), list(self.fullres), self.median_shape, None)
             )
-        elif app != "segmentation":
-            # regression has no 2D-on-slices mode (only segmentation removes a size-1 slice
-            # axis before the network): a [x, y, 1] window would build a 3D U-Net with 2D
-            # strides, so a 3D regression dataset gets 3d_fullres (and 3d_lowres) only
+        elif not self.planning.slices:
+            # e.g. regression has no 2D-on-slices mode (only segmentation removes a size-1
+            # slice axis before the network): a [x, y, 1] window would build a 3D U-Net with 2D
+            # strides, so such a 3D dataset gets 3d_fullres (and 3d_lowres) only
             fullres = self._unet(
                 "3d_fullres", list(self.fullres), list(self.fullres), self.median_shape, None
             )

@@ -15,13 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from voxelflow.applications.base import PlanningRules
 from voxelflow.config.load import load_experiment
 from voxelflow.config.schema import DatasetConfig, ExperimentConfig
 from voxelflow.errors import ConfigError, MissingFileError
 from voxelflow.io.folders import input_folders, refuse_inside_inputs
 from voxelflow.io.table import SubjectRow, load_table, read_dataset_json
 from voxelflow.planning.fingerprint import Fingerprint, fingerprint_dataset
-from voxelflow.planning.planner import Plan, PlanOptions, plan_dataset
+from voxelflow.planning.planner import Plan, PlanOptions, plan_dataset, planning_rules
 from voxelflow.planning.write import FINGERPRINT_FILE, write_plan
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 #: words that mark label files in a plain folder of scans
 LABEL_WORDS = ("_label", "_seg", "_mask", "-label", "-seg", "_labels")
-APPLICATIONS = ("segmentation", "regression", "classification", "autoencoder", "gan")
 
 
 def dataset_section(dataset: PathLike, *, application: str) -> dict[str, Any]:
@@ -40,7 +40,8 @@ def dataset_section(dataset: PathLike, *, application: str) -> dict[str, Any]:
 
     Raises:
         MissingFileError: the path does not exist.
-        ConfigError: a folder without label files for segmentation.
+        ConfigError: a folder without label files for an application planned on label maps
+            (segmentation).
     """
     path = Path(dataset).expanduser().resolve()
     if not path.exists():
@@ -56,7 +57,7 @@ def dataset_section(dataset: PathLike, *, application: str) -> dict[str, Any]:
     names = [p.name for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")]
     word = next((w for w in LABEL_WORDS if any(w in n for n in names)), None)
     if word is None:
-        if application == "segmentation":
+        if planning_rules(application).labels:
             raise ConfigError(
                 f"plan --dataset {dataset}: no label files found (names containing one of "
                 f"{list(LABEL_WORDS)}); give a table (CSV) with image and label columns instead"
@@ -89,9 +90,11 @@ def _roles(experiment: ExperimentConfig, rows: Sequence[SubjectRow]) -> dict[str
     if experiment.dataset.msd is not None and rows and "image" not in rows[0].columns:
         columns = sorted(c for c in rows[0].columns if c.startswith("image_"))
     roles = {"image": columns}
-    if experiment.application == "segmentation":
+    if planning_rules(experiment.application).labels:
         if "label" not in inputs:
-            raise ConfigError("dataset.inputs: application 'segmentation' needs a 'label' role")
+            raise ConfigError(
+                f"dataset.inputs: application {experiment.application!r} needs a 'label' role"
+            )
         roles["label"] = list(inputs["label"])[:1]
     return roles
 
@@ -144,15 +147,9 @@ def plan(
             )
     else:
         app = application or "segmentation"
-        if app not in APPLICATIONS:
-            raise ConfigError(
-                f"plan --application: expected one of {list(APPLICATIONS)}, got {app!r}"
-            )
-        if app in ("classification",):
-            raise ConfigError(
-                f"plan --application {app}: the target column is not in a dataset; plan with "
-                "-c CONFIG (its task section names it)"
-            )
+        from_dataset = _planned(app).from_dataset
+        if from_dataset is not True:
+            raise ConfigError(f"plan --application {app}: {from_dataset}")
         section = dataset_section(dataset, application=app)  # type: ignore[arg-type]
         experiment = load_experiment({"application": app, "dataset": section}, overrides)
     out_dir = Path(out).expanduser()
@@ -184,6 +181,16 @@ def plan(
     result = plan_dataset(fingerprint, template, options)
     write_plan(result, out_dir)
     return result
+
+
+def _planned(application: str) -> PlanningRules:
+    """The application's planning rules; an unknown name is refused as ``plan --application``."""
+    from voxelflow.errors import RegistryError
+
+    try:
+        return planning_rules(application)
+    except RegistryError as exc:
+        raise ConfigError(f"plan --application: {exc}") from None
 
 
 def _template(experiment: ExperimentConfig, out_dir: Path) -> dict[str, Any]:

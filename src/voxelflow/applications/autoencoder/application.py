@@ -68,6 +68,7 @@ from voxelflow.applications.base import (
     Application,
     EvaluationOptions,
     InferenceItem,
+    PlanningRules,
     Prediction,
     TrainingContext,
 )
@@ -98,6 +99,14 @@ class AutoencoderApplication(Application):
     per_subject_table = "per_subject.csv"
     prediction_table = TABLES["reconstruct"]
     inference_modes = ("reconstruct", "encode", "sample", "interpolate")
+    ensemble_refusal = (
+        "a reconstruction passes through one model's own latent space, and averaging models "
+        "whose latent spaces differ estimates nothing"
+    )
+    dense_output = True
+    planning = PlanningRules(
+        network="template", normalization="invertible", whole_field_of_view=True
+    )
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ from voxelflow.applications.base import (
     Application,
     EvaluationOptions,
     InferenceItem,
+    PlanningRules,
     Prediction,
     TrainingContext,
 )
@@ -84,6 +85,13 @@ class ClassificationApplication(Application):
     per_subject_table = "per_subject.csv"
     prediction_table = "predictions.csv"
     inference_modes = ("predict",)
+    ensemble_mode = "class_probabilities"
+    output_column = "prediction"
+    planning = PlanningRules(
+        network="template",
+        from_dataset="the target column is not in a dataset; plan with -c CONFIG (its task "
+        "section names it)",
+    )
 
     def __init__(
         self,

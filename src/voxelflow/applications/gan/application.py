@@ -50,6 +50,7 @@ from voxelflow.applications.base import (
     InferenceItem,
     OptimizationSettings,
     OptimizerSpecs,
+    PlanningRules,
     Prediction,
     TrainingContext,
 )
@@ -86,6 +87,11 @@ class GanApplication(Application):
     inference_modules = ("generator",)  # zoo entries ship the generator only
     prediction_table = "generated.csv"
     inference_modes = ("sample", "interpolate")
+    ensemble_refusal = (
+        "generated samples come from one generator's distribution; averaging samples of "
+        "several generators blurs them instead of estimating one output"
+    )
+    planning = PlanningRules(network="template", normalization="fixed_window")
 
     def __init__(
         self,

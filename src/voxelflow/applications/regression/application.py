@@ -39,6 +39,7 @@ from voxelflow.applications.base import (
     Application,
     EvaluationOptions,
     InferenceItem,
+    PlanningRules,
     Prediction,
     TrainingContext,
 )
@@ -79,6 +80,9 @@ class RegressionApplication(Application):
     per_subject_table = "regression_metrics.csv"
     summary_table = "regression_summary.csv"
     reference_role = "target"
+    ensemble_mode = "image"
+    dense_output = True
+    planning = PlanningRules(network="unet")
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ from voxelflow.applications.base import (
     Application,
     EvaluationOptions,
     InferenceItem,
+    PlanningRules,
     Prediction,
     TrainingContext,
 )
@@ -149,6 +150,10 @@ class SegmentationApplication(Application):
     reference_role = "label"
     reference_folders = True
     evaluates_folders = True
+    ensemble_mode = "probabilities"
+    output_column = "seg"
+    dense_output = True
+    planning = PlanningRules(network="unet", labels=True, slices=True)
 
     def __init__(
         self,
@@ -393,6 +398,14 @@ class SegmentationApplication(Application):
         return lookup[scores.argmax(dim=1, keepdim=True)]
 
     @classmethod
+    def network_check(cls, experiment: ExperimentConfig) -> tuple[int, list[int]] | None:
+        """The class count (from the config, else 2) and the window without its slice axis."""
+        window = [int(size) for size in experiment.sampling.window]
+        axis = slice_axis_of(window)
+        classes = experiment.num_classes or len(experiment.preprocessing.label_values or []) or 2
+        return classes, [size for index, size in enumerate(window) if index != axis]
+
+    @classmethod
     def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:
         """Mean foreground Dice."""
         return ("dice", True, "dice")
@@ -427,6 +440,25 @@ class SegmentationApplication(Application):
         from voxelflow.applications.segmentation.evaluation import evaluation_rows
 
         return evaluation_rows(experiment, predictions, references, out_dir, options)
+
+    @classmethod
+    def evaluate_pairs(
+        cls,
+        experiment: ExperimentConfig,
+        predictions: Mapping[str, Path],
+        references: Mapping[str, Path],
+        out_dir: Path,
+    ) -> bool | None:
+        """The label-map evaluation of :func:`voxelflow.metrics.evaluate.evaluate_files` (one
+        process), with the config's labels, metrics and tolerance."""
+        from voxelflow.metrics.evaluate import evaluate_files
+
+        evaluation = experiment.evaluation
+        result = evaluate_files(
+            predictions, references, out_dir, labels=evaluation.labels,
+            metrics=list(evaluation.metrics), tolerance=evaluation.tolerance_mm, workers=1,
+        )  # fmt: skip
+        return result.ok
 
     @classmethod
     def postprocess_decision(cls, run_dir: Path) -> dict[str, Any] | None:
