@@ -189,6 +189,9 @@ class PCAAutoencoder(nn.Module):
         self.register_buffer("mean", torch.from_numpy(mean).float())
         self.register_buffer("components", torch.from_numpy(components[: self.latent_size]).float())
 
+    mean: torch.Tensor  # (voxels,) buffers registered in __init__
+    components: torch.Tensor  # (latent, voxels)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1) - self.mean) @ self.components.T
 

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
+
+
+def _load(path: str | Path) -> SpatialImage:
+    """A NIfTI file (nibabel types ``load`` as returning any file-based image)."""
+    return cast(SpatialImage, nib.load(str(path)))
 
 
 def _table_images(table: Path, column: str) -> dict[str, np.ndarray]:
     with open(table, newline="") as handle:
         return {
-            row["subject"]: np.asarray(nib.load(row[column]).dataobj, dtype=np.float32)
+            row["subject"]: np.asarray(_load(row[column]).dataobj, dtype=np.float32)
             for row in csv.DictReader(handle)
         }
 
@@ -37,7 +43,7 @@ def plot_comparison(figures: dict[str, Any], path: Path) -> Path:
     rows = figures["test_rows"][:3]
     figure, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.7 * len(rows)), squeeze=False)
     for axis_row, row in zip(axes, rows):
-        image = np.asarray(nib.load(row.path("image")).dataobj, dtype=np.float32)
+        image = np.asarray(_load(row.path("image")).dataobj, dtype=np.float32)
         high = float(np.percentile(image, 99.5))
         panels = [(image, "image"), (network[row.name], "VAE"), (pca[row.name], "PCA baseline")]
         for axis, (volume, title) in zip(axis_row, panels):
@@ -62,7 +68,7 @@ def plot_interpolation(table: Path, path: Path) -> Path:
     with open(table, newline="") as handle:
         steps = list(csv.DictReader(handle))
     slices = [
-        middle_slice(np.asarray(nib.load(s["image"]).dataobj, dtype=np.float32)) for s in steps
+        middle_slice(np.asarray(_load(s["image"]).dataobj, dtype=np.float32)) for s in steps
     ]
     change = max(float(np.abs(s - slices[0]).max()) for s in slices) or 1.0
     figure, axes = plt.subplots(2, len(steps), figsize=(1.8 * len(steps), 4.0), squeeze=False)

@@ -168,7 +168,11 @@ def scanner_effects(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2).astype(np.float32)  # Rician
 
 
-def _make_subject(template, rng: np.random.Generator, spacing: float):
+def _make_subject(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    spacing: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A deformed, biased, noisy T1, its tissue label (0 other, 1 GM, 2 WM) and affine."""
     maps, affine = warp_template(template, rng, spacing)
     label = np.argmax(np.stack([1.0 - maps["gm"] - maps["wm"], maps["gm"], maps["wm"]]), axis=0)
@@ -322,7 +326,9 @@ def write_config_and_train(config: dict, config_path: Path, run_dir: Path) -> An
     return experiment
 
 
-def _make_phantom_subject(rng: np.random.Generator, shape: tuple[int, int, int]):
+def _make_phantom_subject(
+    rng: np.random.Generator, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image, label = make_phantom(
         shape, num_classes=3, num_blobs=6, noise=0.15, seed=int(rng.integers(1 << 31))
     )

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -385,6 +386,7 @@ def run_predictor(run_dir: Path) -> Predictor:
     import csv
 
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     from voxelflow.cli.main import main
 
@@ -397,7 +399,7 @@ def run_predictor(run_dir: Path) -> Predictor:
             raise RuntimeError(f"voxelflow {' '.join(command)} failed")
         with open(out / "inferred.csv", newline="") as handle:
             (row,) = list(csv.DictReader(handle))
-        return np.asarray(nib.load(row["prediction"]).dataobj)
+        return np.asarray(cast(SpatialImage, nib.load(row["prediction"])).dataobj)
 
     return predict
 

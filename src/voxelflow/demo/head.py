@@ -75,7 +75,7 @@ def _shell_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Intensity of the layered shell at each voxel ``(X, Y, Z)`` and its outer edge (mm)."""
     image = np.zeros(distance.shape, np.float32)
-    inner = np.zeros(distance.shape, np.float32)
+    inner: np.ndarray = np.zeros(distance.shape, np.float32)
     temples = _temple_weight(world)
     for name, (t_low, t_high), (i_low, i_high) in LAYERS:
         thickness = rng.uniform(t_low, t_high) * (1.0 + 0.3 * smooth_field(distance.shape, rng))
@@ -106,7 +106,9 @@ def _face_image(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return image
 
 
-def _orbits(world: np.ndarray, image: np.ndarray, brain: np.ndarray, rng: np.random.Generator):
+def _orbits(
+    world: np.ndarray, image: np.ndarray, brain: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Paint two orbits into ``image`` in place: dark vitreous inside bright fat; their mask."""
     mask = np.zeros(brain.shape, bool)
     for side in (-1.0, 1.0):
@@ -144,7 +146,7 @@ def synthesise_head(
     shell, outer_edge = _shell_image(distance_mm, world, rng)
     shell_mask = (distance_mm > 0) & (distance_mm <= outer_edge)
     face = _face_region(world, distance_mm, rng) & ~shell_mask
-    image = np.where(shell_mask, shell, 0.0).astype(np.float32)
+    image: np.ndarray = np.where(shell_mask, shell, 0.0).astype(np.float32)
     image[face] = _face_image(t1.shape, rng)[face]
     orbits = _orbits(world, image, brain, rng)
     texture = 1.0 + 0.1 * smooth_field(t1.shape, rng, cells=4)
