@@ -339,13 +339,12 @@ def _typed_value(parameter: inspect.Parameter, value: object, *, key: str) -> ob
 def _number_from_text(text: str, *, key: str, integer: bool) -> float | int:
     """``"1e-3"`` → ``0.001`` with a warning naming ``key``; refuse text that is not a number."""
     try:
-        number: float | int = float(text)
+        parsed = float(text)
     except ValueError:
         raise ConfigError(f"{key}: expected a number, got {text!r} (a string)") from None
-    if integer:
-        if not number.is_integer():
-            raise ConfigError(f"{key}: expected an integer, got {text!r}")
-        number = int(number)
+    if integer and not parsed.is_integer():
+        raise ConfigError(f"{key}: expected an integer, got {text!r}")
+    number: float | int = int(parsed) if integer else parsed
     warnings.warn(
         f"{key}: read the string {text!r} as the number {number!r}; write it as a number",
         UserWarning,
