@@ -139,17 +139,19 @@ def build_network(
     """
     from voxelflow.networks import NETWORKS
 
-    return build_component(
+    network: nn.Module = build_component(
         NETWORKS, _spec(source, "network"), key=key, spatial_dims=spatial_dims,
         in_channels=in_channels, out_channels=out_channels, **fixed_kwargs,
     )  # fmt: skip
+    return network
 
 
 def build_loss(source: ExperimentConfig | ComponentSpec, **fixed_kwargs: Any) -> nn.Module:
     """The loss of ``experiment.loss`` (registry ``voxelflow.losses.LOSSES``)."""
     from voxelflow.losses import LOSSES
 
-    return build_component(LOSSES, _spec(source, "loss"), key="loss", **fixed_kwargs)
+    loss: nn.Module = build_component(LOSSES, _spec(source, "loss"), key="loss", **fixed_kwargs)
+    return loss
 
 
 def build_optimizer(
@@ -162,7 +164,10 @@ def build_optimizer(
     ``key`` is the config key named in errors."""
     from voxelflow.optim import OPTIMIZERS
 
-    return build_component(OPTIMIZERS, _spec(source, "optimizer"), key=key, params=params)
+    optimizer: torch.optim.Optimizer = build_component(
+        OPTIMIZERS, _spec(source, "optimizer"), key=key, params=params
+    )
+    return optimizer
 
 
 def build_scheduler(

@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from voxelflow.config import build
 from voxelflow.config.build import build_component, check_component
@@ -108,7 +109,7 @@ def _check_optimisation(experiment: ExperimentConfig) -> list[str]:
     hooks = build.hook_registry()
     for index, component in enumerate(experiment.training.hooks):
         key = f"training.hooks[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: check_component(hooks, c, key=k))
+        _attempt(problems, key, partial(check_component, hooks, component, key=key))
     return problems
 
 
@@ -131,10 +132,10 @@ def _check_data_components(experiment: ExperimentConfig) -> list[str]:
     )  # fmt: skip
     for index, component in enumerate(experiment.augmentation):
         key = f"augmentation[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: build_component(AUGMENTATIONS, c, key=k))
+        _attempt(problems, key, partial(build_component, AUGMENTATIONS, component, key=key))
     for index, component in enumerate(experiment.preprocessing.normalization):
         key = f"preprocessing.normalization[{index}]"
-        _attempt(problems, key, lambda c=component, k=key: build_component(NORMALIZERS, c, key=k))
+        _attempt(problems, key, partial(build_component, NORMALIZERS, component, key=key))
     return problems
 
 
@@ -194,8 +195,10 @@ def _image_header(path: Path) -> tuple[int, int] | str:
     try:
         if name.endswith((".nii", ".nii.gz", ".img", ".hdr", ".mgz", ".mgh")):
             import nibabel as nib
+            from nibabel.spatialimages import SpatialImage
 
-            shape = nib.load(str(path)).shape
+            # every suffix above loads as a SpatialImage (as in io.readers)
+            shape = cast(SpatialImage, nib.load(str(path))).shape
         elif path.is_dir():
             return (3, 1)  # a DICOM series: one channel, a volume
         else:
@@ -264,14 +267,14 @@ def check_data(  # noqa: C901  (one branch per data check, each a line of the re
             per_subject[name] = per_subject.get(name, 0) + count
         counts = sorted(set(per_subject.values()))
         usual = max(counts, key=list(per_subject.values()).count)
-        for name, dims, count in images:
+        for name, file_dims, count in images:
             if count > 1 and usual != per_subject[name]:
                 column_files = [
                     row.path(c) for row in rows if row.name == name for c in inputs["image"]
                 ]
                 problems.append(
                     f"dataset ({name}): {', '.join(str(f) for f in column_files)}: got {count} "
-                    f"channels (a {dims + 1}D file); the other subjects have {usual}"
+                    f"channels (a {file_dims + 1}D file); the other subjects have {usual}"
                 )
         if len(counts) > 1:
             by_count = {c: [n for n, v in per_subject.items() if v == c][:3] for c in counts}

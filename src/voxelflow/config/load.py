@@ -72,7 +72,7 @@ def _mapping_without_duplicates(
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
-_SafeLoader.construct_mapping = _mapping_without_duplicates  # type: ignore[method-assign]
+_SafeLoader.construct_mapping = _mapping_without_duplicates
 
 
 def safe_load(text: str) -> Any:
@@ -294,7 +294,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     Raises:
         ConfigError: a malformed override or an unknown key path (with suggestions).
     """
-    result = _plain_copy(data)
+    result: dict[str, Any] = _plain_copy(data)  # a Mapping copies to a dict
     for text in overrides:
         parts, value = parse_override(text)
         _check_override_path(parts, text)
@@ -429,7 +429,10 @@ def dump_experiment(experiment: ExperimentConfig, path: str | os.PathLike[str]) 
 
 def experiment_to_yaml(experiment: ExperimentConfig) -> str:
     """The resolved experiment as YAML text (section order kept)."""
-    return yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    text: str = yaml.safe_dump(  # no stream: the YAML text (yaml has no type information)
+        experiment.model_dump(mode="json"), sort_keys=False, allow_unicode=True
+    )
+    return text
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
