@@ -28,7 +28,7 @@ def as_mask(array: ArrayLike, *, name: str = "mask") -> np.ndarray:
     values = to_numpy(array)
     if values.dtype == np.bool_:
         return values
-    mask = values != 0
+    mask: np.ndarray = values != 0
     if np.count_nonzero(mask) != np.count_nonzero(values == 1):
         found = np.unique(values)[:6]
         raise DataError(

@@ -37,7 +37,7 @@ def _corners(ndim: int) -> list[Corner]:
 def corner_bit(corner: Corner) -> int:
     """The bit of a cell corner in the neighbourhood code (corner (0,…,0) is the highest bit)."""
     flat = int("".join(str(v) for v in corner), 2)
-    return 1 << (2 ** len(corner) - 1 - flat)
+    return 1 << ((1 << len(corner)) - 1 - flat)  # 2**ndim corners
 
 
 def _cell_edges(ndim: int) -> list[Edge]:
