@@ -89,7 +89,7 @@ def reorient(
     Shape:
         data: ``(C, *spatial)`` → ``(C, *permuted spatial)``
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     transform = orientation_transform(affine, axcodes, spatial_dims=spatial_dims)
     return apply_orientation(data, affine, transform)
 
@@ -150,7 +150,7 @@ def apply_orientation(
     Returns:
         ``(data, affine, transform)`` as in :func:`reorient`.
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     ornt = np.asarray(transform, dtype=np.float64).reshape(-1, 2)
     if ornt.shape[0] != spatial_dims:
         raise ShapeError(f"expected an orientation with {spatial_dims} rows, got {ornt.shape[0]}")
@@ -239,7 +239,7 @@ def resample(
     Shape:
         data: ``(C, *spatial)`` → ``(C, *target_shape)``
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     if len(target_shape) != spatial_dims:
         raise ShapeError(f"expected a {spatial_dims}D target shape, got {tuple(target_shape)}")
     order = INTERPOLATION_ORDER[interpolation]
@@ -329,7 +329,7 @@ def crop(
     Shape:
         data: ``(C, *spatial)`` → ``(C, *(stop - start))``
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     if len(start) != spatial_dims or len(stop) != spatial_dims:
         raise ShapeError(
             f"expected {spatial_dims} start/stop values, got {list(start)}, {list(stop)}"
@@ -354,7 +354,7 @@ def pad(
     Shape:
         data: ``(C, *spatial)`` → ``(C, *(spatial + before + after))``
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     if len(before) != spatial_dims or len(after) != spatial_dims:
         raise ShapeError(f"expected {spatial_dims} pad widths, got {list(before)}, {list(after)}")
     if min([*before, *after]) < 0:
