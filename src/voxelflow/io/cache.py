@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,7 @@ class ArrayCache:
         key: str,
         arrays: dict[str, np.ndarray],
         *,
-        kinds: dict[str, str],
+        kinds: Mapping[str, str],
         affine: np.ndarray | None = None,
         record: dict[str, Any] | None = None,
         fields: dict[str, Any] | None = None,

@@ -18,7 +18,7 @@ import torch
 from voxelflow.data.cached import CachedSubject
 from voxelflow.errors import ConfigError, ShapeError
 from voxelflow.sampling.window import read_window, resolve_window, window_start
-from voxelflow.transforms.resample import interpolation_for, resample_roles
+from voxelflow.transforms.resample import SpatialDraw, interpolation_for, resample_roles
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class Sampler:
         centre: np.ndarray,
         window: tuple[int, ...],
         *,
-        draw: Any = None,
+        draw: SpatialDraw | None = None,
         interpolation: str = "linear",
     ) -> dict[str, Any]:
         """Read every role's window around ``centre`` (resampled under ``draw`` if given)."""
@@ -167,7 +167,7 @@ class Sampler:
             else:
                 mode = interpolation_for(kind, interpolation)
                 resampled[role] = (array, size, role_start - geometric, mode, pad)
-        if resampled:  # every role of the window in one pass where the kernel allows
+        if resampled and draw is not None:  # every role in one pass where the kernel allows
             parts = list(resampled.values())
             windows = resample_roles(
                 [p[0] for p in parts],

@@ -36,12 +36,17 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from voxelflow.errors import ConfigError
+from voxelflow.types import VoxelCoordinates
+
+if TYPE_CHECKING:
+    from voxelflow.transforms.resample import SpatialDraw
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +120,10 @@ def fused_resample(
     arrays: Sequence[np.ndarray | torch.Tensor],
     interpolations: Sequence[str],
     pad_values: Sequence[float],
-    draw: Any,
+    draw: SpatialDraw,
     *,
-    centre: Sequence[float],
-    first_offset: Sequence[float],
+    centre: VoxelCoordinates,
+    first_offset: VoxelCoordinates,
     size: Sequence[int],
     spacing: Sequence[float],
 ) -> list[torch.Tensor]:
@@ -200,7 +205,7 @@ def _displacement_3d(
 
 
 def _run(
-    module: Any,
+    module: ModuleType,
     sources: list[np.ndarray],
     lin: int | None,
     near: int | None,

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from voxelflow.errors import ConfigError, ShapeError
-from voxelflow.types import VoxelIndex
+from voxelflow.types import VoxelCoordinates, VoxelIndex
 
 if TYPE_CHECKING:
     from voxelflow.transforms.base import Sample
@@ -158,8 +158,8 @@ def resample_region(
     array: np.ndarray | torch.Tensor,
     draw: SpatialDraw,
     *,
-    centre: Sequence[float],
-    first_offset: Sequence[float],
+    centre: VoxelCoordinates,
+    first_offset: VoxelCoordinates,
     size: Sequence[int],
     spacing: Sequence[float],
     interpolation: str = "linear",
@@ -223,8 +223,8 @@ def resample_roles(
     arrays: Sequence[np.ndarray | torch.Tensor],
     draw: SpatialDraw,
     *,
-    centre: Sequence[float],
-    first_offsets: Sequence[Sequence[float]],
+    centre: VoxelCoordinates,
+    first_offsets: Sequence[VoxelCoordinates],
     sizes: Sequence[Sequence[int]],
     spacing: Sequence[float],
     interpolations: Sequence[str],
