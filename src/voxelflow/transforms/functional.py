@@ -155,7 +155,7 @@ def apply_orientation(
     if ornt.shape[0] != spatial_dims:
         raise ShapeError(f"expected an orientation with {spatial_dims} rows, got {ornt.shape[0]}")
     array = _as_numpy(data)
-    spatial_shape = array.shape[1:]
+    spatial_shape: tuple[int, ...] = array.shape[1:]
     moved = np.stack([nib.orientations.apply_orientation(c, ornt) for c in array])
     full = np.vstack([ornt, *([[i, 1.0]] for i in range(spatial_dims, 3))])
     full_shape = (*spatial_shape, *([1] * (3 - spatial_dims)))
@@ -334,7 +334,7 @@ def crop(
         raise ShapeError(
             f"expected {spatial_dims} start/stop values, got {list(start)}, {list(stop)}"
         )
-    slices = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    slices: tuple[slice, ...] = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
     new_affine = np.array(affine, dtype=np.float64, copy=True)
     offset = np.array([*start, *([0] * (3 - spatial_dims))], dtype=np.float64)
     new_affine[:3, 3] = affine[:3, :3] @ offset + affine[:3, 3]
