@@ -69,7 +69,7 @@ def file_identity(path: PathLike) -> dict[str, Any]:
     return {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def cache_key(name: str, *parts: Any) -> str:
+def cache_key(name: str, *parts: object) -> str:
     """``<readable name>-<sha256 of the JSON of parts>`` (24 hex digits).
 
     Args:
