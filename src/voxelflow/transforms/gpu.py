@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from voxelflow.errors import ConfigError
 from voxelflow.transforms.base import META_KEYS, Sample, SpatialTransform, Transform, kind_of
+from voxelflow.transforms.compose import Compose
 from voxelflow.transforms.resample import SpatialDraw
 from voxelflow.transforms.spatial import RandomAffine, RandomElastic, RandomFlip
 
@@ -49,13 +50,14 @@ class BatchAugmentation:
 
     def __init__(
         self,
-        transforms: Any,
+        transforms: Compose | Sequence[Transform],
         *,
         output_window: Sequence[int] | None = None,
         seed: int | None = None,
         padding_mode: str = "zeros",
     ) -> None:
-        self.transforms: list[Transform] = list(getattr(transforms, "transforms", transforms))
+        given = transforms.transforms if isinstance(transforms, Compose) else transforms
+        self.transforms: list[Transform] = list(given)
         self.output_window = tuple(output_window) if output_window is not None else None
         self.rng = np.random.default_rng(seed)
         self.padding_mode = padding_mode
