@@ -150,7 +150,7 @@ def evaluate_pair(
         spacing=ref.spacing,
         metrics=task.metrics,
         tolerance=task.tolerance,
-        surface=task.surface,  # type: ignore[arg-type]
+        surface=task.surface,  # type: ignore[arg-type]  # a str, checked against SURFACE_KINDS
     )
     if task.descriptive:
         described = describe_labels(pred_map, ref_map, list(values), ref, image, subject)
@@ -205,7 +205,7 @@ def _fill_absent_labels(outcomes: list[tuple[str, CaseOutcome]], task: CaseTask)
                 outcome.spacing,
                 metrics=task.metrics,
                 tolerance=task.tolerance,
-                surface=task.surface,  # type: ignore[arg-type]
+                surface=task.surface,  # type: ignore[arg-type]  # a str, checked against SURFACE_KINDS
             )
             outcome.rows.append({"subject": subject, "label": label, **values, **subject_values})
         outcome.rows.sort(key=lambda row: int(row["label"]))

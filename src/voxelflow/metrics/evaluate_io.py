@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from voxelflow.errors import DataError, VoxelflowError
-from voxelflow.io.image import Image, check_same_grid
+from voxelflow.io.image import Image, ImageKind, check_same_grid
 from voxelflow.metrics.descriptive import label_descriptors
 
 IMAGE_SUFFIXES = (
@@ -66,7 +66,7 @@ def list_images(folder: str | os.PathLike[str]) -> dict[str, Path]:
     return found
 
 
-def read_label_image(path: Path, *, kind: str = "label") -> Image:
+def read_label_image(path: Path, *, kind: ImageKind = "label") -> Image:
     """Read a label (or intensity) image with voxelflow's readers, nibabel as a fallback."""
     try:
         from voxelflow.io.readers import read_image
@@ -79,9 +79,10 @@ def read_label_image(path: Path, *, kind: str = "label") -> Image:
             data = np.asanyarray(loaded.dataobj)
         except Exception as exc:  # any nibabel failure is an unreadable file
             raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+        # nibabel types affine as optional; a NIfTI image always has one
         return Image(np.ascontiguousarray(data)[None], loaded.affine, kind=kind, path=path)  # type: ignore[arg-type]
     try:
-        return read_image(path, kind=kind)  # type: ignore[arg-type]
+        return read_image(path, kind=kind)
     except VoxelflowError:
         raise
     except Exception as exc:  # a reader's low-level failure still names the file

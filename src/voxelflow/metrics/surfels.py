@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -62,7 +63,8 @@ def _square_cuts(
         return [(on_square[0], on_square[1])]
     if len(on_square) == 4:  # diagonal corners alike: cut off each minority corner on its own
         return [
-            tuple(e for e in on_square if corner in e)  # type: ignore[misc]
+            # a corner lies on two of the square's four edges: a pair
+            cast(tuple[Edge, Edge], tuple(e for e in on_square if corner in e))
             for corner in square
             if corner in minority
         ]
