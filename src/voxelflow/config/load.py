@@ -241,11 +241,11 @@ def _did_you_mean(name: str, choices: list[str]) -> str:
     return f"; did you mean {first}?"
 
 
-def _is_type_tag(part: Any) -> bool:
+def _is_type_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or part.startswith(_TYPE_TAG_PREFIXES))
 
 
-def _short_repr(value: Any, limit: int = 60) -> str:
+def _short_repr(value: object, limit: int = 60) -> str:
     text = repr(value)
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f"{text} ({type(value).__name__})"
@@ -363,7 +363,7 @@ def _list_index(node: list[Any], part: str, text: str) -> int:
 
 
 # --------------------------------------------------------------------------- schema walking
-def _is_section(tp: Any) -> bool:
+def _is_section(tp: object) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel) and tp is not Component
 
 
@@ -435,7 +435,7 @@ def experiment_to_yaml(experiment: ExperimentConfig) -> str:
     return text
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: object, prefix: str = "") -> dict[str, Any]:
     """Flatten nested mappings into ``{"a.b.c": value}`` (lists are kept as leaf values)."""
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")

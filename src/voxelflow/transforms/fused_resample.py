@@ -46,6 +46,7 @@ from voxelflow.errors import ConfigError
 from voxelflow.types import VoxelCoordinates
 
 if TYPE_CHECKING:
+    from voxelflow.transforms.base import Transform
     from voxelflow.transforms.resample import SpatialDraw
 
 logger = logging.getLogger(__name__)
@@ -258,7 +259,9 @@ def _finish_linear(values: np.ndarray, dtype: np.dtype, dims: int) -> torch.Tens
     return torch.from_numpy(np.rint(out).astype(dtype))
 
 
-def warm_up(subject: Any, *, kernel: str = "auto", augmentation: Any = None) -> float | None:
+def warm_up(
+    subject: Any, *, kernel: str = "auto", augmentation: Transform | None = None
+) -> float | None:
     """Compile (or load from the on-disk cache) the kernel for ``subject``'s role dtypes.
 
     Called in the training process before the DataLoader forks its workers, so each worker
@@ -297,6 +300,6 @@ def warm_up(subject: Any, *, kernel: str = "auto", augmentation: Any = None) -> 
     return seconds
 
 
-def _resamples(augmentation: Any) -> bool:
+def _resamples(augmentation: Transform) -> bool:
     leading = getattr(augmentation, "_leading_spatial", None)
     return bool(leading()) if callable(leading) else True
