@@ -30,6 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.sampling.base import Sampler, source_of
+from voxelflow.transforms.base import Transform
 from voxelflow.transforms.compose import Compose
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class PatchQueue(IterableDataset):
         subjects: Sequence[Any],
         sampler: Sampler,
         *,
-        transform: Any = None,
+        transform: Transform | None = None,
         queue_length: int = 64,
         seed: int = 0,
         shuffle_subjects: bool = True,
