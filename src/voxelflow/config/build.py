@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from voxelflow.applications.base import Application
     from voxelflow.engine.hooks import Hook
+    from voxelflow.sampling.base import Sampler
+    from voxelflow.transforms.base import Transform
     from voxelflow.transforms.compose import Compose
     from voxelflow.transforms.normalize import Normalizer
 
@@ -196,18 +198,19 @@ def build_scheduler(
     return LambdaLR(optimizer, lr_lambda=factor)
 
 
-def build_sampler(experiment: ExperimentConfig, **fixed_kwargs: Any) -> Any:
+def build_sampler(experiment: ExperimentConfig, **fixed_kwargs: Any) -> Sampler:
     """The training sampler of ``experiment.sampling.sampler`` (``voxelflow.sampling.SAMPLERS``)."""
     from voxelflow.sampling import SAMPLERS
 
-    return build_component(
+    sampler: Sampler = build_component(
         SAMPLERS, experiment.sampling.sampler, key="sampling.sampler", **fixed_kwargs
     )
+    return sampler
 
 
 def build_augmentations(
     source: ExperimentConfig | Iterable[ComponentSpec], **fixed_kwargs: Any
-) -> list[Any]:
+) -> list[Transform]:
     """The random transforms of ``experiment.augmentation``, in order
     (``voxelflow.transforms.compose.AUGMENTATIONS``; errors name ``augmentation[i]``)."""
     from voxelflow.transforms.compose import AUGMENTATIONS
