@@ -21,11 +21,11 @@ import inspect
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from voxelflow.errors import ConfigError, ConfigProblems, RegistryError
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Callable[..., object])  # every registry holds factories
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class Registry(Generic[T]):
         if name in self._entries:
             return self._entries[name].obj
         if is_plugin_path(name):
-            return import_object(name)  # type: ignore[return-value]
+            return cast(T, import_object(name))  # a plugin path names a factory of this kind
         known = sorted(self._entries)
         raise RegistryError(
             f"unknown {self.kind} {name!r}.{suggest(name, known)} Known {self.kind}s: {', '.join(known)}"
@@ -158,7 +158,7 @@ class Registry(Generic[T]):
         """
         factory = self.resolve(name, key=key)
         what = f"{self.kind} {name!r}"
-        return factory, check_options(factory, options, key=key, what=what, fixed=fixed)  # type: ignore[arg-type]
+        return factory, check_options(factory, options, key=key, what=what, fixed=fixed)
 
     def build(self, name: str, options: Mapping[str, Any], *, key: str, **fixed: Any) -> Any:
         """Check (:meth:`check`), then call the component with ``fixed`` and the options.
@@ -167,7 +167,7 @@ class Registry(Generic[T]):
         functions of :mod:`voxelflow.config.build` and of each package come here.
         """
         factory, checked = self.check(name, options, key=key, fixed=fixed)
-        return factory(**fixed, **checked)  # type: ignore[operator]
+        return factory(**fixed, **checked)
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -339,13 +339,12 @@ def _typed_value(parameter: inspect.Parameter, value: object, *, key: str) -> ob
 def _number_from_text(text: str, *, key: str, integer: bool) -> float | int:
     """``"1e-3"`` → ``0.001`` with a warning naming ``key``; refuse text that is not a number."""
     try:
-        number: float | int = float(text)
+        parsed = float(text)
     except ValueError:
         raise ConfigError(f"{key}: expected a number, got {text!r} (a string)") from None
-    if integer:
-        if not number.is_integer():
-            raise ConfigError(f"{key}: expected an integer, got {text!r}")
-        number = int(number)
+    if integer and not parsed.is_integer():
+        raise ConfigError(f"{key}: expected an integer, got {text!r}")
+    number: float | int = int(parsed) if integer else parsed
     warnings.warn(
         f"{key}: read the string {text!r} as the number {number!r}; write it as a number",
         UserWarning,

@@ -8,7 +8,8 @@ in voxel index order (nibabel's array order, not ITK's).
 from __future__ import annotations
 
 import os
-from typing import TypeAlias
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -22,3 +23,7 @@ Affine: TypeAlias = np.ndarray
 """A 4×4 float64 voxel-to-world (RAS+, mm) matrix, as nibabel uses."""
 SpatialSize: TypeAlias = tuple[int, ...]
 ArrayLike: TypeAlias = np.ndarray | torch.Tensor
+VoxelIndex: TypeAlias = Sequence[int] | Sequence[np.integer[Any]] | np.ndarray
+"""Voxel indices or window sizes, one per spatial axis: ints or an integer array ``(D,)``."""
+VoxelCoordinates: TypeAlias = Sequence[float] | np.ndarray
+"""A point or offset in voxel units, one value per spatial axis: floats or an array ``(D,)``."""

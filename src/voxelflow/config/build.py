@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from voxelflow.applications.base import Application
     from voxelflow.engine.hooks import Hook
+    from voxelflow.sampling.base import Sampler
+    from voxelflow.transforms.base import Transform
     from voxelflow.transforms.compose import Compose
     from voxelflow.transforms.normalize import Normalizer
 
@@ -139,17 +141,19 @@ def build_network(
     """
     from voxelflow.networks import NETWORKS
 
-    return build_component(
+    network: nn.Module = build_component(
         NETWORKS, _spec(source, "network"), key=key, spatial_dims=spatial_dims,
         in_channels=in_channels, out_channels=out_channels, **fixed_kwargs,
     )  # fmt: skip
+    return network
 
 
 def build_loss(source: ExperimentConfig | ComponentSpec, **fixed_kwargs: Any) -> nn.Module:
     """The loss of ``experiment.loss`` (registry ``voxelflow.losses.LOSSES``)."""
     from voxelflow.losses import LOSSES
 
-    return build_component(LOSSES, _spec(source, "loss"), key="loss", **fixed_kwargs)
+    loss: nn.Module = build_component(LOSSES, _spec(source, "loss"), key="loss", **fixed_kwargs)
+    return loss
 
 
 def build_optimizer(
@@ -162,7 +166,10 @@ def build_optimizer(
     ``key`` is the config key named in errors."""
     from voxelflow.optim import OPTIMIZERS
 
-    return build_component(OPTIMIZERS, _spec(source, "optimizer"), key=key, params=params)
+    optimizer: torch.optim.Optimizer = build_component(
+        OPTIMIZERS, _spec(source, "optimizer"), key=key, params=params
+    )
+    return optimizer
 
 
 def build_scheduler(
@@ -191,18 +198,19 @@ def build_scheduler(
     return LambdaLR(optimizer, lr_lambda=factor)
 
 
-def build_sampler(experiment: ExperimentConfig, **fixed_kwargs: Any) -> Any:
+def build_sampler(experiment: ExperimentConfig, **fixed_kwargs: Any) -> Sampler:
     """The training sampler of ``experiment.sampling.sampler`` (``voxelflow.sampling.SAMPLERS``)."""
     from voxelflow.sampling import SAMPLERS
 
-    return build_component(
+    sampler: Sampler = build_component(
         SAMPLERS, experiment.sampling.sampler, key="sampling.sampler", **fixed_kwargs
     )
+    return sampler
 
 
 def build_augmentations(
     source: ExperimentConfig | Iterable[ComponentSpec], **fixed_kwargs: Any
-) -> list[Any]:
+) -> list[Transform]:
     """The random transforms of ``experiment.augmentation``, in order
     (``voxelflow.transforms.compose.AUGMENTATIONS``; errors name ``augmentation[i]``)."""
     from voxelflow.transforms.compose import AUGMENTATIONS

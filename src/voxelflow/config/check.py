@@ -215,9 +215,10 @@ def _image_header(path: Path) -> tuple[int, int] | str:
     try:
         if name.endswith((".nii", ".nii.gz", ".img", ".hdr", ".mgz", ".mgh")):
             import nibabel as nib
+            from nibabel.spatialimages import SpatialImage
 
-            # these formats load as spatial images (nib.load is typed for any file format)
-            shape = cast("nib.spatialimages.SpatialImage", nib.load(str(path))).shape
+            # every suffix above loads as a SpatialImage (as in io.readers)
+            shape = cast(SpatialImage, nib.load(str(path))).shape
         elif path.is_dir():
             return (3, 1)  # a DICOM series: one channel, a volume
         else:
@@ -286,14 +287,14 @@ def check_data(  # noqa: C901  (one branch per data check, each a line of the re
             per_subject[name] = per_subject.get(name, 0) + count
         counts = sorted(set(per_subject.values()))
         usual = max(counts, key=list(per_subject.values()).count)
-        for name, dims, count in images:
+        for name, file_dims, count in images:
             if count > 1 and usual != per_subject[name]:
                 column_files = [
                     row.path(c) for row in rows if row.name == name for c in inputs["image"]
                 ]
                 problems.append(
                     f"dataset ({name}): {', '.join(str(f) for f in column_files)}: got {count} "
-                    f"channels (a {dims + 1}D file); the other subjects have {usual}"
+                    f"channels (a {file_dims + 1}D file); the other subjects have {usual}"
                 )
         if len(counts) > 1:
             by_count = {c: [n for n, v in per_subject.items() if v == c][:3] for c in counts}

@@ -72,7 +72,7 @@ def _mapping_without_duplicates(
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
-_SafeLoader.construct_mapping = _mapping_without_duplicates  # type: ignore[method-assign]
+_SafeLoader.construct_mapping = _mapping_without_duplicates
 
 
 def safe_load(text: str) -> Any:
@@ -241,11 +241,11 @@ def _did_you_mean(name: str, choices: list[str]) -> str:
     return f"; did you mean {first}?"
 
 
-def _is_type_tag(part: Any) -> bool:
+def _is_type_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or part.startswith(_TYPE_TAG_PREFIXES))
 
 
-def _short_repr(value: Any, limit: int = 60) -> str:
+def _short_repr(value: object, limit: int = 60) -> str:
     text = repr(value)
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f"{text} ({type(value).__name__})"
@@ -294,7 +294,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     Raises:
         ConfigError: a malformed override or an unknown key path (with suggestions).
     """
-    result = _plain_copy(data)
+    result: dict[str, Any] = _plain_copy(data)  # a Mapping copies to a dict
     for text in overrides:
         parts, value = parse_override(text)
         _check_override_path(parts, text)
@@ -363,7 +363,7 @@ def _list_index(node: list[Any], part: str, text: str) -> int:
 
 
 # --------------------------------------------------------------------------- schema walking
-def _is_section(tp: Any) -> bool:
+def _is_section(tp: object) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel) and tp is not Component
 
 
@@ -429,10 +429,13 @@ def dump_experiment(experiment: ExperimentConfig, path: str | os.PathLike[str]) 
 
 def experiment_to_yaml(experiment: ExperimentConfig) -> str:
     """The resolved experiment as YAML text (section order kept)."""
-    return yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    text: str = yaml.safe_dump(  # no stream: the YAML text (yaml has no type information)
+        experiment.model_dump(mode="json"), sort_keys=False, allow_unicode=True
+    )
+    return text
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: object, prefix: str = "") -> dict[str, Any]:
     """Flatten nested mappings into ``{"a.b.c": value}`` (lists are kept as leaf values)."""
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")

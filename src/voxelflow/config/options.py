@@ -26,10 +26,13 @@ import re
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxelflow.errors import RegistryError
 from voxelflow.registry import Registry, suggest
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import Component, ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -132,10 +135,11 @@ def load_registry(kind: str) -> Registry[Any]:
             f"unknown component kind {kind!r}.{suggest(kind, known)} Known kinds: {', '.join(known)}"
         )
     source = REGISTRY_KINDS[kind]
-    return getattr(importlib.import_module(source.module), source.attribute)
+    registry: Registry[Any] = getattr(importlib.import_module(source.module), source.attribute)
+    return registry
 
 
-def docstring_arguments(obj: Any) -> dict[str, str]:
+def docstring_arguments(obj: object) -> dict[str, str]:
     """``name → text`` of the ``Args:`` sections of ``obj``'s docstrings (Google style).
 
     Looks at the object, its ``__init__`` and, for classes, every base in method resolution
@@ -148,7 +152,7 @@ def docstring_arguments(obj: Any) -> dict[str, str]:
     return found
 
 
-def _docstrings(obj: Any) -> Iterator[str]:
+def _docstrings(obj: object) -> Iterator[str]:
     owners = inspect.getmro(obj) if inspect.isclass(obj) else (obj,)
     for owner in owners:
         if owner is object:
@@ -192,7 +196,7 @@ def _parse_args_section(doc: str) -> dict[str, str]:
     return arguments
 
 
-def yaml_value(value: Any) -> str:
+def yaml_value(value: object) -> str:
     """A default as one line of YAML: tuples as lists, ``None`` as ``null``."""
     import yaml
 
@@ -204,7 +208,7 @@ def yaml_value(value: Any) -> str:
         return item
 
     try:
-        text = yaml.safe_dump(
+        text: str = yaml.safe_dump(  # no stream: the YAML text (yaml has no type information)
             plain(value), default_flow_style=True, allow_unicode=True, sort_keys=False, width=10_000
         )
     except yaml.YAMLError:  # an object with no YAML form (a callable): its repr is still honest
@@ -212,7 +216,7 @@ def yaml_value(value: Any) -> str:
     return text.strip().removesuffix("...").strip()
 
 
-def _annotation_text(annotation: Any) -> str:
+def _annotation_text(annotation: object) -> str:
     if annotation is inspect.Parameter.empty:
         return ""
     if isinstance(annotation, str):
@@ -512,7 +516,7 @@ def component_kind(key: str) -> str | None:
     return None
 
 
-def iter_components(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def iter_components(model: object, prefix: str = "") -> Iterator[tuple[str, Component]]:
     """``(key, Component)`` of every component inside a config model, depth first."""
     from pydantic import BaseModel
 
@@ -532,7 +536,7 @@ def iter_components(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from iter_components(item, f"{prefix}.{name}")
 
 
-def with_component_defaults(experiment: Any) -> dict[str, Any]:
+def with_component_defaults(experiment: ExperimentConfig) -> dict[str, Any]:
     """The resolved experiment as a plain dict, every component's defaults filled in.
 
     What the config gave wins over the default; required options stay absent (validation names

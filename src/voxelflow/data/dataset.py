@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tqdm import tqdm
 
@@ -107,7 +107,7 @@ class PreprocessedDataset:
         rows: Sequence[SubjectRow],
         *,
         inputs: dict[str, list[str]],
-        kinds: dict[str, str] | None = None,
+        kinds: Mapping[str, ImageKind] | None = None,
         preprocessing: PreprocessingConfig,
         cache_dir: Path,
         fitted_state: dict[str, Any] | None = None,
@@ -116,7 +116,7 @@ class PreprocessedDataset:
         self.rows = list(rows)
         self.inputs = {role: list(columns) for role, columns in inputs.items()}
         self.kinds: dict[str, ImageKind] = {r: default_kind(r) for r in self.inputs}
-        self.kinds.update(kinds or {})  # type: ignore[arg-type]
+        self.kinds.update(kinds or {})
         self.preprocessing = preprocessing
         self.cache = ArrayCache(cache_dir)
         self.resample_to_first = resample_to_first
@@ -242,7 +242,8 @@ class PreprocessedDataset:
             raise DataError(
                 f"cache entry {key!r} for subject {self.rows[index].name!r} cannot be read"
             )
-        kinds: dict[str, ImageKind] = {r: k for r, k in entry.kinds.items()}  # type: ignore[misc]
+        # the cache stores the kinds build_entry wrote from Image.kind
+        kinds = {r: cast(ImageKind, k) for r, k in entry.kinds.items()}
         return CachedSubject(
             self.rows[index].name,
             entry.arrays,

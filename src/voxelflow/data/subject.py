@@ -116,7 +116,7 @@ def _onto_grid(reference: Image, image: Image, resample: bool, *, subject: str) 
         return image
     log.warning("subject %r: resampling %s onto %s (%s)", subject, image.path, reference.path,
                 difference)  # fmt: skip
-    method = "nearest" if image.kind == "label" else "linear"
+    method: F.Interpolation = "nearest" if image.kind == "label" else "linear"
     data = F.resample(image.data, image.affine, target_shape=reference.spatial_shape,
                       target_affine=reference.affine, interpolation=method)  # fmt: skip
     return image.with_data(data, affine=reference.affine.copy())

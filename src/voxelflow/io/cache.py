@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ def file_identity(path: PathLike) -> dict[str, Any]:
     return {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def cache_key(name: str, *parts: Any) -> str:
+def cache_key(name: str, *parts: object) -> str:
     """``<readable name>-<sha256 of the JSON of parts>`` (24 hex digits).
 
     Args:
@@ -169,7 +169,7 @@ class ArrayCache:
         key: str,
         arrays: dict[str, np.ndarray],
         *,
-        kinds: dict[str, str],
+        kinds: Mapping[str, str],
         affine: np.ndarray | None = None,
         record: dict[str, Any] | None = None,
         fields: dict[str, Any] | None = None,

@@ -98,7 +98,8 @@ class Image:
     @property
     def origin(self) -> tuple[float, float, float]:
         """World coordinate (mm, RAS+) of voxel ``(0, 0, 0)``."""
-        return tuple(float(v) for v in self.affine[:3, 3])  # type: ignore[return-value]
+        x, y, z = (float(v) for v in self.affine[:3, 3])
+        return x, y, z
 
     @property
     def direction(self) -> np.ndarray:

@@ -9,7 +9,7 @@ discriminator term (the registry's ``loss(prediction, target)`` convention).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,9 @@ from voxelflow.losses.regression import prepare_regression
 
 RECONSTRUCTIONS = ("l2", "l1")
 REDUCTIONS = ("sum", "mean")
+
+#: what a VAE network returns: ``(reconstruction, mean, log_variance)`` or a mapping of them
+VaeOutput: TypeAlias = Mapping[str, Tensor] | Sequence[Tensor]
 
 
 def kl_divergence_standard_normal(mean: Tensor, log_variance: Tensor) -> Tensor:
@@ -36,7 +39,7 @@ def kl_divergence_standard_normal(mean: Tensor, log_variance: Tensor) -> Tensor:
     return -0.5 * terms.flatten(1).sum(dim=1)
 
 
-def unpack_vae_output(prediction: Any) -> tuple[Tensor, Tensor, Tensor]:
+def unpack_vae_output(prediction: VaeOutput) -> tuple[Tensor, Tensor, Tensor]:
     """``(reconstruction, mean, log_variance)`` from a tuple/list or a mapping.
 
     Mappings may use ``reconstruction``/``mean``/``log_variance`` (or ``recon``/``mu``/``logvar``,
@@ -105,7 +108,9 @@ class VAELoss(nn.Module):
         )
         self.last_terms: dict[str, float] = {}
 
-    def forward(self, prediction: Any, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    def forward(
+        self, prediction: VaeOutput, target: Tensor, weight: Tensor | None = None
+    ) -> Tensor:
         """Return the scalar VAE loss."""
         reconstruction, mean, log_variance = unpack_vae_output(prediction)
         residual, expanded = prepare_regression(reconstruction, target, weight, loss_name="vae")

@@ -70,6 +70,7 @@ from voxelflow.metrics.surface import (
 )
 from voxelflow.metrics.torch_metrics import dice_batch, iou_batch
 from voxelflow.registry import Registry
+from voxelflow.types import ArrayLike
 
 MaskMetric = Callable[..., float]
 
@@ -122,8 +123,8 @@ _DESCRIPTIONS = {
 
 def _mask_metric(name: str) -> MaskMetric:
     def metric(
-        pred: object,
-        ref: object,
+        pred: ArrayLike,
+        ref: ArrayLike,
         spacing: float | Sequence[float] | None = None,
         tolerance: float = 1.0,
     ) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ def as_mask(array: ArrayLike, *, name: str = "mask") -> np.ndarray:
     values = to_numpy(array)
     if values.dtype == np.bool_:
         return values
-    mask = values != 0
+    mask: np.ndarray = values != 0
     if np.count_nonzero(mask) != np.count_nonzero(values == 1):
         found = np.unique(values)[:6]
         raise DataError(
@@ -58,9 +59,9 @@ def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[floa
     if spacing is None:
         return (1.0,) * ndim
     if np.isscalar(spacing):
-        values = (float(spacing),) * ndim  # type: ignore[arg-type]
+        values = (float(cast(float, spacing)),) * ndim  # np.isscalar: the float of the union
     else:
-        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+        values = tuple(float(s) for s in cast(Sequence[float], spacing))
     if len(values) != ndim:
         raise ShapeError(f"expected {ndim} spacing values (one per spatial axis), got {values}")
     if not all(np.isfinite(v) and v > 0 for v in values):

@@ -18,11 +18,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voxelflow.errors import ConfigError, VoxelflowError
 from voxelflow.io.image import Image, check_same_grid
 from voxelflow.metrics.descriptive import empty_region_values, region_columns
 from voxelflow.metrics.evaluate_io import (
+    MetricRow,
     describe_labels,
     label_array,
     list_images,
@@ -43,6 +45,9 @@ from voxelflow.metrics.segmentation import (
     segmentation_metrics,
 )
 from voxelflow.metrics.surface import SURFACE_KINDS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +97,7 @@ class EvaluationResult:
         out_dir: the folder written (``None`` when nothing was written).
     """
 
-    rows: list[dict[str, object]] = field(default_factory=list)
+    rows: list[MetricRow] = field(default_factory=list)
     problems: list[tuple[str, str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     out_dir: Path | None = None
@@ -107,7 +112,7 @@ class EvaluationResult:
 class CaseOutcome:
     """What one subject gave: rows (one per label), warnings, or the error; and its grid."""
 
-    rows: list[dict[str, object]] = field(default_factory=list)
+    rows: list[MetricRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     shape: tuple[int, ...] = ()
@@ -145,12 +150,14 @@ def evaluate_pair(
         spacing=ref.spacing,
         metrics=task.metrics,
         tolerance=task.tolerance,
-        surface=task.surface,  # type: ignore[arg-type]
+        surface=task.surface,  # type: ignore[arg-type]  # a str, checked against SURFACE_KINDS
     )
     if task.descriptive:
         described = describe_labels(pred_map, ref_map, list(values), ref, image, subject)
         values = {label: {**values[label], **described[label]} for label in values}
-    rows = [{"subject": subject, "label": label, **metrics} for label, metrics in values.items()]
+    rows: list[MetricRow] = [
+        {"subject": subject, "label": label, **metrics} for label, metrics in values.items()
+    ]
     return CaseOutcome(rows, warnings, None, ref.spatial_shape, ref.spacing)
 
 
@@ -180,7 +187,7 @@ def _run_case(task: CaseTask) -> CaseOutcome:
 def _fill_absent_labels(outcomes: list[tuple[str, CaseOutcome]], task: CaseTask) -> None:
     """Give every evaluated subject (under its own name) a row for every label found in any
     subject (labels=None); label 1 with the empty-mask values when no label is found anywhere."""
-    found = {int(row["label"]) for _, outcome in outcomes for row in outcome.rows}  # type: ignore[call-overload]
+    found = {int(row["label"]) for _, outcome in outcomes for row in outcome.rows}
     labels = sorted(found) or [1]
     for subject, outcome in outcomes:
         if outcome.error is not None:
@@ -198,11 +205,10 @@ def _fill_absent_labels(outcomes: list[tuple[str, CaseOutcome]], task: CaseTask)
                 outcome.spacing,
                 metrics=task.metrics,
                 tolerance=task.tolerance,
-                surface=task.surface,  # type: ignore[arg-type]
+                surface=task.surface,  # type: ignore[arg-type]  # a str, checked against SURFACE_KINDS
             )
-            values.update(subject_values)
-            outcome.rows.append({"subject": subject, "label": label, **values})
-        outcome.rows.sort(key=lambda row: int(row["label"]))  # type: ignore[call-overload]
+            outcome.rows.append({"subject": subject, "label": label, **values, **subject_values})
+        outcome.rows.sort(key=lambda row: int(row["label"]))
 
 
 def _run_all(tasks: list[CaseTask], workers: int, result: EvaluationResult) -> None:
@@ -281,14 +287,14 @@ def _provenance(
 
 
 def evaluate_folders(
-    pred_dir: str | os.PathLike,
-    ref_dir: str | os.PathLike,
-    out_dir: str | os.PathLike | None = None,
+    pred_dir: str | os.PathLike[str],
+    ref_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
     *,
     labels: Sequence[int] | None = None,
     metrics: Sequence[str] = EVALUATE_METRICS,
     tolerance: float = 1.0,
-    image_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike[str] | None = None,
     resample: bool = False,
     workers: int | None = None,
     report: bool = True,
@@ -361,7 +367,7 @@ def evaluate_folders(
 def evaluate_files(
     pred_files: Mapping[str, Path],
     ref_files: Mapping[str, Path],
-    out_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
     *,
     labels: Sequence[int] | None = None,
     metrics: Sequence[str] = EVALUATE_METRICS,
@@ -434,7 +440,7 @@ def evaluate_files(
 
 def evaluate_images(
     cases: Mapping[str, tuple[Image, Image]],
-    out_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
     *,
     labels: Sequence[int] | None = None,
     metrics: Sequence[str] = EVALUATE_METRICS,
@@ -498,7 +504,9 @@ def evaluate_images(
     if out_dir is not None:
         from voxelflow.metrics.report import write_outputs
 
-        def load_case(subject: str) -> tuple:
+        def load_case(
+            subject: str,
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, ...]]:
             pred, ref = cases[subject]
             image = images.get(subject) if images else None
             pixels = image.numpy()[0] if image is not None else None

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeAlias, cast
 
 import numpy as np
 from scipy import ndimage
 
 from voxelflow.errors import DataError, VoxelflowError
-from voxelflow.io.image import Image, check_same_grid
+from voxelflow.io.image import Image, ImageKind, check_same_grid
 from voxelflow.metrics.descriptive import label_descriptors
 
 IMAGE_SUFFIXES = (
@@ -30,6 +31,9 @@ IMAGE_SUFFIXES = (
     ".hdr",
 )
 
+#: one row of a per-case or summary table: subject, label (an int) and metric values
+MetricRow: TypeAlias = dict[str, float | str]
+
 
 def subject_id(path: Path) -> str | None:
     """``case01`` for ``case01.nii.gz``; ``None`` when the suffix is not an image suffix."""
@@ -40,7 +44,7 @@ def subject_id(path: Path) -> str | None:
     return None
 
 
-def list_images(folder: str | os.PathLike) -> dict[str, Path]:
+def list_images(folder: str | os.PathLike[str]) -> dict[str, Path]:
     """Subject id → image file of a folder (non-image files are ignored).
 
     Raises:
@@ -62,21 +66,23 @@ def list_images(folder: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def read_label_image(path: Path, *, kind: str = "label") -> Image:
+def read_label_image(path: Path, *, kind: ImageKind = "label") -> Image:
     """Read a label (or intensity) image with voxelflow's readers, nibabel as a fallback."""
     try:
         from voxelflow.io.readers import read_image
     except ImportError:  # readers not available: NIfTI through nibabel
         import nibabel as nib
+        from nibabel.spatialimages import SpatialImage
 
         try:
-            loaded = nib.load(str(path))
+            loaded = cast(SpatialImage, nib.load(str(path)))  # a NIfTI file: a SpatialImage
             data = np.asanyarray(loaded.dataobj)
         except Exception as exc:  # any nibabel failure is an unreadable file
             raise DataError(f"cannot read {str(path)!r}: {exc}") from exc
+        # nibabel types affine as optional; a NIfTI image always has one
         return Image(np.ascontiguousarray(data)[None], loaded.affine, kind=kind, path=path)  # type: ignore[arg-type]
     try:
-        return read_image(path, kind=kind)  # type: ignore[arg-type]
+        return read_image(path, kind=kind)
     except VoxelflowError:
         raise
     except Exception as exc:  # a reader's low-level failure still names the file
@@ -105,7 +111,10 @@ def resample_nearest(image: Image, target: Image) -> Image:
 
 
 def load_case_files(
-    ref_files: dict[str, Path], pred_files: dict[str, Path], images: dict[str, Path], subject: str
+    ref_files: Mapping[str, Path],
+    pred_files: Mapping[str, Path],
+    images: Mapping[str, Path],
+    subject: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[float, ...]]:
     """Reference, prediction, optional image arrays and spacing of one subject, for the report."""
     ref_image = read_label_image(ref_files[subject])
@@ -138,7 +147,7 @@ def describe_labels(
     )
 
 
-def write_csv(path: Path, rows: list[dict[str, object]], columns: Sequence[str]) -> None:
+def write_csv(path: Path, rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> None:
     """Write rows (dicts) with the given column order; floats with full precision."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -154,7 +163,7 @@ def label_array(image: Image) -> np.ndarray:
         raise DataError(
             f"expected a single-channel label map, got {image.num_channels} channels in {image.path}"
         )
-    data = image.numpy()[0]
+    data: np.ndarray = image.numpy()[0]
     if not np.issubdtype(data.dtype, np.integer) and np.any(np.mod(data, 1) != 0):
         raise DataError(
             f"expected integer label values in {str(image.path)!r}, got non-integer values"
@@ -163,8 +172,8 @@ def label_array(image: Image) -> np.ndarray:
 
 
 def match_subjects(
-    pred_files: dict[str, Path],
-    ref_files: dict[str, Path],
+    pred_files: Mapping[str, Path],
+    ref_files: Mapping[str, Path],
     problems: list[tuple[str, str, str]],
 ) -> list[str]:
     """Subjects present in both folders; the others are appended to ``problems``."""

@@ -92,7 +92,8 @@ def structure_for(connectivity: int, ndim: int) -> np.ndarray:
         raise ConfigError(
             f"expected connectivity in {sorted(choices)} for {ndim}D masks, got {connectivity}"
         )
-    return ndimage.generate_binary_structure(ndim, choices[connectivity])
+    structure: np.ndarray = ndimage.generate_binary_structure(ndim, choices[connectivity])
+    return structure  # (scipy has no type information here)
 
 
 def connected_components(

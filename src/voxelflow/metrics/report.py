@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     from voxelflow.metrics.evaluate import EvaluationResult
+    from voxelflow.metrics.evaluate_io import MetricRow
 
 SUMMARY_COLUMNS = (
     "label",
@@ -44,14 +45,14 @@ def _unit(metric: str) -> str:
     return " (mm³)" if metric.endswith("_mm3") else ""
 
 
-def summarize(rows: Sequence[dict[str, object]], metrics: Sequence[str]) -> list[dict[str, object]]:
+def summarize(rows: Sequence[MetricRow], metrics: Sequence[str]) -> list[MetricRow]:
     """Per label and metric: count, NaN and inf counts, mean, std, median, quartiles (finite values).
 
     Example:
         >>> summarize([{"label": 1, "dice": 0.5}, {"label": 1, "dice": float("nan")}], ["dice"])[0]["n_nan"]
         1
     """
-    summary = []
+    summary: list[MetricRow] = []
     for label in sorted({int(row["label"]) for row in rows}):
         for metric in metrics:
             values = np.array(
@@ -93,7 +94,7 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_metric(rows: Sequence[dict[str, object]], metric: str) -> bytes:
+def plot_metric(rows: Sequence[MetricRow], metric: str) -> bytes:
     """Box plot plus jittered strip of one metric per label (finite values), as PNG bytes."""
     labels = sorted({int(row["label"]) for row in rows})
     groups = [
@@ -113,7 +114,7 @@ def plot_metric(rows: Sequence[dict[str, object]], metric: str) -> bytes:
     return _png(figure)
 
 
-def subject_ranking(rows: Sequence[dict[str, object]], metric: str = "dice") -> list[str]:
+def subject_ranking(rows: Sequence[MetricRow], metric: str = "dice") -> list[str]:
     """Subjects sorted from best to worst by their mean ``metric`` over labels (NaN ignored)."""
     scores: dict[str, list[float]] = {}
     for row in rows:
@@ -130,8 +131,11 @@ def pick_cases(ranking: Sequence[str]) -> list[tuple[str, str]]:
     if not ranking:
         return []
     picks = [("best", ranking[0]), ("median", ranking[len(ranking) // 2]), ("worst", ranking[-1])]
-    seen: set[str] = set()
-    return [(kind, name) for kind, name in picks if not (name in seen or seen.add(name))]
+    picked: list[tuple[str, str]] = []
+    for kind, name in picks:
+        if name not in {taken for _, taken in picked}:
+            picked.append((kind, name))
+    return picked
 
 
 def _slice_indices(ref: np.ndarray, count: int = 3) -> list[int]:
@@ -182,7 +186,7 @@ def _image_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def _table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
+def _table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
     def cell(value: object) -> str:
         return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
 
@@ -205,7 +209,7 @@ document.body.dataset.images=imgs.length;});
 </script>"""
 
 
-def degenerate_notes(rows: Sequence[dict[str, object]]) -> list[str]:
+def degenerate_notes(rows: Sequence[Mapping[str, object]]) -> list[str]:
     """Plain-language explanations of the values that look wrong but are not (one per kind)."""
 
     def count(metric: str, test: Callable[[float], bool]) -> int:
@@ -235,13 +239,13 @@ def degenerate_notes(rows: Sequence[dict[str, object]]) -> list[str]:
 
 
 def render_html(
-    summary: Sequence[dict[str, object]],
+    summary: Sequence[Mapping[str, object]],
     plots: dict[str, bytes],
     cases: Sequence[tuple[str, bytes]],
     problems: Sequence[tuple[str, str, str]],
     warnings: Sequence[str],
     *,
-    per_case: Sequence[dict[str, object]] = (),
+    per_case: Sequence[Mapping[str, object]] = (),
     per_case_columns: Sequence[str] = (),
     provenance: Mapping[str, object] | None = None,
     sections: Sequence[tuple[str, str]] = (),

@@ -207,7 +207,7 @@ def segmentation_metrics(
     for label in labels:
         label = int(label)
         if label == 0:
-            box = tuple(slice(0, s) for s in pred_map.shape)
+            box: tuple[slice, ...] | None = tuple(slice(0, s) for s in pred_map.shape)
         else:
             box = union_box(pred_boxes[label - 1], ref_boxes[label - 1])
             box = box or tuple(slice(0, 0) for _ in pred_map.shape)

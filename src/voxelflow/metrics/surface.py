@@ -217,7 +217,8 @@ def border_voxels(mask: np.ndarray) -> np.ndarray:
             index = [slice(1, -1)] * mask.ndim
             index[axis] = slice(shift, shift + mask.shape[axis])
             interior &= padded[tuple(index)]
-    return mask & ~interior
+    border: np.ndarray = mask & ~interior
+    return border
 
 
 def boundary_faces(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def _corners(ndim: int) -> list[Corner]:
 def corner_bit(corner: Corner) -> int:
     """The bit of a cell corner in the neighbourhood code (corner (0,…,0) is the highest bit)."""
     flat = int("".join(str(v) for v in corner), 2)
-    return 1 << (2 ** len(corner) - 1 - flat)
+    return 1 << ((1 << len(corner)) - 1 - flat)  # 2**ndim corners
 
 
 def _cell_edges(ndim: int) -> list[Edge]:
@@ -62,7 +63,8 @@ def _square_cuts(
         return [(on_square[0], on_square[1])]
     if len(on_square) == 4:  # diagonal corners alike: cut off each minority corner on its own
         return [
-            tuple(e for e in on_square if corner in e)  # type: ignore[misc]
+            # a corner lies on two of the square's four edges: a pair
+            cast(tuple[Edge, Edge], tuple(e for e in on_square if corner in e))
             for corner in square
             if corner in minority
         ]

@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -66,8 +67,18 @@ for _name, (_cls, _description) in _FAMILIES.items():
     NETWORKS.add(_name, _cls, description=_description)
 
 
+class NamedOptions(Protocol):
+    """A component given as a name and its options (``voxelflow.config.schema.Component``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kwargs(self) -> Mapping[str, Any]: ...
+
+
 def build_network(
-    name_or_component: Any,
+    name_or_component: str | NamedOptions,
     *,
     spatial_dims: int,
     in_channels: int,

@@ -188,6 +188,7 @@ class VariationalAutoencoder(Autoencoder):
         )
         self.to_logvar = nn.Linear(hidden_size, latent_size)
 
+    # a VAE encodes to (mu, logvar) and returns a dict: not substitutable for its Autoencoder base
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Shape: ``(B, in_channels, *image_size)`` → ``mu, logvar`` each ``(B, latent_size)``."""
         self._check_input(x)

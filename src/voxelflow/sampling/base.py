@@ -18,7 +18,9 @@ import torch
 from voxelflow.data.cached import CachedSubject
 from voxelflow.errors import ConfigError, ShapeError
 from voxelflow.sampling.window import read_window, resolve_window, window_start
-from voxelflow.transforms.resample import interpolation_for, resample_roles
+from voxelflow.transforms.base import Transform
+from voxelflow.transforms.compose import Compose
+from voxelflow.transforms.resample import SpatialDraw, interpolation_for, resample_roles
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,11 @@ class Sampler:
         return window
 
     def sample(
-        self, subject: CachedSubject, rng: np.random.Generator, *, augmentation: Any = None
+        self,
+        subject: CachedSubject,
+        rng: np.random.Generator,
+        *,
+        augmentation: Transform | None = None,
     ) -> list[dict[str, Any]]:
         """Draw windows from ``subject``.
 
@@ -128,13 +134,13 @@ class Sampler:
         window = resolve_window(self.window, subject.spatial_shape, subject=subject.name)
         spacing = subject_spacing(subject)
         out = []
-        draw_spatial = getattr(augmentation, "draw_spatial", None)  # a Compose: spatial part here
+        compose = augmentation if isinstance(augmentation, Compose) else None  # spatial part here
         for centre in self.draw_centres(subject, window, rng):
-            draw = draw_spatial(rng, window=window, spacing=spacing) if draw_spatial else None
-            interpolation = getattr(augmentation, "interpolation", "linear")
+            draw = compose.draw_spatial(rng, window=window, spacing=spacing) if compose else None
+            interpolation = compose.interpolation if compose is not None else "linear"
             item = self.extract(subject, centre, window, draw=draw, interpolation=interpolation)
-            if draw_spatial is not None:
-                item = augmentation.after_spatial(item, rng)
+            if compose is not None:
+                item = compose.after_spatial(item, rng)
             elif augmentation is not None:
                 item = augmentation(item, rng=rng)
             out.append(item)
@@ -146,7 +152,7 @@ class Sampler:
         centre: np.ndarray,
         window: tuple[int, ...],
         *,
-        draw: Any = None,
+        draw: SpatialDraw | None = None,
         interpolation: str = "linear",
     ) -> dict[str, Any]:
         """Read every role's window around ``centre`` (resampled under ``draw`` if given)."""
@@ -167,7 +173,7 @@ class Sampler:
             else:
                 mode = interpolation_for(kind, interpolation)
                 resampled[role] = (array, size, role_start - geometric, mode, pad)
-        if resampled:  # every role of the window in one pass where the kernel allows
+        if resampled and draw is not None:  # every role in one pass where the kernel allows
             parts = list(resampled.values())
             windows = resample_roles(
                 [p[0] for p in parts],

@@ -21,18 +21,28 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from voxelflow.data.cached import CachedSubject
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.sampling.base import Sampler, source_of
+from voxelflow.transforms.base import Transform
 from voxelflow.transforms.compose import Compose
 
 logger = logging.getLogger(__name__)
+
+
+class SubjectSequence(Protocol):
+    """Subjects by index: a list, or a lazy view that loads a subject when indexed."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> CachedSubject: ...
 
 
 class PatchQueue(IterableDataset):
@@ -77,17 +87,17 @@ class PatchQueue(IterableDataset):
 
     def __init__(
         self,
-        subjects: Sequence[Any],
+        subjects: SubjectSequence,
         sampler: Sampler,
         *,
-        transform: Any = None,
+        transform: Transform | list[Transform] | tuple[Transform, ...] | None = None,
         queue_length: int = 64,
         seed: int = 0,
         shuffle_subjects: bool = True,
         rank: int = 0,
         world_size: int = 1,
         infinite: bool = True,
-        window_fields: Any = None,
+        window_fields: Callable[[CachedSubject], Mapping[str, torch.Tensor]] | None = None,
         subject_weights: Sequence[float] | None = None,
     ) -> None:
         if queue_length < 1:

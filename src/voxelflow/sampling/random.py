@@ -69,6 +69,7 @@ def _draw_from_flat(
         )
         if np.all(centre >= low) and np.all(centre <= high):
             return centre
+    assert centre is not None, "tries must be at least 1"
     return clamp_centre(centre, window, shape)
 
 
@@ -213,7 +214,7 @@ class BalancedSampler(Sampler):
             wanted = {0: 1.0, 1: 1.0}
             groups = {0: [locations.get(0, np.empty(0, np.int64))], 1: list(foreground.values())}
         else:
-            if self.class_ratios == "equal":
+            if isinstance(self.class_ratios, str):  # "equal" (__init__ refused other names)
                 wanted = {v: 1.0 for v in locations}
             elif isinstance(self.class_ratios, Mapping):
                 wanted = {int(k): float(v) for k, v in self.class_ratios.items()}

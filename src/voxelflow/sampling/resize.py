@@ -24,6 +24,7 @@ from voxelflow.data.cached import CachedSubject
 from voxelflow.errors import ShapeError
 from voxelflow.sampling.base import Sampler, check_roles, subject_spacing
 from voxelflow.sampling.window import resolve_window
+from voxelflow.transforms.base import Transform
 
 
 def resize_volume(
@@ -69,7 +70,11 @@ class ResizeSampler(Sampler):
         return [np.asarray(window) // 2 for _ in range(self.windows_per_subject)]
 
     def sample(
-        self, subject: CachedSubject, rng: np.random.Generator, *, augmentation: Any = None
+        self,
+        subject: CachedSubject,
+        rng: np.random.Generator,
+        *,
+        augmentation: Transform | None = None,
     ) -> list[dict[str, Any]]:
         check_roles(subject)
         window = resolve_window(self.window, subject.spatial_shape, subject=subject.name)

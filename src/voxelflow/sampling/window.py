@@ -16,11 +16,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import EllipsisType
 
 import numpy as np
 
 from voxelflow.errors import ShapeError
 from voxelflow.transforms.resample import read_window
+from voxelflow.types import VoxelIndex
 
 __all__ = [
     "centre_crop",
@@ -69,7 +71,7 @@ def resolve_window(
     return tuple(sizes)
 
 
-def window_start(centre: Sequence[int], size: Sequence[int]) -> np.ndarray:
+def window_start(centre: VoxelIndex, size: VoxelIndex) -> np.ndarray:
     """Start of the window of ``size`` whose centre voxel is ``centre`` (``start + size // 2``)."""
     return np.asarray(centre, dtype=np.int64) - np.asarray(size, dtype=np.int64) // 2
 
@@ -94,7 +96,7 @@ def valid_centre_bounds(
 
 
 def clamp_centre(
-    centre: Sequence[int], size: Sequence[int], spatial_shape: Sequence[int]
+    centre: VoxelIndex, size: Sequence[int], spatial_shape: Sequence[int]
 ) -> np.ndarray:
     """Move ``centre`` the least so that the window of ``size`` lies inside the image."""
     low, high = valid_centre_bounds(size, spatial_shape)
@@ -106,4 +108,5 @@ def centre_crop(data: np.ndarray, size: Sequence[int]) -> np.ndarray:
     spatial = data.shape[-len(size) :]
     starts = [s // 2 - w // 2 for s, w in zip(spatial, size)]
     index = tuple(slice(b, b + w) for b, w in zip(starts, size))
-    return data[(..., *index)]
+    key: tuple[EllipsisType | slice, ...] = (..., *index)  # typed: mypy misreads it inline
+    return data[key]

@@ -18,15 +18,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from voxelflow.errors import ConfigError, ShapeError
 from voxelflow.io.image import Image, Subject
+
+if TYPE_CHECKING:
+    from voxelflow.transforms.resample import SpatialDraw
 
 META_KEYS = frozenset({"subject", "location", "kinds", "spacing"})
 
@@ -52,7 +55,7 @@ class Sample:
 
 def range_of(
     value: float | Sequence[float], *, name: str, symmetric: bool = True, around: float = 0.0
-):
+) -> tuple[float, float]:
     """Normalise a parameter: ``d`` → ``(around - d, around + d)``; ``[low, high]`` as given.
 
     Args:
@@ -170,7 +173,9 @@ class SpatialTransform(Transform):
             raise ConfigError(f"expected interpolation 'linear' or 'cubic', got {interpolation!r}")
         self.interpolation = interpolation
 
-    def to_draw(self, params: dict[str, Any], *, window: Sequence[int], spacing: Sequence[float]):
+    def to_draw(
+        self, params: dict[str, Any], *, window: Sequence[int], spacing: Sequence[float]
+    ) -> SpatialDraw:
         """The physical-space :class:`~voxelflow.transforms.resample.SpatialDraw` of ``params``."""
         raise NotImplementedError
 
@@ -206,7 +211,7 @@ class IntensityTransform(Transform):
         return sample.with_tensors(changed)
 
 
-def to_sample(data: Any):
+def to_sample(data: object) -> tuple[Sample, Callable[[Sample], Any]]:
     """Wrap ``data`` as a :class:`Sample`; returns it and a function rebuilding the input type.
 
     Raises:
@@ -235,7 +240,7 @@ def to_sample(data: Any):
     )
 
 
-def _dict_sample(data: dict[str, Any]):
+def _dict_sample(data: dict[str, Any]) -> tuple[Sample, Callable[[Sample], dict[str, Any]]]:
     tensors = {k: v for k, v in data.items() if k not in META_KEYS and isinstance(v, torch.Tensor)}
     if not tensors:
         raise ShapeError(

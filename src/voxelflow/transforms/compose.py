@@ -85,9 +85,9 @@ class Compose(Transform):
         self, rng: np.random.Generator, *, window: Sequence[int], spacing: Sequence[float]
     ) -> SpatialDraw | None:
         """Compose the draws of the leading spatial transforms (``None`` when nothing moves)."""
-        return compose_draws(
-            self.transforms[: self._leading_spatial()], rng, window=window, spacing=spacing
-        )
+        leading = self.transforms[: self._leading_spatial()]
+        spatial = [t for t in leading if isinstance(t, SpatialTransform)]  # all are; for the type
+        return compose_draws(spatial, rng, window=window, spacing=spacing)
 
     def after_spatial(self, data: Any, rng: np.random.Generator) -> Any:
         """Apply the transforms that follow the leading spatial run."""
@@ -100,11 +100,11 @@ class Compose(Transform):
         rng = params["rng"]
         index = 0
         while index < len(self.transforms):
-            run = []
+            run: list[SpatialTransform] = []
             while index < len(self.transforms) and isinstance(
-                self.transforms[index], SpatialTransform
+                spatial := self.transforms[index], SpatialTransform
             ):
-                run.append(self.transforms[index])
+                run.append(spatial)
                 index += 1
             if run:
                 sample = _resample_run(sample, run, rng)

@@ -89,7 +89,7 @@ def reorient(
     Shape:
         data: ``(C, *spatial)`` → ``(C, *permuted spatial)``
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     transform = orientation_transform(affine, axcodes, spatial_dims=spatial_dims)
     return apply_orientation(data, affine, transform)
 
@@ -150,12 +150,12 @@ def apply_orientation(
     Returns:
         ``(data, affine, transform)`` as in :func:`reorient`.
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     ornt = np.asarray(transform, dtype=np.float64).reshape(-1, 2)
     if ornt.shape[0] != spatial_dims:
         raise ShapeError(f"expected an orientation with {spatial_dims} rows, got {ornt.shape[0]}")
     array = _as_numpy(data)
-    spatial_shape = array.shape[1:]
+    spatial_shape: tuple[int, ...] = array.shape[1:]
     moved = np.stack([nib.orientations.apply_orientation(c, ornt) for c in array])
     full = np.vstack([ornt, *([[i, 1.0]] for i in range(spatial_dims, 3))])
     full_shape = (*spatial_shape, *([1] * (3 - spatial_dims)))
@@ -239,7 +239,7 @@ def resample(
     Shape:
         data: ``(C, *spatial)`` → ``(C, *target_shape)``
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     if len(target_shape) != spatial_dims:
         raise ShapeError(f"expected a {spatial_dims}D target shape, got {tuple(target_shape)}")
     order = INTERPOLATION_ORDER[interpolation]
@@ -329,12 +329,12 @@ def crop(
     Shape:
         data: ``(C, *spatial)`` → ``(C, *(stop - start))``
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     if len(start) != spatial_dims or len(stop) != spatial_dims:
         raise ShapeError(
             f"expected {spatial_dims} start/stop values, got {list(start)}, {list(stop)}"
         )
-    slices = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    slices: tuple[slice, ...] = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
     new_affine = np.array(affine, dtype=np.float64, copy=True)
     offset = np.array([*start, *([0] * (3 - spatial_dims))], dtype=np.float64)
     new_affine[:3, 3] = affine[:3, :3] @ offset + affine[:3, 3]
@@ -354,7 +354,7 @@ def pad(
     Shape:
         data: ``(C, *spatial)`` → ``(C, *(spatial + before + after))``
     """
-    spatial_dims = _check_volume(data)
+    spatial_dims: int = _check_volume(data)
     if len(before) != spatial_dims or len(after) != spatial_dims:
         raise ShapeError(f"expected {spatial_dims} pad widths, got {list(before)}, {list(after)}")
     if min([*before, *after]) < 0:

@@ -36,12 +36,18 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from voxelflow.errors import ConfigError
+from voxelflow.types import VoxelCoordinates
+
+if TYPE_CHECKING:
+    from voxelflow.transforms.base import Transform
+    from voxelflow.transforms.resample import SpatialDraw
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +121,10 @@ def fused_resample(
     arrays: Sequence[np.ndarray | torch.Tensor],
     interpolations: Sequence[str],
     pad_values: Sequence[float],
-    draw: Any,
+    draw: SpatialDraw,
     *,
-    centre: Sequence[float],
-    first_offset: Sequence[float],
+    centre: VoxelCoordinates,
+    first_offset: VoxelCoordinates,
     size: Sequence[int],
     spacing: Sequence[float],
 ) -> list[torch.Tensor]:
@@ -200,7 +206,7 @@ def _displacement_3d(
 
 
 def _run(
-    module: Any,
+    module: ModuleType,
     sources: list[np.ndarray],
     lin: int | None,
     near: int | None,
@@ -253,7 +259,9 @@ def _finish_linear(values: np.ndarray, dtype: np.dtype, dims: int) -> torch.Tens
     return torch.from_numpy(np.rint(out).astype(dtype))
 
 
-def warm_up(subject: Any, *, kernel: str = "auto", augmentation: Any = None) -> float | None:
+def warm_up(
+    subject: Any, *, kernel: str = "auto", augmentation: Transform | None = None
+) -> float | None:
     """Compile (or load from the on-disk cache) the kernel for ``subject``'s role dtypes.
 
     Called in the training process before the DataLoader forks its workers, so each worker
@@ -292,6 +300,6 @@ def warm_up(subject: Any, *, kernel: str = "auto", augmentation: Any = None) -> 
     return seconds
 
 
-def _resamples(augmentation: Any) -> bool:
+def _resamples(augmentation: Transform) -> bool:
     leading = getattr(augmentation, "_leading_spatial", None)
     return bool(leading()) if callable(leading) else True

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from voxelflow.errors import ConfigError
 from voxelflow.transforms.base import META_KEYS, Sample, SpatialTransform, Transform, kind_of
+from voxelflow.transforms.compose import Compose
 from voxelflow.transforms.resample import SpatialDraw
 from voxelflow.transforms.spatial import RandomAffine, RandomElastic, RandomFlip
 
@@ -49,13 +50,14 @@ class BatchAugmentation:
 
     def __init__(
         self,
-        transforms: Any,
+        transforms: Compose | Sequence[Transform],
         *,
         output_window: Sequence[int] | None = None,
         seed: int | None = None,
         padding_mode: str = "zeros",
     ) -> None:
-        self.transforms: list[Transform] = list(getattr(transforms, "transforms", transforms))
+        given = transforms.transforms if isinstance(transforms, Compose) else transforms
+        self.transforms: list[Transform] = list(given)
         self.output_window = tuple(output_window) if output_window is not None else None
         self.rng = np.random.default_rng(seed)
         self.padding_mode = padding_mode
@@ -85,19 +87,23 @@ class BatchAugmentation:
         out.update(self._intensity(out, kinds, params, spacing))
         return out
 
-    def _spatial(self, roles, kinds, params: Params, window, spacing) -> dict[str, torch.Tensor]:
-        spatial_index = [
-            i for i, t in enumerate(self.transforms) if isinstance(t, SpatialTransform)
-        ]
+    def _spatial(
+        self,
+        roles: dict[str, torch.Tensor],
+        kinds: dict[str, str],
+        params: Params,
+        window: Sequence[int],
+        spacing: np.ndarray,
+    ) -> dict[str, torch.Tensor]:
+        spatial = [(i, t) for i, t in enumerate(self.transforms) if isinstance(t, SpatialTransform)]
         first = next(iter(roles.values()))
-        draws = []
+        draws: list[SpatialDraw | None] = []
         for b, sample_params in enumerate(params):
-            total = None
-            for i in spatial_index:
-                if sample_params[i] is not None:
-                    draw = self.transforms[i].to_draw(
-                        sample_params[i], window=window, spacing=spacing[b]
-                    )
+            total: SpatialDraw | None = None
+            for i, transform in spatial:
+                step = sample_params[i]
+                if step is not None:
+                    draw = transform.to_draw(step, window=window, spacing=spacing[b])
                     total = draw if total is None else total.then(draw)
             draws.append(total)
         if all(d is None for d in draws) and tuple(first.shape[2:]) == tuple(window):
@@ -122,7 +128,9 @@ class BatchAugmentation:
                 out[role] = part.to(roles[role].dtype)
         return out
 
-    def _intensity(self, batch, kinds, params: Params, spacing) -> dict[str, torch.Tensor]:
+    def _intensity(
+        self, batch: dict[str, Any], kinds: dict[str, str], params: Params, spacing: np.ndarray
+    ) -> dict[str, torch.Tensor]:
         others = [i for i, t in enumerate(self.transforms) if not isinstance(t, SpatialTransform)]
         if not others:
             return {}
@@ -131,8 +139,9 @@ class BatchAugmentation:
         for b, sample_params in enumerate(params):
             sample = Sample({r: t[b] for r, t in roles.items()}, kinds, tuple(spacing[b]))
             for i in others:
-                if sample_params[i] is not None:
-                    sample = self.transforms[i].apply(sample, sample_params[i])
+                step = sample_params[i]
+                if step is not None:
+                    sample = self.transforms[i].apply(sample, step)
             for role in roles:
                 results[role].append(sample.tensors[role])
         return {role: torch.stack(values) for role, values in results.items()}

@@ -282,9 +282,10 @@ class Preprocessor:
     def _resample(self, images: dict[str, Image], record: dict[str, Any]) -> dict[str, Image]:
         first = next(iter(images.values()))
         wanted = list(self.config.spacing or [])[: first.spatial_dims]
+        if len(wanted) != first.spatial_dims:  # named as configured, null entries included
+            raise ShapeError(f"expected {first.spatial_dims} spacing values, got {wanted}")
         # a null entry keeps the file's spacing on that axis (2D plans keep the slice thickness)
         spacing = [s if s is not None else float(c) for s, c in zip(wanted, first.spacing)]
-        spacing = spacing if len(wanted) == first.spatial_dims else wanted
         shape, affine = F.spacing_grid(first.spatial_shape, first.affine, spacing)
         if shape == first.spatial_shape and np.allclose(affine, first.affine, atol=1e-6):
             return images
@@ -299,14 +300,20 @@ class Preprocessor:
         return out
 
     def _resample_image(self, image: Image, shape: tuple[int, ...], affine: np.ndarray) -> Image:
-        grid = {"target_shape": shape, "target_affine": affine}
         if image.kind == "label" and self.config.label_interpolation == "partial_volume":
-            data = F.resample_labels_partial_volume(image.data, image.affine, **grid)
-        else:
-            method = {"label": "nearest", "weight": "linear"}.get(
-                image.kind, self.config.image_interpolation
+            data = F.resample_labels_partial_volume(
+                image.data, image.affine, target_shape=shape, target_affine=affine
             )
-            data = F.resample(image.data, image.affine, interpolation=method, **grid)  # type: ignore[arg-type]
+        else:
+            by_kind: dict[str, F.Interpolation] = {"label": "nearest", "weight": "linear"}
+            method = by_kind.get(image.kind, self.config.image_interpolation)
+            data = F.resample(
+                image.data,
+                image.affine,
+                target_shape=shape,
+                target_affine=affine,
+                interpolation=method,
+            )
         return image.with_data(data, affine=affine)
 
     def _crop(
@@ -412,7 +419,7 @@ def _undo_step(
         after = [s - b for s, b in zip(shape, step["stop"])]
         return F.pad(data, affine, step["start"], after, value=fill_value)
     if name == "resample":
-        method = "nearest" if kind == "label" else "linear"
+        method: F.Interpolation = "nearest" if kind == "label" else "linear"
         resampled = F.resample(
             data,
             affine,

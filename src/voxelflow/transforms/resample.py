@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from voxelflow.errors import ConfigError, ShapeError
+from voxelflow.types import VoxelCoordinates, VoxelIndex
+
+if TYPE_CHECKING:
+    from voxelflow.transforms.base import Sample
 
 INTERPOLATIONS = ("linear", "nearest", "cubic")
 
@@ -90,13 +95,21 @@ class SpatialDraw:
         )
 
 
+@overload
+def read_window(
+    array: np.ndarray, start: VoxelIndex, size: VoxelIndex, *, pad_value: float = 0.0
+) -> np.ndarray: ...
+@overload
+def read_window(
+    array: torch.Tensor, start: VoxelIndex, size: VoxelIndex, *, pad_value: float = 0.0
+) -> torch.Tensor: ...
 def read_window(
     array: np.ndarray | torch.Tensor,
-    start: Sequence[int],
-    size: Sequence[int],
+    start: VoxelIndex,
+    size: VoxelIndex,
     *,
     pad_value: float = 0.0,
-) -> np.ndarray:
+) -> np.ndarray | torch.Tensor:
     """Read a window ``(C, *size)`` from ``array`` ``(C, *spatial)``, padding outside the image.
 
     Only the window's bytes are touched: slicing an ``np.memmap`` reads those pages only.
@@ -127,15 +140,16 @@ def read_window(
         source.append(slice(low, max(high, low)))
         target.append(slice(low - first, low - first + max(high - low, 0)))
     if inside:
-        window = array[(slice(None), *source)]
         if isinstance(array, torch.Tensor):
-            return window.clone(memory_format=torch.contiguous_format)
-        return np.array(window, order="C")  # always a copy: never a view of a read-only memmap
+            return array[(slice(None), *source)].clone(memory_format=torch.contiguous_format)
+        # always a copy: never a view of a read-only memmap
+        return np.array(array[(slice(None), *source)], order="C")
     shape = (array.shape[0], *[int(s) for s in size])
     if isinstance(array, torch.Tensor):
-        out = torch.full(shape, pad_value, dtype=array.dtype, device=array.device)
-    else:
-        out = np.full(shape, pad_value, dtype=array.dtype)
+        padded = torch.full(shape, pad_value, dtype=array.dtype, device=array.device)
+        padded[(slice(None), *target)] = array[(slice(None), *source)]
+        return padded
+    out = np.full(shape, pad_value, dtype=array.dtype)
     out[(slice(None), *target)] = array[(slice(None), *source)]
     return out
 
@@ -144,8 +158,8 @@ def resample_region(
     array: np.ndarray | torch.Tensor,
     draw: SpatialDraw,
     *,
-    centre: Sequence[float],
-    first_offset: Sequence[float],
+    centre: VoxelCoordinates,
+    first_offset: VoxelCoordinates,
     size: Sequence[int],
     spacing: Sequence[float],
     interpolation: str = "linear",
@@ -209,8 +223,8 @@ def resample_roles(
     arrays: Sequence[np.ndarray | torch.Tensor],
     draw: SpatialDraw,
     *,
-    centre: Sequence[float],
-    first_offsets: Sequence[Sequence[float]],
+    centre: VoxelCoordinates,
+    first_offsets: Sequence[VoxelCoordinates],
     sizes: Sequence[Sequence[int]],
     spacing: Sequence[float],
     interpolations: Sequence[str],
@@ -393,13 +407,13 @@ def interpolation_for(kind: str, image_interpolation: str = "linear") -> str:
 
 
 def resample_sample(
-    sample,
+    sample: Sample,
     draw: SpatialDraw,
     *,
     roles: Sequence[str],
     interpolation: str = "linear",
     kernel: str = "auto",
-):
+) -> Sample:
     """Resample the ``roles`` of a window :class:`~voxelflow.transforms.base.Sample` in place of their windows.
 
     Every role is aligned on the centre voxel of the largest window (the main window), so a

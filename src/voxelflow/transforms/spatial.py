@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ def _per_axis(
     name: str,
     symmetric: bool = True,
     around: float = 0.0,
-):
+) -> list[tuple[float, float]]:
     """A range per axis from a number, a ``[low, high]`` pair, or a list of ``dims`` numbers/pairs.
 
     Raises:
@@ -47,7 +47,7 @@ def _per_axis(
     if isinstance(value, (int, float)) or (
         len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
     ):
-        items = [value] * dims
+        items: list[Range] = [cast(Range, value)] * dims  # a number or a [low, high] pair
     elif len(value) == dims:
         items = list(value)
     else:
