@@ -50,7 +50,7 @@ class DemoSettings:
     iterations: int
 
 
-FULL = DemoSettings(num_train=16, num_test=4, spacing=3.0, memory_gb=0.5, iterations=600)
+FULL = DemoSettings(num_train=16, num_test=4, spacing=3.0, memory_gb=0.5, iterations=400)
 QUICK = DemoSettings(num_train=3, num_test=2, spacing=4.0, memory_gb=0.4, iterations=12)
 #: version of the packed tissue model (3.0.0: the randomised head, intensity-consistent labels)
 DEMO_VERSION = "3.0.0"
