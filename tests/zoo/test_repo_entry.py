@@ -111,3 +111,41 @@ def test_shipped_card_figures_match_a_run(tmp_path: Path, monkeypatch: pytest.Mo
             scores[tissue].append(dice(predicted == tissue, reference == tissue))
     assert np.mean(scores[1]) == pytest.approx(card.metrics["test_dice_grey_matter"], abs=0.01)
     assert np.mean(scores[2]) == pytest.approx(card.metrics["test_dice_white_matter"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_shipped_card_real_subject_figures_match_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card's figures on real heads (``real_<subject>_<input>_<grid>_*``) are what the
+    shipped weights give on the cached real subjects (``benchmarks/demo_generalisation.py
+    --fetch`` fills the cache once; without it the test skips: CI has no network)."""
+    from voxelflow.demo import generalisation as g
+    from voxelflow.zoo.store import verify_entry
+
+    subjects, missing = g.cached_subjects(g.DEFAULT_CACHE)
+    if not subjects:
+        pytest.skip(f"no real subject cached in {g.DEFAULT_CACHE}: {'; '.join(missing)}")
+    card = verify_entry(ENTRY).card
+    shipped = {k: v for k, v in card.metrics.items() if k.startswith("real_")}
+    assert shipped, "the card has no real-subject figures"
+    home = tmp_path / "zoo-home"
+    assert main(["zoo", "--home", str(home), "install", str(ENTRY)]) == 0
+    monkeypatch.setenv("VOXELFLOW_ZOO_HOME", str(home))
+
+    def predict(image: Path, out: Path) -> np.ndarray:
+        arguments = ["--input", str(image.parent), "--out", str(out)]
+        assert main(["infer", "--model", "voxelflow-demo-tissue", *arguments]) == 0
+        (path,) = sorted(out.glob("*_seg.nii.gz"))
+        return np.asarray(nib.load(str(path)).dataobj)
+
+    # the baseline's figures are not on the card: any fitted baseline will do
+    ramp = np.arange(1.0, 65.0).reshape(4, 4, 4)
+    baseline = g.fit_brain_baseline([ramp], [(ramp > 32).astype(np.uint8)])
+    cases = [c for c in g.make_cases(subjects, baseline) if c.spacing == 3.0]  # 3 mm: seconds each
+    rows = g.run_check(cases, predict, tmp_path / "work", log=str)
+    measured = g.card_metrics(rows)
+    for key, value in measured.items():
+        assert key in shipped, f"{key} is not on the card"
+        tolerance = 2.0 if key.endswith("outside_ml") else 0.01
+        assert value == pytest.approx(shipped[key], abs=tolerance), key

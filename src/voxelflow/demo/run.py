@@ -11,6 +11,7 @@ so that the whole demo takes about 5 minutes on an idle 2-core CPU (``--quick``:
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -168,6 +169,8 @@ def check_real_subjects(
                        log=lambda line: log.info("voxelflow demo: %s", line))  # fmt: skip
     pictures = [(path.stem, path.read_bytes())
                 for path in sorted((run_dir / "real-subjects" / "pictures").glob("*.png"))]  # fmt: skip
+    table = run_dir / "real-subjects" / "figures.json"
+    table.write_text(json.dumps({"sources": [s.__dict__ for s in g.SOURCES], "rows": rows}, indent=1))
     return RealCheck(rows, pictures)
 
 
