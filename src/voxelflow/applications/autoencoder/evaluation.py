@@ -76,7 +76,8 @@ class IntensityInverse:
             )
             offset = float(r.mean() - scale * n.mean())
             error = float(np.sqrt(np.mean((scale * n + offset - r) ** 2)))
-            scales.append(scale), offsets.append(offset)
+            scales.append(scale)
+            offsets.append(offset)
             residuals.append(error / max(float(r.std()), 1e-12))
         return cls(np.asarray(scales), np.asarray(offsets), max(residuals, default=0.0))
 
@@ -174,7 +175,8 @@ def evaluate_reconstructions(
             f"{str(predictions)!r}: subjects {unknown} have no row in the dataset table "
             f"(known: {sorted(by_name)[:20]})"
         )
-    per_subject, pictures = [], []
+    per_subject: list[dict[str, Any]] = []
+    pictures: list[tuple[str, np.ndarray, np.ndarray]] = []
     for entry in table:
         reference = _read_reference(by_name[entry["subject"]], image_columns)
         reconstruction = read_image(entry["recon"])
@@ -224,8 +226,8 @@ def _write_summaries(per_subject: list[dict[str, Any]], out_dir: Path) -> dict[s
         writer.writerows(per_subject)
     summary: dict[str, float] = {}
     with open(out_dir / "summary.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["metric", "mean", "std", "min", "max", "subjects"])
+        table = csv.writer(handle)
+        table.writerow(["metric", "mean", "std", "min", "max", "subjects"])
         for name in RECONSTRUCTION_METRICS:
             values = np.array([row[name] for row in per_subject], dtype=np.float64)
             finite = values[np.isfinite(values)]
@@ -234,7 +236,7 @@ def _write_summaries(per_subject: list[dict[str, Any]], out_dir: Path) -> dict[s
             stats = [
                 float(f(finite)) if finite.size else math.nan for f in (np.std, np.min, np.max)
             ]
-            writer.writerow([name, mean, *stats, len(values)])
+            table.writerow([name, mean, *stats, len(values)])
     return summary
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from voxelflow.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
 
 #: inference mode → the prediction table it writes.
 TABLES = {
@@ -84,7 +87,7 @@ class AutoencoderOptions:
     preprocessing: Any = field(default=None, compare=False)
 
 
-def training_window(experiment: Any) -> tuple[int, ...]:
+def training_window(experiment: ExperimentConfig) -> tuple[int, ...]:
     """``sampling.window`` as positive sizes (the network has one fixed input size)."""
     window = tuple(int(size) for size in experiment.sampling.window)
     if any(size <= 0 for size in window) or len(window) not in (2, 3):
@@ -123,7 +126,7 @@ def image_size_option(network: Any, window: tuple[int, ...]) -> dict[str, Any]:
     return {"image_size": list(window)} if "image_size" in accepted else {}
 
 
-def check_pairing(network: nn.Module, loss: nn.Module, experiment: Any) -> bool:
+def check_pairing(network: nn.Module, loss: nn.Module, experiment: ExperimentConfig) -> bool:
     """True for a variational setup; ConfigError when network and loss do not match."""
     from voxelflow.losses.generative import VAELoss
     from voxelflow.networks.generative import Autoencoder, VariationalAutoencoder

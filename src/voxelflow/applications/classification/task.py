@@ -119,7 +119,7 @@ def fit_class_names(
     _missing_targets(rows, column)
     found = {target_cell(row, column) for row in rows}
     if configured is not None:
-        unknown = sorted(name for name in found if name not in configured)
+        unknown = sorted(name for name in found if name is not None and name not in configured)
         if unknown:
             raise DataError(
                 f"task.classes: expected every training class among {list(configured)}, "

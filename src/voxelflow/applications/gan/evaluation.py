@@ -25,12 +25,15 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voxelflow.applications.common import middle_slice
 from voxelflow.errors import DataError
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ def group_metrics(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_generated(
-    experiment: Any, task: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+    experiment: ExperimentConfig, task: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
 ) -> dict[str, float]:
     """Score the ``sample`` rows of a prediction table against the real images in ``rows``.
 

@@ -23,6 +23,7 @@ from voxelflow.config.schema import Component
 from voxelflow.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from voxelflow.data.dataset import PreprocessedDataset
     from voxelflow.io.image import Image
 
 GAN_LOSSES = ("gan_nonsaturating", "gan_least_squares", "gan_wasserstein")
@@ -126,7 +127,7 @@ MAX_SUBJECTS, MAX_VOXELS = 32, 50_000
 Plan = tuple[str, list[dict[str, Any]], torch.Tensor, "torch.Tensor | None"]
 
 
-def fit_classes(dataset: Any, train_indices: Sequence[int], column: str) -> list[str]:
+def fit_classes(dataset: PreprocessedDataset, train_indices: Sequence[int], column: str) -> list[str]:
     """Sorted levels of ``column`` over the training rows (numerically when all are numbers).
 
     Raises:
@@ -152,7 +153,7 @@ def fit_classes(dataset: Any, train_indices: Sequence[int], column: str) -> list
 
 
 def fit_output_grid(
-    dataset: Any, train_indices: Sequence[int], window: Sequence[int]
+    dataset: PreprocessedDataset, train_indices: Sequence[int], window: Sequence[int]
 ) -> dict[str, Any]:
     """Affine of generated images and the preprocessed → original intensity quantile map."""
     first = dataset[train_indices[0]]

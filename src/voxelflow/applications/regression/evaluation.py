@@ -29,6 +29,7 @@ from voxelflow.errors import ConfigError, DataError
 from voxelflow.metrics import regression as M
 
 if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def _ssim(prediction: np.ndarray, reference: np.ndarray, data_range: float) -> f
 
 
 def evaluate_regression(
-    experiment: Any,
+    experiment: ExperimentConfig,
     *,
     predictions: Path,
     rows: Sequence[Any],
@@ -164,7 +165,7 @@ def _read_stacked(row: Any, columns: Sequence[str], *, kind: str = "intensity") 
     return parts[0].with_data(torch.cat([p.data.float() for p in parts]))
 
 
-def _on_reference_grid(image: Any, reference: Any, experiment: Any, name: str) -> np.ndarray:
+def _on_reference_grid(image: Any, reference: Any, experiment: ExperimentConfig, name: str) -> np.ndarray:
     """The prediction's array on the reference grid: same grid required unless resampling is on."""
     from voxelflow.io.image import check_same_grid, grid_difference
     from voxelflow.transforms import functional as F
@@ -183,7 +184,7 @@ def _on_reference_grid(image: Any, reference: Any, experiment: Any, name: str) -
 
 
 def _score_subject(
-    experiment: Any, entry: dict[str, str], row: Any, reference_role: str, mask_role: str | None
+    experiment: ExperimentConfig, entry: dict[str, str], row: Any, reference_role: str, mask_role: str | None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from voxelflow.io.readers import read_image
 

@@ -148,7 +148,9 @@ def fit_target_scaling(
     Raises:
         DataError: no training voxel (empty split or empty masks).
     """
-    total = squares = count = None
+    total: np.ndarray | None = None
+    squares: np.ndarray | None = None
+    count = 0
     for index in indices:
         subject = subjects[index]
         values = np.asarray(subject.arrays[role], dtype=np.float64)
@@ -159,8 +161,8 @@ def fit_target_scaling(
         sums, sums2, n = flat.sum(axis=1), np.square(flat).sum(axis=1), flat.shape[1]
         total = sums if total is None else total + sums
         squares = sums2 if squares is None else squares + sums2
-        count = n if count is None else count + n
-    if not count:
+        count += n
+    if total is None or squares is None or not count:
         raise DataError(
             f"expected training voxels to fit the {role!r} mean and standard deviation, got none "
             f"({len(indices)} training subjects)"
