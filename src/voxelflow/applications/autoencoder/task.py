@@ -24,7 +24,7 @@ from torch import nn
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.config.schema import Component, ExperimentConfig, PreprocessingConfig
 
 #: inference mode → the prediction table it writes.
 TABLES = {
@@ -84,7 +84,7 @@ class AutoencoderOptions:
     inference_batch_size: int = 4
     intensity_units: str = "original"
     sample_affine: np.ndarray | None = field(default=None, compare=False)
-    preprocessing: Any = field(default=None, compare=False)
+    preprocessing: PreprocessingConfig | None = field(default=None, compare=False)
 
 
 def training_window(experiment: ExperimentConfig) -> tuple[int, ...]:
@@ -104,7 +104,7 @@ def training_window(experiment: ExperimentConfig) -> tuple[int, ...]:
     return window
 
 
-def image_size_option(network: Any, window: tuple[int, ...]) -> dict[str, Any]:
+def image_size_option(network: Component, window: tuple[int, ...]) -> dict[str, Any]:
     """``{"image_size": window}`` for fixed-size networks that were not given one."""
     import inspect
 
@@ -149,7 +149,7 @@ def check_pairing(network: nn.Module, loss: nn.Module, experiment: ExperimentCon
     return variational
 
 
-def reconstruction_of(output: Any) -> torch.Tensor:
+def reconstruction_of(output: object) -> torch.Tensor:
     """The reconstruction in a network output: a tensor, a VAE dict or a 3-tuple."""
     if isinstance(output, torch.Tensor):
         return output

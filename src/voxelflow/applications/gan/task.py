@@ -23,6 +23,7 @@ from voxelflow.config.schema import Component
 from voxelflow.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from voxelflow.data.cached import CachedSubject
     from voxelflow.data.dataset import PreprocessedDataset
     from voxelflow.io.image import Image
 
@@ -103,7 +104,7 @@ class ConditionLookup:
             )
         return self.classes.index(str(value))
 
-    def __call__(self, subject: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, subject: CachedSubject) -> dict[str, torch.Tensor]:
         return {"condition": torch.tensor(self.index(subject.name, subject.fields))}
 
 
@@ -114,7 +115,7 @@ def standardize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / images.std(dim=dims, keepdim=True).clamp_min(1e-6)
 
 
-def safe_name(value: Any) -> str:
+def safe_name(value: object) -> str:
     """A file-name-safe version of a class level or subject name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value)) or "_"
 

@@ -438,7 +438,7 @@ def _center_crop(tensor: torch.Tensor, shape: Sequence[int], *, what: str) -> to
     return tensor[index]
 
 
-def _mask_of(array: Any) -> np.ndarray | None:
+def _mask_of(array: np.ndarray | None) -> np.ndarray | None:
     """Boolean ``(*spatial)`` mask from a mask role ``(1, *spatial)``, or None."""
     if array is None:
         return None

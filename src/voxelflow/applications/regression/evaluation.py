@@ -30,7 +30,8 @@ from voxelflow.metrics import regression as M
 
 if TYPE_CHECKING:
     from voxelflow.config.schema import ExperimentConfig
-    from voxelflow.io.image import Image
+    from voxelflow.io.image import Image, ImageKind
+    from voxelflow.io.table import SubjectRow
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def evaluate_regression(
     experiment: ExperimentConfig,
     *,
     predictions: Path,
-    rows: Sequence[Any],
+    rows: Sequence[SubjectRow],
     out_dir: Path,
     reference_role: str,
     mask_role: str | None = None,
@@ -151,11 +152,13 @@ def _read_table(path: Path) -> list[dict[str, str]]:
     return table
 
 
-def _read_stacked(row: Any, columns: Sequence[str], *, kind: str = "intensity") -> Any:
+def _read_stacked(
+    row: SubjectRow, columns: Sequence[str], *, kind: ImageKind = "intensity"
+) -> Image:
     from voxelflow.io.image import check_same_grid
     from voxelflow.io.readers import read_image
 
-    parts = [read_image(row.path(c), kind=kind) for c in columns]  # type: ignore[arg-type]
+    parts = [read_image(row.path(c), kind=kind) for c in columns]
     for part in parts[1:]:
         check_same_grid(parts[0], part, what=f"reference images of subject {row.name!r}")
     if len(parts) == 1:
@@ -165,7 +168,9 @@ def _read_stacked(row: Any, columns: Sequence[str], *, kind: str = "intensity") 
     return parts[0].with_data(torch.cat([p.data.float() for p in parts]))
 
 
-def _on_reference_grid(image: Any, reference: Any, experiment: ExperimentConfig, name: str) -> np.ndarray:
+def _on_reference_grid(
+    image: Image, reference: Image, experiment: ExperimentConfig, name: str
+) -> np.ndarray:
     """The prediction's array on the reference grid: same grid required unless resampling is on."""
     from voxelflow.io.image import check_same_grid, grid_difference
     from voxelflow.transforms import functional as F
@@ -184,7 +189,11 @@ def _on_reference_grid(image: Any, reference: Any, experiment: ExperimentConfig,
 
 
 def _score_subject(
-    experiment: ExperimentConfig, entry: dict[str, str], row: Any, reference_role: str, mask_role: str | None
+    experiment: ExperimentConfig,
+    entry: dict[str, str],
+    row: SubjectRow,
+    reference_role: str,
+    mask_role: str | None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from voxelflow.io.readers import read_image
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from voxelflow.applications.regression.degrade import DegradeSettings
 from voxelflow.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from voxelflow.data.dataset import PreprocessedDataset
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ class TargetScaling:
 
 
 def fit_target_scaling(
-    subjects: Any, indices: Sequence[int], *, role: str, mask_role: str | None = None
+    subjects: PreprocessedDataset, indices: Sequence[int], *, role: str, mask_role: str | None = None
 ) -> TargetScaling:
     """Mean and standard deviation per channel of ``role`` over the training subjects.
 
