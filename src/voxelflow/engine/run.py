@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
@@ -23,12 +23,16 @@ from voxelflow.data.subject import refuse_output_inside_dataset
 from voxelflow.engine import distributed
 from voxelflow.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from voxelflow.applications.base import Application
+    from voxelflow.data.cached import CachedSubject
+
 log = logging.getLogger(__name__)
 
 FITTED_STATE_FILE = "preprocessing.json"
 
 
-class SubjectView:
+class SubjectView(Sequence["CachedSubject"]):
     """Lazy, picklable view of some rows of a :class:`PreprocessedDataset` (for the queue)."""
 
     def __init__(self, dataset: PreprocessedDataset, indices: Sequence[int]) -> None:
@@ -37,7 +41,13 @@ class SubjectView:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> Any:
+    @overload
+    def __getitem__(self, i: int) -> CachedSubject: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[CachedSubject]: ...
+    def __getitem__(self, i: int | slice) -> CachedSubject | list[CachedSubject]:
+        if isinstance(i, slice):  # a Sequence's slice: the subjects of those rows, loaded
+            return [self.dataset[row] for row in self.indices[i]]
         return self.dataset[self.indices[i]]
 
 
@@ -146,7 +156,7 @@ def check_class_count(experiment: ExperimentConfig, label_values: Sequence[int] 
         )
 
 
-def application_class(experiment: ExperimentConfig) -> Any:
+def application_class(experiment: ExperimentConfig) -> type[Application]:
     """The Application subclass named by the config (see :func:`voxelflow.config.build.application_class`)."""
     from voxelflow.config.build import application_class as named_application
 
@@ -154,7 +164,7 @@ def application_class(experiment: ExperimentConfig) -> Any:
 
 
 def build_application(experiment: ExperimentConfig, *, in_channels: int, label_values: list[int] | None,
-                      task_state: dict[str, Any] | None = None):
+                      task_state: dict[str, Any] | None = None) -> Application:
     """The application object named by ``experiment.application``."""
     factory = application_class(experiment)
     return factory.from_experiment(experiment, in_channels=in_channels, label_values=label_values,
