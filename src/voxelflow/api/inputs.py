@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from voxelflow.errors import DataError, ShapeError
 
 if TYPE_CHECKING:
     from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image, Subject
+    from voxelflow.io.table import SubjectRow
 
 __all__ = ["as_images", "as_subjects", "input_rows", "is_path"]
 
 
-def as_subjects(images: Any, *, channels: int) -> list[Subject]:
+def as_subjects(images: object, *, channels: int) -> list[Subject]:
     """In-memory inputs → Subjects with a float ``image`` of ``channels`` channels.
 
     Args:
@@ -58,7 +59,7 @@ def as_subjects(images: Any, *, channels: int) -> list[Subject]:
     return subjects
 
 
-def _named_items(images: Any) -> list[tuple[str | None, Any]]:
+def _named_items(images: object) -> list[tuple[str | None, object]]:
     if is_path(images) or (isinstance(images, Sequence) and images and is_path(images[0])):
         raise DataError(
             f"expected in-memory images, got the file name {str(images)!r}: read it with "
@@ -76,13 +77,14 @@ def _named_items(images: Any) -> list[tuple[str | None, Any]]:
     )
 
 
-def _is_single(item: Any) -> bool:
+def _is_single(item: object) -> bool:
     from voxelflow.io.image import Image, Subject
 
     return isinstance(item, (Image, Subject)) or _is_array_pair(item)
 
 
-def _is_array_pair(item: Any) -> bool:
+def _is_array_pair(item: object) -> TypeGuard[tuple[Any, Any]]:
+    """An ``(array, affine)`` pair: a numpy array or tensor and a 4×4 matrix."""
     import numpy as np
     import torch
 
@@ -94,7 +96,7 @@ def _is_array_pair(item: Any) -> bool:
     )
 
 
-def _as_subject(item: Any, *, name: str) -> Subject:
+def _as_subject(item: object, *, name: str) -> Subject:
     from voxelflow.io.image import Image, Subject
     from voxelflow.io.readers import split_suffix
 
@@ -145,8 +147,10 @@ def as_images(items: Any, *, role: str = "seg") -> dict[str, Image]:
             name: read_label_image(path, kind="intensity")
             for name, path in list_images(items).items()
         }
-    named = items.items() if isinstance(items, Mapping) else None
-    if named is None:
+    named: list[tuple[Any, Any]]
+    if isinstance(items, Mapping):
+        named = list(items.items())
+    else:
         single = isinstance(items, (Prediction, Subject))
         named = [
             (item.name, item)
@@ -171,7 +175,7 @@ def as_images(items: Any, *, role: str = "seg") -> dict[str, Image]:
     return found
 
 
-def input_rows(path: Path, config: ExperimentConfig) -> list[Any]:
+def input_rows(path: Path, config: ExperimentConfig) -> list[SubjectRow]:
     """Rows of an image file, a folder of images or a CSV table (as ``voxelflow infer --input``)."""
     from voxelflow.io.table import rows_from_input
 
@@ -182,6 +186,6 @@ def input_rows(path: Path, config: ExperimentConfig) -> list[Any]:
     )
 
 
-def is_path(value: Any) -> bool:
+def is_path(value: object) -> bool:
     """True for a ``str`` or ``os.PathLike`` (a file or folder given by name)."""
     return isinstance(value, (str, os.PathLike))
