@@ -443,7 +443,8 @@ def profile_experiment(
     bottleneck, advice = diagnose(data, step, settings, share=share)
     notes = _notes(settings, prepared, temporary=run_dir is None)
     notes.append(_kernel_note(experiment))
-    notes.append(pipeline.augmentation_path.describe())  # which path training will use
+    if pipeline.augmentation_path is not None:  # always set by build_training_pipeline
+        notes.append(pipeline.augmentation_path.describe())  # which path training will use
     return ProfileReport(data, step, settings, bottleneck, advice, bare, notes, pipeline.threads)
 
 

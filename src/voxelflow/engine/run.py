@@ -26,6 +26,11 @@ from voxelflow.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from voxelflow.applications.base import Application
     from voxelflow.data.cached import CachedSubject
+    from voxelflow.engine.augment_device import AugmentationPath, DeviceAugmentation
+    from voxelflow.engine.threads import ThreadChoice
+    from voxelflow.sampling.base import Sampler
+    from voxelflow.sampling.queue import PatchQueue
+    from voxelflow.transforms.compose import Compose
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +193,12 @@ class TrainingPipeline:
     """
 
     data: PreparedData
-    application: Any
-    queue: Any
+    application: Application
+    queue: PatchQueue
     loader: torch.utils.data.DataLoader
-    threads: Any = None
-    augmentation_path: Any = None
-    batch_transform: Any = None
+    threads: ThreadChoice | None = None
+    augmentation_path: AugmentationPath | None = None
+    batch_transform: DeviceAugmentation | None = None
 
 
 def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base_dir: Path | None = None,
@@ -251,8 +256,9 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
     return TrainingPipeline(data, app, queue, loader, threads, path, batch_transform)
 
 
-def _augmentation_path(experiment: ExperimentConfig, data: PreparedData, sampler: Any,
-                       augmentation: Any) -> tuple[Any, Any]:
+def _augmentation_path(experiment: ExperimentConfig, data: PreparedData, sampler: Sampler,
+                       augmentation: Compose | None
+                       ) -> tuple[AugmentationPath, DeviceAugmentation | None]:
     """Resolve ``training.augmentation_device``; for the batched path set the sampler's read
     margin (widest over the training subjects' spacings) and build the trainer's batch transform."""
     from voxelflow.engine.augment_device import (
@@ -338,7 +344,7 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
             distributed.cleanup()
 
 
-def _apply_transfer(app: Any, experiment: ExperimentConfig, *, resume: bool) -> None:
+def _apply_transfer(app: Application, experiment: ExperimentConfig, *, resume: bool) -> None:
     """``transfer.init_from`` (new runs only: a resume restores its own weights) and ``freeze``."""
     from voxelflow.zoo.transfer import apply_transfer, freeze
 
