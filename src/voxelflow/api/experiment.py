@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:
+    from voxelflow.api.inputs import EvaluationInput
     from voxelflow.applications.base import Application, Prediction
     from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Subject
@@ -267,8 +268,8 @@ class Experiment:
 
     def evaluate(
         self,
-        predictions: Any,
-        references: Any,
+        predictions: EvaluationInput,
+        references: EvaluationInput,
         *,
         labels: Sequence[int] | None = None,
         metrics: Sequence[str] | None = None,

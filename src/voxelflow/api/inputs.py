@@ -5,14 +5,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 from voxelflow.errors import DataError, ShapeError
 
 if TYPE_CHECKING:
+    from voxelflow.applications.base import Prediction
     from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image, Subject
     from voxelflow.io.table import SubjectRow
+
+    #: predictions or references of the API's evaluation: Predictions or Subjects (one or a
+    #: list), a ``{subject: Image}`` mapping, or a folder of image files.
+    EvaluationInput: TypeAlias = (
+        Prediction | Subject | Sequence[Prediction | Subject] | Mapping[str, Image]
+        | str | os.PathLike[str]
+    )
 
 __all__ = ["as_images", "as_subjects", "input_rows", "is_path"]
 
@@ -135,29 +143,26 @@ def _pair_image(array: Any, affine: Any, *, name: str) -> Image:
     return Image(data, affine)
 
 
-def as_images(items: Any, *, role: str = "seg") -> dict[str, Image]:
+def as_images(items: EvaluationInput, *, role: str = "seg") -> dict[str, Image]:
     """``{subject: Image}`` from predictions, subjects, a mapping or a folder of files."""
     from voxelflow.applications.base import Prediction
     from voxelflow.io.image import Image, Subject
 
-    if is_path(items):
+    if isinstance(items, (str, os.PathLike)):  # is_path, spelled out for the type checker
         from voxelflow.metrics.evaluate import list_images, read_label_image
 
         return {
             name: read_label_image(path, kind="intensity")
             for name, path in list_images(items).items()
         }
-    named: list[tuple[Any, Any]]
+    named: list[tuple[object, object]]
     if isinstance(items, Mapping):
         named = list(items.items())
+    elif isinstance(items, (Prediction, Subject)):
+        named = [(items.name, items)]
     else:
-        single = isinstance(items, (Prediction, Subject))
-        named = [
-            (item.name, item)
-            for item in ([items] if single else items)
-            if isinstance(item, (Prediction, Subject))
-        ]
-        if len(named) != (1 if single else len(items)):
+        named = [(item.name, item) for item in items if isinstance(item, (Prediction, Subject))]
+        if len(named) != len(items):
             raise DataError(
                 "expected a list of Predictions or Subjects, or a {subject: Image} mapping"
             )
@@ -186,6 +191,6 @@ def input_rows(path: Path, config: ExperimentConfig) -> list[SubjectRow]:
     )
 
 
-def is_path(value: object) -> bool:
+def is_path(value: object) -> TypeGuard[str | os.PathLike[str]]:
     """True for a ``str`` or ``os.PathLike`` (a file or folder given by name)."""
     return isinstance(value, (str, os.PathLike))
