@@ -331,7 +331,7 @@ class Application:
         """Build the application (networks, losses) from an Experiment and the fitted state."""
         raise NotImplementedError(f"{cls.__name__} must implement from_experiment")
 
-    def window_fields(self) -> Any:
+    def window_fields(self) -> Callable[[CachedSubject], Mapping[str, torch.Tensor]] | None:
         """A picklable callable ``CachedSubject -> {name: tensor}`` whose result is added to
         every training window (scalar targets from table columns), or None."""
         return None
