@@ -177,6 +177,15 @@ def _masks() -> tuple[vf.Image, vf.Image]:
     )
 
 
+def test_evaluate_takes_one_subject_and_refuses_a_list_with_other_items() -> None:
+    experiment = vf.Experiment.from_dict({"evaluation": {"metrics": ["dice"]}})
+    pred, ref = _masks()
+    rows = experiment.evaluate({"case": pred}, vf.Subject("case", {"image": ref, "label": ref}))
+    assert [row["subject"] for row in rows] == ["case"]
+    with pytest.raises(DataError, match="expected a list of Predictions or Subjects"):
+        experiment.evaluate({"case": pred}, [vf.Subject("case", {"label": ref}), ref])
+
+
 def test_evaluate_in_memory_hand_computed() -> None:
     experiment = vf.Experiment.from_dict({"evaluation": {"metrics": ["dice", "jaccard"]}})
     pred, ref = _masks()

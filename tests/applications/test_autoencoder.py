@@ -166,6 +166,17 @@ def test_intensity_inverse_recovers_raw_values(name: str, options: dict[str, Any
     assert inverse.residual < 1e-5
 
 
+def test_original_units_without_preprocessing_config_is_a_config_error() -> None:
+    exp = experiment()
+    item = item_of(exp, phantom_subject("a", 0))
+    options = AutoencoderOptions(window=item.processed["image"].spatial_shape)
+    app = AutoencoderApplication(
+        IdentityNetwork(), build_loss("l1"), options=options, variational=False
+    )
+    with pytest.raises(ConfigError, match=r"task\.intensity_units: 'original' needs the run's"):
+        app.predict(item, CPU, exp.inference)
+
+
 def test_reconstruct_returns_original_grid_and_units() -> None:
     exp = experiment()
     subject = phantom_subject("a", 0)

@@ -10,6 +10,7 @@ from voxelflow.api.inputs import as_images, is_path
 from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:
+    from voxelflow.api.inputs import EvaluationInput
     from voxelflow.config.schema import ExperimentConfig
 
 __all__ = ["evaluation_table"]
@@ -17,8 +18,8 @@ __all__ = ["evaluation_table"]
 
 def evaluation_table(
     config: ExperimentConfig,
-    predictions: Any,
-    references: Any,
+    predictions: EvaluationInput,
+    references: EvaluationInput,
     *,
     labels: Sequence[int] | None = None,
     metrics: Sequence[str] | None = None,

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from voxelflow.applications.base import Prediction
+    from voxelflow.api.inputs import EvaluationInput
+    from voxelflow.applications.base import Application, Prediction
     from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.io.image import Subject
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ __all__ = ["Experiment"]
 class _LoadedModel:
     """A built application with its weights and the fitted preprocessing state."""
 
-    application: Any
+    application: Application
     fitted_state: dict[str, Any]
     source: str
     checkpoint: str | None = None  # "best" | "last" of a run; None for a zoo entry
@@ -195,7 +197,7 @@ class Experiment:
         return train_experiment(self.config, run_dir=self.run_dir, force=force)
 
     def infer(
-        self, images: Any, *, checkpoint: str | None = None, folds: str | None = None
+        self, images: object, *, checkpoint: str | None = None, folds: str | None = None
     ) -> list[Prediction]:
         """Predict in memory; nothing is written.
 
@@ -266,8 +268,8 @@ class Experiment:
 
     def evaluate(
         self,
-        predictions: Any,
-        references: Any,
+        predictions: EvaluationInput,
+        references: EvaluationInput,
         *,
         labels: Sequence[int] | None = None,
         metrics: Sequence[str] | None = None,
@@ -353,7 +355,9 @@ class Experiment:
             self.train_folds("all")
         return run_cv(self.config, self.run_dir, postprocessing=postprocessing, report=report)
 
-    def _infer_folds(self, subjects: Any, folds: str, checkpoint: str | None) -> list[Prediction]:
+    def _infer_folds(
+        self, subjects: list[Subject], folds: str, checkpoint: str | None
+    ) -> list[Prediction]:
         """In-memory ensemble of the fold runs (members loaded once and kept)."""
         from voxelflow.cv.ensemble import ensemble_predict, fold_members
         from voxelflow.engine.run import application_class
@@ -369,7 +373,7 @@ class Experiment:
         )
 
     # --- model loading --------------------------------------------------------------------------
-    def _build_application(self, fitted_state: Mapping[str, Any]) -> Any:
+    def _build_application(self, fitted_state: Mapping[str, Any]) -> Application:
         from voxelflow.engine.run import build_application
 
         return build_application(

@@ -5,18 +5,27 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 from voxelflow.errors import DataError, ShapeError
 
 if TYPE_CHECKING:
+    from voxelflow.applications.base import Prediction
     from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image, Subject
+    from voxelflow.io.table import SubjectRow
+
+    #: predictions or references of the API's evaluation: Predictions or Subjects (one or a
+    #: list), a ``{subject: Image}`` mapping, or a folder of image files.
+    EvaluationInput: TypeAlias = (
+        Prediction | Subject | Sequence[Prediction | Subject] | Mapping[str, Image]
+        | str | os.PathLike[str]
+    )
 
 __all__ = ["as_images", "as_subjects", "input_rows", "is_path"]
 
 
-def as_subjects(images: Any, *, channels: int) -> list[Subject]:
+def as_subjects(images: object, *, channels: int) -> list[Subject]:
     """In-memory inputs → Subjects with a float ``image`` of ``channels`` channels.
 
     Args:
@@ -58,7 +67,7 @@ def as_subjects(images: Any, *, channels: int) -> list[Subject]:
     return subjects
 
 
-def _named_items(images: Any) -> list[tuple[str | None, Any]]:
+def _named_items(images: object) -> list[tuple[str | None, object]]:
     if is_path(images) or (isinstance(images, Sequence) and images and is_path(images[0])):
         raise DataError(
             f"expected in-memory images, got the file name {str(images)!r}: read it with "
@@ -76,13 +85,14 @@ def _named_items(images: Any) -> list[tuple[str | None, Any]]:
     )
 
 
-def _is_single(item: Any) -> bool:
+def _is_single(item: object) -> bool:
     from voxelflow.io.image import Image, Subject
 
     return isinstance(item, (Image, Subject)) or _is_array_pair(item)
 
 
-def _is_array_pair(item: Any) -> bool:
+def _is_array_pair(item: object) -> TypeGuard[tuple[Any, Any]]:
+    """An ``(array, affine)`` pair: a numpy array or tensor and a 4×4 matrix."""
     import numpy as np
     import torch
 
@@ -94,7 +104,7 @@ def _is_array_pair(item: Any) -> bool:
     )
 
 
-def _as_subject(item: Any, *, name: str) -> Subject:
+def _as_subject(item: object, *, name: str) -> Subject:
     from voxelflow.io.image import Image, Subject
     from voxelflow.io.readers import split_suffix
 
@@ -133,27 +143,26 @@ def _pair_image(array: Any, affine: Any, *, name: str) -> Image:
     return Image(data, affine)
 
 
-def as_images(items: Any, *, role: str = "seg") -> dict[str, Image]:
+def as_images(items: EvaluationInput, *, role: str = "seg") -> dict[str, Image]:
     """``{subject: Image}`` from predictions, subjects, a mapping or a folder of files."""
     from voxelflow.applications.base import Prediction
     from voxelflow.io.image import Image, Subject
 
-    if is_path(items):
+    if isinstance(items, (str, os.PathLike)):  # is_path, spelled out for the type checker
         from voxelflow.metrics.evaluate import list_images, read_label_image
 
         return {
             name: read_label_image(path, kind="intensity")
             for name, path in list_images(items).items()
         }
-    named = items.items() if isinstance(items, Mapping) else None
-    if named is None:
-        single = isinstance(items, (Prediction, Subject))
-        named = [
-            (item.name, item)
-            for item in ([items] if single else items)
-            if isinstance(item, (Prediction, Subject))
-        ]
-        if len(named) != (1 if single else len(items)):
+    named: list[tuple[object, object]]
+    if isinstance(items, Mapping):
+        named = list(items.items())
+    elif isinstance(items, (Prediction, Subject)):
+        named = [(items.name, items)]
+    else:
+        named = [(item.name, item) for item in items if isinstance(item, (Prediction, Subject))]
+        if len(named) != len(items):
             raise DataError(
                 "expected a list of Predictions or Subjects, or a {subject: Image} mapping"
             )
@@ -171,7 +180,7 @@ def as_images(items: Any, *, role: str = "seg") -> dict[str, Image]:
     return found
 
 
-def input_rows(path: Path, config: ExperimentConfig) -> list[Any]:
+def input_rows(path: Path, config: ExperimentConfig) -> list[SubjectRow]:
     """Rows of an image file, a folder of images or a CSV table (as ``voxelflow infer --input``)."""
     from voxelflow.io.table import rows_from_input
 
@@ -182,6 +191,6 @@ def input_rows(path: Path, config: ExperimentConfig) -> list[Any]:
     )
 
 
-def is_path(value: Any) -> bool:
+def is_path(value: object) -> TypeGuard[str | os.PathLike[str]]:
     """True for a ``str`` or ``os.PathLike`` (a file or folder given by name)."""
     return isinstance(value, (str, os.PathLike))

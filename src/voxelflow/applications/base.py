@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -40,7 +40,9 @@ from torch.optim.lr_scheduler import LRScheduler
 from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig, InferenceConfig
+    from voxelflow.data.cached import CachedSubject
+    from voxelflow.data.dataset import PreprocessedDataset
 
 if TYPE_CHECKING:  # applications sit above io/data/config in the layers; types only
     from voxelflow.io.image import Image, Subject
@@ -83,7 +85,12 @@ class InferenceContext:
         >>> scores = app.infer_step({"image": image}, ctx)  # doctest: +SKIP
     """
 
-    def __init__(self, device: torch.device, *, autocast: Any = None) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        *,
+        autocast: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
+    ) -> None:
         self.device, self.iteration, self.accumulate = device, 0, 1
         self._autocast = autocast or contextlib.nullcontext
 
@@ -122,7 +129,7 @@ class OptimizationSettings:
     scheduler_key: str = "scheduler"
 
     @classmethod
-    def from_experiment(cls, experiment: Any) -> OptimizationSettings:
+    def from_experiment(cls, experiment: ExperimentConfig) -> OptimizationSettings:
         """Read ``optimizer``, ``scheduler`` and ``training.max_iterations`` of an Experiment."""
         return cls(
             optimizer=experiment.optimizer.name,
@@ -271,10 +278,12 @@ class Application:
 
     name: ClassVar[str] = "application"
     manual_optimization: ClassVar[bool] = False
+    # prediction_table, inference_modes and reference_role are not ClassVars: an instance may
+    # set its own (an autoencoder's mode picks its table, regression's degrade its reference).
     #: CSV written by inference beside the outputs: one row per :class:`Prediction`.
-    prediction_table: ClassVar[str] = "inferred.csv"
+    prediction_table: str = "inferred.csv"
     #: ``inference.mode`` values this application accepts (the first is the default).
-    inference_modes: ClassVar[tuple[str, ...]] = ("predict",)
+    inference_modes: tuple[str, ...] = ("predict",)
     #: module roles inference needs (their weights go into zoo entries); None: every module.
     #: A GAN may name only ``("generator",)`` so its entries leave the discriminator out.
     inference_modules: ClassVar[tuple[str, ...] | None] = None
@@ -282,7 +291,7 @@ class Application:
     training_roles: ClassVar[tuple[str, ...]] = ("image",)
     #: subject role holding the reference of :meth:`evaluation_table` (None: no in-memory
     #: evaluation); ``"label"`` for segmentation, ``"target"`` for regression.
-    reference_role: ClassVar[str | None] = None
+    reference_role: str | None = None
     #: whether :meth:`evaluate` reads references from a folder (``--ref FOLDER``) besides rows.
     reference_folders: ClassVar[bool] = False
     #: whether :meth:`evaluation_table` reads folders itself (else the API loads their images).
@@ -354,7 +363,7 @@ class Application:
     # --- building -----------------------------------------------------------------------------
     @classmethod
     def fit_task(
-        cls, experiment: Any, dataset: Any, train_indices: Sequence[int]
+        cls, experiment: ExperimentConfig, dataset: PreprocessedDataset, train_indices: Sequence[int]
     ) -> dict[str, Any]:
         """What the application learns from the training split before its network exists.
 
@@ -372,7 +381,7 @@ class Application:
     @classmethod
     def from_experiment(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         in_channels: int,
         label_values: Sequence[int] | None = None,
@@ -381,7 +390,7 @@ class Application:
         """Build the application (networks, losses) from an Experiment and the fitted state."""
         raise NotImplementedError(f"{cls.__name__} must implement from_experiment")
 
-    def window_fields(self) -> Any:
+    def window_fields(self) -> Callable[[CachedSubject], Mapping[str, torch.Tensor]] | None:
         """A picklable callable ``CachedSubject -> {name: tensor}`` whose result is added to
         every training window (scalar targets from table columns), or None."""
         return None
@@ -424,7 +433,7 @@ class Application:
         )
 
     # --- evaluation ---------------------------------------------------------------------------
-    def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
+    def validation_step(self, subject: CachedSubject, ctx: TrainingContext) -> dict[str, float]:
         """Metrics of one whole validation subject (the trainer averages them over subjects)."""
         return {}
 
@@ -432,12 +441,14 @@ class Application:
         """Network outputs of one inference batch."""
         raise NotImplementedError(f"{type(self).__name__} does not implement infer_step")
 
-    def predict(self, item: InferenceItem, ctx: TrainingContext, options: Any) -> Prediction:
+    def predict(
+        self, item: InferenceItem, ctx: TrainingContext, options: InferenceConfig
+    ) -> Prediction:
         """Outputs of one subject in its original geometry (``options``: the inference config)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement predict")
 
     def run_inference(
-        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: Any
+        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: InferenceConfig
     ) -> Iterator[Prediction]:
         """Every prediction of an inference run; default: :meth:`predict` per subject.
 
@@ -455,7 +466,7 @@ class Application:
     @classmethod
     def evaluate(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         predictions: Path,
         rows: Sequence[SubjectRow],
@@ -489,7 +500,7 @@ class Application:
     @classmethod
     def evaluation_table(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         predictions: Mapping[str, Image] | Path,
         references: Mapping[str, Image] | Path,
         *,

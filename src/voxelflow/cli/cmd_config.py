@@ -19,7 +19,7 @@ from typing import Any
 from voxelflow.cli.common import add_config_args
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``config`` and its sub-commands to the CLI."""
     parser = subparsers.add_parser(
         "config",

@@ -11,7 +11,8 @@ from voxelflow.cli.common import add_config_args
 from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig, FolderInput
+    from voxelflow.io.table import SubjectRow
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ def _check_components(experiment: ExperimentConfig, *, source: str) -> None:
     raise_if_problems(check_components(experiment, training=False), source=source)
 
 
-def _input_rows(source: str | None, experiment, run_dir: Path, args: argparse.Namespace | None = None):
+def _input_rows(source: str | None, experiment: ExperimentConfig, run_dir: Path,
+                args: argparse.Namespace | None = None) -> list[SubjectRow]:
     from voxelflow.io.splits import make_split
     from voxelflow.io.table import load_table, rows_from_input
 
@@ -92,7 +94,7 @@ def _input_rows(source: str | None, experiment, run_dir: Path, args: argparse.Na
                            pattern=_folder_pattern(experiment, args))
 
 
-def _folder_pattern(experiment, args: argparse.Namespace | None):
+def _folder_pattern(experiment: ExperimentConfig, args: argparse.Namespace | None) -> FolderInput | None:
     """How a folder --input is searched: the options given, else the dataset's own folder rule."""
     from voxelflow.config.schema import FolderInput
 
@@ -126,7 +128,7 @@ def _run_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_folds(args: argparse.Namespace, experiment, root: Path) -> int:
+def _run_folds(args: argparse.Namespace, experiment: ExperimentConfig, root: Path) -> int:
     """``--folds``: the fold models of ``root`` as one ensemble."""
     from voxelflow.cv.ensemble import ensemble_rows, fold_members
     from voxelflow.engine.run import application_class
@@ -149,7 +151,7 @@ def _run_folds(args: argparse.Namespace, experiment, root: Path) -> int:
     return 0
 
 
-def _test_rows(experiment, root: Path):
+def _test_rows(experiment: ExperimentConfig, root: Path) -> list[SubjectRow]:
     """The test subjects of the folds' shared split (no fold trained or validated on them)."""
     from voxelflow.cv.folds import fold_experiment, split_path
     from voxelflow.io.splits import make_split

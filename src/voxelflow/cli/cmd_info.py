@@ -22,7 +22,7 @@ import numpy as np
 from voxelflow.errors import DataError, VoxelflowError
 
 if TYPE_CHECKING:
-    from voxelflow.io.image import Image
+    from voxelflow.io.image import Image, ImageKind
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def describe(
-    path: str, *, kind: str = "intensity", reader: str | None = None, series_uid: str | None = None
+    path: str,
+    *,
+    kind: ImageKind = "intensity",
+    reader: str | None = None,
+    series_uid: str | None = None,
 ) -> str:
     """The text block ``voxelflow info`` prints for one path.
 

@@ -19,12 +19,15 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from voxelflow.errors import RegistryError
 from voxelflow.registry import suggest
+
+if TYPE_CHECKING:  # torch loads only when networks are counted
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ KINDS: dict[str, tuple[RegistrySource, ...]] = {
 NETWORK_PROBE = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``list`` sub-command."""
     parser = subparsers.add_parser(
         "list",
@@ -123,7 +126,7 @@ def network_parameter_counts(names: Sequence[str]) -> dict[str, str]:
     return counts
 
 
-def _build_without_memory(build: Any, name: str) -> Any:
+def _build_without_memory(build: Callable[..., nn.Module], name: str) -> nn.Module:
     """Build a network on the ``meta`` device (shapes only, no memory); plain build as fallback."""
     import torch
 

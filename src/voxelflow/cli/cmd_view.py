@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from voxelflow.errors import ConfigError
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``view`` sub-command."""
     parser = subparsers.add_parser(
         "view",

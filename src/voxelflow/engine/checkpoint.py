@@ -27,10 +27,10 @@ import os
 import pickle
 import random
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from voxelflow.errors import CheckpointError
 from voxelflow.io.disk import writing
 from voxelflow.types import PathLike
 from voxelflow.version import __version__
+
+if TYPE_CHECKING:
+    from voxelflow.applications.base import Application
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
-def atomic_write(path: PathLike, write: Any) -> Path:
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(stream)`` on a temporary file next to ``path``, fsync, then rename it over ``path``.
 
     Args:
@@ -131,7 +134,9 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
 def capture_rng_state() -> dict[str, Any]:
     """Python, numpy, torch (and CUDA) random states as tensors and plain containers."""
     version, internal, gauss = random.getstate()
-    name, keys, position, has_gauss, cached = np.random.get_state()
+    # the global RandomState is an MT19937, whose legacy state is this tuple (never the dict)
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    name, keys, position, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
@@ -200,7 +205,9 @@ def load_module_state(
     module.load_state_dict(state)
 
 
-def check_application(checkpoint: Mapping[str, Any], application: Any, *, source: str) -> None:
+def check_application(
+    checkpoint: Mapping[str, Any], application: Application, *, source: str
+) -> None:
     """Refuse a checkpoint written by another application, naming the module keys that differ.
 
     Args:

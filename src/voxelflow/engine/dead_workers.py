@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any
 
 from voxelflow.errors import DataError
 
@@ -34,7 +33,7 @@ def worker_pids(error: BaseException) -> list[int]:
     return [int(pid) for pid in re.findall(r"\d+", match.group(1))]
 
 
-def _subject_name(subjects: Any, index: int) -> str:
+def _subject_name(subjects: object, index: int) -> str:
     """A subject's name without loading it (a view over a dataset's rows), else its index."""
     dataset, indices = getattr(subjects, "dataset", None), getattr(subjects, "indices", None)
     rows = getattr(dataset, "rows", None)
@@ -43,7 +42,7 @@ def _subject_name(subjects: Any, index: int) -> str:
     return f"#{index}"
 
 
-def _shard_subjects(loader: Any, worker: int, *, rank: int, world_size: int) -> list[str]:
+def _shard_subjects(loader: object, worker: int, *, rank: int, world_size: int) -> list[str]:
     """The subjects of one worker's shard this epoch (empty when the loader cannot say)."""
     queue = getattr(loader, "dataset", None)
     workers = int(getattr(loader, "num_workers", 0) or 0)
@@ -55,7 +54,7 @@ def _shard_subjects(loader: Any, worker: int, *, rank: int, world_size: int) -> 
 
 
 def dead_worker_error(
-    error: BaseException, loader: Any, *, rank: int = 0, world_size: int = 1, step: int = 0
+    error: BaseException, loader: object, *, rank: int = 0, world_size: int = 1, step: int = 0
 ) -> DataError | None:
     """A :class:`DataError` describing the dead worker(s) of ``loader``, or None if ``error``
     is something else.
@@ -94,7 +93,7 @@ def dead_worker_error(
     )
 
 
-def stop_workers(loader: Any) -> None:
+def stop_workers(loader: object) -> None:
     """Shut down the workers of a DataLoader's persistent iterator, after one of them died.
 
     PyTorch's SIGCHLD handler would otherwise raise the same error again in the main process at

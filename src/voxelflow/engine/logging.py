@@ -21,7 +21,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +303,7 @@ def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return params
 
 
-def _flow_text(value: Any) -> str:
+def _flow_text(value: object) -> str:
     if isinstance(value, (list, tuple)):
         import json
 
@@ -396,7 +396,7 @@ class MlflowLogger:
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
             self.client.log_batch(self.run_id, params=params[start : start + 100])
 
-    def _safely(self, action: Any, *args: Any) -> None:
+    def _safely(self, action: Callable[..., object], *args: object) -> None:
         if self.failed:
             return
         try:

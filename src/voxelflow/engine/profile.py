@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -40,6 +40,11 @@ from voxelflow.config.schema import ExperimentConfig
 from voxelflow.engine.hooks import Hook
 from voxelflow.engine.threads import ThreadChoice, available_cores, worker_init
 from voxelflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from voxelflow.applications.base import Application
+    from voxelflow.engine.trainer import Trainer
+    from voxelflow.sampling.queue import PatchQueue
 
 logger = logging.getLogger(__name__)
 
@@ -217,16 +222,18 @@ class _StepClock(Hook):
         self.warmup, self.iterations = warmup, iterations
         self.start = self.end = 0.0
 
-    def _now(self, trainer: Any) -> float:
+    def _now(self, trainer: Trainer) -> float:
         if trainer.device.type == "cuda":
             torch.cuda.synchronize(trainer.device)
         return time.perf_counter()
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: Trainer) -> None:
         if self.warmup == 0:
             self.start = self._now(trainer)
 
-    def on_step_end(self, trainer: Any, batch: Any, losses: Any) -> None:
+    def on_step_end(
+        self, trainer: Trainer, batch: Mapping[str, Any], losses: Mapping[str, torch.Tensor]
+    ) -> None:
         if trainer.step == self.warmup:
             self.start = self._now(trainer)
         elif trainer.step == self.warmup + self.iterations:
@@ -234,7 +241,7 @@ class _StepClock(Hook):
 
 
 def time_training_step(
-    application: Any,
+    application: Application,
     batch: Mapping[str, Any],
     experiment: ExperimentConfig,
     *,
@@ -257,7 +264,8 @@ def time_training_step(
     from voxelflow.engine.trainer import Trainer
 
     device = select_device(experiment.system.device)
-    on_device = move_to_device(batch, device)
+    # a dict batch stays a dict of tensors: moving keeps the structure
+    on_device = cast(Mapping[str, Any], move_to_device(batch, device))
     training = experiment.training.model_copy(update={
         "max_iterations": warmup + iterations, "validate_every": 0,
         "checkpoint_every": 10**9, "early_stopping_patience": None,
@@ -435,7 +443,8 @@ def profile_experiment(
     bottleneck, advice = diagnose(data, step, settings, share=share)
     notes = _notes(settings, prepared, temporary=run_dir is None)
     notes.append(_kernel_note(experiment))
-    notes.append(pipeline.augmentation_path.describe())  # which path training will use
+    if pipeline.augmentation_path is not None:  # always set by build_training_pipeline
+        notes.append(pipeline.augmentation_path.describe())  # which path training will use
     return ProfileReport(data, step, settings, bottleneck, advice, bare, notes, pipeline.threads)
 
 
@@ -455,7 +464,7 @@ def _timed(
 
 def _without_augmentation(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
     """The same DataLoader over a copy of its patch queue that does not augment."""
-    queue = copy.copy(loader.dataset)
+    queue = cast("PatchQueue", copy.copy(loader.dataset))  # the training pipeline's queue
     queue.transform = None
     return torch.utils.data.DataLoader(
         queue, batch_size=loader.batch_size, num_workers=loader.num_workers,

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
@@ -23,12 +23,21 @@ from voxelflow.data.subject import refuse_output_inside_dataset
 from voxelflow.engine import distributed
 from voxelflow.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from voxelflow.applications.base import Application
+    from voxelflow.data.cached import CachedSubject
+    from voxelflow.engine.augment_device import AugmentationPath, DeviceAugmentation
+    from voxelflow.engine.threads import ThreadChoice
+    from voxelflow.sampling.base import Sampler
+    from voxelflow.sampling.queue import PatchQueue
+    from voxelflow.transforms.compose import Compose
+
 log = logging.getLogger(__name__)
 
 FITTED_STATE_FILE = "preprocessing.json"
 
 
-class SubjectView:
+class SubjectView(Sequence["CachedSubject"]):
     """Lazy, picklable view of some rows of a :class:`PreprocessedDataset` (for the queue)."""
 
     def __init__(self, dataset: PreprocessedDataset, indices: Sequence[int]) -> None:
@@ -37,7 +46,13 @@ class SubjectView:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> Any:
+    @overload
+    def __getitem__(self, i: int) -> CachedSubject: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[CachedSubject]: ...
+    def __getitem__(self, i: int | slice) -> CachedSubject | list[CachedSubject]:
+        if isinstance(i, slice):  # a Sequence's slice: the subjects of those rows, loaded
+            return [self.dataset[row] for row in self.indices[i]]
         return self.dataset[self.indices[i]]
 
 
@@ -146,7 +161,7 @@ def check_class_count(experiment: ExperimentConfig, label_values: Sequence[int] 
         )
 
 
-def application_class(experiment: ExperimentConfig) -> Any:
+def application_class(experiment: ExperimentConfig) -> type[Application]:
     """The Application subclass named by the config (see :func:`voxelflow.config.build.application_class`)."""
     from voxelflow.config.build import application_class as named_application
 
@@ -154,7 +169,7 @@ def application_class(experiment: ExperimentConfig) -> Any:
 
 
 def build_application(experiment: ExperimentConfig, *, in_channels: int, label_values: list[int] | None,
-                      task_state: dict[str, Any] | None = None):
+                      task_state: dict[str, Any] | None = None) -> Application:
     """The application object named by ``experiment.application``."""
     factory = application_class(experiment)
     return factory.from_experiment(experiment, in_channels=in_channels, label_values=label_values,
@@ -178,12 +193,12 @@ class TrainingPipeline:
     """
 
     data: PreparedData
-    application: Any
-    queue: Any
+    application: Application
+    queue: PatchQueue
     loader: torch.utils.data.DataLoader
-    threads: Any = None
-    augmentation_path: Any = None
-    batch_transform: Any = None
+    threads: ThreadChoice | None = None
+    augmentation_path: AugmentationPath | None = None
+    batch_transform: DeviceAugmentation | None = None
 
 
 def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base_dir: Path | None = None,
@@ -241,8 +256,9 @@ def build_training_pipeline(experiment: ExperimentConfig, run_dir: Path, *, base
     return TrainingPipeline(data, app, queue, loader, threads, path, batch_transform)
 
 
-def _augmentation_path(experiment: ExperimentConfig, data: PreparedData, sampler: Any,
-                       augmentation: Any) -> tuple[Any, Any]:
+def _augmentation_path(experiment: ExperimentConfig, data: PreparedData, sampler: Sampler,
+                       augmentation: Compose | None
+                       ) -> tuple[AugmentationPath, DeviceAugmentation | None]:
     """Resolve ``training.augmentation_device``; for the batched path set the sampler's read
     margin (widest over the training subjects' spacings) and build the trainer's batch transform."""
     from voxelflow.engine.augment_device import (
@@ -328,7 +344,7 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
             distributed.cleanup()
 
 
-def _apply_transfer(app: Any, experiment: ExperimentConfig, *, resume: bool) -> None:
+def _apply_transfer(app: Application, experiment: ExperimentConfig, *, resume: bool) -> None:
     """``transfer.init_from`` (new runs only: a resume restores its own weights) and ``freeze``."""
     from voxelflow.zoo.transfer import apply_transfer, freeze
 

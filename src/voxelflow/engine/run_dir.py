@@ -14,12 +14,15 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from voxelflow.engine.checkpoint import CheckpointManager, atomic_write
 from voxelflow.errors import CheckpointError, ConfigError, VoxelflowError
 from voxelflow.io.disk import make_folder, writing
 from voxelflow.types import PathLike
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
 
-def config_as_dict(config: Any) -> dict[str, Any]:
+def config_as_dict(config: ExperimentConfig | Mapping[str, Any]) -> dict[str, Any]:
     """A pydantic experiment (or a mapping) as a plain, YAML-safe dict."""
     if hasattr(config, "model_dump"):
         return config.model_dump(mode="json")
@@ -46,7 +49,7 @@ def config_as_dict(config: Any) -> dict[str, Any]:
 
 
 def config_changes(
-    saved: Mapping[str, Any], current: Mapping[str, Any], *, source: str
+    saved: Mapping[str, Any], current: ExperimentConfig | Mapping[str, Any], *, source: str
 ) -> list[str]:
     """Keys that differ between a run's saved config and the current one, if resuming is allowed.
 
@@ -190,7 +193,8 @@ class RunLock:
         if self._held_key is None:
             return
         held = RunLock._held.get(self._held_key)
-        self._held_key, key = None, self._held_key
+        key = self._held_key
+        self._held_key = None
         if held is None:
             return
         held[1] -= 1
@@ -209,7 +213,11 @@ class RunLock:
 
 
 def prepare_run_dir(
-    run_dir: PathLike, config: Any, *, force: bool = False, keep_lock: bool = False
+    run_dir: PathLike,
+    config: ExperimentConfig | Mapping[str, Any],
+    *,
+    force: bool = False,
+    keep_lock: bool = False,
 ) -> tuple[RunDir, bool]:
     """Create or reopen a run folder for training; decide whether to resume.
 
@@ -311,7 +319,9 @@ def _supersede(run: RunDir, *, why: str = "--force") -> None:
     logger.warning("%s: previous run contents moved to %s", why, target)
 
 
-def finished_run_summary(run_dir: PathLike, config: Any) -> dict[str, float] | None:
+def finished_run_summary(
+    run_dir: PathLike, config: ExperimentConfig | Mapping[str, Any]
+) -> dict[str, float] | None:
     """The summary of a run folder that already reached ``training.max_iterations``, said once.
 
     ``None`` when there is nothing finished to report: no checkpoint, fewer steps than

@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -56,10 +56,16 @@ from voxelflow.engine.step import StepContext, TrainerOptions
 from voxelflow.engine.trainer_state import TrainerState, checkpoint_state, restore_checkpoint
 from voxelflow.errors import CheckpointError, ConfigError, DataError
 
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.data.cached import CachedSubject
+
 logger = logging.getLogger(__name__)
 
 #: signals that stop training after the current step with a checkpoint, and their exit codes.
-STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+STOP_SIGNALS: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def _training_settings(
@@ -120,10 +126,10 @@ class Trainer:
         run_dir: str | Path,
         training: TrainingConfig | None = None,
         optimization: OptimizationSettings | None = None,
-        validation_data: Sequence[Any] = (),
+        validation_data: Sequence[CachedSubject] = (),
         device: str | torch.device = "auto",
         hooks: Sequence[Hook] = (),
-        config: Any = None,
+        config: ExperimentConfig | Mapping[str, Any] | None = None,
         resume: bool = True,
         progress: bool = True,
         tensorboard: bool = True,
@@ -182,7 +188,10 @@ class Trainer:
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         wrapped = distributed.wrap_data_parallel(module, self.device)
-        return torch.compile(wrapped) if self.training.compile else wrapped
+        if not self.training.compile:
+            return wrapped
+        # compiling a module returns an OptimizedModule (an nn.Module); torch's stub says Callable
+        return cast(nn.Module, torch.compile(wrapped))
 
     # --- what hooks read (documented in engine/hooks.py) ----------------------------------------
     @property
@@ -322,10 +331,10 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return {}
 
-        def handler(number: int, _frame: Any) -> None:
+        def handler(number: int, _frame: FrameType | None) -> None:
             self.state.stop_signal = number  # saved by the loop after this step, never from here
 
-        previous = {}
+        previous: dict[int, Any] = {}
         for number in STOP_SIGNALS:
             previous[number] = signal.getsignal(number)
             signal.signal(number, handler)
@@ -421,7 +430,8 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         for micro in range(self.training.accumulate):
             start = time.perf_counter()
-            batch = move_to_device(next(batches), self.device)
+            # collated batches are dicts of tensors, and moving keeps the structure
+            batch = cast(dict[str, Any], move_to_device(next(batches), self.device))
             computed = time.perf_counter()
             if self.batch_transform is not None:
                 batch = self.batch_transform(batch)
@@ -445,7 +455,7 @@ class Trainer:
                 scheduler.step()
         return batch, totals, data_time, compute_time + time.perf_counter() - start
 
-    def _no_sync(self, *, last: bool) -> contextlib.AbstractContextManager[None]:
+    def _no_sync(self, *, last: bool) -> contextlib.ExitStack[bool | None]:
         stack = contextlib.ExitStack()
         if not last:
             for module in self.train_modules.values():

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from voxelflow.errors import ConfigError, DataError
 from voxelflow.types import PathLike
@@ -165,7 +166,7 @@ class ModelCard(_Strict):
         for member in self.files.members:
             names += [
                 *member.weights.values(),
-                *([member.preprocessing] * bool(member.preprocessing)),
+                *([member.preprocessing] if member.preprocessing else []),
             ]
         if self.files.postprocessing:
             names.append(self.files.postprocessing)
@@ -205,7 +206,7 @@ def load_card(path: PathLike) -> ModelCard:
         raise ConfigError(f"{path}: invalid model card: {problems}") from exc
 
 
-def _explain(error: dict[str, Any]) -> str:
+def _explain(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     if error["type"] == "missing":

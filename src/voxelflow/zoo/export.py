@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -133,7 +133,9 @@ def export_network(
 
 
 def _export_onnx(program: torch.export.ExportedProgram, out: Path) -> None:
-    onnx_program = torch.onnx.export(program, dynamo=True, external_data=False)
+    # dynamo=True always returns the ONNXProgram; the stub's None is the TorchScript exporter's
+    exported = torch.onnx.export(program, dynamo=True, external_data=False)
+    onnx_program = cast("torch.onnx.ONNXProgram", exported)
     onnx_program.save(str(out))
 
 

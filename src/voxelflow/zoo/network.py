@@ -15,13 +15,18 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from voxelflow.errors import CheckpointError, ConfigError
 from voxelflow.types import PathLike
+
+if TYPE_CHECKING:
+    from voxelflow.applications.base import Application
+    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.zoo.store import InstalledModel
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ def input_channels(network: nn.Module, spatial_dims: int) -> int | None:
     return int(convolutions[0].shape[1]) if convolutions else None
 
 
-def describe_network(application: Any, experiment: Any) -> NetworkShape:
+def describe_network(application: Application, experiment: ExperimentConfig) -> NetworkShape:
     """Dimensions and channels of the application's main module (for the model card).
 
     ``spatial_dims``: of the network window (2D training on slices: 2); ``in_channels``: the
@@ -84,7 +89,7 @@ def checkpoint_network_state(checkpoint: Mapping[str, Any], *, source: str) -> d
     return {name: dict(state) for name, state in modules.items()}
 
 
-def inference_module_names(application: Any) -> tuple[str, ...]:
+def inference_module_names(application: Application) -> tuple[str, ...]:
     """The module roles inference needs: ``application.inference_modules``, else every module.
 
     Raises:
@@ -100,13 +105,15 @@ def inference_module_names(application: Any) -> tuple[str, ...]:
     return tuple(wanted)
 
 
-def main_module_name(application: Any) -> str:
+def main_module_name(application: Application) -> str:
     """The module exported and described on the card: ``network``, else the first needed one."""
     names = inference_module_names(application)
     return "network" if "network" in names else names[0]
 
 
-def build_application_for(experiment: Any, fitted_state: Mapping[str, Any] | None) -> Any:
+def build_application_for(
+    experiment: ExperimentConfig, fitted_state: Mapping[str, Any] | None
+) -> Application:
     """The application of ``experiment`` built as inference builds it (fitted and task state)."""
     from voxelflow.engine.run import build_application
 
@@ -121,7 +128,7 @@ def build_application_for(experiment: Any, fitted_state: Mapping[str, Any] | Non
 
 def application_from_run(
     run_dir: PathLike, *, which: str = "best"
-) -> tuple[Any, Any, dict[str, Any], dict[str, Any] | None]:
+) -> tuple[Application, ExperimentConfig, dict[str, Any], dict[str, Any] | None]:
     """The application of a run folder with every module of its ``which`` checkpoint loaded.
 
     Returns:
@@ -152,7 +159,7 @@ def application_from_run(
 
 def network_from_run(
     run_dir: PathLike, *, which: str = "best"
-) -> tuple[nn.Module, Any, dict[str, Any]]:
+) -> tuple[nn.Module, ExperimentConfig, dict[str, Any]]:
     """The main network (see :func:`main_module_name`) of a run folder, its checkpoint loaded.
 
     Returns:
@@ -162,7 +169,7 @@ def network_from_run(
     return application.modules[main_module_name(application)], experiment, checkpoint
 
 
-def load_entry_modules(application: Any, entry: Any) -> list[str]:
+def load_entry_modules(application: Application, entry: InstalledModel) -> list[str]:
     """Load an entry's weights into ``application`` (strictly); returns the loaded roles.
 
     The entry must hold every role of :func:`inference_module_names`; roles it leaves out keep
@@ -193,8 +200,8 @@ def load_entry_modules(application: Any, entry: Any) -> list[str]:
 
 
 def application_from_entry(
-    name_or_path: PathLike, *, trust_code: bool = False
-) -> tuple[Any, Any, Any]:
+    name_or_path: PathLike | InstalledModel, *, trust_code: bool = False
+) -> tuple[Application, ExperimentConfig, InstalledModel]:
     """The application of an installed zoo entry (or entry folder, or a resolved
     :class:`~voxelflow.zoo.store.InstalledModel`), weights loaded (an ensemble entry: its first
     member's).

@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import yaml
@@ -27,6 +27,10 @@ from voxelflow.types import PathLike
 from voxelflow.version import __version__
 from voxelflow.zoo.archive import archive_kind, relative_files
 from voxelflow.zoo.entry import CARD_NAME, ModelCard, dump_card, sha256_of
+
+if TYPE_CHECKING:
+    from voxelflow.applications.base import Application
+    from voxelflow.config.schema import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +189,7 @@ def _looks_like_path(text: str) -> bool:
     return "/" in text or "\\" in text or text.endswith((".pt", ".safetensors", ".ckpt"))
 
 
-def _leaves(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+def _leaves(data: object, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(data, dict):
         return [item for k, v in data.items() for item in _leaves(v, f"{prefix}{k}.")]
     if isinstance(data, list):
@@ -210,7 +214,7 @@ WEIGHT_PRECISIONS = {"float32": torch.float32, "float16": torch.float16}
 
 def _write_files(
     staging: Path,
-    application: Any,
+    application: Application,
     fitted: Mapping[str, Any] | None,
     weights_format: str,
     plugins: Sequence[PathLike],
@@ -282,8 +286,8 @@ def _declared_torch_lower_bound() -> str | None:
 
 
 def _generated_card(
-    application: Any,
-    experiment: Any,
+    application: Application,
+    experiment: ExperimentConfig,
     checkpoint: Mapping[str, Any],
     fitted: Mapping[str, Any] | None,
     name: str,
@@ -369,7 +373,7 @@ def intensity_assumption(steps: Sequence[Any]) -> str | None:
 
 
 def _output_labels(
-    application: Any, channels: int, fitted: Mapping[str, Any] | None
+    application: Application, channels: int, fitted: Mapping[str, Any] | None
 ) -> dict[int, str]:
     """Class index → name: a classification task's classes, ``class_<i>`` for segmentation."""
     task = (fitted or {}).get("task") or {}
@@ -380,7 +384,7 @@ def _output_labels(
     return {}
 
 
-def _best_metric(checkpoint: Mapping[str, Any], experiment: Any) -> dict[str, float]:
+def _best_metric(checkpoint: Mapping[str, Any], experiment: ExperimentConfig) -> dict[str, float]:
     """The packed checkpoint's validation metrics, and the run's best value of ``best_metric``."""
     figures = {
         f"validation_{key}": float(value)
@@ -434,7 +438,7 @@ def _emit(staging: Path, out: Path, name: str) -> None:
                 for file in files:
                     archive.write(staging / file, f"{name}/{file}")
         else:
-            mode = "w:gz" if not str(out).endswith(".tar") else "w"
+            mode: Literal["w:gz", "w"] = "w:gz" if not str(out).endswith(".tar") else "w"
             with tarfile.open(temp_name, mode) as archive:
                 for file in files:
                     archive.add(staging / file, f"{name}/{file}")

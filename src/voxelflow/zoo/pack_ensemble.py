@@ -28,12 +28,16 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxelflow.errors import ConfigError
 from voxelflow.types import PathLike
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.zoo.entry import ModelCard
 
 logger = logging.getLogger(__name__)
 
@@ -161,13 +165,13 @@ def pack_folds(
     return out
 
 
-def _yaml(data: Any) -> str:
+def _yaml(data: object) -> str:
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _base_experiment(root: Path) -> Any:
+def _base_experiment(root: Path) -> ExperimentConfig:
     """The saved config of the first fold run under ``root`` (its application, split.folds)."""
     from voxelflow.config.load import load_experiment
 
@@ -183,7 +187,9 @@ def _base_experiment(root: Path) -> Any:
     return load_experiment(runs[0] / "config.yaml")
 
 
-def cv_figures(folder: Path, reader: Any) -> tuple[dict[str, float], dict[int, str]]:
+def cv_figures(
+    folder: Path, reader: Callable[[Path], tuple[dict[str, float], dict[int, str]]]
+) -> tuple[dict[str, float], dict[int, str]]:
     """``cv/summary.csv`` means as ``cv_<metric>[_<label>]`` (empty when ``voxelflow cv`` has not
     run), and the label names of ``cv/per_case.csv``."""
     figures, names = reader(folder)
@@ -193,7 +199,7 @@ def cv_figures(folder: Path, reader: Any) -> tuple[dict[str, float], dict[int, s
     return renamed, names
 
 
-def ensemble_readme(card: Any, readme_text: Any) -> str:
+def ensemble_readme(card: ModelCard, readme_text: Callable[[ModelCard], str]) -> str:
     """The generated README with a section on the members."""
     members = "\n".join(f"- {member.name}" for member in card.files.members)
     post = (

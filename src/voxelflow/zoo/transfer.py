@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from torch import nn
 from voxelflow.errors import CheckpointError, ConfigError
 from voxelflow.registry import suggest
 from voxelflow.types import PathLike
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import TransferConfig
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ def rename_keys(state: Mapping[str, Any], mapping: Mapping[str, str] | None) -> 
     Raises:
         ConfigError: an invalid regex, or two source keys renamed to the same name.
     """
-    rules = []
+    rules: list[tuple[re.Pattern[str] | str, str]] = []
     for old, new in (mapping or {}).items():
         if old.startswith(REGEX_PREFIX):
             try:
@@ -88,7 +91,7 @@ def rename_keys(state: Mapping[str, Any], mapping: Mapping[str, str] | None) -> 
     return renamed
 
 
-def _rename(key: str, rules: list[tuple[Any, str]]) -> str:
+def _rename(key: str, rules: list[tuple[re.Pattern[str] | str, str]]) -> str:
     for pattern, replacement in rules:
         if isinstance(pattern, str):
             if key.startswith(pattern):
@@ -244,7 +247,9 @@ def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
     return [parameter for parameter in module.parameters() if parameter.requires_grad]
 
 
-def apply_transfer(module: nn.Module, transfer: Any) -> tuple[TransferReport | None, list[str]]:
+def apply_transfer(
+    module: nn.Module, transfer: TransferConfig
+) -> tuple[TransferReport | None, list[str]]:
     """Apply a config ``transfer`` section (``init_from`` then ``freeze``) to a network.
 
     Args:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -76,11 +76,25 @@ from voxelflow.applications.common import resized_affine
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig, InferenceConfig
+    from voxelflow.data.cached import CachedSubject
+    from voxelflow.data.dataset import PreprocessedDataset
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AutoencoderApplication", "AutoencoderOptions", "AutoencoderTask"]
+
+
+class LatentNetwork(Protocol):
+    """A network with a latent code: ``encode`` and ``decode`` (the ``vae`` and ``autoencoder``)."""
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Shape: ``(B, C, *window)`` → ``(B, L)`` or (means, log-variances) ``(B, L)`` each."""
+        ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Shape: ``(B, L)`` → ``(B, C, *window)``."""
+        ...
 
 
 class AutoencoderApplication(Application):
@@ -124,7 +138,7 @@ class AutoencoderApplication(Application):
     # --- building -----------------------------------------------------------------------------
     @classmethod
     def fit_task(
-        cls, experiment: Any, dataset: Any, train_indices: Sequence[int]
+        cls, experiment: ExperimentConfig, dataset: PreprocessedDataset, train_indices: Sequence[int]
     ) -> dict[str, Any]:
         """The grid of generated images: the first training subject's preprocessed affine,
         resized to the window for whole-image training."""
@@ -139,7 +153,7 @@ class AutoencoderApplication(Application):
     @classmethod
     def from_experiment(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         in_channels: int,
         label_values: Sequence[int] | None = None,
@@ -205,7 +219,7 @@ class AutoencoderApplication(Application):
             losses[name] = torch.tensor(float(value), device=image.device)
         return losses
 
-    def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
+    def validation_step(self, subject: CachedSubject, ctx: TrainingContext) -> dict[str, float]:
         """Reconstruction ``mae`` and ``psnr`` (normalised units) of one cached subject."""
         from voxelflow.metrics.regression import mean_absolute_error, psnr
         from voxelflow.sampling.resize import resize_volume
@@ -264,14 +278,15 @@ class AutoencoderApplication(Application):
         from voxelflow.sampling.resize import resize_volume
 
         network = self.modules["network"]
-        if not callable(getattr(network, "encode", None)):
+        encode = getattr(network, "encode", None)
+        if not callable(encode):
             raise ConfigError(
                 f"network: expected a network with encode() and decode() for latent modes, got "
                 f"{type(network).__name__}"
             )
         resized = torch.stack([resize_volume(one, self.options.window) for one in image])
         with ctx.autocast():
-            code = network.encode(resized.to(ctx.device))
+            code = encode(resized.to(ctx.device))
         if isinstance(code, tuple | list):
             return code[0].float(), code[1].float()
         return code.float(), None
@@ -280,11 +295,13 @@ class AutoencoderApplication(Application):
     def decode(self, latents: torch.Tensor, ctx: TrainingContext) -> torch.Tensor:
         """Shape: ``(N, L)`` → ``(N, C, *window)``, float32."""
         with ctx.autocast():
-            return self.modules["network"].decode(latents.to(ctx.device)).float()
+            # reached after encode() checked the network (interpolate) or for a VAE (sample)
+            network = cast(LatentNetwork, self.modules["network"])
+            return network.decode(latents.to(ctx.device)).float()
 
     # --- inference ----------------------------------------------------------------------------
     def run_inference(
-        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: Any
+        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: InferenceConfig
     ) -> Iterator[Prediction]:
         """Predictions of ``options.mode``; ``sample`` reads no input."""
         self.set_mode(options.mode)
@@ -307,7 +324,7 @@ class AutoencoderApplication(Application):
                 "training (sampling.sampler: resize); this run was trained on windows"
             )
 
-    def predict(self, item: InferenceItem, ctx: TrainingContext, options: Any) -> Prediction:
+    def predict(self, item: InferenceItem, ctx: TrainingContext, options: InferenceConfig) -> Prediction:
         """Reconstruction of one subject in its original geometry (and units, by default)."""
         from voxelflow.io.image import Image
         from voxelflow.transforms.preprocess import invert
@@ -336,7 +353,7 @@ class AutoencoderApplication(Application):
             values["kl"] = float(kl_divergence_standard_normal(mean, log_variance)[0])
         return Prediction(item.name, {}, values)
 
-    def sample(self, ctx: TrainingContext, options: Any) -> Iterator[Prediction]:
+    def sample(self, ctx: TrainingContext, options: InferenceConfig) -> Iterator[Prediction]:
         """``options.num_samples`` images decoded from N(0, I), seeded by ``options.seed``."""
         if not self.variational:
             raise ConfigError(
@@ -357,7 +374,7 @@ class AutoencoderApplication(Application):
                 )
 
     def interpolate(
-        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: Any
+        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: InferenceConfig
     ) -> Iterator[Prediction]:
         """``options.steps`` images along the line between two subjects' latent means."""
         self._require_whole_image()
@@ -406,7 +423,7 @@ class AutoencoderApplication(Application):
     @classmethod
     def evaluate(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         predictions: Path,
         rows: Sequence[Any],

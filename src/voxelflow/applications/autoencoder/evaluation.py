@@ -24,13 +24,20 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from voxelflow.applications.common import middle_slice
 from voxelflow.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from voxelflow.applications.autoencoder.application import AutoencoderApplication
+    from voxelflow.applications.base import InferenceItem, TrainingContext
+    from voxelflow.config.schema import PreprocessingConfig
+    from voxelflow.io.image import Image
+    from voxelflow.io.table import SubjectRow
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +83,8 @@ class IntensityInverse:
             )
             offset = float(r.mean() - scale * n.mean())
             error = float(np.sqrt(np.mean((scale * n + offset - r) ** 2)))
-            scales.append(scale), offsets.append(offset)
+            scales.append(scale)
+            offsets.append(offset)
             residuals.append(error / max(float(r.std()), 1e-12))
         return cls(np.asarray(scales), np.asarray(offsets), max(residuals, default=0.0))
 
@@ -88,7 +96,9 @@ class IntensityInverse:
         return data * scale + offset
 
 
-def fit_intensity_inverse(item: Any, preprocessing: Any) -> IntensityInverse:
+def fit_intensity_inverse(
+    item: InferenceItem, preprocessing: PreprocessingConfig | None
+) -> IntensityInverse:
     """The inverse normalisation of one inference item (original and processed ``image``).
 
     The geometry-only preprocessing (reorient, resample, crop; no normalisation) of the original
@@ -97,10 +107,18 @@ def fit_intensity_inverse(item: Any, preprocessing: Any) -> IntensityInverse:
     Args:
         item: an :class:`~voxelflow.applications.base.InferenceItem`.
         preprocessing: the run's :class:`~voxelflow.config.schema.PreprocessingConfig`.
+
+    Raises:
+        ConfigError: no preprocessing config (an application built without one).
     """
     from voxelflow.io.image import Subject
     from voxelflow.transforms.preprocess import Preprocessor
 
+    if preprocessing is None:
+        raise ConfigError(
+            "task.intensity_units: 'original' needs the run's preprocessing config to invert the "
+            "normalisation, got none; build the application with from_experiment or use 'normalized'"
+        )
     geometry_only = Preprocessor(preprocessing.model_copy(update={"normalization": []}))
     subject = Subject(item.name, {"image": item.original["image"]})
     raw = geometry_only.geometry(subject)[0]["image"].numpy()
@@ -136,7 +154,7 @@ def read_prediction_table(path: Path, *, column: str) -> list[dict[str, str]]:
     return rows
 
 
-def _read_reference(row: Any, columns: Sequence[str]) -> Any:
+def _read_reference(row: SubjectRow, columns: Sequence[str]) -> Image:
     """The row's ``image`` columns stacked as channels (an :class:`~voxelflow.io.image.Image`)."""
     from voxelflow.data.dataset import read_image_file
 
@@ -146,7 +164,7 @@ def _read_reference(row: Any, columns: Sequence[str]) -> Any:
 
 
 def evaluate_reconstructions(
-    predictions: Path, rows: Sequence[Any], out_dir: Path, *, image_columns: Sequence[str]
+    predictions: Path, rows: Sequence[SubjectRow], out_dir: Path, *, image_columns: Sequence[str]
 ) -> dict[str, float]:
     """Score reconstructions (``recon`` column) against the images of the same subjects.
 
@@ -174,7 +192,8 @@ def evaluate_reconstructions(
             f"{str(predictions)!r}: subjects {unknown} have no row in the dataset table "
             f"(known: {sorted(by_name)[:20]})"
         )
-    per_subject, pictures = [], []
+    per_subject: list[dict[str, Any]] = []
+    pictures: list[tuple[str, np.ndarray, np.ndarray]] = []
     for entry in table:
         reference = _read_reference(by_name[entry["subject"]], image_columns)
         reconstruction = read_image(entry["recon"])
@@ -224,8 +243,8 @@ def _write_summaries(per_subject: list[dict[str, Any]], out_dir: Path) -> dict[s
         writer.writerows(per_subject)
     summary: dict[str, float] = {}
     with open(out_dir / "summary.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["metric", "mean", "std", "min", "max", "subjects"])
+        table = csv.writer(handle)
+        table.writerow(["metric", "mean", "std", "min", "max", "subjects"])
         for name in RECONSTRUCTION_METRICS:
             values = np.array([row[name] for row in per_subject], dtype=np.float64)
             finite = values[np.isfinite(values)]
@@ -234,7 +253,7 @@ def _write_summaries(per_subject: list[dict[str, Any]], out_dir: Path) -> dict[s
             stats = [
                 float(f(finite)) if finite.size else math.nan for f in (np.std, np.min, np.max)
             ]
-            writer.writerow([name, mean, *stats, len(values)])
+            table.writerow([name, mean, *stats, len(values)])
     return summary
 
 
@@ -279,10 +298,10 @@ def latent_size_of(network: torch.nn.Module) -> int:
 
 
 def find_latents(
-    app: Any,
-    items: Iterable[Any],
+    app: AutoencoderApplication,
+    items: Iterable[InferenceItem],
     names: list[str],
-    ctx: Any,
+    ctx: TrainingContext,
 ) -> dict[str, torch.Tensor]:
     """Latent means of the named subjects; reads items until both are found."""
     found: dict[str, torch.Tensor] = {}

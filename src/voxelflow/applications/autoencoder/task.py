@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from voxelflow.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import Component, ExperimentConfig, PreprocessingConfig
 
 #: inference mode → the prediction table it writes.
 TABLES = {
@@ -81,10 +84,10 @@ class AutoencoderOptions:
     inference_batch_size: int = 4
     intensity_units: str = "original"
     sample_affine: np.ndarray | None = field(default=None, compare=False)
-    preprocessing: Any = field(default=None, compare=False)
+    preprocessing: PreprocessingConfig | None = field(default=None, compare=False)
 
 
-def training_window(experiment: Any) -> tuple[int, ...]:
+def training_window(experiment: ExperimentConfig) -> tuple[int, ...]:
     """``sampling.window`` as positive sizes (the network has one fixed input size)."""
     window = tuple(int(size) for size in experiment.sampling.window)
     if any(size <= 0 for size in window) or len(window) not in (2, 3):
@@ -101,7 +104,7 @@ def training_window(experiment: Any) -> tuple[int, ...]:
     return window
 
 
-def image_size_option(network: Any, window: tuple[int, ...]) -> dict[str, Any]:
+def image_size_option(network: Component, window: tuple[int, ...]) -> dict[str, Any]:
     """``{"image_size": window}`` for fixed-size networks that were not given one."""
     import inspect
 
@@ -123,7 +126,7 @@ def image_size_option(network: Any, window: tuple[int, ...]) -> dict[str, Any]:
     return {"image_size": list(window)} if "image_size" in accepted else {}
 
 
-def check_pairing(network: nn.Module, loss: nn.Module, experiment: Any) -> bool:
+def check_pairing(network: nn.Module, loss: nn.Module, experiment: ExperimentConfig) -> bool:
     """True for a variational setup; ConfigError when network and loss do not match."""
     from voxelflow.losses.generative import VAELoss
     from voxelflow.networks.generative import Autoencoder, VariationalAutoencoder
@@ -146,7 +149,7 @@ def check_pairing(network: nn.Module, loss: nn.Module, experiment: Any) -> bool:
     return variational
 
 
-def reconstruction_of(output: Any) -> torch.Tensor:
+def reconstruction_of(output: object) -> torch.Tensor:
     """The reconstruction in a network output: a tensor, a VAE dict or a 3-tuple."""
     if isinstance(output, torch.Tensor):
         return output

@@ -55,7 +55,9 @@ from voxelflow.applications.classification.task import (
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig, InferenceConfig
+    from voxelflow.data.cached import CachedSubject
+    from voxelflow.data.dataset import PreprocessedDataset
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ class ClassificationApplication(Application):
     # --- building -----------------------------------------------------------------------------
     @classmethod
     def fit_task(
-        cls, experiment: Any, dataset: Any, train_indices: Sequence[int]
+        cls, experiment: ExperimentConfig, dataset: PreprocessedDataset, train_indices: Sequence[int]
     ) -> dict[str, Any]:
         """Class names (sorted) or target mean/std from the training rows of the table.
 
@@ -144,7 +146,7 @@ class ClassificationApplication(Application):
     @classmethod
     def from_experiment(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         in_channels: int,
         label_values: Sequence[int] | None = None,
@@ -238,7 +240,7 @@ class ClassificationApplication(Application):
             )
         return torch.cat(outputs).mean(dim=0).cpu()
 
-    def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
+    def validation_step(self, subject: CachedSubject, ctx: TrainingContext) -> dict[str, float]:
         """``accuracy`` and ``nll`` (classes), or ``mae`` and ``mse`` in target units (values)."""
         value = target_cell(subject, self.encoding.column)
         if value is None:
@@ -254,7 +256,7 @@ class ClassificationApplication(Application):
         )
         return {"mae": abs(error), "mse": error * error}
 
-    def predict(self, item: InferenceItem, ctx: TrainingContext, options: Any) -> Prediction:
+    def predict(self, item: InferenceItem, ctx: TrainingContext, options: InferenceConfig) -> Prediction:
         """One table row: ``prediction`` (class name or value) and ``prob_<class>`` columns.
 
         Raises:
@@ -284,7 +286,7 @@ class ClassificationApplication(Application):
     @classmethod
     def evaluate(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         predictions: Path,
         rows: Sequence[Any],

@@ -16,13 +16,16 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from voxelflow.errors import ConfigError, DataError, ShapeError
+
+if TYPE_CHECKING:
+    from voxelflow.data.cached import CachedSubject
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class ClassificationTask(BaseModel):
         return parsed
 
 
-def target_cell(holder: Any, column: str) -> str | None:
+def target_cell(holder: object, column: str) -> str | None:
     """The stripped text of ``column`` for a table row, cached subject or inference item
     (``columns`` or ``fields``); None when absent or empty."""
     cells = getattr(holder, "columns", None)
@@ -119,7 +122,7 @@ def fit_class_names(
     _missing_targets(rows, column)
     found = {target_cell(row, column) for row in rows}
     if configured is not None:
-        unknown = sorted(name for name in found if name not in configured)
+        unknown = sorted(name for name in found if name is not None and name not in configured)
         if unknown:
             raise DataError(
                 f"task.classes: expected every training class among {list(configured)}, "
@@ -177,7 +180,7 @@ class TargetEncoding:
     std: float = 1.0
 
     @classmethod
-    def from_state(cls, state: Any) -> TargetEncoding:
+    def from_state(cls, state: Mapping[str, Any]) -> TargetEncoding:
         """Rebuild from :meth:`state` (a run's ``preprocessing.json`` ``"task"``).
 
         Raises:
@@ -203,7 +206,7 @@ class TargetEncoding:
             return {"kind": "class", "target_column": self.column, "classes": list(self.classes)}
         return {"kind": "value", "target_column": self.column, "mean": self.mean, "std": self.std}
 
-    def encode(self, value: Any, *, subject: str) -> int:
+    def encode(self, value: object, *, subject: str) -> int:
         """Class index of a class name.
 
         Raises:
@@ -217,7 +220,7 @@ class TargetEncoding:
             )
         return self.classes.index(text)
 
-    def parse_value(self, value: Any, *, subject: str) -> float:
+    def parse_value(self, value: object, *, subject: str) -> float:
         """The number in a value cell.
 
         Raises:
@@ -238,7 +241,7 @@ class TargetEncoding:
         """``standardised * std + mean``: back to the column's units."""
         return standardised * self.std + self.mean
 
-    def __call__(self, subject: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, subject: CachedSubject) -> dict[str, torch.Tensor]:
         """``{"target": class index ()}`` (int64) or ``{"target": standardised value (1,)}``."""
         value = target_cell(subject, self.column)
         if self.kind == "class":

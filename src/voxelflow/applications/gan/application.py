@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -64,7 +64,23 @@ from voxelflow.errors import ConfigError
 from voxelflow.losses.generative import GANWassersteinLoss
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig, InferenceConfig
+    from voxelflow.data.cached import CachedSubject
+    from voxelflow.data.dataset import PreprocessedDataset
+
+
+class AdversarialLoss(Protocol):
+    """What the application needs of its loss: a GANLoss, or a plugin with both methods."""
+
+    def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """Shape: ``(B, 1)`` logits of generated images → scalar."""
+        ...
+
+    def discriminator_loss(
+        self, real_logits: torch.Tensor, fake_logits: torch.Tensor
+    ) -> torch.Tensor:
+        """Shape: ``(B, 1)`` logits of real and generated images → scalar."""
+        ...
 
 
 class GanApplication(Application):
@@ -97,7 +113,7 @@ class GanApplication(Application):
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        loss: nn.Module,
+        loss: AdversarialLoss,
         *,
         task: GanTask,
         image_size: Sequence[int],
@@ -120,7 +136,7 @@ class GanApplication(Application):
     # --- building -----------------------------------------------------------------------------
     @classmethod
     def fit_task(
-        cls, experiment: Any, dataset: Any, train_indices: Sequence[int]
+        cls, experiment: ExperimentConfig, dataset: PreprocessedDataset, train_indices: Sequence[int]
     ) -> dict[str, Any]:
         """Class levels, the output grid and the intensity map, from the training split."""
         from voxelflow.applications.gan.task import fit_classes, fit_output_grid
@@ -135,7 +151,7 @@ class GanApplication(Application):
     @classmethod
     def from_experiment(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         in_channels: int,
         label_values: Sequence[int] | None = None,
@@ -152,6 +168,7 @@ class GanApplication(Application):
                 f"loss: expected a GAN loss ({', '.join(GAN_LOSSES)}, or a plugin with "
                 f"generator_loss and discriminator_loss), got {experiment.loss.name!r}"
             )
+        adversarial = cast(AdversarialLoss, loss)  # both methods checked just above
         classes = state.get("classes")
         if task.conditioning_column and not classes:
             raise ConfigError(
@@ -159,7 +176,7 @@ class GanApplication(Application):
                 f"(preprocessing.json 'task'), got {classes!r}"
             )
         cond_channels = _role_channels(experiment, task)
-        conditioning = cond_channels + (len(classes) if task.conditioning_column else 0)
+        conditioning = cond_channels + (len(classes) if task.conditioning_column and classes else 0)
         generator = build_network(
             experiment.network, spatial_dims=len(size), in_channels=in_channels,
             out_channels=in_channels, noise_size=task.noise_size, image_size=list(size),
@@ -170,7 +187,7 @@ class GanApplication(Application):
             out_channels=1, image_size=list(size),
         )  # fmt: skip
         return cls(
-            generator, discriminator, loss,
+            generator, discriminator, adversarial,
             task=task, image_size=size, classes=classes if task.conditioning_column else None,
             conditioning_channels=cond_channels, output_grid=state.get("output_grid"),
         )  # fmt: skip
@@ -283,7 +300,7 @@ class GanApplication(Application):
         return terms
 
     # --- validation and inference -------------------------------------------------------------
-    def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
+    def validation_step(self, subject: CachedSubject, ctx: TrainingContext) -> dict[str, float]:
         """Histogram Wasserstein distance of generated images vs the subject's (resized) image."""
         from voxelflow.applications.gan.evaluation import histogram_wasserstein
         from voxelflow.sampling.resize import resize_volume
@@ -305,14 +322,14 @@ class GanApplication(Application):
         noise = torch.randn(count, self.task.noise_size, generator=torch.Generator().manual_seed(0))
         with ctx.autocast():
             fake = self.generate(noise.to(ctx.device), _on(self.conditioning(batch), ctx.device))
-        fake, real = fake.float().cpu().numpy(), arrays["image"].numpy()
+        generated, real = fake.float().cpu().numpy(), arrays["image"].numpy()
         return {
-            "histogram_wasserstein": histogram_wasserstein(fake, real),
-            "mean_image_mae": float(np.abs(fake.mean(axis=0) - real).mean()),
+            "histogram_wasserstein": histogram_wasserstein(generated, real),
+            "mean_image_mae": float(np.abs(generated.mean(axis=0) - real).mean()),
         }
 
     def run_inference(
-        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: Any
+        self, items: Iterable[InferenceItem], ctx: TrainingContext, options: InferenceConfig
     ) -> Iterator[Prediction]:
         """``sample`` or ``interpolate`` (see the module docstring); items are read only when a
         conditioning image is needed."""
@@ -345,7 +362,7 @@ class GanApplication(Application):
     @classmethod
     def evaluate(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         predictions: Path,
         rows: Sequence[Any],
@@ -392,7 +409,7 @@ def _image_size(window: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(s) for s in window)
 
 
-def _role_channels(experiment: Any, task: GanTask) -> int:
+def _role_channels(experiment: ExperimentConfig, task: GanTask) -> int:
     role = task.conditioning_role
     if role is None:
         return 0

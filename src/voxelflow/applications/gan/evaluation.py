@@ -25,12 +25,17 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voxelflow.applications.common import middle_slice
 from voxelflow.errors import DataError
+
+if TYPE_CHECKING:
+    from voxelflow.applications.gan.task import GanTask
+    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.io.table import SubjectRow
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,12 @@ def group_metrics(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_generated(
-    experiment: Any, task: Any, *, predictions: Path, rows: Sequence[Any], out_dir: Path
+    experiment: ExperimentConfig,
+    task: GanTask,
+    *,
+    predictions: Path,
+    rows: Sequence[SubjectRow],
+    out_dir: Path,
 ) -> dict[str, float]:
     """Score the ``sample`` rows of a prediction table against the real images in ``rows``.
 
@@ -119,7 +129,7 @@ def _group_arrays(
     return np.stack(reals), fakes
 
 
-def _read_generated(path: Path, task: Any) -> dict[str, list[Path]]:
+def _read_generated(path: Path, task: GanTask) -> dict[str, list[Path]]:
     """``sample`` rows of the prediction table: group → generated image paths."""
     with open(path, newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("mode") == "sample"]
@@ -132,7 +142,7 @@ def _read_generated(path: Path, task: Any) -> dict[str, list[Path]]:
     return groups
 
 
-def _group_of(row: Any, task: Any) -> str | None:
+def _group_of(row: SubjectRow, task: GanTask) -> str | None:
     if task.conditioning_role:
         return str(row.name)
     if task.conditioning_column:

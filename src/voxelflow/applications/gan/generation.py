@@ -21,6 +21,7 @@ from voxelflow.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from voxelflow.applications.base import InferenceItem
     from voxelflow.applications.gan.application import GanApplication
+    from voxelflow.config.schema import InferenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ Plan = tuple[str, list[dict[str, Any]], torch.Tensor, "torch.Tensor | None"]
 
 
 def generation_plan(
-    app: GanApplication, items: Iterable[InferenceItem], options: Any
+    app: GanApplication, items: Iterable[InferenceItem], options: InferenceConfig
 ) -> Iterator[Plan]:
     """Groups of images to generate for ``options.mode`` (``sample`` by default).
 
@@ -100,12 +101,12 @@ def item_conditioning(app: GanApplication, item: InferenceItem) -> torch.Tensor:
 
 
 def _conditioning_path(
-    app: GanApplication, items: Iterable[InferenceItem], options: Any, noise: torch.Tensor
+    app: GanApplication, items: Iterable[InferenceItem], options: InferenceConfig, noise: torch.Tensor
 ) -> Plan:
     """``inference.interpolate: [a, b]``: fixed noise, conditioning moving from a to b."""
     from voxelflow.applications.gan.task import safe_name
 
-    wanted = [str(v) for v in options.interpolate]
+    wanted = [str(v) for v in options.interpolate or []]
     if len(wanted) != 2:
         raise ConfigError(f"inference.interpolate: expected two subject ids, got {wanted}")
     if app.task.conditioning_role:

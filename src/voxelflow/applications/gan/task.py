@@ -23,6 +23,8 @@ from voxelflow.config.schema import Component
 from voxelflow.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from voxelflow.data.cached import CachedSubject
+    from voxelflow.data.dataset import PreprocessedDataset
     from voxelflow.io.image import Image
 
 GAN_LOSSES = ("gan_nonsaturating", "gan_least_squares", "gan_wasserstein")
@@ -102,7 +104,7 @@ class ConditionLookup:
             )
         return self.classes.index(str(value))
 
-    def __call__(self, subject: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, subject: CachedSubject) -> dict[str, torch.Tensor]:
         return {"condition": torch.tensor(self.index(subject.name, subject.fields))}
 
 
@@ -113,7 +115,7 @@ def standardize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / images.std(dim=dims, keepdim=True).clamp_min(1e-6)
 
 
-def safe_name(value: Any) -> str:
+def safe_name(value: object) -> str:
     """A file-name-safe version of a class level or subject name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value)) or "_"
 
@@ -126,7 +128,7 @@ MAX_SUBJECTS, MAX_VOXELS = 32, 50_000
 Plan = tuple[str, list[dict[str, Any]], torch.Tensor, "torch.Tensor | None"]
 
 
-def fit_classes(dataset: Any, train_indices: Sequence[int], column: str) -> list[str]:
+def fit_classes(dataset: PreprocessedDataset, train_indices: Sequence[int], column: str) -> list[str]:
     """Sorted levels of ``column`` over the training rows (numerically when all are numbers).
 
     Raises:
@@ -152,7 +154,7 @@ def fit_classes(dataset: Any, train_indices: Sequence[int], column: str) -> list
 
 
 def fit_output_grid(
-    dataset: Any, train_indices: Sequence[int], window: Sequence[int]
+    dataset: PreprocessedDataset, train_indices: Sequence[int], window: Sequence[int]
 ) -> dict[str, Any]:
     """Affine of generated images and the preprocessed → original intensity quantile map."""
     first = dataset[train_indices[0]]

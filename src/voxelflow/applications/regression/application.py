@@ -52,7 +52,9 @@ from voxelflow.applications.regression.task import (
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig, InferenceConfig
+    from voxelflow.data.cached import CachedSubject
+    from voxelflow.data.dataset import PreprocessedDataset
     from voxelflow.io.image import Image
 
 REGRESSION_LOSSES = ("l1", "l2", "rmse", "huber", "smooth_l1")
@@ -113,7 +115,7 @@ class RegressionApplication(Application):
     # --- building -----------------------------------------------------------------------------
     @classmethod
     def fit_task(
-        cls, experiment: Any, dataset: Any, train_indices: Sequence[int]
+        cls, experiment: ExperimentConfig, dataset: PreprocessedDataset, train_indices: Sequence[int]
     ) -> dict[str, Any]:
         """Mean and standard deviation per channel of the training targets (``task.standardize``)."""
         task = RegressionTask.from_config(experiment.task)
@@ -127,7 +129,7 @@ class RegressionApplication(Application):
     @classmethod
     def from_experiment(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         in_channels: int,
         label_values: Sequence[int] | None = None,
@@ -239,7 +241,7 @@ class RegressionApplication(Application):
         prediction = self.scaling.restore(self.predict_standardized(inputs, ctx).cpu())
         return {"prediction": prediction, "input": inputs.cpu()}
 
-    def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
+    def validation_step(self, subject: CachedSubject, ctx: TrainingContext) -> dict[str, float]:
         """MAE, RMSE and PSNR (target units; data range of the reference) of one whole subject.
 
         Super-resolution adds ``baseline_mae``/``baseline_rmse``/``baseline_psnr``: the degraded
@@ -259,7 +261,7 @@ class RegressionApplication(Application):
             metrics.update({f"baseline_{key}": scores[key] for key in VALIDATION_METRICS})
         return metrics
 
-    def predict(self, item: InferenceItem, ctx: TrainingContext, options: Any) -> Prediction:
+    def predict(self, item: InferenceItem, ctx: TrainingContext, options: InferenceConfig) -> Prediction:
         """Prediction of one subject in its original geometry and the target's units.
 
         Writes ``pred``; ``input`` (the degraded, linearly upsampled image) in ``degrade`` mode;
@@ -301,7 +303,7 @@ class RegressionApplication(Application):
     @classmethod
     def evaluate(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         predictions: Path,
         rows: Sequence[Any],
@@ -327,7 +329,7 @@ class RegressionApplication(Application):
     @classmethod
     def evaluation_table(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         predictions: Mapping[str, Image] | Path,
         references: Mapping[str, Image] | Path,
         *,
@@ -391,7 +393,7 @@ class ResidualCorrection(nn.Module):
         return x + self.gain * self.network(x)
 
 
-def _check_roles(experiment: Any, task: RegressionTask) -> None:
+def _check_roles(experiment: ExperimentConfig, task: RegressionTask) -> None:
     """The roles a regression / super-resolution config needs, and the image normalisation."""
     inputs = experiment.dataset.inputs
     if task.degrade is None and "target" not in inputs:
@@ -440,7 +442,7 @@ def _center_crop(tensor: torch.Tensor, shape: Sequence[int], *, what: str) -> to
     return tensor[index]
 
 
-def _mask_of(array: Any) -> np.ndarray | None:
+def _mask_of(array: np.ndarray | None) -> np.ndarray | None:
     """Boolean ``(*spatial)`` mask from a mask role ``(1, *spatial)``, or None."""
     if array is None:
         return None

@@ -29,7 +29,9 @@ from voxelflow.errors import ConfigError, DataError
 from voxelflow.metrics import regression as M
 
 if TYPE_CHECKING:
-    from voxelflow.io.image import Image
+    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.io.image import Image, ImageKind
+    from voxelflow.io.table import SubjectRow
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +81,10 @@ def _ssim(prediction: np.ndarray, reference: np.ndarray, data_range: float) -> f
 
 
 def evaluate_regression(
-    experiment: Any,
+    experiment: ExperimentConfig,
     *,
     predictions: Path,
-    rows: Sequence[Any],
+    rows: Sequence[SubjectRow],
     out_dir: Path,
     reference_role: str,
     mask_role: str | None = None,
@@ -150,11 +152,13 @@ def _read_table(path: Path) -> list[dict[str, str]]:
     return table
 
 
-def _read_stacked(row: Any, columns: Sequence[str], *, kind: str = "intensity") -> Any:
+def _read_stacked(
+    row: SubjectRow, columns: Sequence[str], *, kind: ImageKind = "intensity"
+) -> Image:
     from voxelflow.io.image import check_same_grid
     from voxelflow.io.readers import read_image
 
-    parts = [read_image(row.path(c), kind=kind) for c in columns]  # type: ignore[arg-type]
+    parts = [read_image(row.path(c), kind=kind) for c in columns]
     for part in parts[1:]:
         check_same_grid(parts[0], part, what=f"reference images of subject {row.name!r}")
     if len(parts) == 1:
@@ -164,7 +168,9 @@ def _read_stacked(row: Any, columns: Sequence[str], *, kind: str = "intensity") 
     return parts[0].with_data(torch.cat([p.data.float() for p in parts]))
 
 
-def _on_reference_grid(image: Any, reference: Any, experiment: Any, name: str) -> np.ndarray:
+def _on_reference_grid(
+    image: Image, reference: Image, experiment: ExperimentConfig, name: str
+) -> np.ndarray:
     """The prediction's array on the reference grid: same grid required unless resampling is on."""
     from voxelflow.io.image import check_same_grid, grid_difference
     from voxelflow.transforms import functional as F
@@ -183,7 +189,11 @@ def _on_reference_grid(image: Any, reference: Any, experiment: Any, name: str) -
 
 
 def _score_subject(
-    experiment: Any, entry: dict[str, str], row: Any, reference_role: str, mask_role: str | None
+    experiment: ExperimentConfig,
+    entry: dict[str, str],
+    row: SubjectRow,
+    reference_role: str,
+    mask_role: str | None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from voxelflow.io.readers import read_image
 

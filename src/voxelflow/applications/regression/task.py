@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from voxelflow.applications.regression.degrade import DegradeSettings
 from voxelflow.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from voxelflow.data.dataset import PreprocessedDataset
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ class TargetScaling:
 
 
 def fit_target_scaling(
-    subjects: Any, indices: Sequence[int], *, role: str, mask_role: str | None = None
+    subjects: PreprocessedDataset, indices: Sequence[int], *, role: str, mask_role: str | None = None
 ) -> TargetScaling:
     """Mean and standard deviation per channel of ``role`` over the training subjects.
 
@@ -148,7 +151,9 @@ def fit_target_scaling(
     Raises:
         DataError: no training voxel (empty split or empty masks).
     """
-    total = squares = count = None
+    total: np.ndarray | None = None
+    squares: np.ndarray | None = None
+    count = 0
     for index in indices:
         subject = subjects[index]
         values = np.asarray(subject.arrays[role], dtype=np.float64)
@@ -159,8 +164,8 @@ def fit_target_scaling(
         sums, sums2, n = flat.sum(axis=1), np.square(flat).sum(axis=1), flat.shape[1]
         total = sums if total is None else total + sums
         squares = sums2 if squares is None else squares + sums2
-        count = n if count is None else count + n
-    if not count:
+        count += n
+    if total is None or squares is None or not count:
         raise DataError(
             f"expected training voxels to fit the {role!r} mean and standard deviation, got none "
             f"({len(indices)} training subjects)"

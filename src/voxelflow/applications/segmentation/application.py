@@ -56,7 +56,8 @@ from voxelflow.applications.segmentation.uncertainty import (
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
-    from voxelflow.config.schema import ExperimentConfig
+    from voxelflow.config.schema import ExperimentConfig, InferenceConfig
+    from voxelflow.data.cached import CachedSubject
     from voxelflow.io.image import Image
 
 
@@ -101,7 +102,7 @@ def network_window(window: Sequence[int]) -> list[int]:
     return [int(size) for index, size in enumerate(window) if index != axis]
 
 
-def experiment_slice_axis(experiment: Any) -> int | None:
+def experiment_slice_axis(experiment: ExperimentConfig) -> int | None:
     """The slice axis of an Experiment's windows; training, label and inference windows agree.
 
     Raises:
@@ -201,7 +202,7 @@ class SegmentationApplication(Application):
     @classmethod
     def from_experiment(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         in_channels: int,
         label_values: Sequence[int] | None = None,
@@ -310,7 +311,7 @@ class SegmentationApplication(Application):
         ).float()  # float16 accumulation (inference.accumulate) halves the blending buffers
 
     def sample_probabilities(
-        self, image: torch.Tensor, ctx: TrainingContext, options: Any
+        self, image: torch.Tensor, ctx: TrainingContext, options: InferenceConfig
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean softmax over flip-TTA / Monte-Carlo dropout samples and the uncertainty map.
 
@@ -344,7 +345,7 @@ class SegmentationApplication(Application):
             uncertainty = moments.uncertainty(options.uncertainty)
         return moments.mean(), uncertainty
 
-    def validation_step(self, subject: Any, ctx: TrainingContext) -> dict[str, float]:
+    def validation_step(self, subject: CachedSubject, ctx: TrainingContext) -> dict[str, float]:
         """Metrics of one whole cached subject (``arrays['image']``, ``arrays['label']``, ``affine``)."""
         from voxelflow.metrics.segmentation import segmentation_metrics
 
@@ -366,7 +367,7 @@ class SegmentationApplication(Application):
         """Class probabilities of whole images. Shape: ``image (B, C, *spatial)`` → ``(B, K, *spatial)``."""
         return {"probabilities": torch.softmax(self.predict_scores(batch["image"], ctx), dim=1)}
 
-    def predict(self, item: InferenceItem, ctx: TrainingContext, options: Any) -> Prediction:
+    def predict(self, item: InferenceItem, ctx: TrainingContext, options: InferenceConfig) -> Prediction:
         """Label map (optionally probabilities and uncertainty) of one subject in its original geometry.
 
         Class probabilities (the mean over flip-TTA / Monte-Carlo samples when asked) are mapped
@@ -413,7 +414,7 @@ class SegmentationApplication(Application):
     @classmethod
     def evaluate(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         *,
         predictions: Path,
         rows: Sequence[Any],
@@ -429,7 +430,7 @@ class SegmentationApplication(Application):
     @classmethod
     def evaluation_table(
         cls,
-        experiment: Any,
+        experiment: ExperimentConfig,
         predictions: Mapping[str, Image] | Path,
         references: Mapping[str, Image] | Path,
         *,
@@ -498,7 +499,7 @@ def _to_original(data: torch.Tensor, affine: np.ndarray, record: dict[str, Any])
     return invert(Image(data.cpu(), affine.copy()), record, kind="intensity", map_labels=False)
 
 
-def _postprocess(label: torch.Tensor, options: Any, spacing: Sequence[float]) -> torch.Tensor:
+def _postprocess(label: torch.Tensor, options: InferenceConfig, spacing: Sequence[float]) -> torch.Tensor:
     """Largest component / minimum volume / hole filling, as ``options`` (inference config) asks."""
     from voxelflow.applications.segmentation.postprocess import postprocess_labels
 

@@ -25,6 +25,7 @@ from voxelflow.applications.common import pair_cases
 from voxelflow.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from voxelflow.config.schema import ExperimentConfig
     from voxelflow.io.image import Image
     from voxelflow.io.table import SubjectRow
     from voxelflow.metrics.evaluate import EvaluationResult
@@ -44,7 +45,7 @@ class Settings:
     tolerance: float
 
 
-def resolve_settings(experiment: Any, options: EvaluationOptions) -> Settings:
+def resolve_settings(experiment: ExperimentConfig | None, options: EvaluationOptions) -> Settings:
     """``options``' labels, metrics and tolerance, else the experiment's (else the defaults)."""
     from voxelflow.metrics.evaluate import EVALUATE_METRICS
 
@@ -87,14 +88,17 @@ def match_folder(folder: Path, subjects: Sequence[str]) -> dict[str, Path]:
 
 
 def table_references(
-    experiment: Any, rows: Sequence[SubjectRow], predictions: Mapping[str, Path], table: Path
+    experiment: ExperimentConfig | None,
+    rows: Sequence[SubjectRow],
+    predictions: Mapping[str, Path],
+    table: Path,
 ) -> dict[str, Path]:
     """Reference label files of the predicted subjects from the rows' ``label`` column.
 
     Raises:
         ConfigError: ``dataset.inputs`` has no ``label`` role.
     """
-    columns = experiment.dataset.inputs.get("label")
+    columns = experiment.dataset.inputs.get("label") if experiment is not None else None
     if not columns:
         raise ConfigError(
             f"dataset.inputs: expected a 'label' role to evaluate {str(table)!r} against, "
@@ -108,9 +112,9 @@ def table_references(
     }
 
 
-def label_names(experiment: Any) -> dict[int, str] | None:
+def label_names(experiment: ExperimentConfig | None) -> dict[int, str] | None:
     """Label value → name from the config's MSD / nnU-Net ``dataset.json``, when it has one."""
-    if experiment is None or getattr(experiment.dataset, "msd", None) is None:
+    if experiment is None or experiment.dataset.msd is None:
         return None
     from voxelflow.io.table import dataset_labels
 
@@ -118,7 +122,7 @@ def label_names(experiment: Any) -> dict[int, str] | None:
 
 
 def evaluate_run(
-    experiment: Any,
+    experiment: ExperimentConfig | None,
     predictions: Path,
     rows: Sequence[SubjectRow],
     out_dir: Path,
@@ -163,7 +167,7 @@ def evaluate_run(
 
 
 def _evaluate_table(
-    experiment: Any,
+    experiment: ExperimentConfig | None,
     table: Path,
     rows: Sequence[SubjectRow],
     out_dir: Path,
@@ -183,7 +187,7 @@ def _evaluate_table(
     )
 
 
-def _file_options(experiment: Any, options: EvaluationOptions) -> dict[str, Any]:
+def _file_options(experiment: ExperimentConfig | None, options: EvaluationOptions) -> dict[str, Any]:
     """Keyword arguments shared by the folder and table evaluations."""
     settings = resolve_settings(experiment, options)
     return {
@@ -217,7 +221,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def evaluation_rows(
-    experiment: Any,
+    experiment: ExperimentConfig,
     predictions: Mapping[str, Image] | Path,
     references: Mapping[str, Image] | Path,
     out_dir: Path | None,
@@ -233,7 +237,7 @@ def evaluation_rows(
     """
     options = options or EvaluationOptions()
     settings = resolve_settings(experiment, options)
-    common = {"labels": settings.labels, "metrics": settings.metrics,
+    common: dict[str, Any] = {"labels": settings.labels, "metrics": settings.metrics,
               "tolerance": settings.tolerance, "report": out_dir is not None}  # fmt: skip
     if isinstance(predictions, Path) and isinstance(references, Path):
         from voxelflow.metrics.evaluate import evaluate_folders

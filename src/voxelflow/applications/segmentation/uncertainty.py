@@ -22,12 +22,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from voxelflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from voxelflow.config.schema import InferenceConfig
 
 UNCERTAINTIES = ("none", "entropy", "variance")
 
@@ -89,7 +92,7 @@ def active_dropout(network: nn.Module) -> Iterator[None]:
             module.train(mode)
 
 
-def check_inference_options(options: Any, network: nn.Module) -> None:
+def check_inference_options(options: InferenceConfig, network: nn.Module) -> None:
     """Refuse uncertainty without samples and Monte-Carlo dropout without dropout layers.
 
     Raises:
