@@ -455,7 +455,18 @@ overrides the converted experiment. `voxelflow train -c config.ini` and
 
 def render_page() -> str:
     """The whole of ``docs/migration-niftynet.md``."""
-    logging.getLogger("voxelflow").setLevel(logging.ERROR)
+    # the worked examples convert files whose notes would be logged; silence them for the
+    # rendering only (a lasting level change would hide every later warning in the process)
+    logger = logging.getLogger("voxelflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return _render_page()
+    finally:
+        logger.setLevel(level)
+
+
+def _render_page() -> str:
     examples = "\n\n".join(_worked_example(*example) for example in WORKED_EXAMPLES)
     return (
         INTRO
