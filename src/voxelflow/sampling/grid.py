@@ -399,12 +399,20 @@ def _divide_by_grid_weights(
     partial = _grid_weight_sum(sums.shape[-dims:], weights, axes, first_axis=1)  # (w0, S1, ...)
     starts = [int(s) for s in axes[0]]
     edges = sorted({0, sums.shape[-dims], *starts, *(s + win for s in starts)})
+    slabs = [(low, high, [s for s in starts if s <= low and high <= s + win])
+             for low, high in itertools.pairwise(edges)]
+    # one scratch slab for the sums of several windows; a slab one window covers is a view
+    longest = max((high - low for low, high, covering in slabs if len(covering) > 1), default=0)
+    scratch = partial.new_empty((longest, *partial.shape[1:])) if longest else None
     axis = sums.ndim - dims
-    for low, high in itertools.pairwise(edges):
-        covering = [s for s in starts if s <= low and high <= s + win]
-        slab = partial[low - covering[0] : high - covering[0]].clone()
-        for start in covering[1:]:
-            slab.add_(partial[low - start : high - start])
+    for low, high, covering in slabs:
+        parts = [partial[low - start : high - start] for start in covering]
+        slab = parts[0]
+        if len(parts) > 1:
+            assert scratch is not None
+            slab = torch.add(parts[0], parts[1], out=scratch[: high - low])
+            for part in parts[2:]:
+                slab.add_(part)
         sums.narrow(axis, low, high - low).div_(slab)
     return sums
 
