@@ -231,17 +231,14 @@ class GridAggregator:
         starts = np.asarray(starts).reshape(-1, dims)
         if self.sums is None:
             lead = tuple(outputs.shape[1:-dims])
-            # with a known grid every voxel's first output is written, not added: no zeroing
-            make = torch.zeros if self.grid is None else torch.empty
-            self.sums = make((*lead, *self.shape), device=self.device, dtype=self.dtype)
+            # zeroed, then one add per whole window: faster than writing the part no earlier
+            # window touched and adding the rest (short rows, up to four ops per window)
+            self.sums = torch.zeros((*lead, *self.shape), device=self.device, dtype=self.dtype)
         outputs = outputs.to(self.device, self.dtype)
         if self.grid is not None:
             self._check_grid_order(starts)
         for output, start in zip(outputs, starts):
-            if self.grid is not None:
-                self._add_grid(output, [int(s) for s in start])
-            else:
-                self._add_one(output, [int(s) for s in start])
+            self._add_one(output, [int(s) for s in start])
 
     def _check_grid_order(self, starts: np.ndarray) -> None:
         assert self.grid_starts is not None
@@ -252,37 +249,6 @@ class GridAggregator:
                 f"(in the order given), got {starts.tolist()}"
             )
         self.added += len(starts)
-
-    def _add_grid(self, output: torch.Tensor, start: list[int]) -> None:
-        """Add one window of a known grid (lexicographic order): the part no earlier window
-        touched is written (``sums`` starts uninitialised), the rest is added."""
-        assert self.grid is not None and self.sums is not None
-        fresh = []
-        for first, win, axis_starts in zip(start, self.window, self.grid):
-            index = int(np.searchsorted(axis_starts, first))
-            fresh.append(max(first, int(axis_starts[index - 1]) + win) if index else first)
-        ends = [first + win for first, win in zip(start, self.window)]
-        boxes = [(list(zip(fresh, ends)), True)]
-        for axis in range(len(start)):  # the touched part as disjoint boxes
-            box = [*zip(fresh[:axis], ends[:axis]), (start[axis], fresh[axis])]
-            boxes.append((box + list(zip(start[axis + 1 :], ends[axis + 1 :])), False))
-        for box, first_touch in boxes:
-            if any(high <= low for low, high in box):
-                continue
-            target = tuple(slice(low, high) for low, high in box)
-            source = tuple(slice(low - s, high - s) for (low, high), s in zip(box, start))
-            self._blend_into(self.sums[(..., *target)], output[(..., *source)],
-                             self.weights[source], first_touch)
-
-    def _blend_into(
-        self, region: torch.Tensor, output: torch.Tensor, weight: torch.Tensor, first_touch: bool
-    ) -> None:
-        if self.blend == "mean":
-            region.copy_(output) if first_touch else region.add_(output)
-        elif first_touch:
-            torch.mul(output, weight, out=region)
-        else:
-            region.addcmul_(output, weight)
 
     def _add_one(self, output: torch.Tensor, start: list[int]) -> None:
         target, source = [], []
