@@ -237,6 +237,14 @@ class GridAggregator:
         outputs = outputs.to(self.device, self.dtype)
         if self.grid is not None:
             self._check_grid_order(starts)
+        if self.grid is not None:  # whole windows inside the volume: no clipping, no counts
+            for output, start in zip(outputs, starts.tolist()):
+                region = self.sums[(..., *[slice(s, s + w) for s, w in zip(start, self.window)])]
+                if self.blend == "mean":
+                    region.add_(output)
+                else:
+                    region.addcmul_(output, self.weights)
+            return
         for output, start in zip(outputs, starts):
             self._add_one(output, [int(s) for s in start])
 
