@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from voxelflow.errors import ConfigError, ShapeError
-from voxelflow.sampling.progress import window_bar
+from voxelflow.sampling.progress import stages_timed, timed_stage, window_bar
 from voxelflow.sampling.window import read_window, resolve_window
 
 BLENDS = ("gaussian", "mean", "crop")
@@ -479,33 +479,50 @@ def sliding_window(
         if hasattr(network, "output_size")
         else window
     )
-    starts = grid_starts(spatial, out_window, overlap)
-    padded = _pad_for_windows(image, window, out_window)
-    run = _flip_tta(network, len(spatial)) if flip_tta else network
-    aggregator = GridAggregator(
-        tuple(max(s, o) for s, o in zip(spatial, out_window)),
-        window=out_window,
-        blend=blend,
-        overlap=overlap,
-        device=accumulate_device or device,
-        dtype=accumulate_dtype,
-        fill_value=fill_value,
-        sigma_scale=sigma_scale,
-        starts=starts,
-    )
-    per_call = max(1, batch_size // image.shape[0])
+    with timed_stage("window"):  # voxelflow infer's per-subject seconds_window
+        starts = grid_starts(spatial, out_window, overlap)
+        aggregator = GridAggregator(
+            tuple(max(s, o) for s, o in zip(spatial, out_window)),
+            window=out_window,
+            blend=blend,
+            overlap=overlap,
+            device=accumulate_device or device,
+            dtype=accumulate_dtype,
+            fill_value=fill_value,
+            sigma_scale=sigma_scale,
+            starts=starts,
+        )
+        run = _flip_tta(network, len(spatial)) if flip_tta else network
+        padded = _pad_for_windows(image, window, out_window)
+        _run_windows(run, padded, starts, window, aggregator, batch_size, device)
+        result = aggregator.result()[(..., *[slice(0, s) for s in spatial])]
+        if result.is_cuda and stages_timed():  # the stage ends when the GPU is done
+            torch.cuda.synchronize(result.device)
+    return result
+
+
+def _run_windows(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    padded: torch.Tensor,
+    starts: np.ndarray,
+    window: tuple[int, ...],
+    aggregator: GridAggregator,
+    batch_size: int,
+    device: torch.device,
+) -> None:
+    """Cut the windows at ``starts`` ``(N, D)`` from ``padded`` ``(B, C, *spatial)``, run them
+    ``batch_size`` windows per call and hand the outputs to ``aggregator``."""
+    images = padded.shape[0]
+    per_call = max(1, batch_size // images)
     # one input buffer reused for every call (no fresh allocation and page faults per batch)
-    buffer = padded.new_empty((per_call * image.shape[0], *padded.shape[1:2], *window))
+    buffer = padded.new_empty((per_call * images, *padded.shape[1:2], *window))
     with window_bar(len(starts)) as bar:  # drawn only under window_progress (CLI, zoo, demo)
         for first in range(0, len(starts), per_call):
             chunk = starts[first : first + per_call]
             windows = [
                 padded[(..., *[slice(s, s + w) for s, w in zip(start, window)])] for start in chunk
             ]
-            batch = torch.cat(windows, out=buffer[: len(chunk) * image.shape[0]]).to(device)
+            batch = torch.cat(windows, out=buffer[: len(chunk) * images]).to(device)
             outputs = run(batch)
-            outputs = outputs.reshape(len(chunk), image.shape[0], *outputs.shape[1:])
-            aggregator.add(outputs, chunk)
+            aggregator.add(outputs.reshape(len(chunk), images, *outputs.shape[1:]), chunk)
             bar.update(len(chunk))
-    result = aggregator.result()
-    return result[(..., *[slice(0, s) for s in spatial])]
