@@ -370,17 +370,20 @@ def _divide_by_grid_weights(
         sums ``(*lead, *shape)``, weights ``(*window)``; returns ``sums``
     """
     dims, win = weights.ndim, weights.shape[0]
-    partial = _grid_weight_sum(sums.shape[-dims:], weights, axes, first_axis=1)  # (w0, S1, ...)
+    rows = _MirroredRows(sums.shape[-dims:], weights, axes)
     starts = [int(s) for s in axes[0]]
-    edges = sorted({0, sums.shape[-dims], *starts, *(s + win for s in starts)})
+    # slab edges: where a window begins or ends, and where it crosses its middle row (the
+    # mirrored half of the weight sums is another tensor)
+    edges = sorted({0, sums.shape[-dims], *starts, *(s + win for s in starts),
+                    *(s + rows.half for s in starts)})
     slabs = [(low, high, [s for s in starts if s <= low and high <= s + win])
              for low, high in itertools.pairwise(edges)]
     # one scratch slab for the sums of several windows; a slab one window covers is a view
     longest = max((high - low for low, high, covering in slabs if len(covering) > 1), default=0)
-    scratch = partial.new_empty((longest, *partial.shape[1:])) if longest else None
+    scratch = rows.lower.new_empty((longest, *rows.lower.shape[1:])) if longest else None
     axis = sums.ndim - dims
     for low, high, covering in slabs:
-        parts = [partial[low - start : high - start] for start in covering]
+        parts = [rows(low - start, high - start) for start in covering]
         slab = parts[0]
         if len(parts) > 1:
             assert scratch is not None
@@ -389,6 +392,27 @@ def _divide_by_grid_weights(
                 slab.add_(part)
         sums.narrow(axis, low, high - low).div_(slab)
     return sums
+
+
+class _MirroredRows:
+    """The grid's weights summed along every axis but the first, ``(w0, S1, ...)``, built for
+    the first half of the window only: the importance map is symmetric along axis 0, so row
+    ``r`` equals row ``w0 - 1 - r`` (the second half is a flipped copy, not a second spread)."""
+
+    def __init__(
+        self, shape: Sequence[int], weights: torch.Tensor, axes: Sequence[np.ndarray]
+    ) -> None:
+        win = weights.shape[0]
+        self.half = (win + 1) // 2
+        self.lower = _grid_weight_sum(shape, weights[: self.half], axes, first_axis=1)
+        self.upper = self.lower[: win - self.half].flip(0)  # rows half .. w0 - 1
+
+    def __call__(self, first: int, end: int) -> torch.Tensor:
+        """Rows ``[first, end)``, all on one side of the middle (a view)."""
+        if end <= self.half:
+            return self.lower[first:end]
+        assert first >= self.half, (first, end)
+        return self.upper[first - self.half : end - self.half]
 
 
 def _flip_tta(
