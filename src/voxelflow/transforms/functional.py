@@ -251,14 +251,9 @@ def resample(
     array = _as_numpy(data)
     if order > 0 and not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
-    out = np.stack(
-        [
-            ndimage.affine_transform(
-                channel, matrix, output_shape=tuple(target_shape), order=order, mode="nearest"
-            )
-            for channel in array
-        ]
-    )
+    out = np.empty((len(array), *target_shape), dtype=array.dtype)  # filled in place, no stack
+    for channel, target in zip(array, out):
+        ndimage.affine_transform(channel, matrix, output=target, order=order, mode="nearest")
     return _like(out, data)
 
 
