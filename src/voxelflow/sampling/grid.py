@@ -289,6 +289,12 @@ class GridAggregator:
         if self.sums is None:
             raise ShapeError("expected at least one add() before result(), got none")
         if self.grid is not None:  # every voxel covered, with a weight > 0: no mask needed
+            assert self.grid_starts is not None
+            if self.added != len(self.grid_starts):
+                raise ShapeError(
+                    f"GridAggregator built with starts: expected all {len(self.grid_starts)} "
+                    f"windows added before result(), got {self.added}"
+                )
             return _divide_by_grid_weights(self.sums, self.weights, self.grid)
         assert self.count is not None
         uncovered = self.count <= 0
