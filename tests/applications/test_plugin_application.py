@@ -148,7 +148,7 @@ def test_plugin_application_trains_infers_and_evaluates_itself(
     assert main(["infer", "-c", str(config), "--input", str(tmp_path / "data" / "table.csv"),
                  "--out", str(out)]) == 0
     rows = (out / "brightened.csv").read_text().splitlines()
-    assert rows[0] == "subject,bright,mean,seconds" and len(rows) == 4
+    assert rows[0] == "subject,bright,mean,seconds,seconds_read,seconds_preprocess,seconds_window,seconds_invert,seconds_write" and len(rows) == 4
     capsys.readouterr()
     evaluation = tmp_path / "evaluation"
     assert main(["evaluate", "-c", str(config), "--pred", str(out), "--out", str(evaluation)]) == 0

@@ -53,9 +53,14 @@ def test_a_folder_input_follows_the_datasets_folder_rule(tmp_path: Path, monkeyp
     assert main(["infer", "-c", str(config), "--input", folder.name, "--out", str(out)]) == 0
     # label maps in the same folder are not "segmented"; ids are the training table's ids
     assert _subjects(out / "inferred.csv") == ["case0", "case1", "case2"]
-    with (out / "inferred.csv").open() as stream:  # per-subject seconds, the last column
+    with (out / "inferred.csv").open() as stream:  # per-subject seconds, then its stages
         rows = list(csv.DictReader(stream))
-    assert list(rows[0])[-1] == "seconds" and all(float(r["seconds"]) > 0 for r in rows)
+    stages = [f"seconds_{s}" for s in ("read", "preprocess", "window", "invert", "write")]
+    assert list(rows[0])[-6:] == ["seconds", *stages]
+    for row in rows:  # tiny volumes: invert (no resampling) may round to 0
+        parts = {column: float(row[column]) for column in stages}
+        assert all(parts[f"seconds_{s}"] > 0 for s in ("read", "window", "write")), parts
+        assert min(parts.values()) >= 0 and sum(parts.values()) <= float(row["seconds"]) + 2e-3
     assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == [
         f"case{i}_seg.nii.gz" for i in range(3)
     ]

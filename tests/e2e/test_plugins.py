@@ -169,7 +169,7 @@ def test_plugin_application(plugin_package: str, tmp_path: Path) -> None:
     assert main(["train", "-c", str(config), "--set", "training.max_iterations=3"]) == 0  # resume
     assert main(["infer", "-c", str(config), "--input", str(table), "--out", str(tmp_path / "out")]) == 0
     table_out = (tmp_path / "out" / "smoothed.csv").read_text().splitlines()
-    assert table_out[0] == "subject,smooth,mean,seconds" and len(table_out) == 4
+    assert table_out[0] == "subject,smooth,mean,seconds,seconds_read,seconds_preprocess,seconds_window,seconds_invert,seconds_write" and len(table_out) == 4
     written = nib.load(tmp_path / "out" / "s0_smooth.nii.gz")
     original = nib.load(tmp_path / "data" / "s0_t1.nii.gz")
     np.testing.assert_allclose(written.affine, original.affine, atol=1e-5)

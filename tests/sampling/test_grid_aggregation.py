@@ -172,6 +172,14 @@ def test_known_grid_refuses_windows_out_of_order():
         aggregator.add(torch.ones(1, 1, 8, 8), starts[1:2])
 
 
+def test_known_grid_refuses_a_result_before_its_last_window():
+    starts = grid_starts((12, 12), (8, 8), 0.5)
+    aggregator = GridAggregator((12, 12), window=(8, 8), starts=starts)
+    aggregator.add(torch.ones(2, 1, 8, 8), starts[:2])
+    with pytest.raises(ShapeError, match=f"all {len(starts)} windows added before result"):
+        aggregator.result()
+
+
 def test_partial_grid_falls_back_to_window_sums():
     starts = grid_starts((12, 12), (8, 8), 0.5)[:2]  # does not cover the image
     aggregator = GridAggregator((12, 12), window=(8, 8), starts=starts, fill_value=-1.0)

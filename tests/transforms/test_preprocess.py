@@ -256,6 +256,17 @@ def test_non_finite_voxels_warn_with_count_or_fail(caplog):
         Preprocessor(PreprocessingConfig(non_finite="error"))(subject)
 
 
+def test_finite_voxels_whose_sum_overflows_are_not_reported(caplog):
+    """The one-pass check (a finite sum) falls back to a voxel count when the sum overflows."""
+    from voxelflow.transforms.preprocess import replace_non_finite
+
+    data = torch.full((1, 4, 4, 4), 3e38)  # finite, their float32 sum is +Inf
+    image = phantom_subject()["image"].with_data(data)
+    with caplog.at_level(logging.WARNING):
+        assert replace_non_finite(image, policy="error") is image
+    assert "NaN/Inf" not in caplog.text
+
+
 def test_fit_histogram_landmarks_and_label_values():
     subjects = [phantom_subject(label_scale=s) for s in (2, 3)]
     config = PreprocessingConfig(
@@ -309,3 +320,34 @@ def test_2d_coronal_slice_keeps_its_slice_axis_and_inverts():
     assert back.spatial_shape == (9, 7)
     np.testing.assert_array_equal(back.affine, affine)
     np.testing.assert_allclose(back.numpy(), data, atol=0.35)
+
+
+@pytest.mark.parametrize(
+    ("shape", "target", "scale", "shift"),
+    [
+        ((1, 20, 17, 9), (31, 9, 9), [0.6, 1.9, 1.0], [0.3, -0.5, 0.0]),  # grow, shrink, keep
+        ((2, 12, 10, 8), (12, 10, 8), [-1.0, 1.0, 1.0], [11.0, 0.0, 0.0]),  # a flip, 2 channels
+        ((1, 1, 10, 8), (3, 20, 8), [0.5, 0.5, 1.0], [-2.0, 0.2, 0.0]),  # one voxel, outside
+        ((1, 5, 6), (9, 4), [0.5, 1.3], [-0.7, 0.4]),  # 2D
+    ],
+)
+def test_axis_aligned_linear_resampling_equals_scipy(shape, target, scale, shift):
+    """The separable path (diagonal voxel maps: spacing changes, flips) = affine_transform."""
+    from scipy import ndimage
+
+    from voxelflow.transforms import functional
+
+    data = np.random.default_rng(0).random(shape).astype(np.float32) * 1000
+    dims = len(target)
+    matrix = np.eye(dims + 1)
+    matrix[:dims, :dims], matrix[:dims, dims] = np.diag(scale), shift
+    expected = np.stack([
+        ndimage.affine_transform(c, matrix, output_shape=target, order=1, mode="nearest")
+        for c in data
+    ])
+    assert functional._axis_aligned(matrix)
+    got = functional._linear_axis_aligned(data, matrix, target)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
+    rotated = matrix.copy()
+    rotated[0, 1] = 0.1
+    assert not functional._axis_aligned(rotated)  # a rotation keeps scipy's general path

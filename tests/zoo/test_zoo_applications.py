@@ -81,9 +81,9 @@ def _slice_table(folder: Path) -> Path:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    """The table's rows without the timing column (``seconds`` differs between runs)."""
+    """The table's rows without the timing columns (``seconds*`` differ between runs)."""
     with open(path, newline="") as handle:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+        return [{k: v for k, v in row.items() if not k.startswith("seconds")} for row in csv.DictReader(handle)]
 
 
 def _train_pack_install(

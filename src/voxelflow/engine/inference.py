@@ -30,7 +30,13 @@ from voxelflow.engine.threads import apply_threads
 from voxelflow.errors import ConfigError
 from voxelflow.io.image import Subject
 from voxelflow.io.table import SubjectRow
-from voxelflow.sampling.progress import set_window_label, window_progress
+from voxelflow.sampling.progress import (
+    INFERENCE_STAGES,
+    set_window_label,
+    stage_clock,
+    timed_stage,
+    window_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +139,8 @@ def prepare_items(experiment: ExperimentConfig, fitted_state: dict[str, Any],
             log.info("%s", note)
         for warning in input_assumption_warnings(subject, experiment.preprocessing):
             log.warning("%s", warning)
-        processed, record = preprocessor(subject)
+        with timed_stage("preprocess"):
+            processed, record = preprocessor(subject)
         yield InferenceItem(subject.name, subject, processed, record, dict(subject.fields))
 
 
@@ -160,7 +167,7 @@ def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str,
     refuse_output_inside_dataset(out_dir, experiment, rows, what="inference output folder")
     ctx = inference_context(experiment, app)
     out_dir.mkdir(parents=True, exist_ok=True)
-    subjects = (read_subject(row, experiment) for row in rows)
+    subjects = _read_subjects(rows, experiment)
     items = _named_bars(prepare_items(experiment, fitted_state, subjects))
     output_extension(experiment.inference.output_format, None)  # a bad format fails before any work
     written: list[dict[str, Any]] = []
@@ -169,19 +176,36 @@ def predict_rows(experiment: ExperimentConfig, app: Any, fitted_state: dict[str,
     if any(path.is_dir() for path in sources.values()) and experiment.inference.output_format == "auto":
         log.info("DICOM series inputs: their predictions are written as NIfTI (.nii.gz)")
     # a bar with windows/s and the time left per subject, on a terminal (logs get one line each)
-    with torch.no_grad(), window_progress(None):
+    with torch.no_grad(), window_progress(None), stage_clock() as stages:
         start = time.perf_counter()
         for prediction in app.run_inference(items, ctx, experiment.inference):
             extension = output_extension(
                 experiment.inference.output_format, sources.get(prediction.name)
             )
-            row = write_prediction(prediction, out_dir, extension=extension)
+            with timed_stage("write"):
+                row = write_prediction(prediction, out_dir, extension=extension)
             seconds, start = time.perf_counter() - start, time.perf_counter()
-            written.append({**row, "seconds": round(seconds, 3)})  # the table's last column
-            log.info("%s → %s (%.1f s: read, preprocess, predict, write)", prediction.name,
-                     out_dir, seconds)
+            written.append({**row, "seconds": round(seconds, 3), **stage_columns(stages)})
+            log.info("%s → %s (%.1f s: %s)", prediction.name, out_dir, seconds,
+                     ", ".join(f"{name} {stages.get(name, 0.0):.1f}" for name in INFERENCE_STAGES))
+            stages.clear()  # the next row's stages start now, like its seconds
     app.write_extras(out_dir, written)
     return write_table(out_dir / app.prediction_table, written)
+
+
+def stage_columns(stages: Mapping[str, float]) -> dict[str, float]:
+    """``seconds_read`` ... ``seconds_write`` (0 for a stage that did not run), rounded to 0.1 ms:
+    the prediction table's columns after ``seconds`` (the total, which also counts the network
+    outside the sliding window and postprocessing)."""
+    return {f"seconds_{name}": round(stages.get(name, 0.0), 4) for name in INFERENCE_STAGES}
+
+
+def _read_subjects(rows: Iterable[SubjectRow], experiment: ExperimentConfig) -> Iterator[Subject]:
+    """Each row's subject, read lazily (timed as the ``read`` stage)."""
+    for row in rows:
+        with timed_stage("read"):
+            subject = read_subject(row, experiment)
+        yield subject
 
 
 def _named_bars(items: Iterable[InferenceItem]) -> Iterator[InferenceItem]:

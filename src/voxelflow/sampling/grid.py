@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from voxelflow.errors import ConfigError, ShapeError
-from voxelflow.sampling.progress import window_bar
+from voxelflow.sampling.progress import stages_timed, timed_stage, window_bar
 from voxelflow.sampling.window import read_window, resolve_window
 
 BLENDS = ("gaussian", "mean", "crop")
@@ -231,17 +231,22 @@ class GridAggregator:
         starts = np.asarray(starts).reshape(-1, dims)
         if self.sums is None:
             lead = tuple(outputs.shape[1:-dims])
-            # with a known grid every voxel's first output is written, not added: no zeroing
-            make = torch.zeros if self.grid is None else torch.empty
-            self.sums = make((*lead, *self.shape), device=self.device, dtype=self.dtype)
+            # zeroed, then one add per whole window: faster than writing the part no earlier
+            # window touched and adding the rest (short rows, up to four ops per window)
+            self.sums = torch.zeros((*lead, *self.shape), device=self.device, dtype=self.dtype)
         outputs = outputs.to(self.device, self.dtype)
         if self.grid is not None:
             self._check_grid_order(starts)
+        if self.grid is not None:  # whole windows inside the volume: no clipping, no counts
+            for output, start in zip(outputs, starts.tolist()):
+                region = self.sums[(..., *[slice(s, s + w) for s, w in zip(start, self.window)])]
+                if self.blend == "mean":
+                    region.add_(output)
+                else:
+                    region.addcmul_(output, self.weights)
+            return
         for output, start in zip(outputs, starts):
-            if self.grid is not None:
-                self._add_grid(output, [int(s) for s in start])
-            else:
-                self._add_one(output, [int(s) for s in start])
+            self._add_one(output, [int(s) for s in start])
 
     def _check_grid_order(self, starts: np.ndarray) -> None:
         assert self.grid_starts is not None
@@ -252,37 +257,6 @@ class GridAggregator:
                 f"(in the order given), got {starts.tolist()}"
             )
         self.added += len(starts)
-
-    def _add_grid(self, output: torch.Tensor, start: list[int]) -> None:
-        """Add one window of a known grid (lexicographic order): the part no earlier window
-        touched is written (``sums`` starts uninitialised), the rest is added."""
-        assert self.grid is not None and self.sums is not None
-        fresh = []
-        for first, win, axis_starts in zip(start, self.window, self.grid):
-            index = int(np.searchsorted(axis_starts, first))
-            fresh.append(max(first, int(axis_starts[index - 1]) + win) if index else first)
-        ends = [first + win for first, win in zip(start, self.window)]
-        boxes = [(list(zip(fresh, ends)), True)]
-        for axis in range(len(start)):  # the touched part as disjoint boxes
-            box = [*zip(fresh[:axis], ends[:axis]), (start[axis], fresh[axis])]
-            boxes.append((box + list(zip(start[axis + 1 :], ends[axis + 1 :])), False))
-        for box, first_touch in boxes:
-            if any(high <= low for low, high in box):
-                continue
-            target = tuple(slice(low, high) for low, high in box)
-            source = tuple(slice(low - s, high - s) for (low, high), s in zip(box, start))
-            self._blend_into(self.sums[(..., *target)], output[(..., *source)],
-                             self.weights[source], first_touch)
-
-    def _blend_into(
-        self, region: torch.Tensor, output: torch.Tensor, weight: torch.Tensor, first_touch: bool
-    ) -> None:
-        if self.blend == "mean":
-            region.copy_(output) if first_touch else region.add_(output)
-        elif first_touch:
-            torch.mul(output, weight, out=region)
-        else:
-            region.addcmul_(output, weight)
 
     def _add_one(self, output: torch.Tensor, start: list[int]) -> None:
         target, source = [], []
@@ -315,6 +289,12 @@ class GridAggregator:
         if self.sums is None:
             raise ShapeError("expected at least one add() before result(), got none")
         if self.grid is not None:  # every voxel covered, with a weight > 0: no mask needed
+            assert self.grid_starts is not None
+            if self.added != len(self.grid_starts):
+                raise ShapeError(
+                    f"GridAggregator built with starts: expected all {len(self.grid_starts)} "
+                    f"windows added before result(), got {self.added}"
+                )
             return _divide_by_grid_weights(self.sums, self.weights, self.grid)
         assert self.count is not None
         uncovered = self.count <= 0
@@ -396,17 +376,49 @@ def _divide_by_grid_weights(
         sums ``(*lead, *shape)``, weights ``(*window)``; returns ``sums``
     """
     dims, win = weights.ndim, weights.shape[0]
-    partial = _grid_weight_sum(sums.shape[-dims:], weights, axes, first_axis=1)  # (w0, S1, ...)
+    rows = _MirroredRows(sums.shape[-dims:], weights, axes)
     starts = [int(s) for s in axes[0]]
-    edges = sorted({0, sums.shape[-dims], *starts, *(s + win for s in starts)})
+    # slab edges: where a window begins or ends, and where it crosses its middle row (the
+    # mirrored half of the weight sums is another tensor)
+    edges = sorted({0, sums.shape[-dims], *starts, *(s + win for s in starts),
+                    *(s + rows.half for s in starts)})
+    slabs = [(low, high, [s for s in starts if s <= low and high <= s + win])
+             for low, high in itertools.pairwise(edges)]
+    # one scratch slab for the sums of several windows; a slab one window covers is a view
+    longest = max((high - low for low, high, covering in slabs if len(covering) > 1), default=0)
+    scratch = rows.lower.new_empty((longest, *rows.lower.shape[1:])) if longest else None
     axis = sums.ndim - dims
-    for low, high in itertools.pairwise(edges):
-        covering = [s for s in starts if s <= low and high <= s + win]
-        slab = partial[low - covering[0] : high - covering[0]].clone()
-        for start in covering[1:]:
-            slab.add_(partial[low - start : high - start])
+    for low, high, covering in slabs:
+        parts = [rows(low - start, high - start) for start in covering]
+        slab = parts[0]
+        if len(parts) > 1:
+            assert scratch is not None
+            slab = torch.add(parts[0], parts[1], out=scratch[: high - low])
+            for part in parts[2:]:
+                slab.add_(part)
         sums.narrow(axis, low, high - low).div_(slab)
     return sums
+
+
+class _MirroredRows:
+    """The grid's weights summed along every axis but the first, ``(w0, S1, ...)``, built for
+    the first half of the window only: the importance map is symmetric along axis 0, so row
+    ``r`` equals row ``w0 - 1 - r`` (the second half is a flipped copy, not a second spread)."""
+
+    def __init__(
+        self, shape: Sequence[int], weights: torch.Tensor, axes: Sequence[np.ndarray]
+    ) -> None:
+        win = weights.shape[0]
+        self.half = (win + 1) // 2
+        self.lower = _grid_weight_sum(shape, weights[: self.half], axes, first_axis=1)
+        self.upper = self.lower[: win - self.half].flip(0)  # rows half .. w0 - 1
+
+    def __call__(self, first: int, end: int) -> torch.Tensor:
+        """Rows ``[first, end)``, all on one side of the middle (a view)."""
+        if end <= self.half:
+            return self.lower[first:end]
+        assert first >= self.half, (first, end)
+        return self.upper[first - self.half : end - self.half]
 
 
 def _flip_tta(
@@ -497,33 +509,50 @@ def sliding_window(
         if hasattr(network, "output_size")
         else window
     )
-    starts = grid_starts(spatial, out_window, overlap)
-    padded = _pad_for_windows(image, window, out_window)
-    run = _flip_tta(network, len(spatial)) if flip_tta else network
-    aggregator = GridAggregator(
-        tuple(max(s, o) for s, o in zip(spatial, out_window)),
-        window=out_window,
-        blend=blend,
-        overlap=overlap,
-        device=accumulate_device or device,
-        dtype=accumulate_dtype,
-        fill_value=fill_value,
-        sigma_scale=sigma_scale,
-        starts=starts,
-    )
-    per_call = max(1, batch_size // image.shape[0])
+    with timed_stage("window"):  # voxelflow infer's per-subject seconds_window
+        starts = grid_starts(spatial, out_window, overlap)
+        aggregator = GridAggregator(
+            tuple(max(s, o) for s, o in zip(spatial, out_window)),
+            window=out_window,
+            blend=blend,
+            overlap=overlap,
+            device=accumulate_device or device,
+            dtype=accumulate_dtype,
+            fill_value=fill_value,
+            sigma_scale=sigma_scale,
+            starts=starts,
+        )
+        run = _flip_tta(network, len(spatial)) if flip_tta else network
+        padded = _pad_for_windows(image, window, out_window)
+        _run_windows(run, padded, starts, window, aggregator, batch_size, device)
+        result = aggregator.result()[(..., *[slice(0, s) for s in spatial])]
+        if result.is_cuda and stages_timed():  # the stage ends when the GPU is done
+            torch.cuda.synchronize(result.device)
+    return result
+
+
+def _run_windows(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    padded: torch.Tensor,
+    starts: np.ndarray,
+    window: tuple[int, ...],
+    aggregator: GridAggregator,
+    batch_size: int,
+    device: torch.device,
+) -> None:
+    """Cut the windows at ``starts`` ``(N, D)`` from ``padded`` ``(B, C, *spatial)``, run them
+    ``batch_size`` windows per call and hand the outputs to ``aggregator``."""
+    images = padded.shape[0]
+    per_call = max(1, batch_size // images)
     # one input buffer reused for every call (no fresh allocation and page faults per batch)
-    buffer = padded.new_empty((per_call * image.shape[0], *padded.shape[1:2], *window))
+    buffer = padded.new_empty((per_call * images, *padded.shape[1:2], *window))
     with window_bar(len(starts)) as bar:  # drawn only under window_progress (CLI, zoo, demo)
         for first in range(0, len(starts), per_call):
             chunk = starts[first : first + per_call]
             windows = [
                 padded[(..., *[slice(s, s + w) for s, w in zip(start, window)])] for start in chunk
             ]
-            batch = torch.cat(windows, out=buffer[: len(chunk) * image.shape[0]]).to(device)
+            batch = torch.cat(windows, out=buffer[: len(chunk) * images]).to(device)
             outputs = run(batch)
-            outputs = outputs.reshape(len(chunk), image.shape[0], *outputs.shape[1:])
-            aggregator.add(outputs, chunk)
+            aggregator.add(outputs.reshape(len(chunk), images, *outputs.shape[1:]), chunk)
             bar.update(len(chunk))
-    result = aggregator.result()
-    return result[(..., *[slice(0, s) for s in spatial])]

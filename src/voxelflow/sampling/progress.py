@@ -7,6 +7,11 @@ when standard error is a terminal; the Python API on request) and does nothing o
 library calls and tests stay silent. A context variable carries the switch, so the applications
 between the inference loop and the sliding window need no extra argument.
 
+The same way, :func:`stage_clock` collects the wall seconds of named inference stages
+(``read``, ``preprocess``, ``window``, ``invert``, ``write``) that the code doing them marks
+with :func:`timed_stage`; ``voxelflow infer`` writes them per subject into its table. Without an
+active clock :func:`timed_stage` costs one context-variable lookup.
+
 Example:
     >>> with window_progress(False):
     ...     with window_bar(10) as bar:
@@ -17,12 +22,60 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
 _ENABLED: ContextVar[bool] = ContextVar("voxelflow_window_progress", default=False)
 _LABEL: ContextVar[str] = ContextVar("voxelflow_window_label", default="sliding window")
+_STAGES: ContextVar[dict[str, float] | None] = ContextVar("voxelflow_stage_clock", default=None)
+INFERENCE_STAGES = ("read", "preprocess", "window", "invert", "write")
+
+
+@contextlib.contextmanager
+def stage_clock() -> Iterator[dict[str, float]]:
+    """Collect stage seconds inside the block into the yielded dict (stage name → seconds).
+
+    Example:
+        >>> with stage_clock() as stages:
+        ...     with timed_stage("read"):
+        ...         pass
+        >>> list(stages)
+        ['read']
+    """
+    stages: dict[str, float] = {}
+    token = _STAGES.set(stages)
+    try:
+        yield stages
+    finally:
+        _STAGES.reset(token)
+
+
+@contextlib.contextmanager
+def timed_stage(name: str) -> Iterator[None]:
+    """Add the block's wall seconds to stage ``name`` of the active :func:`stage_clock` (if any).
+
+    A stage inside another (the same name re-entered) is counted once, by the outer block.
+    """
+    stages = _STAGES.get()
+    if stages is None or name in _OPEN.get():
+        yield
+        return
+    token, start = _OPEN.set(_OPEN.get() | {name}), time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
+        _OPEN.reset(token)
+
+
+def stages_timed() -> bool:
+    """Whether a :func:`stage_clock` is collecting (e.g. to wait for a GPU before a stage ends)."""
+    return _STAGES.get() is not None
+
+
+_OPEN: ContextVar[frozenset[str]] = ContextVar("voxelflow_open_stages", default=frozenset())
 
 
 @contextlib.contextmanager

@@ -251,15 +251,65 @@ def resample(
     array = _as_numpy(data)
     if order > 0 and not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
-    out = np.stack(
-        [
-            ndimage.affine_transform(
-                channel, matrix, output_shape=tuple(target_shape), order=order, mode="nearest"
-            )
-            for channel in array
-        ]
-    )
+    if order == 1 and array.dtype == np.float32 and _axis_aligned(matrix):
+        return _like(_linear_axis_aligned(array, matrix, tuple(target_shape)), data)
+    out = np.empty((len(array), *target_shape), dtype=array.dtype)  # filled in place, no stack
+    for channel, target in zip(array, out):
+        ndimage.affine_transform(channel, matrix, output=target, order=order, mode="nearest")
     return _like(out, data)
+
+
+def _axis_aligned(matrix: np.ndarray) -> bool:
+    """Whether the voxel-to-voxel map only scales, flips and shifts each axis (no rotation or
+    axis swap): linear interpolation is then separable, one axis at a time."""
+    linear = matrix[:-1, :-1]
+    return bool(np.all(linear[~np.eye(len(linear), dtype=bool)] == 0))
+
+
+def _linear_axis_aligned(
+    array: np.ndarray, matrix: np.ndarray, target_shape: tuple[int, ...]
+) -> np.ndarray:
+    """Linear resampling under a diagonal voxel map as successive 1-D interpolations (equal to
+    ``affine_transform(order=1, mode="nearest")`` up to float32 rounding, many times faster).
+
+    Axes that shrink go first, so the intermediate volumes stay small.
+
+    Shape:
+        array ``(C, *spatial)`` float32 → ``(C, *target_shape)``
+    """
+    dims = len(target_shape)
+    scale, shift = np.diag(matrix)[:dims], matrix[:dims, dims]
+    result = torch.from_numpy(np.ascontiguousarray(array))
+    for axis in sorted(range(dims), key=lambda a: target_shape[a] / array.shape[1 + a]):
+        coords = scale[axis] * np.arange(target_shape[axis], dtype=np.float64) + shift[axis]
+        result = _linear_along(result, 1 + axis, coords)
+    return result.numpy()
+
+
+def _linear_along(data: torch.Tensor, axis: int, coords: np.ndarray) -> torch.Tensor:
+    """``data`` linearly interpolated at ``coords`` (voxels) along ``axis``, edges repeated.
+
+    Computed in slabs of another axis (temporaries stay a slab, not a volume).
+    """
+    size = data.shape[axis]
+    if len(coords) == size and np.array_equal(coords, np.arange(size)):
+        return data
+    coords = np.clip(coords, 0, size - 1)
+    low = np.minimum(np.floor(coords), max(size - 2, 0)).astype(np.int64)
+    high = np.minimum(low + 1, size - 1)
+    view = [1] * data.ndim
+    view[axis] = len(coords)
+    weight = torch.from_numpy((coords - low).astype(np.float32)).view(view)
+    low_index, high_index = torch.from_numpy(low), torch.from_numpy(high)
+    shape = list(data.shape)
+    shape[axis] = len(coords)
+    out = data.new_empty(shape)
+    other = 1 if axis != 1 else (2 if data.ndim > 3 else 0)
+    for first in range(0, data.shape[other], 8):
+        part = data.narrow(other, first, min(8, data.shape[other] - first))
+        torch.lerp(part.index_select(axis, low_index), part.index_select(axis, high_index),
+                   weight, out=out.narrow(other, first, part.shape[other]))
+    return out
 
 
 def resample_labels_partial_volume(

@@ -327,6 +327,7 @@ class AutoencoderApplication(Application):
     def predict(self, item: InferenceItem, ctx: TrainingContext, options: InferenceConfig) -> Prediction:
         """Reconstruction of one subject in its original geometry (and units, by default)."""
         from voxelflow.io.image import Image
+        from voxelflow.sampling.progress import timed_stage
         from voxelflow.transforms.preprocess import invert
 
         image = item.processed["image"]
@@ -334,7 +335,8 @@ class AutoencoderApplication(Application):
         original_units = self.options.intensity_units == "original"
         if original_units:
             reconstruction = fit_intensity_inverse(item, self.options.preprocessing)(reconstruction)
-        back = invert(Image(reconstruction, image.affine.copy()), item.record, kind="intensity")
+        with timed_stage("invert"):  # the table's seconds_invert
+            back = invert(Image(reconstruction, image.affine.copy()), item.record, kind="intensity")
         source = item.original["image"]
         images = {"recon": Image(back.data.float(), source.affine.copy(), meta=dict(source.meta))}
         if getattr(options, "error_maps", False) and original_units:

@@ -291,9 +291,11 @@ class RegressionApplication(Application):
     @staticmethod
     def _to_original(values: torch.Tensor, affine: np.ndarray, record: dict[str, Any]) -> Any:
         from voxelflow.io.image import Image
+        from voxelflow.sampling.progress import timed_stage
         from voxelflow.transforms.preprocess import invert
 
-        return invert(Image(values.float(), affine.copy()), record, kind="intensity")
+        with timed_stage("invert"):  # inferred.csv's seconds_invert
+            return invert(Image(values.float(), affine.copy()), record, kind="intensity")
 
     @classmethod
     def cross_validation_metric(cls, experiment: ExperimentConfig) -> tuple[str, bool, str] | None:

@@ -494,9 +494,11 @@ class SegmentationApplication(Application):
 def _to_original(data: torch.Tensor, affine: np.ndarray, record: dict[str, Any]) -> Any:
     """An image on the network's grid ``(C, *spatial)`` mapped back to the original grid (linear)."""
     from voxelflow.io.image import Image
+    from voxelflow.sampling.progress import timed_stage
     from voxelflow.transforms.preprocess import invert
 
-    return invert(Image(data.cpu(), affine.copy()), record, kind="intensity", map_labels=False)
+    with timed_stage("invert"):  # inferred.csv's seconds_invert
+        return invert(Image(data.cpu(), affine.copy()), record, kind="intensity", map_labels=False)
 
 
 def _postprocess(label: torch.Tensor, options: InferenceConfig, spacing: Sequence[float]) -> torch.Tensor:
