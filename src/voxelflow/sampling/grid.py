@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Sequence
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
@@ -239,14 +240,14 @@ class GridAggregator:
             self._check_grid_order(starts)
         if self.grid is not None:  # whole windows inside the volume: no clipping, no counts
             for output, start in zip(outputs, starts.tolist()):
-                region = self.sums[(..., *[slice(s, s + w) for s, w in zip(start, self.window)])]
+                region = self.sums[_box(start, self.window)]
                 if self.blend == "mean":
                     region.add_(output)
                 else:
                     region.addcmul_(output, self.weights)
             return
-        for output, start in zip(outputs, starts):
-            self._add_one(output, [int(s) for s in start])
+        for output, corner in zip(outputs, starts):
+            self._add_one(output, [int(s) for s in corner])
 
     def _check_grid_order(self, starts: np.ndarray) -> None:
         assert self.grid_starts is not None
@@ -259,6 +260,8 @@ class GridAggregator:
         self.added += len(starts)
 
     def _add_one(self, output: torch.Tensor, start: list[int]) -> None:
+        sums = self.sums
+        assert sums is not None  # add() allocates it before the first window
         target, source = [], []
         for axis, (first, win, size) in enumerate(zip(start, self.window, self.shape)):
             low, high = first, first + win
@@ -268,16 +271,18 @@ class GridAggregator:
             low, high = max(low, 0), min(high, size)
             target.append(slice(low, high))
             source.append(slice(low - first, high - first))
-        region = (..., *target)
+        region: tuple[EllipsisType | slice, ...] = (..., *target)
+        window_part: tuple[EllipsisType | slice, ...] = (..., *source)
         if self.blend == "crop":
-            self.sums[region] = output[(..., *source)]
+            assert self.count is not None  # crop blending keeps a count
+            sums[region] = output[window_part]
             self.count[tuple(target)] = 1
             return
         weight = self.weights[tuple(source)]
         if self.blend == "mean":
-            self.sums[region].add_(output[(..., *source)])
+            sums[region].add_(output[window_part])
         else:
-            self.sums[region].addcmul_(output[(..., *source)], weight)
+            sums[region].addcmul_(output[window_part], weight)
         if self.count is not None:
             self.count[tuple(target)].add_(weight)
 
@@ -427,12 +432,13 @@ def _flip_tta(
     axes = list(range(2, 2 + dims))
 
     def averaged(x: torch.Tensor) -> torch.Tensor:
-        total = None
+        total: torch.Tensor | None = None
         combos = [c for r in range(dims + 1) for c in itertools.combinations(axes, r)]
         for flip in combos:
             y = network(torch.flip(x, flip) if flip else x)
             y = torch.flip(y, flip) if flip else y
             total = y if total is None else total + y
+        assert total is not None  # combos holds at least the identity
         return total / len(combos)
 
     return averaged
@@ -525,10 +531,15 @@ def sliding_window(
         run = _flip_tta(network, len(spatial)) if flip_tta else network
         padded = _pad_for_windows(image, window, out_window)
         _run_windows(run, padded, starts, window, aggregator, batch_size, device)
-        result = aggregator.result()[(..., *[slice(0, s) for s in spatial])]
+        result = aggregator.result()[_box([0] * len(spatial), spatial)]
         if result.is_cuda and stages_timed():  # the stage ends when the GPU is done
             torch.cuda.synchronize(result.device)
     return result
+
+
+def _box(start: Sequence[int], window: Sequence[int]) -> tuple[EllipsisType | slice, ...]:
+    """The index of the window at ``start`` in a ``(..., *spatial)`` tensor."""
+    return (..., *[slice(int(s), int(s) + w) for s, w in zip(start, window)])
 
 
 def _run_windows(
@@ -549,9 +560,7 @@ def _run_windows(
     with window_bar(len(starts)) as bar:  # drawn only under window_progress (CLI, zoo, demo)
         for first in range(0, len(starts), per_call):
             chunk = starts[first : first + per_call]
-            windows = [
-                padded[(..., *[slice(s, s + w) for s, w in zip(start, window)])] for start in chunk
-            ]
+            windows = [padded[_box(start, window)] for start in chunk]
             batch = torch.cat(windows, out=buffer[: len(chunk) * images]).to(device)
             outputs = run(batch)
             aggregator.add(outputs.reshape(len(chunk), images, *outputs.shape[1:]), chunk)
