@@ -40,8 +40,6 @@ LAZY_IMPORTS_ALLOWED = {"config/build.py", "config/check.py"}
 # Upward imports not yet inverted (issue 13), each with its reason; the test fails when one of
 # them goes (remove it here) or a new one appears.
 KNOWN_UPWARD = {
-    # `voxelflow train x.ini`: loading converts a NiftyNet INI; the converter is rank 8
-    ("config/load.py", "voxelflow.niftynet.conversion"),
     # `transfer.init_from: <zoo entry name>` resolves the entry through the zoo store
     ("engine/run.py", "voxelflow.zoo.transfer"),
 }

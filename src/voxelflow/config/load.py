@@ -19,10 +19,10 @@ import os
 import re
 import tempfile
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import UnionType
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -123,18 +123,46 @@ def load_experiment(
     else:
         path = Path(source)
         origin = str(path)
-        if path.suffix.lower() == ".ini":
-            from voxelflow.niftynet.conversion import convert_niftynet_ini
-
-            converted, notes = convert_niftynet_ini(path)
-            for note in notes:
-                if note.status != "mapped":
-                    logger.warning("%s", note)
-            data = converted.model_dump(mode="json")
-        else:
-            data = read_yaml(path)
+        suffix = path.suffix.lower()
+        data = read_yaml(path) if suffix in YAML_SUFFIXES else config_reader(path)(path)
     data = apply_overrides(data, overrides)
     return validate_experiment(data, origin=origin)
+
+
+#: suffixes read as YAML (JSON is YAML); any other file goes to a reader of CONFIG_READERS
+YAML_SUFFIXES = (".yaml", ".yml", ".json", "")
+#: entry-point group of config-file readers by suffix without its dot (``ini``: NiftyNet's, in
+#: voxelflow.niftynet); a reader takes the path and returns config data (a mapping)
+CONFIG_READERS = "voxelflow.config_readers"
+
+
+def config_reader(path: Path) -> Callable[[Path], dict[str, Any]]:
+    """The reader of ``path``'s format: the entry point of :data:`CONFIG_READERS` named by its
+    suffix (found only for a suffix that is not YAML, so YAML loading stays cheap), else
+    ``read_yaml`` (a config named ``.cfg`` or ``.txt`` is YAML as before).
+
+    Raises:
+        ConfigError: the entry point exists but cannot be loaded (names it and the error).
+    """
+    from importlib.metadata import entry_points
+
+    name = path.suffix.lower().lstrip(".")
+    for point in entry_points(group=CONFIG_READERS):
+        if point.name == name:
+            try:
+                return cast(Callable[[Path], dict[str, Any]], point.load())
+            except ImportError as error:
+                raise ConfigError(
+                    f"{path}: the reader of {path.suffix!r} files ({point.value}) cannot be "
+                    f"imported: {error}"
+                ) from error
+    if name == "ini":  # voxelflow's own reader: only missing when the package is not installed
+        raise ConfigError(
+            f"{path}: NiftyNet .ini files are read through the {CONFIG_READERS!r} entry point, "
+            "which an installed voxelflow provides (pip install -e .); from a source tree, "
+            "convert it first: voxelflow.niftynet.conversion.read_niftynet_ini"
+        )
+    return read_yaml
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

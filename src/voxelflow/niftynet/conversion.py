@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import configparser
 import copy
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -48,6 +49,8 @@ from voxelflow.niftynet.keys import (
     as_number,
 )
 from voxelflow.registry import suggest
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "APPLICATION_SECTIONS",
@@ -157,6 +160,17 @@ def convert_niftynet_ini(
     """
     converted = convert_niftynet(path, overrides=overrides, application=application)
     return converted.experiment, converted.notes
+
+
+def read_niftynet_ini(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A NiftyNet ``.ini`` file as voxelflow config data (the ``voxelflow.config_readers``
+    entry point ``ini``: how :func:`voxelflow.config.load.load_experiment` reads it). Every
+    key that is not mapped one to one is logged as a warning."""
+    experiment, notes = convert_niftynet_ini(path)
+    for note in notes:
+        if note.status != "mapped":
+            log.warning("%s", note)
+    return experiment.model_dump(mode="json")
 
 
 def convert_niftynet(
