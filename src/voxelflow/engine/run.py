@@ -346,7 +346,7 @@ def train_experiment(experiment: ExperimentConfig, *, run_dir: Path | None = Non
 
 def _apply_transfer(app: Application, experiment: ExperimentConfig, *, resume: bool) -> None:
     """``transfer.init_from`` (new runs only: a resume restores its own weights) and ``freeze``."""
-    from voxelflow.zoo.transfer import apply_transfer, freeze
+    from voxelflow.engine.transfer import apply_transfer, freeze
 
     transfer = getattr(experiment, "transfer", None)
     if transfer is None or (transfer.init_from is None and not transfer.freeze):

@@ -6,7 +6,8 @@
 - :mod:`~voxelflow.zoo.network`: an entry's or run's application rebuilt, every module loaded.
 - :mod:`~voxelflow.zoo.infer`: `voxelflow infer --model`: inference with an installed entry.
 - :mod:`~voxelflow.zoo.pack`: a run folder → an entry (config scrubbed of machine paths).
-- :mod:`~voxelflow.zoo.transfer`: ``init_from`` (renames, include/exclude) and ``freeze``.
+- :mod:`~voxelflow.zoo.transfer`: ``init_from`` (renames, include/exclude) and ``freeze``
+  (re-exported from :mod:`voxelflow.engine.transfer`).
 - :mod:`~voxelflow.zoo.export`: ONNX / ``torch.export`` with the preprocessing JSON.
 """
 

@@ -111,6 +111,18 @@ def load_weights(path: PathLike, *, entry: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def entry_weights(source: str) -> dict[str, torch.Tensor]:
+    """The network weights of a zoo entry, by installed name or entry folder: the
+    ``voxelflow.weight_sources`` entry point ``zoo`` (``transfer.init_from: NAME``).
+
+    Raises:
+        RegistryError: (a LookupError) no installed entry of that name: not a zoo source.
+        SecurityError, DataError, ConfigError: the entry exists but does not verify.
+    """
+    entry = resolve_model(source)
+    return load_weights(entry.weights_path, entry=entry.name)
+
+
 def verify_entry(root: PathLike, *, label: str | None = None) -> InstalledModel:
     """Validate ``model.yaml``, the checksums, the file list and the weights of an entry folder.
 
