@@ -352,7 +352,7 @@ def test_evaluate_names_unknown_subjects_and_missing_columns(tmp_path: Path) -> 
         evaluate_reconstructions(table, rows, tmp_path / "eval", image_columns=["image"])
     table.write_text("subject,mu_0\na,0.1\n")
     with pytest.raises(
-        ConfigError, match=r"reconstructions\.csv.*expected columns 'subject' and 'recon'"
+        DataError, match=r"reconstructions\.csv.*expected columns 'subject' and 'recon'"
     ):
         evaluate_reconstructions(table, rows, tmp_path / "eval", image_columns=["image"])
 

@@ -237,6 +237,11 @@ def test_from_experiment_builds_a_classifier_of_k_outputs():
     app = ClassificationApplication.from_experiment(experiment(), in_channels=2, task_state=state)
     out = app.modules["network"](torch.zeros(2, 2, 8, 8, 6))
     assert out.shape == (2, 3) and app.resize
+    inference = {"window": [6, 6, 6], "overlap": 0.25, "batch_size": 3}
+    windowed = ClassificationApplication.from_experiment(
+        experiment(inference=inference), in_channels=2, task_state=state
+    )
+    assert (windowed.window, windowed.overlap, windowed.batch_size) == ((6, 6, 6), 0.25, 3)
     with pytest.raises(ConfigError, match=r"num_classes: expected 3"):
         ClassificationApplication.from_experiment(
             experiment(num_classes=2), in_channels=1, task_state=state

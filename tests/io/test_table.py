@@ -275,3 +275,35 @@ def test_dataset_json_not_an_object(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=r"dataset.json: expected a JSON object, got list"):
         dataset_labels(tmp_path)
+
+
+# --------------------------------------------------------------------------- prediction tables
+def test_prediction_table_rows_and_files_as_written(tmp_path: Path) -> None:
+    from voxelflow.io.table import prediction_files, read_prediction_table
+
+    table = tmp_path / "inferred.csv"
+    table.write_text("subject,prediction,prob\na,out/a_seg.nii.gz,out/a_prob.nii.gz\nb,/x/b.nii.gz,\n")
+    rows = read_prediction_table(table, columns=["prediction"])
+    assert [row["subject"] for row in rows] == ["a", "b"] and rows[1]["prob"] == ""
+    assert prediction_files(table) == {"a": Path("out/a_seg.nii.gz"), "b": Path("/x/b.nii.gz")}
+    assert prediction_files(table, "prob")["a"] == Path("out/a_prob.nii.gz")
+    table.write_text("subject,prediction\n")
+    assert read_prediction_table(table) == []  # a header only is a table without predictions
+
+
+def test_prediction_table_errors_name_the_file_and_the_column(tmp_path: Path) -> None:
+    from voxelflow.io.table import read_prediction_table
+
+    table = tmp_path / "predictions.csv"
+    with pytest.raises(MissingFileError, match=r"prediction table '.*predictions\.csv'.*found none"):
+        read_prediction_table(table)
+    table.write_text("subject,mu_0\na,0.1\n")
+    with pytest.raises(DataError, match=r"predictions\.csv': expected columns 'subject', 'recon' "
+                                        r"and 'x', got \['subject', 'mu_0'\] \(missing 'recon' and 'x'\)!"):  # fmt: skip
+        read_prediction_table(table, columns=["recon", "x"], hint="!")
+    table.write_text("name,prediction\n")
+    with pytest.raises(DataError, match=r"expected columns 'subject' and 'prediction'.*missing 'subject'"):
+        read_prediction_table(table, columns=["prediction"])
+    table.write_text("subject,prediction\n")
+    with pytest.raises(DataError, match=r"predictions\.csv': expected at least one row"):
+        read_prediction_table(table, require_rows=True)

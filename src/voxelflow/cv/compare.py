@@ -150,8 +150,9 @@ def _table_path(run: Path, app_class: type[Application]) -> Path:
 
 
 def _read_table(run: Path, app_class: type[Application]) -> dict[str, dict[str, str]]:
-    with open(_table_path(run, app_class), newline="") as handle:
-        return {row["subject"]: row for row in csv.DictReader(handle)}
+    from voxelflow.io.table import read_prediction_table
+
+    return {row["subject"]: row for row in read_prediction_table(_table_path(run, app_class))}
 
 
 def _run_config(run: Path) -> ExperimentConfig:

@@ -240,11 +240,11 @@ def run_cv(
 def merge_tables(tables: Sequence[tuple[int, Path]], path: Path) -> Path:
     """Concatenate the fold tables (columns: the union) with a ``fold`` column; returns ``path``."""
     from voxelflow.engine.inference import write_table
+    from voxelflow.io.table import read_prediction_table
 
     merged: list[dict[str, Any]] = []
     for fold, table in tables:
-        with open(table, newline="") as handle:
-            merged += [{**row, "fold": fold} for row in csv.DictReader(handle)]
+        merged += [{**row, "fold": fold} for row in read_prediction_table(table)]
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_table(path, merged)
 

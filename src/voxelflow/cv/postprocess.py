@@ -20,7 +20,6 @@ out of the means, as ``voxelflow evaluate`` does.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -159,11 +158,10 @@ def decide_from_arrays(
 def decide_postprocessing(experiment: ExperimentConfig, root: Path) -> dict[str, Any]:
     """Decide from ``<root>/cv/predictions/inferred.csv``; writes ``cv/postprocessing.json``."""
     from voxelflow.io.readers import read_image
-    from voxelflow.io.table import load_table
+    from voxelflow.io.table import load_table, prediction_files
 
     out = Path(root) / "cv"
-    with open(out / "predictions" / "inferred.csv", newline="") as handle:
-        predicted = {row["subject"]: Path(row["prediction"]) for row in csv.DictReader(handle)}
+    predicted = prediction_files(out / "predictions" / "inferred.csv")
     column = experiment.dataset.inputs["label"][0]
     by_name = {row.name: row for row in load_table(experiment.dataset)}
     cases: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}

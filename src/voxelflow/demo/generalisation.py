@@ -383,12 +383,11 @@ def case_picture(case: Case, prediction: np.ndarray, row: dict[str, float | str]
 
 def run_predictor(run_dir: Path) -> Predictor:
     """A :data:`Predictor` that runs ``voxelflow infer -c RUN/config.yaml --run-dir RUN``."""
-    import csv
-
     import nibabel as nib
     from nibabel.spatialimages import SpatialImage
 
     from voxelflow.cli.main import main
+    from voxelflow.io.table import prediction_files
 
     def predict(image: Path, out: Path) -> np.ndarray:
         command = ["infer", "-c", str(run_dir / "config.yaml"), "--run-dir", str(run_dir),
@@ -397,9 +396,8 @@ def run_predictor(run_dir: Path) -> Predictor:
             status = main(command)
         if status != 0:
             raise RuntimeError(f"voxelflow {' '.join(command)} failed")
-        with open(out / "inferred.csv", newline="") as handle:
-            (row,) = list(csv.DictReader(handle))
-        return np.asarray(cast(SpatialImage, nib.load(row["prediction"])).dataobj)
+        (prediction,) = prediction_files(out / "inferred.csv").values()
+        return np.asarray(cast(SpatialImage, nib.load(prediction)).dataobj)
 
     return predict
 

@@ -488,3 +488,72 @@ def rows_from_input(
     if not files:
         raise DataError(f"expected image files, found none in {str(path)!r}")
     return [SubjectRow(split_suffix(f)[0], {image_columns[0]: str(f.resolve())}) for f in files]
+
+
+# --------------------------------------------------------------------------- prediction tables
+def read_prediction_table(
+    path: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] = (),
+    require_rows: bool = False,
+    hint: str = "",
+) -> list[dict[str, str]]:
+    """Rows of a prediction table written by inference (``inferred.csv``, ``predictions.csv`` ...).
+
+    The one reader of these tables: evaluation, cross-validation, the NiftyNet commands and the
+    demos read them here, so a missing file or column fails with the same error everywhere.
+
+    Args:
+        path: the table (header row; a ``subject`` column, one column per output).
+        columns: columns every table must have besides ``subject``.
+        require_rows: refuse a table with a header only.
+        hint: appended to the missing-column message (which run writes such a table).
+
+    Returns:
+        One ``column → cell`` dict per row, cells as written (paths are not resolved).
+
+    Raises:
+        MissingFileError: the file does not exist (named).
+        DataError: a missing column (the file, the columns expected and found), or no rows
+            with ``require_rows``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     table = Path(root, "inferred.csv")
+        ...     _ = table.write_text("subject,prediction\\ncase01,case01_seg.nii.gz\\n")
+        ...     read_prediction_table(table, columns=["prediction"])[0]["prediction"]
+        'case01_seg.nii.gz'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"expected the prediction table {str(path)!r} from inference, found none")
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        rows, header = list(reader), list(reader.fieldnames or [])
+    needed = list(dict.fromkeys(["subject", *columns]))
+    missing = [column for column in needed if column not in header]
+    if missing:
+        raise DataError(
+            f"{str(path)!r}: expected columns {_listed(needed)}, got {header} "
+            f"(missing {_listed(missing)}){hint}"
+        )
+    if require_rows and not rows:
+        raise DataError(f"{str(path)!r}: expected at least one row of predictions, got none")
+    return rows
+
+
+def prediction_files(path: str | os.PathLike[str], column: str = "prediction") -> dict[str, Path]:
+    """Subject → the file named in ``column`` of a prediction table (as written, not resolved).
+
+    Raises:
+        MissingFileError, DataError: see :func:`read_prediction_table`.
+    """
+    rows = read_prediction_table(path, columns=[column])
+    return {row["subject"]: Path(row[column]) for row in rows}
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``'a', 'b' and 'c'``."""
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"

@@ -290,8 +290,9 @@ def infer(experiment: ExperimentConfig, settings: NiftyNetSettings) -> Path:
 def _niftynet_outputs(table: Path, out: Path, postfix: str) -> Path:
     """Rename each subject's main output ``<subject><postfix>.nii.gz`` and write NiftyNet's
     two-column ``inferred.csv``; voxelflow's own table is removed (it has extra columns)."""
-    with open(table, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    from voxelflow.io.table import read_prediction_table
+
+    rows = read_prediction_table(table)
     lines: list[tuple[str, str]] = []
     for row in rows:
         subject = row.get("subject", "")

@@ -72,7 +72,7 @@ from voxelflow.applications.base import (
     Prediction,
     TrainingContext,
 )
-from voxelflow.applications.common import resized_affine
+from voxelflow.applications.common import WindowedInference, autocast_forward, resized_affine
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
@@ -174,11 +174,8 @@ class AutoencoderApplication(Application):
         loss = build_loss(experiment.loss)
         affine = (task_state or {}).get("sample_affine")
         options = AutoencoderOptions(
-            window=window,
+            **WindowedInference.from_experiment(experiment, window=window).as_keywords(),
             whole_image=experiment.sampling.sampler.name == "resize",
-            overlap=experiment.inference.overlap,
-            blend=experiment.inference.blend,
-            inference_batch_size=experiment.inference.batch_size,
             intensity_units=task.intensity_units,
             sample_affine=np.asarray(affine, dtype=np.float64) if affine is not None else None,
             preprocessing=experiment.preprocessing,
@@ -243,28 +240,19 @@ class AutoencoderApplication(Application):
         Shape:
             image ``(B, C, *spatial)`` → ``(B, C, *spatial)``, float32.
         """
-        from voxelflow.sampling.grid import sliding_window
         from voxelflow.sampling.resize import resize_volume
 
         network = self.modules["network"]
 
-        def run(windows: torch.Tensor) -> torch.Tensor:
-            with ctx.autocast():
-                return reconstruction_of(network(windows)).float()
+        def forward(windows: torch.Tensor) -> torch.Tensor:
+            return reconstruction_of(network(windows))
 
         if not self.options.whole_image:
-            return sliding_window(
-                run,
-                image,
-                self.options.window,
-                overlap=self.options.overlap,
-                blend=self.options.blend,
-                batch_size=self.options.inference_batch_size,
-                device=ctx.device,
-            )
+            return self.options.windowed.run(forward, image, ctx)
         spatial = tuple(image.shape[2:])
         resized = torch.stack([resize_volume(one, self.options.window) for one in image])
-        return torch.stack([resize_volume(one, spatial) for one in run(resized)])
+        whole = autocast_forward(forward, ctx)(resized)
+        return torch.stack([resize_volume(one, spatial) for one in whole])
 
     @torch.no_grad()
     def encode(

@@ -31,6 +31,7 @@ import torch
 
 from voxelflow.applications.common import middle_slice
 from voxelflow.errors import ConfigError, DataError
+from voxelflow.io.table import read_prediction_table
 
 if TYPE_CHECKING:
     from voxelflow.applications.autoencoder.application import AutoencoderApplication
@@ -133,27 +134,6 @@ def fit_intensity_inverse(
     return inverse
 
 
-def read_prediction_table(path: Path, *, column: str) -> list[dict[str, str]]:
-    """Rows of a prediction table that must have ``subject`` and ``column``.
-
-    Raises:
-        DataError: the file is missing.
-        ConfigError: a required column is missing (names the file and the columns found).
-    """
-    if not Path(path).exists():
-        raise DataError(f"expected a prediction table at {str(path)!r}, found none")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-        found = list(reader.fieldnames or [])
-    if "subject" not in found or column not in found:
-        raise ConfigError(
-            f"{str(path)!r}: expected columns 'subject' and {column!r} (a reconstruct run: "
-            f"inference.mode reconstruct), got {found}"
-        )
-    return rows
-
-
 def _read_reference(row: SubjectRow, columns: Sequence[str]) -> Image:
     """The row's ``image`` columns stacked as channels (an :class:`~voxelflow.io.image.Image`)."""
     from voxelflow.data.dataset import read_image_file
@@ -185,7 +165,9 @@ def evaluate_reconstructions(
     from voxelflow.io.readers import read_image
 
     by_name = {row.name: row for row in rows}
-    table = read_prediction_table(predictions, column="recon")
+    table = read_prediction_table(
+        predictions, columns=["recon"], hint=" (a reconstruct run: inference.mode reconstruct)"
+    )
     unknown = [r["subject"] for r in table if r["subject"] not in by_name]
     if unknown:
         raise DataError(

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from voxelflow.applications.common import WindowedInference
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class AutoencoderOptions:
         overlap: sliding-window overlap (window training).
         blend: sliding-window blending (window training).
         inference_batch_size: windows per network call (window training).
+        accumulate: ``float32`` or ``float16``, the sliding window's blending dtype.
         intensity_units: ``original`` or ``normalized`` (reconstructions).
         sample_affine: 4×4 affine of generated images, or None for identity.
         preprocessing: the run's preprocessing config (to invert the normalisation).
@@ -85,6 +87,14 @@ class AutoencoderOptions:
     intensity_units: str = "original"
     sample_affine: np.ndarray | None = field(default=None, compare=False)
     preprocessing: PreprocessingConfig | None = field(default=None, compare=False)
+    accumulate: str = "float32"
+
+    @property
+    def windowed(self) -> WindowedInference:
+        """The sliding-window settings (window training's reconstructions)."""
+        return WindowedInference(
+            self.window, self.overlap, self.blend, self.inference_batch_size, self.accumulate
+        )
 
 
 def training_window(experiment: ExperimentConfig) -> tuple[int, ...]:

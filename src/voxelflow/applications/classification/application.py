@@ -52,6 +52,7 @@ from voxelflow.applications.classification.task import (
     fit_value_statistics,
     target_cell,
 )
+from voxelflow.applications.common import WindowedInference
 from voxelflow.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
@@ -164,10 +165,10 @@ class ClassificationApplication(Application):
                 f"num_classes: expected {outputs} (classes {list(encoding.classes)}), "
                 f"got {experiment.num_classes}"
             )
-        window = experiment.inference.window or experiment.sampling.window
+        windowed = WindowedInference.from_experiment(experiment)  # windows: no blending
         network = build_network(
             experiment.network,
-            spatial_dims=len(window),
+            spatial_dims=len(windowed.window),
             in_channels=in_channels,
             out_channels=outputs,
         )
@@ -175,10 +176,10 @@ class ClassificationApplication(Application):
             network,
             build_loss(experiment.loss),
             encoding=encoding,
-            window=window,
+            window=windowed.window,
             resize=experiment.sampling.sampler.name == "resize",
-            overlap=experiment.inference.overlap,
-            batch_size=experiment.inference.batch_size,
+            overlap=windowed.overlap,
+            batch_size=windowed.batch_size,
             class_balanced=task.class_balanced,
         )
 

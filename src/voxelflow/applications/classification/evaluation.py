@@ -23,26 +23,9 @@ import numpy as np
 
 from voxelflow.applications.classification.task import target_cell
 from voxelflow.errors import DataError
+from voxelflow.io.table import read_prediction_table
 
 PROBABILITY_PREFIX = "prob_"
-
-
-def read_prediction_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a prediction table.
-
-    Raises:
-        DataError: the file lacks the ``subject`` or ``prediction`` column, or has no rows.
-    """
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header, rows = list(reader.fieldnames or []), list(reader)
-    missing = [c for c in ("subject", "prediction") if c not in header]
-    if missing or not rows:
-        raise DataError(
-            f"{str(path)!r}: expected a prediction table with columns subject, prediction and "
-            f"at least one row, got columns {header} and {len(rows)} rows"
-        )
-    return header, rows
 
 
 def _references(
@@ -80,7 +63,8 @@ def evaluate_predictions(
             with its subject), or a prediction that is not a number (values).
     """
     predictions = Path(predictions)
-    header, predicted = read_prediction_table(predictions)
+    predicted = read_prediction_table(predictions, columns=["prediction"], require_rows=True)
+    header = list(predicted[0])
     references = _references(predicted, rows, column, source=predictions)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import numpy as np
 
 from voxelflow.applications.common import middle_slice
 from voxelflow.errors import DataError
+from voxelflow.io.table import read_prediction_table
 
 if TYPE_CHECKING:
     from voxelflow.applications.gan.task import GanTask
@@ -131,8 +132,8 @@ def _group_arrays(
 
 def _read_generated(path: Path, task: GanTask) -> dict[str, list[Path]]:
     """``sample`` rows of the prediction table: group → generated image paths."""
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("mode") == "sample"]
+    table = read_prediction_table(path, columns=["generated"])
+    rows = [row for row in table if row.get("mode") == "sample"]
     if not rows:
         raise DataError(f"{path}: expected rows of inference.mode 'sample', got none")
     groups: dict[str, list[Path]] = {}

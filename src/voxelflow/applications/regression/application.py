@@ -43,6 +43,7 @@ from voxelflow.applications.base import (
     Prediction,
     TrainingContext,
 )
+from voxelflow.applications.common import WindowedInference
 from voxelflow.applications.regression.degrade import DegradeSettings, degrade
 from voxelflow.applications.regression.task import (
     RegressionTask,
@@ -71,6 +72,7 @@ class RegressionApplication(Application):
         overlap: sliding-window overlap fraction.
         blend: ``gaussian``, ``mean`` or ``crop``.
         inference_batch_size: windows per network call at inference.
+        accumulate: ``"float32"`` or ``"float16"``: the sliding window's blending dtype.
         loss_border: voxels ignored at each window edge, per axis.
         mask_role: role restricting loss and metrics to its non-zero voxels, or None.
         scaling: target standardisation (identity by default).
@@ -100,11 +102,14 @@ class RegressionApplication(Application):
         scaling: TargetScaling | None = None,
         residual: bool = False,
         degrade: DegradeSettings | None = None,
+        accumulate: str = "float32",
     ) -> None:
         super().__init__({"network": ResidualCorrection(network) if residual else network})
-        self.loss, self.window = loss, list(window)
-        self.overlap, self.blend, self.inference_batch_size = overlap, blend, inference_batch_size
-        self.loss_border = list(loss_border) if loss_border else [0] * len(self.window)
+        self.loss = loss
+        self.windowed = WindowedInference(
+            tuple(window), overlap, blend, inference_batch_size, accumulate
+        )
+        self.loss_border = list(loss_border) if loss_border else [0] * len(self.windowed.window)
         self.mask_role, self.residual, self.degrade = mask_role, residual, degrade
         self.scaling = scaling or TargetScaling()
         #: role holding the reference values: the target, or the high-resolution image itself.
@@ -146,7 +151,8 @@ class RegressionApplication(Application):
         task = RegressionTask.from_config(experiment.task)
         _check_roles(experiment, task)
         _check_loss(experiment.loss.name)
-        window = experiment.inference.window or experiment.sampling.window
+        windowed = WindowedInference.from_experiment(experiment)
+        window = windowed.window
         reference = "image" if task.degrade is not None else "target"
         out_channels = len(experiment.dataset.inputs[reference])
         if task.residual and out_channels != in_channels:
@@ -165,10 +171,7 @@ class RegressionApplication(Application):
         return cls(
             network,
             build_loss(experiment.loss),
-            window=window,
-            overlap=experiment.inference.overlap,
-            blend=experiment.inference.blend,
-            inference_batch_size=experiment.inference.batch_size,
+            **windowed.as_keywords(),
             loss_border=task.borders(experiment.sampling.window),
             mask_role=task.mask_role,
             scaling=TargetScaling.from_state(task_state),
@@ -216,21 +219,7 @@ class RegressionApplication(Application):
 
         Shape: ``(B, C_in, *spatial)`` → ``(B, C_out, *spatial)``.
         """
-        from voxelflow.sampling.grid import sliding_window
-
-        def run(windows: torch.Tensor) -> torch.Tensor:
-            with ctx.autocast():
-                return self.forward(windows).float()
-
-        return sliding_window(
-            run,
-            inputs.to(ctx.device),
-            self.window,
-            overlap=self.overlap,
-            blend=self.blend,
-            batch_size=self.inference_batch_size,
-            device=ctx.device,
-        )
+        return self.windowed.run(self.forward, inputs, ctx)
 
     def infer_step(self, batch: Mapping[str, Any], ctx: TrainingContext) -> dict[str, torch.Tensor]:
         """Prediction in target units of whole (preprocessed) images, and the network input.

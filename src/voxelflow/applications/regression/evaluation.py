@@ -26,6 +26,7 @@ import numpy as np
 
 from voxelflow.applications.common import middle_slice
 from voxelflow.errors import ConfigError, DataError
+from voxelflow.io.table import read_prediction_table
 from voxelflow.metrics import regression as M
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def evaluate_regression(
         DataError: predictions whose subject has no row or no reference (listed), or an empty table.
         GeometryError: a prediction on another grid than its reference (both files named).
     """
-    table = _read_table(predictions)
+    table = read_prediction_table(predictions, columns=["pred"], require_rows=True)
     if reference_role == "image" and any(not r.get("input") for r in table):
         raise ConfigError(
             f"{str(predictions)!r}: super-resolution evaluation expects the `input` column written "
@@ -137,19 +138,6 @@ def evaluate_regression(
     summary = _write_outputs(per_subject, out_dir)
     _plot_examples(examples[:3], out_dir / "regression_examples.png")
     return summary
-
-
-def _read_table(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise DataError(f"expected the prediction table {str(path)!r} from inference, found none")
-    with path.open(newline="") as handle:
-        table = list(csv.DictReader(handle))
-    if not table or "pred" not in table[0]:
-        raise DataError(
-            f"{str(path)!r}: expected rows with `subject` and `pred` columns, got "
-            f"{list(table[0]) if table else 'no rows'}"
-        )
-    return table
 
 
 def _read_stacked(

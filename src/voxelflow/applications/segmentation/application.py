@@ -45,6 +45,7 @@ from voxelflow.applications.base import (
     Prediction,
     TrainingContext,
 )
+from voxelflow.applications.common import WindowedInference
 from voxelflow.applications.segmentation.task import SegmentationTask, read_decision
 from voxelflow.applications.segmentation.uncertainty import (
     SoftmaxMoments,
@@ -173,18 +174,15 @@ class SegmentationApplication(Application):
         accumulate: str = "float32",
     ) -> None:
         super().__init__({"network": network})
-        self.accumulate_dtype = getattr(torch, accumulate)
+        self.windowed = WindowedInference(
+            tuple(window), overlap, blend, inference_batch_size, accumulate
+        )
         if num_classes < 2:
             raise ConfigError(
                 f"num_classes: expected at least 2 (background + one class), got {num_classes}"
             )
         self.loss, self.num_classes = loss, num_classes
-        self.window, self.overlap, self.blend = list(window), overlap, blend
-        self.inference_batch_size, self.metrics, self.tolerance_mm = (
-            inference_batch_size,
-            list(metrics),
-            tolerance_mm,
-        )
+        self.metrics, self.tolerance_mm = list(metrics), tolerance_mm
         self.label_values = (
             list(label_values) if label_values is not None else list(range(num_classes))
         )
@@ -192,9 +190,10 @@ class SegmentationApplication(Application):
             raise ConfigError(
                 f"label_values: expected {num_classes} values, got {self.label_values}"
             )
-        if slice_axis is not None and slice_axis_of(self.window, key="window") != slice_axis:
+        window = list(self.windowed.window)
+        if slice_axis is not None and slice_axis_of(window, key="window") != slice_axis:
             raise ConfigError(
-                f"window: expected size 1 on the slice axis {slice_axis} only, got {self.window}"
+                f"window: expected size 1 on the slice axis {slice_axis} only, got {window}"
             )
         self.slice_axis = slice_axis
         self._last_logits: torch.Tensor | None = None
@@ -224,10 +223,10 @@ class SegmentationApplication(Application):
         )
         num_classes = task.num_classes
         slice_axis = experiment_slice_axis(experiment)
-        window = experiment.inference.window or experiment.sampling.window
+        windowed = WindowedInference.from_experiment(experiment)
         network = build_network(
             experiment.network,
-            spatial_dims=len(network_window(window)),
+            spatial_dims=len(network_window(windowed.window)),
             in_channels=in_channels,
             out_channels=num_classes,
         )
@@ -236,15 +235,11 @@ class SegmentationApplication(Application):
             network,
             build_loss(experiment.loss),
             num_classes=num_classes,
-            window=window,
-            overlap=experiment.inference.overlap,
-            blend=experiment.inference.blend,
-            inference_batch_size=experiment.inference.batch_size,
+            **windowed.as_keywords(),
             metrics=[m for m in experiment.evaluation.metrics],
             tolerance_mm=experiment.evaluation.tolerance_mm,
             label_values=task.label_values,
             slice_axis=slice_axis,
-            accumulate=experiment.inference.accumulate,
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -285,30 +280,17 @@ class SegmentationApplication(Application):
             ctx: device and precision.
             flip: tensor dims flipped in every window before the network and back after.
         """
-        from voxelflow.sampling.grid import sliding_window
-
         flip = list(flip)
 
-        def run(windows: torch.Tensor) -> torch.Tensor:
-            if flip:
-                windows = torch.flip(windows, flip)
-            with ctx.autocast():
-                logits = self.forward(windows).float()
-            return torch.flip(logits, flip) if flip else logits
+        def flipped(windows: torch.Tensor) -> torch.Tensor:
+            if not flip:
+                return self.forward(windows)
+            return torch.flip(self.forward(torch.flip(windows, flip)), flip)
 
+        # valid convolutions shrink the window; the 2D network's size is not the 3D window's
         network = self.modules["network"]
-        if self.slice_axis is None and hasattr(network, "output_size"):
-            run.output_size = network.output_size  # type: ignore[attr-defined]  # valid convs
-        return sliding_window(
-            run,
-            image.to(ctx.device),
-            self.window,
-            overlap=self.overlap,
-            blend=self.blend,
-            batch_size=self.inference_batch_size,
-            device=ctx.device,
-            accumulate_dtype=self.accumulate_dtype,
-        ).float()  # float16 accumulation (inference.accumulate) halves the blending buffers
+        size = getattr(network, "output_size", None) if self.slice_axis is None else None
+        return self.windowed.run(flipped, image, ctx, output_size=size)
 
     def sample_probabilities(
         self, image: torch.Tensor, ctx: TrainingContext, options: InferenceConfig

@@ -12,7 +12,6 @@ which holds the metric computation itself.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -56,19 +55,6 @@ def resolve_settings(experiment: ExperimentConfig | None, options: EvaluationOpt
     if tolerance is None:
         tolerance = section.tolerance_mm if section is not None else 1.0
     return Settings(labels, list(metrics or EVALUATE_METRICS), float(tolerance))
-
-
-def inferred_predictions(table: Path) -> dict[str, Path]:
-    """Subject → prediction file of an ``inferred.csv``.
-
-    Raises:
-        ConfigError: the table has no ``prediction`` column (naming the table).
-    """
-    with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and "prediction" not in rows[0]:
-        raise ConfigError(f"{str(table)!r}: expected a 'prediction' column, got {list(rows[0])}")
-    return {row["subject"]: Path(row["prediction"]) for row in rows}
 
 
 def match_folder(folder: Path, subjects: Sequence[str]) -> dict[str, Path]:
@@ -174,9 +160,10 @@ def _evaluate_table(
     options: EvaluationOptions,
 ) -> EvaluationResult:
     """:func:`~voxelflow.metrics.evaluate.evaluate_files` on an ``inferred.csv``'s subjects."""
+    from voxelflow.io.table import prediction_files
     from voxelflow.metrics.evaluate import evaluate_files
 
-    predicted = inferred_predictions(table)
+    predicted = prediction_files(table)
     if options.reference_dir is not None:
         references = match_folder(options.reference_dir, list(predicted))
     else:
