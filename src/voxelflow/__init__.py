@@ -16,7 +16,14 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+# OpenMP threads that wait for work sleep instead of spinning, unless the user chose otherwise.
+# Read once, when PyTorch's OpenMP runtime loads, so it is set before anything imports torch.
+# Spinning threads are what make two trainings on one small machine 4x slower than one (each
+# takes the other's cores); sleeping costs nothing measurable alone (docs/performance.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from voxelflow.errors import (
     CheckpointError,

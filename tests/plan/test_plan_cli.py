@@ -132,3 +132,7 @@ def test_python_api_returns_the_plan(make_dataset, tmp_path):
     assert [c.name for c in plan.configurations][:2] == ["2d", "3d_fullres"]
     assert Path(tmp_path / "api" / "3d_fullres.yaml").is_file()
     assert plan.configuration("3d_fullres").config["training"]["amp"] == "off"
+    # on a CPU the network's threads get every core: windows are cut in the main process
+    assert plan.configuration("3d_fullres").config["training"]["num_workers"] == 0
+    assert "training:\n" in (tmp_path / "api" / "3d_fullres.yaml").read_text()
+    assert "0 on CPU" in (tmp_path / "api" / "3d_fullres.yaml").read_text()
