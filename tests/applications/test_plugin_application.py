@@ -67,6 +67,26 @@ class Brightener(Application):
         ]
 
 
+from pydantic import BaseModel, Field
+
+
+class BrightnessTask(BaseModel):
+    """Options of the Tasked brightener.
+
+    Args:
+        offset: what the network learns to add to the image.
+    """
+
+    offset: float = Field(1.0)
+
+
+class Tasked(Brightener):
+    """The Brightener with task options (``task:`` in a config)."""
+
+    name = "tasked_brightener"
+    task_model = BrightnessTask
+
+
 class Ensembled(Brightener):
     """The Brightener declaring what plans, cross-validation and fold ensembles need."""
 
@@ -283,3 +303,18 @@ def test_a_plugin_declaring_dense_outputs_gets_the_window_dimensionality_check(
     config.write_text(text.replace(":Ensembled", ":Brightener"))  # whole-image outputs: no check
     main(["config", "validate", "-c", str(config)])
     assert "sampling.window" not in capsys.readouterr().err
+
+
+def test_a_plugins_task_options_are_listed_and_filled_in(plugin_path: str) -> None:
+    """Its ``task_model`` gives ``voxelflow list`` its options and the resolved config its
+    defaults, as for the built-in applications (no table of names in voxelflow)."""
+    from voxelflow.config.load import validate_experiment
+    from voxelflow.config.options import component_options, with_component_defaults
+
+    tasked = plugin_path.replace(":Brightener", ":Tasked")
+    (option,) = component_options("applications", tasked)
+    assert (option.name, option.default) == ("offset", "1.0")
+    assert "what the network learns to add" in option.meaning
+    assert component_options("applications", plugin_path) == []  # no task model: no options
+    experiment = validate_experiment({"application": tasked})
+    assert with_component_defaults(experiment)["task"] == {"offset": 1.0}

@@ -40,6 +40,8 @@ from torch.optim.lr_scheduler import LRScheduler
 from voxelflow.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from voxelflow.config.schema import ExperimentConfig, InferenceConfig
     from voxelflow.data.cached import CachedSubject
     from voxelflow.data.dataset import PreprocessedDataset
@@ -278,6 +280,9 @@ class Application:
 
     name: ClassVar[str] = "application"
     manual_optimization: ClassVar[bool] = False
+    #: the pydantic model of its ``task:`` section (options, defaults, meanings for
+    #: ``voxelflow list`` and the resolved config); None: the application has no task options
+    task_model: ClassVar[type[BaseModel] | None] = None
     # prediction_table, inference_modes and reference_role are not ClassVars: an instance may
     # set its own (an autoencoder's mode picks its table, regression's degrade its reference).
     #: CSV written by inference beside the outputs: one row per :class:`Prediction`.

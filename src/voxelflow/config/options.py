@@ -86,14 +86,6 @@ CONFIG_KEYS: dict[str, str] = {
     "applications": "application (its options under task)",
 }
 
-#: application → the pydantic model of its ``task:`` options (``module``, ``class``)
-TASK_MODELS: dict[str, tuple[str, str]] = {
-    "classification": ("voxelflow.applications.classification.task", "ClassificationTask"),
-    "regression": ("voxelflow.applications.regression.task", "RegressionTask"),
-    "autoencoder": ("voxelflow.applications.autoencoder.task", "AutoencoderTask"),
-    "gan": ("voxelflow.applications.gan.task", "GanTask"),
-}
-
 #: meanings of the optimiser options every torch optimiser shares, where a docstring says nothing
 COMMON_MEANINGS: dict[str, str] = {
     "lr": "learning rate",
@@ -299,11 +291,14 @@ def component_options(kind: str, name: str) -> list[Option]:
 
 
 def task_model(application: str) -> Any | None:
-    """The pydantic model of an application's ``task:`` section, or ``None``."""
-    if application not in TASK_MODELS:
+    """The pydantic model of an application's ``task:`` section (its ``task_model``), or
+    ``None``: an application without task options, or a name that is no application (built-in
+    names, and plugins by their ``package.module:Name`` path, resolved by the registry)."""
+    try:
+        application_class = load_registry("applications").get(application)
+    except RegistryError:
         return None
-    module, attribute = TASK_MODELS[application]
-    return getattr(importlib.import_module(module), attribute)
+    return getattr(application_class, "task_model", None)
 
 
 def task_options(application: str) -> list[Option]:
@@ -552,7 +547,7 @@ def with_component_defaults(experiment: ExperimentConfig) -> dict[str, Any]:
         except RegistryError:
             continue
         _set_key(data, key, {"name": component.name, **defaults, **component.kwargs})
-    if isinstance(experiment.application, str) and experiment.application in TASK_MODELS:
+    if isinstance(experiment.application, str) and task_model(experiment.application) is not None:
         data["task"] = {**task_defaults(experiment.application), **data.get("task", {})}
     return data
 

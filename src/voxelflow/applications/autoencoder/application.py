@@ -110,6 +110,7 @@ class AutoencoderApplication(Application):
     """
 
     name = "autoencoder"
+    task_model = AutoencoderTask
     per_subject_table = "per_subject.csv"
     prediction_table = TABLES["reconstruct"]
     inference_modes = ("reconstruct", "encode", "sample", "interpolate")

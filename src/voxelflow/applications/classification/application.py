@@ -85,6 +85,7 @@ class ClassificationApplication(Application):
     """
 
     name = "classification"
+    task_model = ClassificationTask
     per_subject_table = "per_subject.csv"
     prediction_table = "predictions.csv"
     inference_modes = ("predict",)

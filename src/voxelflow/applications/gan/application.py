@@ -98,6 +98,7 @@ class GanApplication(Application):
     """
 
     name = "gan"
+    task_model = GanTask
     cv_per_fold = True
     manual_optimization = True
     inference_modules = ("generator",)  # zoo entries ship the generator only

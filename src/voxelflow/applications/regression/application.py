@@ -81,6 +81,7 @@ class RegressionApplication(Application):
     """
 
     name = "regression"
+    task_model = RegressionTask
     per_subject_table = "regression_metrics.csv"
     summary_table = "regression_summary.csv"
     reference_role = "target"
