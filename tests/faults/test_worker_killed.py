@@ -103,13 +103,14 @@ def test_killed_worker_under_load_stops_training_naming_it(tmp_path: Path) -> No
         workers: list[int] = []
         while len(workers) < 2 or not scalars.is_file() or scalars.stat().st_size < 200:
             assert train.poll() is None, train.communicate()[1]
-            assert time.monotonic() - started < 45, "training did not start within 45 s"
+            # generous: CI runs this beside another pytest worker on 2 cores
+            assert time.monotonic() - started < 90, "training did not start within 90 s"
             time.sleep(0.1)
             own = _cmdline(train.pid)
             workers = [c for c in _children(train.pid) if _cmdline(c) == own]
         victim = workers[-1]
         os.kill(victim, signal.SIGKILL)
-        _, stderr = train.communicate(timeout=15)  # never hangs: 60 s at most in all
+        _, stderr = train.communicate(timeout=30)  # never hangs: 2 minutes at most in all
     finally:
         for process in (train, load):
             if process.poll() is None:
