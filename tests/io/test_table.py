@@ -282,10 +282,11 @@ def test_prediction_table_rows_and_files_as_written(tmp_path: Path) -> None:
     from voxelflow.io.table import prediction_files, read_prediction_table
 
     table = tmp_path / "inferred.csv"
-    table.write_text("subject,prediction,prob\na,out/a_seg.nii.gz,out/a_prob.nii.gz\nb,/x/b.nii.gz,\n")
+    elsewhere = tmp_path / "x" / "b.nii.gz"  # an absolute path is kept as written
+    table.write_text(f"subject,prediction,prob\na,out/a_seg.nii.gz,out/a_prob.nii.gz\nb,{elsewhere},\n")
     rows = read_prediction_table(table, columns=["prediction"])
     assert [row["subject"] for row in rows] == ["a", "b"] and rows[1]["prob"] == ""
-    assert prediction_files(table) == {"a": Path("out/a_seg.nii.gz"), "b": Path("/x/b.nii.gz")}
+    assert prediction_files(table) == {"a": Path("out/a_seg.nii.gz"), "b": elsewhere}
     assert prediction_files(table, "prob")["a"] == Path("out/a_prob.nii.gz")
     table.write_text("subject,prediction\n")
     assert read_prediction_table(table) == []  # a header only is a table without predictions

@@ -57,16 +57,17 @@ def test_scrub_replaces_every_machine_path(tmp_path: Path) -> None:
 def test_scrub_keeps_zoo_names_and_warns_on_other_absolute_paths(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    atlas = str(tmp_path / "atlas.nii.gz")  # a machine path outside the dataset keys
     config = _resolved(
         tmp_path,
         dataset={"csv": str(tmp_path / "table.csv")},
         transfer={"init_from": {"source": "voxelflow-demo-tissue"}},
-        task={"template": "/data/atlas.nii.gz"},
+        task={"template": atlas},
     )
     scrubbed = scrub_config(config, entry_name="brain")
     assert scrubbed["dataset"]["csv"] == NOT_SHIPPED
     assert scrubbed["transfer"]["init_from"]["source"] == "voxelflow-demo-tissue"
-    assert "task.template" in caplog.text and "/data/atlas.nii.gz" in caplog.text
+    assert "task.template" in caplog.text and atlas in caplog.text
 
 
 def test_packed_entry_has_scrubbed_config_and_task_state(run_dir: Path, tmp_path: Path) -> None:
