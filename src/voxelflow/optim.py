@@ -91,7 +91,21 @@ def adam(
     Args:
         amsgrad: use the AMSGrad variant (the maximum of past squared-gradient averages).
     """
-    return torch.optim.Adam(
+    return _adam_family(torch.optim.Adam, params, lr, betas, eps, weight_decay, amsgrad)
+
+
+def _adam_family(
+    optimizer: type[torch.optim.Adam] | type[torch.optim.AdamW],
+    params: Params,
+    lr: float,
+    betas: Sequence[float],
+    eps: float,
+    weight_decay: float,
+    amsgrad: bool,
+) -> Optimizer:
+    """Adam or AdamW with their options checked (each keeps its own signature and defaults,
+    which the registry reads)."""
+    return optimizer(
         params,
         lr=_check_positive(lr, key="optimizer.lr"),
         betas=_betas(betas, key="optimizer.betas"),
@@ -116,14 +130,7 @@ def adamw(
     Args:
         amsgrad: use the AMSGrad variant (the maximum of past squared-gradient averages).
     """
-    return torch.optim.AdamW(
-        params,
-        lr=_check_positive(lr, key="optimizer.lr"),
-        betas=_betas(betas, key="optimizer.betas"),
-        eps=_check_positive(eps, key="optimizer.eps"),
-        weight_decay=_check_positive(weight_decay, key="optimizer.weight_decay", allow_zero=True),
-        amsgrad=amsgrad,
-    )
+    return _adam_family(torch.optim.AdamW, params, lr, betas, eps, weight_decay, amsgrad)
 
 
 @OPTIMIZERS.register("rmsprop", description="RMSprop (smoothing alpha, optional momentum)")
