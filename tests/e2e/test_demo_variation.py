@@ -71,3 +71,47 @@ def test_varied_subject_zero_background_and_labels():
     assert image.shape == label.shape and set(np.unique(label)) == {0, 1, 2}
     assert (image == 0).mean() > 0.1  # exactly-zero background outside the head
     assert np.allclose(np.linalg.norm(affine[:3, :3], axis=0), 4.0)  # rotated 4 mm grid
+
+
+def _three_tissue_template():
+    """CSF 0.4, grey 0.66, white 0.83 in thirds of a block, with certain probability maps."""
+    t1 = np.zeros((6, 4, 4), np.float32)
+    gm, wm = np.zeros_like(t1), np.zeros_like(t1)
+    t1[:2], t1[2:4], t1[4:] = 0.4, 0.66, 0.83
+    gm[2:4], wm[4:] = 1.0, 1.0
+    return t1, gm, wm, np.eye(4)
+
+
+def test_tissue_means_are_the_probability_weighted_means():
+    from voxelflow.demo.variation import tissue_means
+
+    np.testing.assert_allclose(tissue_means(_three_tissue_template()), (0.4, 0.66, 0.83), rtol=1e-6)
+
+
+def test_contrast_remap_moves_grey_and_csf_keeps_white_and_order():
+    from voxelflow.demo.variation import (
+        CSF_WHITE_RATIO,
+        GREY_WHITE_RATIO,
+        remap_tissue_contrast,
+        tissue_means,
+    )
+
+    template = _three_tissue_template()
+    means = tissue_means(template)
+    ratios = []
+    for seed in range(50):
+        t1, gm, wm, _ = remap_tissue_contrast(template, means, np.random.default_rng(seed))
+        assert gm is template[1] and wm is template[2]  # the labels do not move
+        np.testing.assert_allclose(t1[4:], 0.83, rtol=1e-6)  # white matter is the anchor
+        csf, grey = float(t1[0, 0, 0]), float(t1[2, 0, 0])
+        assert 0 < csf < grey < 0.83
+        ratios.append((grey / 0.83, csf / 0.83))
+    grey_ratio, csf_ratio = np.array(ratios).T
+    assert GREY_WHITE_RATIO[0] <= grey_ratio.min() and grey_ratio.max() <= GREY_WHITE_RATIO[1]
+    assert grey_ratio.max() - grey_ratio.min() > 0.1  # it does vary
+    assert csf_ratio.max() <= CSF_WHITE_RATIO[1]
+    # monotone between the anchors: a ramp stays ordered
+    ramp = (np.linspace(0.05, 1.0, 96, dtype=np.float32).reshape(6, 4, 4), *template[1:])
+    remapped = remap_tissue_contrast(ramp, means, np.random.default_rng(1))[0].ravel()
+    assert (np.diff(remapped) > 0).all()
+

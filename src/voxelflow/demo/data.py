@@ -27,11 +27,14 @@ import numpy as np
 from scipy import ndimage
 
 from voxelflow.demo.head import synthesise_head
+from voxelflow.demo.sulci import open_sulci, sulcus_map
 from voxelflow.demo.variation import (
     ScanVariant,
     blur_to_acquired,
     distance_from_brain,
+    remap_tissue_contrast,
     rotation_matrix,
+    tissue_means,
 )
 from voxelflow.synthetic import make_phantom
 
@@ -202,6 +205,9 @@ def coarse_template(
 #: peak displacement (mm) of the tissue demo's smooth deformation: larger than the other demos'
 #: 4 mm so that a model of one template's folding cannot simply memorise it
 ANATOMY_WARP_MM = 6.0
+#: peak displacement (mm) and control-point spacing (mm) of the fine deformation on top of it
+FINE_WARP_MM = 1.5
+FINE_WARP_CELL_MM = 6.0
 
 #: room (mm) added around the template grid for the synthetic head: (low, high) per RAS axis. The
 #: template's grid ends 20 mm below the cerebellum; real scans with skull carry the face and neck.
@@ -264,12 +270,19 @@ def make_varied_subject(
     )
     grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
     world = np.einsum("ij,j...->i...", affine[:3, :3], grid) + affine[:3, 3, None, None, None]
-    coarse = tuple(max(n // 4, 2) for n in shape)
-    for axis in range(3):
-        disp = _smooth_field(coarse, rng, amplitude=ANATOMY_WARP_MM, sigma=1.5)
-        world[axis] += ndimage.zoom(disp, np.array(shape) / np.array(coarse), order=1)[
-            : shape[0], : shape[1], : shape[2]
-        ]
+    # Two scales of deformation: a smooth one that moves lobes and a fine one (FINE_WARP_*) that
+    # reshapes gyri, so the template's folding pattern is not a cue the model can memorise.
+    scales = ((tuple(max(n // 4, 2) for n in shape), ANATOMY_WARP_MM, 1.5),
+              (tuple(max(round(n * spacing / FINE_WARP_CELL_MM), 2) for n in shape),
+               FINE_WARP_MM, 1.0))  # fmt: skip
+    for coarse, amplitude, sigma in scales:
+        if amplitude <= 0:
+            continue
+        for axis in range(3):
+            disp = _smooth_field(coarse, rng, amplitude=amplitude, sigma=sigma)
+            world[axis] += ndimage.zoom(disp, np.array(shape) / np.array(coarse), order=1)[
+                : shape[0], : shape[1], : shape[2]
+            ]
     inverse = np.linalg.inv(t_affine)
     vox = np.einsum("ij,j...->i...", inverse[:3, :3], world) + inverse[:3, 3, None, None, None]
     sample = {
@@ -336,7 +349,13 @@ def _make_phantom_subject(
 
 
 def make_demo_dataset(
-    out_dir: Path, *, num_train: int = 8, num_test: int = 4, spacing: float = 3.0, seed: int = 0
+    out_dir: Path,
+    *,
+    num_train: int = 8,
+    num_test: int = 4,
+    spacing: float = 3.0,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("train", "test"),
 ) -> DemoData:
     """Write the demo subjects as NIfTI files plus ``train.csv`` and ``test.csv`` in ``out_dir``.
 
@@ -345,12 +364,13 @@ def make_demo_dataset(
         num_train: training + validation subjects.
         num_test: held-out test subjects (made the same way, never seen in training).
         spacing: voxel size (mm) of the generated subjects.
-        seed: random seed.
+        seed: random seed; subject ``i`` draws from its own generator seeded ``(seed, i)``, so
+            one split can be remade alone, identical to a full run's.
+        splits: the splits to write images for (the other tables are written header-only).
 
     Returns:
         The paths of the two tables and the data source used.
     """
-    rng = np.random.default_rng(seed)
     template = load_template()
     source = "mni152" if template is not None else "phantom"
     if template is None:
@@ -362,7 +382,7 @@ def make_demo_dataset(
     tables: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
     if template is not None:
         template = tissue_posteriors(template)
-    if template is not None and spacing >= 3.0:
+    if template is not None and spacing >= 2.0:
         template = coarse_template(template)  # 2 mm is fine enough for a 3 mm grid, 8× faster
     if template is not None:
         template = pad_template(template)
@@ -371,12 +391,18 @@ def make_demo_dataset(
         if template is not None
         else None
     )
+    sulci = sulcus_map(template) if template is not None else None
+    means = tissue_means(template) if template is not None else None
     for index in range(num_train + num_test):
         split = "train" if index < num_train else "test"
+        if split not in splits:
+            continue
         name = f"{split}{index:03d}"
+        rng = np.random.default_rng([seed, index])
         variant = ScanVariant.draw(rng)
-        if template is not None and distance is not None:
-            image, label, affine = make_varied_subject(template, distance, rng, spacing, variant)
+        if template is not None and distance is not None and sulci is not None and means:
+            anatomy = remap_tissue_contrast(open_sulci(template, sulci, rng), means, rng)
+            image, label, affine = make_varied_subject(anatomy, distance, rng, spacing, variant)
         else:
             image, label, affine = _make_phantom_subject(rng, (48, 56, 48))
         image_path = out_dir / "images" / f"{name}_t1.nii.gz"

@@ -99,3 +99,46 @@ def blur_to_acquired(
         max(a * a - spacing_mm * spacing_mm, 0.0) ** 0.5 / 2.355 / spacing_mm for a in acquired_mm
     ]
     return ndimage.gaussian_filter(image, sigma) if any(s > 0.05 for s in sigma) else image
+
+
+#: grey/white and CSF/white T1 intensity ratios drawn per subject by :func:`remap_tissue_contrast`.
+#: T1-weighted sequences and field strengths give grey/white ratios of about 0.7-0.85
+#: (MPRAGE, SPGR, 1.5-3 T); CSF's ratio spans partial-volumed sulci to pure ventricular CSF.
+GREY_WHITE_RATIO = (0.68, 0.88)
+CSF_WHITE_RATIO = (0.20, 0.60)
+
+
+def tissue_means(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[float, float, float]:
+    """Mean T1 of CSF, grey and white matter in ``(t1, gm, wm, affine)``, weighted by probability."""
+    t1, gm, wm, _ = template
+    brain = t1 > 0.05
+    weights = (np.clip(1.0 - gm - wm, 0.0, 1.0)[brain], gm[brain], wm[brain])
+    values = t1[brain]
+    csf, grey, white = (float((w * values).sum() / max(float(w.sum()), 1e-6)) for w in weights)
+    return csf, grey, white
+
+
+def remap_tissue_contrast(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    means: tuple[float, float, float],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The brain's T1 under a random monotone remap of the tissue contrasts; maps unchanged.
+
+    A piecewise-linear map through ``0 → 0``, CSF mean → ``c``, grey mean → ``g``, white mean
+    kept, identity slope above it, with ``g / white`` and ``c / white`` drawn from
+    :data:`GREY_WHITE_RATIO` and :data:`CSF_WHITE_RATIO`. One template's contrast would teach
+    a model one fixed intensity threshold between grey and white matter; scans differ, and a
+    classical segmenter (k-means, Atropos) finds each scan's own. Partial-volume voxels move
+    with their neighbours on the map, so borders stay where the maps put them.
+    """
+    t1, gm, wm, affine = template
+    csf, grey, white = means
+    g = white * rng.uniform(*GREY_WHITE_RATIO)
+    c = min(white * rng.uniform(*CSF_WHITE_RATIO), 0.9 * g)
+    source = np.array([0.0, csf, grey, white, white + 1.0])
+    target = np.array([0.0, c, g, white, white + 1.0])
+    remapped = np.interp(t1, source, target).astype(np.float32)
+    return np.where(t1 > 0, remapped, t1).astype(np.float32), gm, wm, affine
