@@ -42,3 +42,29 @@ def test_other_demos_refuse_the_option(tmp_path: Path, capsys: pytest.CaptureFix
     assert code != 0
     assert "--real-subjects: the regression demo has no check on real subjects" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # refused before any data was made
+
+
+def test_release_and_quick_exclude_each_other(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--quick", "--release", "--out", str(tmp_path / "d")])
+    assert code != 0
+    assert "--quick and --release exclude each other" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_only_the_segmentation_demo_has_a_release_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["demo", "--app", "gan", "--release", "--out", str(tmp_path / "d")])
+    assert code != 0
+    assert "--release: the gan demo ships no model" in capsys.readouterr().err
+
+
+def test_release_settings_train_the_shipped_entry_at_its_spacing() -> None:
+    import yaml
+
+    from voxelflow.demo.run import RELEASE, demo_settings
+
+    assert demo_settings(release=True) == (RELEASE, "-release")
+    model = yaml.safe_load((Path(__file__).resolve().parents[2] / "zoo" / "voxelflow-demo-tissue"
+                            / "model.yaml").read_text())  # fmt: skip
+    assert model["inputs"]["spacing"] == [RELEASE.spacing] * 3

@@ -1,6 +1,6 @@
 """The zoo entry shipped in the repository (``zoo/voxelflow-demo-tissue``): install, infer, check.
 
-The entry is the full segmentation demo's trained U-Net (grey/white matter at 3 mm). The test
+The entry is the U-Net ``voxelflow demo --release`` trains (grey/white matter at 2 mm). The test
 installs it from the repository path into a temporary zoo home, runs ``voxelflow infer --model``
 on a new MNI-like subject stored in a non-RAS orientation (flipped first axis), and checks that
 the prediction is written on the input's grid and that it segments the tissues (Dice > 0.5).
@@ -85,18 +85,20 @@ def test_shipped_card_figures_match_a_run(tmp_path: Path, monkeypatch: pytest.Mo
     """The card's held-out Dice is what the shipped weights give on the demo's (seeded) test
     subjects, regenerated here; and the card states its spacing, intensities and limits."""
     from voxelflow.demo.data import load_template, make_demo_dataset
-    from voxelflow.demo.run import FULL
+    from voxelflow.demo.run import RELEASE
     from voxelflow.io.table import read_csv_table
     from voxelflow.zoo.store import verify_entry
 
     if load_template() is None:
         pytest.skip("nilearn (MNI152 template) is not installed")
     card = verify_entry(ENTRY).card
-    assert card.inputs.spacing == [3.0, 3.0, 3.0] and card.inputs.intensity
+    assert card.inputs.spacing == [RELEASE.spacing] * 3 and card.inputs.intensity
     assert "ONE anatomy" in card.training_data and "skull" in card.limitations
-    assert "Atropos" in card.checked_on
-    data = make_demo_dataset(tmp_path / "data", num_train=FULL.num_train, num_test=FULL.num_test,
-                             spacing=FULL.spacing)  # fmt: skip
+    assert "Atropos" in card.checked_on and "--release" in card.description
+    # every subject has its own seed: the release run's test subjects, without its 40 others
+    data = make_demo_dataset(tmp_path / "data", num_train=RELEASE.num_train,
+                             num_test=RELEASE.num_test, spacing=RELEASE.spacing,
+                             splits=("test",))  # fmt: skip
     home = tmp_path / "zoo-home"
     assert main(["zoo", "--home", str(home), "install", str(ENTRY)]) == 0
     monkeypatch.setenv("VOXELFLOW_ZOO_HOME", str(home))
