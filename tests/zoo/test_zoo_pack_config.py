@@ -107,12 +107,12 @@ def test_one_network_entry_loads_and_foreign_modules_are_refused(
 
 def test_demo_entry_names_its_tissues(run_dir: Path, tmp_path: Path) -> None:
     from voxelflow.demo.data import TISSUE_NAMES, DemoData
-    from voxelflow.demo.run import _pack_model
+    from voxelflow.demo.run import QUICK, _pack_model
     from voxelflow.zoo.store import install
 
     (tmp_path / "train.csv").write_text("subject,image,label\na,a.nii.gz,a_seg.nii.gz\n")
     data = DemoData(tmp_path / "train.csv", tmp_path / "test.csv", "phantom", dict(TISSUE_NAMES))
-    archive = _pack_model(run_dir, tmp_path, {1: 0.9, 2: 0.8}, data, quick=True)
+    archive = _pack_model(run_dir, tmp_path, {1: 0.9, 2: 0.8}, data, QUICK, quick=True)
     card = install(archive, home=tmp_path / "home").card
     assert card.training_data.startswith("1 subjects") and "ONE anatomy" in card.training_data
     assert card.outputs.labels == {0: "other", 1: "grey_matter", 2: "white_matter"}
