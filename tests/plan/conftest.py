@@ -79,3 +79,14 @@ def make_dataset(tmp_path: Path) -> Callable[..., Path]:
         return write_table(folder, rows)
 
     return make
+
+
+@pytest.fixture
+def template_anatomy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's subjects without opened sulci or a contrast remap: these tests check that a
+    planned config learns in a few iterations, not the harder variation the demo trains on."""
+    from voxelflow.demo import sulci, variation
+
+    monkeypatch.setattr(sulci, "OPEN_FRACTION", 0.0)
+    monkeypatch.setattr(variation, "GREY_WHITE_RATIO", (0.8, 0.8))
+    monkeypatch.setattr(variation, "CSF_WHITE_RATIO", (0.48, 0.48))

@@ -62,17 +62,6 @@ def _train(plan: Any, folder: Path, name: str) -> Path:
     return path
 
 
-@pytest.fixture
-def template_anatomy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo's subjects without opened sulci or a contrast remap: these tests check that a
-    planned config learns in a few iterations, not the harder variation the demo trains on."""
-    from voxelflow.demo import sulci, variation
-
-    monkeypatch.setattr(sulci, "OPEN_FRACTION", 0.0)
-    monkeypatch.setattr(variation, "GREY_WHITE_RATIO", (0.8, 0.8))
-    monkeypatch.setattr(variation, "CSF_WHITE_RATIO", (0.48, 0.48))
-
-
 def _whole_image_baseline_dice(data, rows) -> dict[int, float]:
     """The intensity lookup z-scored over each whole image (not handed a brain mask, as the
     network is not): what one voxel's intensity alone gives."""

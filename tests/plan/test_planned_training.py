@@ -15,17 +15,6 @@ from voxelflow.io.image import Image, Subject
 from voxelflow.transforms.preprocess import input_assumption_warnings
 
 
-@pytest.fixture
-def template_anatomy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo's subjects without opened sulci or a contrast remap: these tests check that a
-    planned config learns in a few iterations, not the harder variation the demo trains on."""
-    from voxelflow.demo import sulci, variation
-
-    monkeypatch.setattr(sulci, "OPEN_FRACTION", 0.0)
-    monkeypatch.setattr(variation, "GREY_WHITE_RATIO", (0.8, 0.8))
-    monkeypatch.setattr(variation, "CSF_WHITE_RATIO", (0.48, 0.48))
-
-
 def test_planned_segmentation_config_trains_unedited_and_infers_on_the_input_grid(tmp_path, capsys, template_anatomy):
     pytest.importorskip("nilearn")
     from voxelflow.demo.data import make_demo_dataset
