@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--release",
         action="store_true",
         help="segmentation demo: the long run that trains the model shipped as "
-        "zoo/voxelflow-demo-tissue (2 mm, 40 subjects, 4000 iterations: about 35 minutes on an "
+        "zoo/voxelflow-demo-tissue (2 mm, 40 subjects, 4000 iterations: about 30 minutes on an "
         "idle 2-core CPU); folders data-release, plan-release, run-release",
     )
     parser.add_argument(

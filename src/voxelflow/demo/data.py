@@ -276,8 +276,6 @@ def make_varied_subject(
               (tuple(max(round(n * spacing / FINE_WARP_CELL_MM), 2) for n in shape),
                FINE_WARP_MM, 1.0))  # fmt: skip
     for coarse, amplitude, sigma in scales:
-        if amplitude <= 0:
-            continue
         for axis in range(3):
             disp = _smooth_field(coarse, rng, amplitude=amplitude, sigma=sigma)
             world[axis] += ndimage.zoom(disp, np.array(shape) / np.array(coarse), order=1)[
@@ -383,7 +381,7 @@ def make_demo_dataset(
     if template is not None:
         template = tissue_posteriors(template)
     if template is not None and spacing >= 2.0:
-        template = coarse_template(template)  # 2 mm is fine enough for a 3 mm grid, 8× faster
+        template = coarse_template(template)  # 2 mm blocks for a 2 mm or coarser grid, 8× faster
     if template is not None:
         template = pad_template(template)
     distance = (
