@@ -294,8 +294,9 @@ def demo_training_subjects(
     return out
 
 
-def infer(model: str, inputs: Path, out: Path) -> dict[str, Path]:
-    """Run ``voxelflow infer`` on a folder; subject name → prediction file."""
+def infer(model: str, inputs: Path, out: Path, overrides: Sequence[str] = ()) -> dict[str, Path]:
+    """Run ``voxelflow infer`` on a folder (``overrides``: its ``--set KEY=VALUE`` options);
+    subject name → prediction file."""
     command = [
         sys.executable,
         "-m",
@@ -311,6 +312,8 @@ def infer(model: str, inputs: Path, out: Path) -> dict[str, Path]:
         command += ["-c", str(run / "config.yaml"), "--run-dir", str(run)]
     else:
         command += ["--model", model]
+    for override in overrides:
+        command += ["--set", override]
     subprocess.run(command, check=True, stdout=sys.stderr)
     with open(out / "inferred.csv", newline="") as handle:
         return {row["subject"]: Path(row["prediction"]) for row in csv.DictReader(handle)}
@@ -323,6 +326,7 @@ def run_benchmark(
     spacings: Sequence[float],
     baseline_table: Path | None = None,
     pictures: Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     subjects = []
     for source in SOURCES:
@@ -346,7 +350,7 @@ def run_benchmark(
 
         # one `voxelflow infer` process per case: the time per case is measured as a user
         # sees it, and a failure names its case
-        predictions = infer(model, image.parent, out)
+        predictions = infer(model, image.parent, out, overrides)
         return np.asarray(nib.load(predictions[image.name.removesuffix(".nii.gz")]).dataobj)
 
     return run_check(cases, predict, work, pictures=pictures)
@@ -373,6 +377,8 @@ def main() -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the rows as JSON instead of the table"
     )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="an inference option for every case, passed to `voxelflow infer --set`, e.g. inference.keep_largest_component=true (repeatable)")  # fmt: skip
     args = parser.parse_args()
     if args.fetch:
         fetch(args.cache)
@@ -384,23 +390,42 @@ def main() -> None:
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
         rows = run_benchmark(
-            args.model, args.cache, args.work, spacings, args.baseline_table, args.pictures
+            args.model,
+            args.cache,
+            args.work,
+            spacings,
+            args.baseline_table,
+            args.pictures,
+            args.overrides,
         )
     else:
         with tempfile.TemporaryDirectory() as tmp:
             rows = run_benchmark(
-                args.model, args.cache, Path(tmp), spacings, args.baseline_table, args.pictures
+                args.model,
+                args.cache,
+                Path(tmp),
+                spacings,
+                args.baseline_table,
+                args.pictures,
+                args.overrides,
             )
     if args.json:
         print(
             json.dumps(
-                {"model": args.model, "sources": [s.__dict__ for s in SOURCES], "rows": rows},
+                {
+                    "model": args.model,
+                    "overrides": args.overrides,
+                    "sources": [s.__dict__ for s in SOURCES],
+                    "rows": rows,
+                },
                 indent=1,
             )
         )
     else:
+        settings = "".join(f" --set {o}" for o in args.overrides)
         print(
-            f"model: {args.model}; reference: ANTs N4 + Atropos (3-class k-means) inside the brain mask"
+            f"model: {args.model}{settings}; reference: ANTs N4 + Atropos (3-class k-means) "
+            "inside the brain mask"
         )
         print(format_table(rows))
 

@@ -198,3 +198,23 @@ def test_baseline_reads_the_run_folders_training_table(bench, tmp_path: Path) ->
     subjects = bench.demo_training_subjects(tmp_path / "cache", str(run))
     assert len(subjects) == 1 and (subjects[0][1] == label).all()
     assert not (tmp_path / "cache").exists()  # no demo dataset generated
+
+
+def test_inference_options_reach_voxelflow_infer(bench, tmp_path: Path, monkeypatch) -> None:
+    """``--set KEY=VALUE`` (e.g. inference.keep_largest_component=true) goes to every
+    ``voxelflow infer`` call, after the model, once per option."""
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        (tmp_path / "inferred.csv").write_text("subject,prediction\ncase,case_seg.nii.gz\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    options = ["inference.keep_largest_component=true", "inference.flip_tta=true"]
+    assert bench.infer("voxelflow-demo-tissue", tmp_path, tmp_path, options) == {
+        "case": Path("case_seg.nii.gz")
+    }
+    (command,) = calls
+    model = command.index("--model")
+    assert command[model + 1] == "voxelflow-demo-tissue"
+    assert command[model + 2 :] == ["--set", options[0], "--set", options[1]]
