@@ -69,6 +69,10 @@ after fetching once (``--cache DIR``, default ``~/.cache/voxelflow-bench`` or
     .venv/bin/voxelflow zoo install zoo/voxelflow-demo-tissue
     .venv/bin/python benchmarks/demo_generalisation.py --model voxelflow-demo-tissue
     .venv/bin/python benchmarks/demo_generalisation.py --model runs/demo/run --json
+    .venv/bin/python benchmarks/demo_generalisation.py --set inference.keep_largest_component=true
+
+``--set KEY=VALUE`` (repeatable) is passed to every ``voxelflow infer`` call: the last line keeps
+the largest connected piece of each tissue, which zoo/README.md recommends on heads with skull.
 """
 
 from __future__ import annotations
